@@ -1,0 +1,136 @@
+//! In-memory adapters: a typed store (the default store tier) and a blob map that
+//! several instances can share (a cloud stand-in for tests and demos).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::clock::Millis;
+use crate::entity::Entity;
+use crate::partition::{Partition, Slot};
+use crate::persistence::{AdapterError, AdapterResult, Persistence, Store};
+
+/// The default store tier: typed partitions in memory, per-entity access in O(log n).
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    partitions: HashMap<String, Partition>,
+    blobs: BTreeMap<String, Vec<u8>>,
+}
+
+impl MemoryStore {
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+}
+
+impl Persistence for MemoryStore {
+    fn load(&mut self, key: &str) -> AdapterResult<Option<Vec<u8>>> {
+        if let Some(p) = self.partitions.get(key) {
+            return Ok(Some(p.to_canonical()));
+        }
+        Ok(self.blobs.get(key).cloned())
+    }
+
+    fn store(&mut self, key: &str, bytes: &[u8]) -> AdapterResult<()> {
+        if key.starts_with('!') {
+            self.blobs.insert(key.to_string(), bytes.to_vec());
+            return Ok(());
+        }
+        let partition = Partition::parse(bytes, false).map_err(AdapterError)?;
+        self.partitions.insert(key.to_string(), partition);
+        Ok(())
+    }
+
+    fn clear(&mut self, key: &str) -> AdapterResult<()> {
+        self.partitions.remove(key);
+        self.blobs.remove(key);
+        Ok(())
+    }
+
+    fn keys(&mut self) -> AdapterResult<Option<Vec<String>>> {
+        let mut keys: Vec<String> = self.partitions.keys().chain(self.blobs.keys()).cloned().collect();
+        keys.sort();
+        Ok(Some(keys))
+    }
+}
+
+impl Store for MemoryStore {
+    fn get(&mut self, key: &str, name: &str, id: &str) -> AdapterResult<Option<Slot>> {
+        Ok(self.partitions.get(key).and_then(|p| p.get(name, id)).cloned())
+    }
+
+    fn get_all(&mut self, key: &str, name: &str) -> AdapterResult<Vec<Entity>> {
+        let Some(ids) = self.partitions.get(key).and_then(|p| p.names.get(name)) else {
+            return Ok(Vec::new());
+        };
+        Ok(ids.values().filter_map(|s| s.entity().cloned()).collect())
+    }
+
+    fn save(&mut self, key: &str, name: &str, entity: &Entity) -> AdapterResult<()> {
+        let partition = match self.partitions.get_mut(key) {
+            Some(p) => p,
+            None => self.partitions.entry(key.to_string()).or_default(),
+        };
+        partition.put(name, entity.id(), Slot::Active(entity.clone()));
+        Ok(())
+    }
+
+    fn delete(&mut self, key: &str, name: &str, id: &str, deleted_at: Millis) -> AdapterResult<()> {
+        let partition = self.partitions.entry(key.to_string()).or_default();
+        partition.put(name, id, Slot::Deleted(deleted_at));
+        Ok(())
+    }
+
+    fn load_partition(&mut self, key: &str) -> AdapterResult<Option<Partition>> {
+        Ok(self.partitions.get(key).cloned())
+    }
+
+    fn store_partition(&mut self, key: &str, partition: &Partition) -> AdapterResult<()> {
+        self.partitions.insert(key.to_string(), partition.clone());
+        Ok(())
+    }
+}
+
+/// Blobs in a shared map. Clones share the same map, so one value can serve as the
+/// cloud of two instances, and a test can look inside.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryPersistence {
+    blobs: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
+}
+
+impl MemoryPersistence {
+    pub fn new() -> MemoryPersistence {
+        MemoryPersistence::default()
+    }
+
+    /// A copy of every stored blob.
+    pub fn snapshot(&self) -> BTreeMap<String, Vec<u8>> {
+        self.blobs.lock().clone()
+    }
+
+    /// Overwrites one blob directly (tests: simulate corruption).
+    pub fn poke(&self, key: &str, bytes: &[u8]) {
+        self.blobs.lock().insert(key.to_string(), bytes.to_vec());
+    }
+}
+
+impl Persistence for MemoryPersistence {
+    fn load(&mut self, key: &str) -> AdapterResult<Option<Vec<u8>>> {
+        Ok(self.blobs.lock().get(key).cloned())
+    }
+
+    fn store(&mut self, key: &str, bytes: &[u8]) -> AdapterResult<()> {
+        self.blobs.lock().insert(key.to_string(), bytes.to_vec());
+        Ok(())
+    }
+
+    fn clear(&mut self, key: &str) -> AdapterResult<()> {
+        self.blobs.lock().remove(key);
+        Ok(())
+    }
+
+    fn keys(&mut self) -> AdapterResult<Option<Vec<String>>> {
+        Ok(Some(self.blobs.lock().keys().cloned().collect()))
+    }
+}

@@ -1,0 +1,120 @@
+//! What an instance is opened from.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::adapters::MemoryStore;
+use crate::error::{Error, Result};
+use crate::persistence::{Persistence, Store};
+use crate::strategy::{GlobalStrategy, KeyStrategy};
+use crate::sync::{ConflictResolver, LastWriterWins};
+
+/// The configuration of one instance: prefix, strategy, tiers and timings.
+pub struct Config {
+    /// Prefix of every partition key (`<prefix><sep><logicalKey>`).
+    pub prefix: String,
+    pub strategy: Arc<dyn KeyStrategy>,
+    pub resolver: Arc<dyn ConflictResolver>,
+    /// The in-memory tier; [`MemoryStore`] by default.
+    pub store: Box<dyn Store>,
+    /// The durable tier on the device.
+    pub local: Option<Box<dyn Persistence>>,
+    /// The remote tier, possibly shared with other instances.
+    pub cloud: Option<Box<dyn Persistence>>,
+    /// How long after a write the store is synced to the tier below (writes within
+    /// this window are coalesced).
+    pub store_sync_delay: Duration,
+    /// How often local and cloud are synced.
+    pub cloud_sync_interval: Duration,
+    /// First retry delay after a cloud failure; doubles up to `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// Stamps further ahead of now than this are not adopted into the instance clock.
+    pub max_clock_skew: Duration,
+    /// Sync local and cloud as soon as the instance opens.
+    pub sync_on_open: bool,
+}
+
+impl Config {
+    /// A store-only configuration with the defaults: global strategy, last writer wins,
+    /// store synced 50 ms after writes, cloud every 30 s.
+    pub fn new(prefix: impl Into<String>) -> Config {
+        Config {
+            prefix: prefix.into(),
+            strategy: Arc::new(GlobalStrategy),
+            resolver: Arc::new(LastWriterWins),
+            store: Box::new(MemoryStore::new()),
+            local: None,
+            cloud: None,
+            store_sync_delay: Duration::from_millis(50),
+            cloud_sync_interval: Duration::from_secs(30),
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+            max_clock_skew: Duration::from_secs(300),
+            sync_on_open: true,
+        }
+    }
+
+    pub fn strategy(mut self, strategy: impl KeyStrategy + 'static) -> Self {
+        self.strategy = Arc::new(strategy);
+        self
+    }
+
+    pub fn resolver(mut self, resolver: impl ConflictResolver + 'static) -> Self {
+        self.resolver = Arc::new(resolver);
+        self
+    }
+
+    pub fn store(mut self, store: impl Store + 'static) -> Self {
+        self.store = Box::new(store);
+        self
+    }
+
+    pub fn local(mut self, local: impl Persistence + 'static) -> Self {
+        self.local = Some(Box::new(local));
+        self
+    }
+
+    pub fn cloud(mut self, cloud: impl Persistence + 'static) -> Self {
+        self.cloud = Some(Box::new(cloud));
+        self
+    }
+
+    pub fn store_sync_delay(mut self, delay: Duration) -> Self {
+        self.store_sync_delay = delay;
+        self
+    }
+
+    pub fn cloud_sync_interval(mut self, interval: Duration) -> Self {
+        self.cloud_sync_interval = interval;
+        self
+    }
+
+    pub fn retry(mut self, base: Duration, max: Duration) -> Self {
+        self.retry_base = base;
+        self.retry_max = max;
+        self
+    }
+
+    pub fn sync_on_open(mut self, yes: bool) -> Self {
+        self.sync_on_open = yes;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        let p = &self.prefix;
+        if p.is_empty() || p.len() > 128 || p.starts_with('!') || p.chars().any(|c| c.is_control()) {
+            return Err(Error::InvalidConfig(format!(
+                "prefix {p:?} must be 1-128 characters, not start with '!', and hold no control characters"
+            )));
+        }
+        crate::strategy::validate_strategy(self.strategy.as_ref())?;
+        if p.contains(self.strategy.separator()) {
+            return Err(Error::InvalidConfig(format!("prefix {p:?} contains the key separator")));
+        }
+        if self.cloud_sync_interval.is_zero() || self.retry_base.is_zero() || self.retry_max < self.retry_base {
+            return Err(Error::InvalidConfig("intervals must be positive and retry_max >= retry_base".into()));
+        }
+        Ok(())
+    }
+}

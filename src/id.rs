@@ -1,0 +1,103 @@
+//! Entity ids: `<logicalKey><sep><identifier>`, with a random nanoid-style identifier.
+
+use rand::RngCore;
+
+use crate::error::{Error, Result};
+
+/// The alphabet identifiers are drawn from (64 URL-safe characters).
+pub const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+
+/// Longest id or key accepted.
+pub const MAX_ID_LEN: usize = 1024;
+
+/// Appends a random identifier of `len` characters to `out`.
+pub fn push_identifier(out: &mut String, len: usize) {
+    let mut bytes = [0u8; 64];
+    let mut rng = rand::thread_rng();
+    let mut left = len;
+    while left > 0 {
+        let take = left.min(bytes.len());
+        rng.fill_bytes(&mut bytes[..take]);
+        out.extend(bytes[..take].iter().map(|b| ALPHABET[(b & 63) as usize] as char));
+        left -= take;
+    }
+}
+
+/// Generates a new id for an entity in `logical_key`.
+pub fn generate(logical_key: &str, separator: char, len: usize) -> String {
+    let mut id = String::with_capacity(logical_key.len() + 1 + len);
+    id.push_str(logical_key);
+    id.push(separator);
+    push_identifier(&mut id, len);
+    id
+}
+
+/// Splits an id into its logical key and identifier, refusing ids that do not parse.
+pub fn parse(id: &str, separator: char) -> Result<(&str, &str)> {
+    let refuse = |why: &str| Err(Error::InvalidId(id.to_string(), why.to_string()));
+    if id.is_empty() {
+        return refuse("ids must not be empty");
+    }
+    if id.len() > MAX_ID_LEN {
+        return refuse("longer than 1024 bytes");
+    }
+    if id.chars().any(|c| c.is_control()) {
+        return refuse("contains a control character");
+    }
+    match id.rsplit_once(separator) {
+        Some((logical, ident)) if !logical.is_empty() && !ident.is_empty() => {
+            validate_logical_key(logical, separator).map_err(|_| {
+                Error::InvalidId(id.to_string(), format!("logical key {logical:?} is not valid"))
+            })?;
+            Ok((logical, ident))
+        }
+        _ => refuse(&format!(
+            "expected <logicalKey>{separator}<identifier> with both parts non-empty"
+        )),
+    }
+}
+
+/// Checks a logical key a strategy produced.
+pub fn validate_logical_key(logical: &str, separator: char) -> Result<()> {
+    let refuse = |why: &str| Err(Error::InvalidKey(logical.to_string(), why.to_string()));
+    if logical.is_empty() {
+        return refuse("logical keys must not be empty");
+    }
+    if logical.len() > MAX_ID_LEN / 2 {
+        return refuse("longer than 512 bytes");
+    }
+    if logical.chars().any(|c| c.is_control()) {
+        return refuse("contains a control character");
+    }
+    if logical.starts_with(separator) || logical.ends_with(separator) {
+        return refuse("starts or ends with the separator");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_parse_back() {
+        let id = generate("User", '.', 16);
+        assert_eq!(id.len(), 4 + 1 + 16);
+        let (logical, ident) = parse(&id, '.').unwrap();
+        assert_eq!(logical, "User");
+        assert!(ident.bytes().all(|b| ALPHABET.contains(&b)));
+    }
+
+    #[test]
+    fn logical_keys_may_hold_the_separator() {
+        let (logical, ident) = parse("User.2026-01.abc", '.').unwrap();
+        assert_eq!((logical, ident), ("User.2026-01", "abc"));
+    }
+
+    #[test]
+    fn bad_ids_are_refused() {
+        for bad in ["", "nosep", ".abc", "User.", "a\u{0}b.c", ".", "User..x.", &"x".repeat(2000)] {
+            assert!(parse(bad, '.').is_err(), "{bad:?} parsed");
+        }
+    }
+}

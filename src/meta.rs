@@ -1,0 +1,115 @@
+//! Per-tier metadata: a hash and counts per partition, and a root over all of them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::{format_millis, parse_millis, Millis};
+use crate::partition::{hash_bytes, Counts, Partition};
+
+/// The reserved key the metadata document is stored under. Partition keys start with
+/// the instance prefix, which may not start with `!`, so they never collide.
+pub const META_KEY: &str = "!datasync.meta";
+/// The reserved key of the root hash alone, so a no-op sync reads two short values.
+pub const ROOT_KEY: &str = "!datasync.root";
+
+/// What the metadata says of one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaEntry {
+    pub hash: String,
+    pub updated_at: Millis,
+    pub entities: BTreeMap<String, Counts>,
+}
+
+impl MetaEntry {
+    /// The entry describing `partition`, whose canonical bytes are `bytes`.
+    pub fn describe(partition: &Partition, bytes: &[u8], now: Millis) -> MetaEntry {
+        MetaEntry {
+            hash: hash_bytes(bytes),
+            updated_at: now,
+            entities: partition.counts(),
+        }
+    }
+}
+
+/// The metadata of one tier.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub updated_at: Millis,
+    pub entries: BTreeMap<String, MetaEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EntryDoc {
+    hash: String,
+    #[serde(rename = "updatedAt")]
+    updated_at: String,
+    #[serde(default)]
+    entities: BTreeMap<String, Counts>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MetaDoc {
+    #[serde(rename = "updatedAt")]
+    updated_at: String,
+    #[serde(default)]
+    root: String,
+    #[serde(rename = "entityKeys", default)]
+    entity_keys: BTreeMap<String, EntryDoc>,
+}
+
+impl Meta {
+    /// The root hash: BLAKE3 over the sorted `(key, hash)` pairs. Equal roots mean
+    /// equal partitions (up to a hash collision).
+    pub fn root(&self) -> String {
+        let mut hasher = blake3::Hasher::new();
+        for (key, entry) in &self.entries {
+            hasher.update(key.as_bytes());
+            hasher.update(&[0]);
+            hasher.update(entry.hash.as_bytes());
+            hasher.update(&[b'\n']);
+        }
+        hasher.finalize().to_hex().to_string()
+    }
+
+    /// The hash recorded for `key`.
+    pub fn hash_of(&self, key: &str) -> Option<&str> {
+        self.entries.get(key).map(|e| e.hash.as_str())
+    }
+
+    /// The stored form: canonical JSON as DESIGN.md §3 describes it.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let doc = MetaDoc {
+            updated_at: format_millis(self.updated_at),
+            root: self.root(),
+            entity_keys: self
+                .entries
+                .iter()
+                .map(|(k, e)| {
+                    let doc = EntryDoc {
+                        hash: e.hash.clone(),
+                        updated_at: format_millis(e.updated_at),
+                        entities: e.entities.clone(),
+                    };
+                    (k.clone(), doc)
+                })
+                .collect(),
+        };
+        serde_json::to_vec(&doc).unwrap_or_default()
+    }
+
+    /// Parses the stored form.
+    pub fn parse(bytes: &[u8]) -> Result<Meta, String> {
+        let doc: MetaDoc = serde_json::from_slice(bytes).map_err(|e| format!("not a metadata document: {e}"))?;
+        let instant = |s: &str| parse_millis(s).ok_or_else(|| format!("{s:?} is not an instant"));
+        let mut entries = BTreeMap::new();
+        for (key, e) in doc.entity_keys {
+            if e.hash.len() != 64 || !e.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!("entry {key:?} has a malformed hash"));
+            }
+            let updated_at = instant(&e.updated_at)?;
+            entries.insert(key, MetaEntry { hash: e.hash, updated_at, entities: e.entities });
+        }
+        Ok(Meta { updated_at: instant(&doc.updated_at)?, entries })
+    }
+}

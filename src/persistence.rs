@@ -1,0 +1,83 @@
+//! The traits tiers are made of. Hosts implement them (directly in Rust, through
+//! vtables in C, or as foreign traits in Python, Kotlin and Swift).
+//!
+//! The library never calls one adapter from two threads at once and never hands it
+//! data it may mutate, so an adapter need not be thread-safe. An adapter must not
+//! call back into the library from inside a call.
+
+use std::fmt;
+
+use crate::entity::Entity;
+use crate::partition::{Partition, Slot};
+
+/// A failure reported by an adapter: a message the library wraps with tier and key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdapterError(pub String);
+
+impl fmt::Display for AdapterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for AdapterError {}
+
+impl From<std::io::Error> for AdapterError {
+    fn from(e: std::io::Error) -> Self {
+        AdapterError(e.to_string())
+    }
+}
+
+impl From<String> for AdapterError {
+    fn from(s: String) -> Self {
+        AdapterError(s)
+    }
+}
+
+impl From<&str> for AdapterError {
+    fn from(s: &str) -> Self {
+        AdapterError(s.to_string())
+    }
+}
+
+/// Result of an adapter call.
+pub type AdapterResult<T> = Result<T, AdapterError>;
+
+/// Bulk blob storage: one byte string per key.
+pub trait Persistence: Send {
+    /// The bytes stored under `key`; `Ok(None)` when there are none (never an error).
+    fn load(&mut self, key: &str) -> AdapterResult<Option<Vec<u8>>>;
+    /// Replaces the bytes under `key`, atomically per key where the medium allows.
+    fn store(&mut self, key: &str, bytes: &[u8]) -> AdapterResult<()>;
+    /// Removes `key`; removing an absent key is not an error.
+    fn clear(&mut self, key: &str) -> AdapterResult<()>;
+    /// Every stored key, if the adapter can list them (used to rebuild metadata).
+    fn keys(&mut self) -> AdapterResult<Option<Vec<String>>> {
+        Ok(None)
+    }
+}
+
+/// The fast primary tier: blobs plus per-entity access.
+pub trait Store: Persistence {
+    /// One entity's slot (active or tombstone) in partition `key`.
+    fn get(&mut self, key: &str, name: &str, id: &str) -> AdapterResult<Option<Slot>>;
+    /// Every active entity of `name` in partition `key`, in id order.
+    fn get_all(&mut self, key: &str, name: &str) -> AdapterResult<Vec<Entity>>;
+    /// Saves an entity (replacing it or its tombstone).
+    fn save(&mut self, key: &str, name: &str, entity: &Entity) -> AdapterResult<()>;
+    /// Replaces an entity (known or not) by a tombstone.
+    fn delete(&mut self, key: &str, name: &str, id: &str, deleted_at: crate::clock::Millis) -> AdapterResult<()>;
+
+    /// The whole partition, typed. The default parses `load`'s bytes.
+    fn load_partition(&mut self, key: &str) -> AdapterResult<Option<Partition>> {
+        match self.load(key)? {
+            None => Ok(None),
+            Some(bytes) => Partition::parse(&bytes, false).map(Some).map_err(AdapterError),
+        }
+    }
+
+    /// Replaces the whole partition. The default stores its canonical bytes.
+    fn store_partition(&mut self, key: &str, partition: &Partition) -> AdapterResult<()> {
+        self.store(key, &partition.to_canonical())
+    }
+}

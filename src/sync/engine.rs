@@ -1,0 +1,243 @@
+//! One sync between two tiers (DESIGN.md §5): compare roots, then per key copy or
+//! merge, write back where different, keep both metadata documents true.
+
+use std::collections::BTreeSet;
+
+use crate::clock::{now_millis, Clock};
+use crate::error::{ErrorKind, Result};
+use crate::meta::{Meta, MetaEntry};
+use crate::partition::{hash_bytes, Partition};
+use crate::sync::merge::{merge, ConflictResolver, SlotChange};
+use crate::tier::{Loaded, Tier};
+
+/// What a sync did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SyncStats {
+    /// Partition keys examined.
+    pub keys_compared: u64,
+    /// Partitions copied whole to the side that lacked them.
+    pub keys_copied: u64,
+    /// Partitions present on both sides with different hashes, merged.
+    pub keys_merged: u64,
+    /// Partitions skipped because they changed during the sync (taken next time).
+    pub keys_skipped: u64,
+    /// Entity slots written (on either side).
+    pub entities_changed: u64,
+    /// Ids present on both sides with different content.
+    pub conflicts: u64,
+    /// Partition bytes written.
+    pub bytes_written: u64,
+    /// Whether a tier could not be reached (the rest kept working).
+    pub offline: bool,
+    /// Errors met, each naming its tier and key.
+    pub errors: Vec<String>,
+}
+
+impl SyncStats {
+    pub(crate) fn absorb(&mut self, other: SyncStats) {
+        self.keys_compared += other.keys_compared;
+        self.keys_copied += other.keys_copied;
+        self.keys_merged += other.keys_merged;
+        self.keys_skipped += other.keys_skipped;
+        self.entities_changed += other.entities_changed;
+        self.conflicts += other.conflicts;
+        self.bytes_written += other.bytes_written;
+        self.offline |= other.offline;
+        self.errors.extend(other.errors);
+    }
+}
+
+/// Which partitions take part.
+#[derive(Debug, Clone)]
+pub(crate) enum Scope {
+    /// Every partition of either side.
+    Full,
+    /// Only these keys (cache mode: the upper tier's written keys).
+    Keys(Vec<String>),
+}
+
+/// The result of syncing a pair of tiers.
+#[derive(Debug, Default)]
+pub(crate) struct PairOutcome {
+    pub stats: SyncStats,
+    /// Slots the sync changed in the upper tier, per key.
+    pub upper_changes: Vec<(String, Vec<SlotChange>)>,
+    /// Keys whose content changed in the upper tier.
+    pub upper_keys_changed: Vec<String>,
+    /// Keys that could not be synced (they stay pending).
+    pub failed_keys: Vec<String>,
+}
+
+pub(crate) struct SyncCtx<'a> {
+    pub resolver: &'a dyn ConflictResolver,
+    pub clock: Option<&'a Clock>,
+}
+
+/// Syncs `upper` with `lower`. An adapter failure that makes a tier unreachable ends
+/// the pair early (`Err`); a corrupt partition is reported in the stats and skipped.
+pub(crate) fn sync_pair(upper: &Tier, lower: &Tier, scope: Scope, ctx: &SyncCtx) -> Result<PairOutcome> {
+    let mut out = PairOutcome::default();
+    let keys: Vec<String> = match scope {
+        Scope::Full => {
+            let (ru, rl) = (upper.root()?, lower.root()?);
+            if ru == rl {
+                return Ok(out);
+            }
+            let (mu, ml) = (upper.meta()?, lower.meta()?);
+            differing_keys(&mu, &ml)
+        }
+        Scope::Keys(keys) => {
+            if upper.is_store() {
+                upper.refresh_store_entries()?;
+            }
+            lower.meta()?;
+            keys
+        }
+    };
+    let result = sync_keys(upper, lower, &keys, ctx, &mut out);
+    let now = now_millis();
+    let persisted = upper.persist_meta(now).and(lower.persist_meta(now));
+    result?;
+    persisted?;
+    Ok(out)
+}
+
+fn differing_keys(a: &Meta, b: &Meta) -> Vec<String> {
+    let keys: BTreeSet<&String> = a.entries.keys().chain(b.entries.keys()).collect();
+    keys.into_iter()
+        .filter(|k| a.hash_of(k) != b.hash_of(k))
+        .cloned()
+        .collect()
+}
+
+fn sync_keys(upper: &Tier, lower: &Tier, keys: &[String], ctx: &SyncCtx, out: &mut PairOutcome) -> Result<()> {
+    for (i, key) in keys.iter().enumerate() {
+        out.stats.keys_compared += 1;
+        match sync_key(upper, lower, key, ctx, out) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Corrupt => {
+                log::error!(target: "datasync::sync", "{e}");
+                out.stats.errors.push(e.to_string());
+                out.failed_keys.push(key.clone());
+            }
+            Err(e) => {
+                log::warn!(target: "datasync::sync", "sync {}<->{} stopped: {e}", upper.label, lower.label);
+                out.stats.errors.push(e.to_string());
+                out.stats.offline = true;
+                out.failed_keys.extend(keys[i..].iter().cloned());
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn entry_for(loaded: &Loaded, partition: &Partition, now: i64) -> MetaEntry {
+    MetaEntry { hash: loaded.hash.clone(), updated_at: now, entities: partition.counts() }
+}
+
+fn sync_key(upper: &Tier, lower: &Tier, key: &str, ctx: &SyncCtx, out: &mut PairOutcome) -> Result<()> {
+    let now = now_millis();
+    let (eu, el) = (upper.entry(key), lower.entry(key));
+    if let (Some(eu), Some(el)) = (&eu, &el) {
+        if eu.hash == el.hash {
+            return Ok(());
+        }
+    }
+    // The upper tier may change while we work (saves on the store tier); a write back
+    // to it happens only if it did not (step 5 of the algorithm).
+    let upper_guard = upper.generation(key);
+    let lu = upper.load_partition(key, eu.as_ref().map(|e| e.hash.as_str()))?;
+    let ll = lower.load_partition(key, el.as_ref().map(|e| e.hash.as_str()))?;
+    let guard = lu.as_ref().map_or(upper_guard, |l| l.generation);
+    let (merged, upper_hash, lower_hash, changed_upper, changed_lower, conflicts) = match (lu, ll) {
+        (None, None) => return Ok(()),
+        (Some(a), None) => {
+            repair_entry(upper, key, eu.as_ref(), &a, now);
+            out.stats.keys_copied += 1;
+            let changes = all_slots(&a.partition);
+            let hash = Some(a.hash.clone());
+            (a, hash, None, Vec::new(), changes, 0)
+        }
+        (None, Some(b)) => {
+            repair_entry(lower, key, el.as_ref(), &b, now);
+            out.stats.keys_copied += 1;
+            let changes = all_slots(&b.partition);
+            let hash = Some(b.hash.clone());
+            (b, None, hash, changes, Vec::new(), 0)
+        }
+        (Some(a), Some(b)) => {
+            repair_entry(upper, key, eu.as_ref(), &a, now);
+            repair_entry(lower, key, el.as_ref(), &b, now);
+            if a.hash == b.hash {
+                return Ok(());
+            }
+            out.stats.keys_merged += 1;
+            let m = merge(&a.partition, &b.partition, ctx.resolver);
+            let bytes = m.partition.to_canonical();
+            let merged = Loaded { hash: hash_bytes(&bytes), partition: m.partition, bytes: Some(bytes), generation: 0 };
+            (merged, Some(a.hash), Some(b.hash), m.changed_a, m.changed_b, m.conflicts)
+        }
+    };
+    out.stats.conflicts += conflicts;
+    let bytes = merged.bytes.clone().unwrap_or_else(|| merged.partition.to_canonical());
+    let entry = entry_for(&merged, &merged.partition, now);
+    if lower_hash.as_deref() != Some(merged.hash.as_str()) {
+        lower.write_partition(key, &merged.partition, &bytes, &entry, None)?;
+        out.stats.entities_changed += changed_lower.len() as u64;
+        out.stats.bytes_written += bytes.len() as u64;
+    }
+    if upper_hash.as_deref() == Some(merged.hash.as_str()) {
+        return Ok(());
+    }
+    let unchanged = if upper.is_store() {
+        true
+    } else {
+        upper.entry(key).map(|e| e.hash) == eu.map(|e| e.hash)
+    };
+    if !unchanged || !upper.write_partition(key, &merged.partition, &bytes, &entry, Some(guard))? {
+        out.stats.keys_skipped += 1;
+        out.failed_keys.push(key.to_string());
+        return Ok(());
+    }
+    out.stats.entities_changed += changed_upper.len() as u64;
+    out.stats.bytes_written += bytes.len() as u64;
+    if let Some(clock) = ctx.clock {
+        if let Some(max) = changed_upper.iter().map(|c| c.slot.instant()).max() {
+            clock.observe(max);
+        }
+    }
+    out.upper_keys_changed.push(key.to_string());
+    out.upper_changes.push((key.to_string(), changed_upper));
+    Ok(())
+}
+
+fn all_slots(partition: &Partition) -> Vec<SlotChange> {
+    partition
+        .names
+        .iter()
+        .flat_map(|(name, ids)| {
+            ids.iter().map(move |(id, slot)| SlotChange { name: name.clone(), id: id.clone(), slot: slot.clone() })
+        })
+        .collect()
+}
+
+/// Records the true entry of a key whose recorded one disagrees with its content.
+fn repair_entry(tier: &Tier, key: &str, recorded: Option<&MetaEntry>, loaded: &Loaded, now: i64) {
+    if recorded.map(|e| e.hash.as_str()) != Some(loaded.hash.as_str()) {
+        tier.set_entry(key, entry_for(loaded, &loaded.partition, now));
+    }
+}
+
+/// Syncs two standalone blob tiers (e.g. two directories) with the full algorithm:
+/// both sides' metadata are read from the adapters and written back.
+pub fn sync_tiers(
+    a: Box<dyn crate::persistence::Persistence>,
+    b: Box<dyn crate::persistence::Persistence>,
+    resolver: &dyn ConflictResolver,
+) -> Result<SyncStats> {
+    let (ta, tb) = (Tier::new("a", crate::tier::Io::Blobs(a), true), Tier::new("b", crate::tier::Io::Blobs(b), true));
+    let ctx = SyncCtx { resolver, clock: None };
+    let outcome = sync_pair(&ta, &tb, Scope::Full, &ctx)?;
+    Ok(outcome.stats)
+}

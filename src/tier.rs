@@ -1,0 +1,309 @@
+//! A tier: one adapter, the calls to it serialised, plus the library's view of its
+//! metadata. Adapter calls hold only the adapter's own serialisation lock (`io`),
+//! never the state lock; the lock order is `io` then `state`.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use crate::clock::{now_millis, Millis};
+use crate::error::{Error, Result};
+use crate::lock::Mutex;
+use crate::meta::{Meta, MetaEntry, META_KEY, ROOT_KEY};
+use crate::partition::{hash_bytes, Partition};
+use crate::persistence::{Persistence, Store};
+
+/// The adapter behind a tier.
+pub(crate) enum Io {
+    Store(Box<dyn Store>),
+    Blobs(Box<dyn Persistence>),
+}
+
+impl Io {
+    pub fn blobs(&mut self) -> &mut dyn Persistence {
+        match self {
+            Io::Store(s) => {
+                let s: &mut dyn Persistence = s.as_mut();
+                s
+            }
+            Io::Blobs(p) => p.as_mut(),
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct TierState {
+    /// Entries per partition. For the store tier, entries of `stale` keys are out of date.
+    pub meta: Meta,
+    /// Whether `meta` was read from the adapter (blob tiers).
+    pub loaded: bool,
+    /// The root as last read from or written to the adapter.
+    pub stored_root: Option<String>,
+    /// Entries changed since the metadata was last stored.
+    pub meta_changed: bool,
+    /// Store tier: keys whose entry must be recomputed.
+    pub stale: BTreeSet<String>,
+    /// Store tier: keys written since their last sync to the tier below.
+    pub unsynced: BTreeSet<String>,
+    /// Store tier: keys the store holds (hydrated or written).
+    pub present: HashSet<String>,
+    /// Store tier: a write counter per key, the guard against concurrent change.
+    pub generation: HashMap<String, u64>,
+}
+
+/// A partition read from a tier, with what is needed to write back safely.
+pub(crate) struct Loaded {
+    pub partition: Partition,
+    /// Hash of the canonical bytes.
+    pub hash: String,
+    /// Canonical bytes, when they were at hand.
+    pub bytes: Option<Vec<u8>>,
+    /// Store tier: the key's generation when read.
+    pub generation: u64,
+}
+
+pub(crate) struct Tier {
+    pub label: &'static str,
+    /// Other writers may change this tier (a shared cloud, or a tier synced standalone):
+    /// its metadata is re-read on every sync.
+    pub shared: bool,
+    io: Mutex<Io>,
+    pub state: Mutex<TierState>,
+}
+
+impl Tier {
+    pub fn new(label: &'static str, io: Io, shared: bool) -> Tier {
+        let is_store = matches!(io, Io::Store(_));
+        Tier {
+            label,
+            shared,
+            io: Mutex::new(io),
+            state: Mutex::new(TierState { loaded: is_store, ..TierState::default() }),
+        }
+    }
+
+    pub fn is_store(&self) -> bool {
+        matches!(*self.io.lock(), Io::Store(_))
+    }
+
+    fn adapter_err(&self, key: &str) -> impl Fn(crate::persistence::AdapterError) -> Error + '_ {
+        let key = key.to_string();
+        move |e| Error::adapter(self.label, &key, e)
+    }
+
+    /// Runs `f` with the adapter, calls serialised.
+    pub fn with_io<R>(&self, f: impl FnOnce(&mut Io) -> R) -> R {
+        f(&mut self.io.lock())
+    }
+
+    pub fn load(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.with_io(|io| io.blobs().load(key)).map_err(self.adapter_err(key))
+    }
+
+    pub fn store(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        self.with_io(|io| io.blobs().store(key, bytes)).map_err(self.adapter_err(key))
+    }
+
+    /// The root of the tier as its adapter holds it now (re-read when shared).
+    pub fn root(&self) -> Result<String> {
+        if self.is_store() {
+            self.refresh_store_entries()?;
+            return Ok(self.state.lock().meta.root());
+        }
+        if !self.shared && self.state.lock().loaded {
+            return Ok(self.state.lock().meta.root());
+        }
+        match self.load(ROOT_KEY)? {
+            Some(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+            None => {
+                let meta = self.meta()?;
+                Ok(meta.root())
+            }
+        }
+    }
+
+    /// A snapshot of the tier's metadata, read from the adapter when needed.
+    pub fn meta(&self) -> Result<Meta> {
+        if self.is_store() {
+            self.refresh_store_entries()?;
+            return Ok(self.state.lock().meta.clone());
+        }
+        if !self.shared && self.state.lock().loaded {
+            return Ok(self.state.lock().meta.clone());
+        }
+        let meta = match self.load(META_KEY)? {
+            None => Meta::default(),
+            Some(bytes) => match Meta::parse(&bytes) {
+                Ok(meta) => meta,
+                Err(why) => {
+                    log::warn!(target: "datasync::tier", "{} metadata is damaged ({why}); rebuilding it", self.label);
+                    self.rebuild_meta()?
+                }
+            },
+        };
+        let mut state = self.state.lock();
+        state.stored_root = Some(meta.root());
+        state.meta = meta.clone();
+        state.loaded = true;
+        state.meta_changed = false;
+        Ok(meta)
+    }
+
+    /// Rebuilds metadata from the partitions the adapter lists.
+    fn rebuild_meta(&self) -> Result<Meta> {
+        let keys = self
+            .with_io(|io| io.blobs().keys())
+            .map_err(self.adapter_err(META_KEY))?
+            .unwrap_or_default();
+        let mut meta = Meta { updated_at: now_millis(), ..Meta::default() };
+        for key in keys.iter().filter(|k| !k.starts_with('!')) {
+            match self.load_partition(key, None) {
+                Ok(Some(loaded)) => {
+                    let entry = MetaEntry {
+                        hash: loaded.hash,
+                        updated_at: meta.updated_at,
+                        entities: loaded.partition.counts(),
+                    };
+                    meta.entries.insert(key.clone(), entry);
+                }
+                Ok(None) => {}
+                Err(e) => log::error!(target: "datasync::tier", "while rebuilding metadata: {e}"),
+            }
+        }
+        self.state.lock().meta_changed = true;
+        Ok(meta)
+    }
+
+    /// Store tier: recompute the entries of keys written since they were last hashed.
+    pub fn refresh_store_entries(&self) -> Result<()> {
+        let stale: Vec<String> = std::mem::take(&mut self.state.lock().stale).into_iter().collect();
+        for (i, key) in stale.iter().enumerate() {
+            match self.load_partition(key, None) {
+                Ok(loaded) => {
+                    let mut state = self.state.lock();
+                    // A write since the load leaves the key stale; the next refresh takes it.
+                    if let Some(loaded) = loaded.filter(|l| state.generation.get(key).copied().unwrap_or(0) == l.generation) {
+                        let entry = MetaEntry {
+                            hash: loaded.hash,
+                            updated_at: now_millis(),
+                            entities: loaded.partition.counts(),
+                        };
+                        state.meta.entries.insert(key.clone(), entry);
+                    } else if state.generation.contains_key(key) {
+                        state.stale.insert(key.clone());
+                    }
+                }
+                Err(e) => {
+                    self.state.lock().stale.extend(stale[i..].iter().cloned());
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one partition. Bytes whose hash equals `expected_hash` are known
+    /// canonical and are not re-serialised.
+    pub fn load_partition(&self, key: &str, expected_hash: Option<&str>) -> Result<Option<Loaded>> {
+        let mut io = self.io.lock();
+        match &mut *io {
+            Io::Store(store) => {
+                let partition = store.load_partition(key).map_err(self.adapter_err(key))?;
+                let generation = self.state.lock().generation.get(key).copied().unwrap_or(0);
+                drop(io);
+                Ok(partition.map(|partition| {
+                    let bytes = partition.to_canonical();
+                    Loaded { hash: hash_bytes(&bytes), partition, bytes: Some(bytes), generation }
+                }))
+            }
+            Io::Blobs(blobs) => {
+                let bytes = blobs.load(key).map_err(self.adapter_err(key))?;
+                drop(io);
+                let Some(bytes) = bytes else { return Ok(None) };
+                let hash = hash_bytes(&bytes);
+                let trusted = expected_hash == Some(hash.as_str());
+                let partition = Partition::parse(&bytes, trusted).map_err(|why| Error::corrupt(self.label, key, why))?;
+                if trusted {
+                    return Ok(Some(Loaded { partition, hash, bytes: Some(bytes), generation: 0 }));
+                }
+                let canonical = partition.to_canonical();
+                Ok(Some(Loaded { hash: hash_bytes(&canonical), partition, bytes: Some(canonical), generation: 0 }))
+            }
+        }
+    }
+
+    /// Writes a partition and records its entry. On the store tier the write happens
+    /// only if the key's generation is still `guard` (no write since it was read);
+    /// returns whether it was written.
+    pub fn write_partition(
+        &self,
+        key: &str,
+        partition: &Partition,
+        bytes: &[u8],
+        entry: &MetaEntry,
+        guard: Option<u64>,
+    ) -> Result<bool> {
+        let mut io = self.io.lock();
+        match &mut *io {
+            Io::Store(store) => {
+                if let Some(guard) = guard {
+                    if self.state.lock().generation.get(key).copied().unwrap_or(0) != guard {
+                        return Ok(false);
+                    }
+                }
+                store.store_partition(key, partition).map_err(self.adapter_err(key))?;
+                let mut state = self.state.lock();
+                *state.generation.entry(key.to_string()).or_insert(0) += 1;
+                state.present.insert(key.to_string());
+                state.meta.entries.insert(key.to_string(), entry.clone());
+                state.stale.remove(key);
+            }
+            Io::Blobs(blobs) => {
+                blobs.store(key, bytes).map_err(self.adapter_err(key))?;
+                drop(io);
+                self.set_entry(key, entry.clone());
+            }
+        }
+        Ok(true)
+    }
+
+    /// Records an entry without writing the partition (metadata repair).
+    pub fn set_entry(&self, key: &str, entry: MetaEntry) {
+        let mut state = self.state.lock();
+        state.meta.entries.insert(key.to_string(), entry);
+        state.meta_changed = true;
+    }
+
+    /// The recorded entry of one key.
+    pub fn entry(&self, key: &str) -> Option<MetaEntry> {
+        self.state.lock().meta.entries.get(key).cloned()
+    }
+
+    /// Stores the metadata and its root if they changed (blob tiers only).
+    pub fn persist_meta(&self, now: Millis) -> Result<()> {
+        if self.is_store() {
+            return Ok(());
+        }
+        let (bytes, root) = {
+            let mut state = self.state.lock();
+            if !state.meta_changed {
+                return Ok(());
+            }
+            state.meta.updated_at = now;
+            state.meta_changed = false;
+            (state.meta.to_bytes(), state.meta.root())
+        };
+        let result = self.store(META_KEY, &bytes).and_then(|_| self.store(ROOT_KEY, root.as_bytes()));
+        let mut state = self.state.lock();
+        match result {
+            Ok(()) => state.stored_root = Some(root),
+            Err(_) => state.meta_changed = true,
+        }
+        result
+    }
+}
+
+impl Tier {
+    /// Store tier: the write counter of a key (0 for a key never written).
+    pub fn generation(&self, key: &str) -> u64 {
+        self.state.lock().generation.get(key).copied().unwrap_or(0)
+    }
+}
