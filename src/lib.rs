@@ -10,6 +10,7 @@ pub mod config;
 pub mod entity;
 pub mod error;
 pub mod id;
+pub mod ffi;
 mod instance;
 mod lock;
 pub mod meta;

@@ -1,0 +1,4 @@
+//! The doors into the core: the C ABI and the UniFFI layer. Only this module tree
+//! knows about foreign code.
+
+pub mod log_bridge;
