@@ -33,6 +33,9 @@ pub struct Config {
     pub max_clock_skew: Duration,
     /// Sync local and cloud as soon as the instance opens.
     pub sync_on_open: bool,
+    /// The wall clock in milliseconds since the epoch (replaceable for simulations
+    /// and tests that need exact instants).
+    pub clock_source: fn() -> crate::clock::Millis,
 }
 
 impl Config {
@@ -52,6 +55,7 @@ impl Config {
             retry_max: Duration::from_secs(300),
             max_clock_skew: Duration::from_secs(300),
             sync_on_open: true,
+            clock_source: crate::clock::now_millis,
         }
     }
 
@@ -93,6 +97,11 @@ impl Config {
     pub fn retry(mut self, base: Duration, max: Duration) -> Self {
         self.retry_base = base;
         self.retry_max = max;
+        self
+    }
+
+    pub fn clock_source(mut self, source: fn() -> crate::clock::Millis) -> Self {
+        self.clock_source = source;
         self
     }
 

@@ -90,6 +90,8 @@ struct Planned {
     key: String,
     id: String,
     op: Op,
+    /// The stamp already issued for a new entity's `createdAt` (reused as `updatedAt`).
+    issued: Option<Millis>,
 }
 
 impl DataSync {
@@ -104,7 +106,7 @@ impl DataSync {
                 prefix: config.prefix.clone(),
                 strategy: config.strategy.clone(),
                 resolver: config.resolver.clone(),
-                clock: Clock::new(skew),
+                clock: Clock::with_source(skew, config.clock_source),
                 store: Tier::new("store", Io::Store(config.store), false),
                 local: config.local.map(|p| Tier::new("local", Io::Blobs(p), false)),
                 cloud: config.cloud.map(|p| Tier::new("cloud", Io::Blobs(p), true)),
@@ -349,7 +351,7 @@ impl Inner {
 
     fn plan(&self, name: &str, op: Op) -> Result<Planned> {
         match op {
-            Op::Delete(id) => Ok(Planned { key: self.key_of_id(&id)?, id, op: Op::Delete(String::new()) }),
+            Op::Delete(id) => Ok(Planned { key: self.key_of_id(&id)?, id, op: Op::Delete(String::new()), issued: None }),
             Op::Save(mut object) => {
                 if let Some(created) = object.get("createdAt") {
                     let ms = created
@@ -361,19 +363,22 @@ impl Inner {
                 match object.get("id") {
                     Some(Value::String(id)) => {
                         let id = id.clone();
-                        Ok(Planned { key: self.key_of_id(&id)?, id, op: Op::Save(object) })
+                        Ok(Planned { key: self.key_of_id(&id)?, id, op: Op::Save(object), issued: None })
                     }
                     Some(other) => Err(Error::InvalidId(other.to_string(), "an id must be a string".into())),
                     None => {
+                        let mut issued = None;
                         if !object.contains_key("createdAt") {
-                            object.insert("createdAt".into(), Value::String(format_millis(self.clock.stamp(0))));
+                            let stamp = self.clock.stamp(Millis::MIN);
+                            issued = Some(stamp);
+                            object.insert("createdAt".into(), Value::String(format_millis(stamp)));
                         }
                         let logical = self.strategy.logical_key(name, &object)?;
                         id::validate_logical_key(&logical, self.sep())?;
                         let id = id::generate(&logical, self.sep(), self.strategy.id_length());
                         let key = partition_key(&self.prefix, self.sep(), &logical);
                         object.insert("id".into(), Value::String(id.clone()));
-                        Ok(Planned { key, id, op: Op::Save(object) })
+                        Ok(Planned { key, id, op: Op::Save(object), issued })
                     }
                 }
             }
@@ -409,7 +414,10 @@ impl Inner {
                                 Some(Slot::Deleted(at)) => (at + 1, 1, None),
                                 None => (Millis::MIN, 1, None),
                             };
-                            let stamp = self.clock.stamp(floor);
+                            let stamp = match (p.issued, &previous) {
+                                (Some(issued), None) => issued,
+                                _ => self.clock.stamp(floor),
+                            };
                             let entity = build_entity(object, &p.id, stamp, version, created)?;
                             store.save(&p.key, name, &entity).map_err(err(&p.key))?;
                             (Slot::Active(entity), previous.is_some_and(|s| s.entity().is_some()))

@@ -180,6 +180,9 @@ fn sync_key(upper: &Tier, lower: &Tier, key: &str, ctx: &SyncCtx, out: &mut Pair
         }
     };
     out.stats.conflicts += conflicts;
+    // What we now believe the upper tier holds; a different entry at write time means
+    // someone else wrote it meanwhile.
+    let upper_seen = upper.entry(key).map(|e| e.hash);
     let bytes = merged.bytes.clone().unwrap_or_else(|| merged.partition.to_canonical());
     let entry = entry_for(&merged, &merged.partition, now);
     if lower_hash.as_deref() != Some(merged.hash.as_str()) {
@@ -193,7 +196,7 @@ fn sync_key(upper: &Tier, lower: &Tier, key: &str, ctx: &SyncCtx, out: &mut Pair
     let unchanged = if upper.is_store() {
         true
     } else {
-        upper.entry(key).map(|e| e.hash) == eu.map(|e| e.hash)
+        upper.entry(key).map(|e| e.hash) == upper_seen
     };
     if !unchanged || !upper.write_partition(key, &merged.partition, &bytes, &entry, Some(guard))? {
         out.stats.keys_skipped += 1;

@@ -1,0 +1,133 @@
+//! Helpers shared by the integration tests: instrumented adapters and blob checks.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use datasync::meta::{Meta, MetaEntry, META_KEY, ROOT_KEY};
+use datasync::partition::hash_bytes;
+use datasync::{AdapterError, AdapterResult, Config, MemoryPersistence, Partition, Persistence};
+
+/// A memory adapter that counts calls and can be told to fail or return garbage.
+#[derive(Clone, Default)]
+pub struct Probe {
+    pub inner: MemoryPersistence,
+    pub loads: Arc<Mutex<Vec<String>>>,
+    pub stores: Arc<Mutex<Vec<String>>>,
+    pub failing: Arc<AtomicBool>,
+    pub garbage_for: Arc<Mutex<Option<String>>>,
+    pub calls: Arc<AtomicU64>,
+}
+
+impl Probe {
+    pub fn new() -> Probe {
+        Probe::default()
+    }
+
+    /// Partition keys loaded since the last reset (metadata keys left out).
+    pub fn partition_loads(&self) -> Vec<String> {
+        self.loads.lock().unwrap().iter().filter(|k| !k.starts_with('!')).cloned().collect()
+    }
+
+    pub fn reset(&self) {
+        self.loads.lock().unwrap().clear();
+        self.stores.lock().unwrap().clear();
+    }
+
+    pub fn fail(&self, yes: bool) {
+        self.failing.store(yes, Ordering::SeqCst);
+    }
+}
+
+impl Persistence for Probe {
+    fn load(&mut self, key: &str) -> AdapterResult<Option<Vec<u8>>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(AdapterError("unreachable".into()));
+        }
+        self.loads.lock().unwrap().push(key.to_string());
+        if self.garbage_for.lock().unwrap().as_deref() == Some(key) {
+            return Ok(Some(b"\x00garbage{".to_vec()));
+        }
+        self.inner.load(key)
+    }
+
+    fn store(&mut self, key: &str, bytes: &[u8]) -> AdapterResult<()> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(AdapterError("unreachable".into()));
+        }
+        self.stores.lock().unwrap().push(key.to_string());
+        self.inner.store(key, bytes)
+    }
+
+    fn clear(&mut self, key: &str) -> AdapterResult<()> {
+        self.inner.clear(key)
+    }
+
+    fn keys(&mut self) -> AdapterResult<Option<Vec<String>>> {
+        self.inner.keys()
+    }
+}
+
+/// A config that syncs only when asked (no timers), for deterministic tests.
+pub fn manual(prefix: &str) -> Config {
+    Config::new(prefix)
+        .cloud_sync_interval(Duration::from_secs(3600))
+        .store_sync_delay(Duration::from_secs(3600))
+        .sync_on_open(false)
+}
+
+static TICK: AtomicI64 = AtomicI64::new(1_767_225_600_000);
+
+/// A clock source where every reading is one millisecond after the previous one,
+/// process-wide: stamps follow the order operations happen in, exactly.
+pub fn ticking() -> i64 {
+    TICK.fetch_add(1, Ordering::SeqCst)
+}
+
+/// Recomputes every hash and count of a blob tier from its partitions and compares
+/// them with its stored metadata and root. Returns the partitions.
+pub fn audit_blobs(tier: &MemoryPersistence) -> BTreeMap<String, Partition> {
+    let blobs = tier.snapshot();
+    let meta = blobs.get(META_KEY).map(|b| Meta::parse(b).expect("metadata parses")).unwrap_or_default();
+    let mut partitions = BTreeMap::new();
+    for (key, bytes) in &blobs {
+        if key.starts_with('!') {
+            continue;
+        }
+        let p = Partition::parse(bytes, false).expect("partition parses");
+        assert_eq!(p.to_canonical(), *bytes, "{key} is not canonical");
+        let entry = meta.entries.get(key).unwrap_or_else(|| panic!("{key} missing from metadata"));
+        assert_eq!(entry.hash, hash_bytes(bytes), "{key}: hash differs from metadata");
+        assert_eq!(entry.entities, p.counts(), "{key}: counts differ from metadata");
+        partitions.insert(key.clone(), p);
+    }
+    assert_eq!(meta.entries.len(), partitions.len(), "metadata lists partitions that do not exist");
+    if let Some(root) = blobs.get(ROOT_KEY) {
+        assert_eq!(String::from_utf8_lossy(root), meta.root(), "stored root differs");
+    }
+    partitions
+}
+
+/// The root stored in a blob tier.
+pub fn stored_root(tier: &MemoryPersistence) -> String {
+    let blobs = tier.snapshot();
+    blobs
+        .get(META_KEY)
+        .map(|b| Meta::parse(b).expect("metadata parses").root())
+        .unwrap_or_else(|| Meta::default().root())
+}
+
+/// Writes a partition and correct metadata into a blob tier, as if a sync had.
+pub fn put_partition(tier: &MemoryPersistence, key: &str, partition: &Partition) {
+    let blobs = tier.snapshot();
+    let mut meta = blobs.get(META_KEY).map(|b| Meta::parse(b).unwrap()).unwrap_or_default();
+    let bytes = partition.to_canonical();
+    meta.entries.insert(key.to_string(), MetaEntry::describe(partition, &bytes, 0));
+    tier.poke(key, &bytes);
+    tier.poke(META_KEY, &meta.to_bytes());
+    tier.poke(ROOT_KEY, meta.root().as_bytes());
+}
