@@ -22,6 +22,8 @@ pub mod strategy;
 pub mod sync;
 mod tier;
 
+uniffi::setup_scaffolding!();
+
 pub use adapters::{MemoryPersistence, MemoryStore};
 pub use config::Config;
 pub use entity::Entity;

@@ -2,3 +2,4 @@
 //! knows about foreign code.
 
 pub mod log_bridge;
+pub mod uniffi;

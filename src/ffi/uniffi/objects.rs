@@ -1,0 +1,320 @@
+//! The objects hosts hold: the instance, its repositories, subscriptions, and the
+//! shareable in-memory tier. Each is a thin wrapper over the core API.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::error::FfiResult;
+use super::traits::{
+    EntityObserver, HostConflictResolver, HostKeyStrategy, HostPersistence, PersistenceBridge, QueryObserver,
+    ResolverBridge, StrategyBridge,
+};
+use super::types::{DateGranularity, Query, Status, SyncStats, TierKind};
+use crate::error::Error;
+use crate::persistence::Persistence;
+use crate::query::QueryOptions;
+
+/// An in-memory blob tier that several instances may share (a stand-in cloud in
+/// tests and demos). Cloning the handle shares the data.
+#[derive(uniffi::Object)]
+pub struct MemoryTier {
+    inner: crate::MemoryPersistence,
+}
+
+#[uniffi::export]
+impl MemoryTier {
+    #[uniffi::constructor]
+    pub fn new() -> Arc<Self> {
+        Arc::new(MemoryTier { inner: crate::MemoryPersistence::new() })
+    }
+
+    /// Every stored key (partition and metadata keys), sorted.
+    pub fn keys(&self) -> Vec<String> {
+        self.inner.snapshot().into_keys().collect()
+    }
+
+    /// The bytes under `key`, if any.
+    pub fn read(&self, key: String) -> Option<Vec<u8>> {
+        self.inner.snapshot().remove(&key)
+    }
+
+    /// Overwrites the bytes under `key` behind the library's back (for tests of
+    /// corrupt or foreign data).
+    pub fn overwrite(&self, key: String, bytes: Vec<u8>) {
+        self.inner.poke(&key, &bytes);
+    }
+}
+
+/// Where a tier below the in-memory store keeps its blobs.
+#[derive(uniffi::Enum)]
+pub enum TierSpec {
+    /// A shareable in-memory tier.
+    Memory { tier: Arc<MemoryTier> },
+    /// The crash-safe directory store (the embedded default). `durable` syncs files
+    /// to disk before a write counts as done.
+    Directory { path: String, durable: bool },
+    /// An adapter the host implements.
+    Host { adapter: Arc<dyn HostPersistence> },
+}
+
+impl TierSpec {
+    fn into_persistence(self) -> FfiResult<Box<dyn Persistence>> {
+        Ok(match self {
+            TierSpec::Memory { tier } => Box::new(tier.inner.clone()),
+            TierSpec::Directory { path, durable } => {
+                Box::new(crate::DirPersistence::open_with(path, crate::DirOptions { durable })?)
+            }
+            TierSpec::Host { adapter } => Box::new(PersistenceBridge(adapter)),
+        })
+    }
+}
+
+/// How entities are grouped into partitions.
+#[derive(uniffi::Enum)]
+pub enum StrategySpec {
+    /// One partition per entity name.
+    Global,
+    /// By the year, month or day of `createdAt`; a query filter
+    /// `{"from": <instant>, "to": <instant>}` narrows the partitions read.
+    Date { granularity: DateGranularity },
+    /// By the value of one field (e.g. `region`); filter `{"values": [...]}`.
+    Field { field: String },
+    /// A strategy the host implements. `separator` is one character, not a letter,
+    /// digit, `_` or `-`; `id_length` is 8..=64.
+    Host { strategy: Arc<dyn HostKeyStrategy>, separator: String, id_length: u32 },
+}
+
+/// What an instance is opened from. Only `prefix` is required.
+#[derive(uniffi::Record)]
+pub struct OpenOptions {
+    /// Prefix of every partition key.
+    pub prefix: String,
+    /// The durable tier on the device; none means store-only (or store + cloud).
+    #[uniffi(default = None)]
+    pub local: Option<TierSpec>,
+    /// The remote tier, possibly shared with other instances.
+    #[uniffi(default = None)]
+    pub cloud: Option<TierSpec>,
+    /// Global when absent.
+    #[uniffi(default = None)]
+    pub strategy: Option<StrategySpec>,
+    /// Last writer wins (deletes win ties) when absent.
+    #[uniffi(default = None)]
+    pub resolver: Option<Arc<dyn HostConflictResolver>>,
+    /// Delay after a write before the store syncs down (writes in between coalesce).
+    #[uniffi(default = 50)]
+    pub store_sync_delay_ms: u64,
+    /// How often local and cloud sync.
+    #[uniffi(default = 30000)]
+    pub cloud_sync_interval_ms: u64,
+    /// First retry delay after a cloud failure; doubles up to `retry_max_ms`.
+    #[uniffi(default = 1000)]
+    pub retry_base_ms: u64,
+    #[uniffi(default = 300000)]
+    pub retry_max_ms: u64,
+    /// Stamps further ahead of now than this are not adopted into the instance clock.
+    #[uniffi(default = 300000)]
+    pub max_clock_skew_ms: u64,
+    /// Sync local and cloud as soon as the instance opens.
+    #[uniffi(default = true)]
+    pub sync_on_open: bool,
+}
+
+impl OpenOptions {
+    fn into_config(self) -> FfiResult<crate::Config> {
+        let mut config = crate::Config::new(self.prefix)
+            .store_sync_delay(Duration::from_millis(self.store_sync_delay_ms))
+            .cloud_sync_interval(Duration::from_millis(self.cloud_sync_interval_ms))
+            .retry(Duration::from_millis(self.retry_base_ms), Duration::from_millis(self.retry_max_ms))
+            .sync_on_open(self.sync_on_open);
+        config.max_clock_skew = Duration::from_millis(self.max_clock_skew_ms);
+        config.local = self.local.map(TierSpec::into_persistence).transpose()?;
+        config.cloud = self.cloud.map(TierSpec::into_persistence).transpose()?;
+        config.strategy = match self.strategy.unwrap_or(StrategySpec::Global) {
+            StrategySpec::Global => Arc::new(crate::GlobalStrategy),
+            StrategySpec::Date { granularity } => Arc::new(crate::DateStrategy::new(granularity.into())),
+            StrategySpec::Field { field } => Arc::new(crate::FieldStrategy::new(field)),
+            StrategySpec::Host { strategy, separator, id_length } => {
+                let mut chars = separator.chars();
+                let (Some(sep), None) = (chars.next(), chars.next()) else {
+                    return Err(Error::InvalidConfig(format!("separator {separator:?} must be one character")).into());
+                };
+                Arc::new(StrategyBridge { host: strategy, separator: sep, id_length: id_length as usize })
+            }
+        };
+        if let Some(resolver) = self.resolver {
+            config.resolver = Arc::new(ResolverBridge(resolver));
+        }
+        Ok(config)
+    }
+}
+
+/// An open datasync instance. Every method may be called from any thread.
+/// Shut it down with [`DataSync::shutdown`]; dropping the last reference does too.
+#[derive(uniffi::Object)]
+pub struct DataSync {
+    core: crate::DataSync,
+}
+
+#[uniffi::export]
+impl DataSync {
+    /// Opens an instance: validates the options, reads local metadata, starts the
+    /// sync worker and the dispatcher thread.
+    #[uniffi::constructor]
+    pub fn open(options: OpenOptions) -> FfiResult<Arc<Self>> {
+        Ok(Arc::new(DataSync { core: crate::DataSync::open(options.into_config()?)? }))
+    }
+
+    /// The repository of one entity name.
+    pub fn repo(&self, name: String) -> FfiResult<Arc<Repository>> {
+        Ok(Arc::new(Repository { core: self.core.repo(&name)? }))
+    }
+
+    /// Runs the whole sync chain now and returns what it did. An unreachable cloud
+    /// is reported in the stats (`offline`, `errors`), not as an error.
+    pub fn sync_now(&self) -> FfiResult<SyncStats> {
+        Ok(self.core.sync_now()?.into())
+    }
+
+    /// Returns once every earlier write is durable in the tier below the store.
+    pub fn flush(&self) -> FfiResult<()> {
+        Ok(self.core.flush()?)
+    }
+
+    /// Returns once observers have been called for every earlier change.
+    pub fn drain_events(&self) -> FfiResult<()> {
+        Ok(self.core.drain_events()?)
+    }
+
+    pub fn status(&self) -> Status {
+        self.core.status().into()
+    }
+
+    /// The partition keys a tier holds.
+    pub fn tier_keys(&self, tier: TierKind) -> FfiResult<Vec<String>> {
+        Ok(self.core.tier_keys(tier.into())?)
+    }
+
+    /// Recomputes every hash and count from the partitions and lists disagreements
+    /// with the metadata (empty when all is well).
+    pub fn audit(&self) -> FfiResult<Vec<String>> {
+        Ok(self.core.audit()?)
+    }
+
+    /// Flushes, stops the worker and dispatcher and joins them; queued observer
+    /// calls run first. Idempotent; other calls fail with `Closed` afterwards.
+    /// (Not `close`: that name belongs to Kotlin's `AutoCloseable`, which frees
+    /// the handle.)
+    pub fn shutdown(&self) -> FfiResult<()> {
+        Ok(self.core.close()?)
+    }
+}
+
+fn entity_value(json: &str) -> FfiResult<Value> {
+    serde_json::from_str(json).map_err(|e| Error::InvalidJson(e.to_string()).into())
+}
+
+/// The entity-facing API for one entity name. Entities cross as JSON text.
+#[derive(uniffi::Object)]
+pub struct Repository {
+    core: crate::Repository,
+}
+
+#[uniffi::export]
+impl Repository {
+    /// The entity name.
+    pub fn name(&self) -> String {
+        self.core.name().to_string()
+    }
+
+    /// Saves an entity (a JSON object) and returns its id.
+    pub fn save(&self, entity_json: String) -> FfiResult<String> {
+        Ok(self.core.save(&entity_value(&entity_json)?)?)
+    }
+
+    /// Saves several entities at once (all or none) and returns their ids.
+    pub fn save_many(&self, entities_json: Vec<String>) -> FfiResult<Vec<String>> {
+        let values = entities_json.iter().map(|j| entity_value(j)).collect::<FfiResult<Vec<_>>>()?;
+        Ok(self.core.save_many(&values)?)
+    }
+
+    /// The entity with this id as JSON, if it exists.
+    pub fn get(&self, id: String) -> FfiResult<Option<String>> {
+        Ok(self.core.get(&id)?.map(|e| e.json().to_string()))
+    }
+
+    /// Deletes an entity; returns whether it existed.
+    pub fn delete(&self, id: String) -> FfiResult<bool> {
+        Ok(self.core.delete(&id)?)
+    }
+
+    /// Deletes several entities; returns how many existed.
+    pub fn delete_many(&self, ids: Vec<String>) -> FfiResult<u64> {
+        Ok(self.core.delete_many(&ids)? as u64)
+    }
+
+    /// The entities matching `query`, as JSON.
+    pub fn query(&self, query: Query) -> FfiResult<Vec<String>> {
+        let options = QueryOptions::try_from(query)?;
+        Ok(self.core.query(&options)?.iter().map(|e| e.json().to_string()).collect())
+    }
+
+    /// Observes one entity: its current value first, then every change.
+    pub fn observe(&self, id: String, observer: Arc<dyn EntityObserver>) -> FfiResult<Arc<Subscription>> {
+        let sub = self.core.observe(&id, move |entity| {
+            if let Err(e) = observer.on_change(entity.map(|e| e.json().to_string())) {
+                log::warn!(target: "datasync::ffi", "entity observer failed: {e}");
+            }
+        })?;
+        Ok(Subscription::wrap(sub))
+    }
+
+    /// Observes a query: the full list first, then the new list after changes.
+    pub fn observe_all(&self, query: Query, observer: Arc<dyn QueryObserver>) -> FfiResult<Arc<Subscription>> {
+        let options = QueryOptions::try_from(query)?;
+        let sub = self.core.observe_all(options, move |entities| {
+            let list = entities.iter().map(|e| e.json().to_string()).collect();
+            if let Err(e) = observer.on_results(list) {
+                log::warn!(target: "datasync::ffi", "query observer failed: {e}");
+            }
+        })?;
+        Ok(Subscription::wrap(sub))
+    }
+}
+
+/// A live observer. `unsubscribe` (idempotent) or dropping it stops it: once that
+/// returns, the observer is not called again.
+#[derive(uniffi::Object)]
+pub struct Subscription {
+    core: Mutex<Option<crate::Subscription>>,
+}
+
+impl Subscription {
+    fn wrap(core: crate::Subscription) -> Arc<Self> {
+        Arc::new(Subscription { core: Mutex::new(Some(core)) })
+    }
+}
+
+#[uniffi::export]
+impl Subscription {
+    /// Stops the observer. Idempotent; may be called from inside the observer.
+    pub fn unsubscribe(&self) {
+        let core = self.core.lock().unwrap_or_else(|p| p.into_inner()).take();
+        // Dropped outside our lock.
+        drop(core);
+    }
+
+    /// Whether the observer is still subscribed.
+    pub fn is_active(&self) -> bool {
+        self.core.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+}
+
+/// The library's version.
+#[uniffi::export]
+pub fn library_version() -> String {
+    env!("CARGO_PKG_VERSION").to_string()
+}
+

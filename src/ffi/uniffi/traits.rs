@@ -1,0 +1,223 @@
+//! What hosts supply, as foreign traits, and the bridges that make them core
+//! adapters. Every method returns a `Result` whose error absorbs unexpected foreign
+//! exceptions, so a callback that raises is an error value, never a panic.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::error::{DataSyncError, FfiResult};
+use super::types::{CandidateKeys, LogLevel, SlotState};
+use crate::clock::{format_millis, parse_millis};
+use crate::error::{Error, Result};
+use crate::partition::{Partition, Slot};
+use crate::persistence::{AdapterError, AdapterResult, Persistence};
+use crate::strategy::{Candidates, KeyStrategy};
+use crate::sync::{ConflictResolver, LastWriterWins};
+
+/// Bulk blob storage supplied by the host (a local database, a cloud bucket...).
+///
+/// The library never calls one adapter from two threads at once and never from
+/// inside one of its own locks' critical sections that the adapter could re-enter;
+/// an adapter must not call back into the library from inside a call.
+#[uniffi::export(with_foreign)]
+pub trait HostPersistence: Send + Sync {
+    /// The bytes stored under `key`, or `None` when there are none (not an error).
+    fn load(&self, key: String) -> FfiResult<Option<Vec<u8>>>;
+    /// Replaces the bytes under `key`.
+    fn store(&self, key: String, bytes: Vec<u8>) -> FfiResult<()>;
+    /// Removes `key`; removing an absent key is not an error.
+    fn clear(&self, key: String) -> FfiResult<()>;
+    /// Every stored key, or `None` if the adapter cannot list them.
+    fn keys(&self) -> FfiResult<Option<Vec<String>>>;
+}
+
+/// Maps entities to logical keys and queries to partition keys.
+#[uniffi::export(with_foreign)]
+pub trait HostKeyStrategy: Send + Sync {
+    /// The logical key (partition, without prefix) of an entity about to be saved.
+    /// Must be pure: the same entity always gives the same key.
+    fn logical_key(&self, entity_name: String, entity_json: String) -> FfiResult<String>;
+    /// The partitions a query over `entity_name` reads; only keys the caller may
+    /// read (this is the authorisation hook). `filter_json` is the query's filter.
+    fn candidate_keys(&self, prefix: String, entity_name: String, filter_json: Option<String>) -> FfiResult<CandidateKeys>;
+}
+
+/// Chooses between two different states of the same entity. Must be deterministic
+/// and symmetric (`resolve(a, b) == resolve(b, a)`), or tiers diverge. When it
+/// fails or returns something unusable, last-writer-wins decides.
+#[uniffi::export(with_foreign)]
+pub trait HostConflictResolver: Send + Sync {
+    fn resolve(&self, entity_name: String, a: SlotState, b: SlotState) -> FfiResult<SlotState>;
+}
+
+/// Receives one entity's value: the current one first, then each change (`None`
+/// when absent or deleted). Called on the dispatcher thread.
+#[uniffi::export(with_foreign)]
+pub trait EntityObserver: Send + Sync {
+    fn on_change(&self, entity_json: Option<String>) -> FfiResult<()>;
+}
+
+/// Receives a query's full result list: first the current one, then after changes
+/// (bursts coalesced). Called on the dispatcher thread.
+#[uniffi::export(with_foreign)]
+pub trait QueryObserver: Send + Sync {
+    fn on_results(&self, entities_json: Vec<String>) -> FfiResult<()>;
+}
+
+/// Receives the library's log records. Called on whichever thread logs; must not
+/// call back into the library.
+#[uniffi::export(with_foreign)]
+pub trait HostLogger: Send + Sync {
+    fn log(&self, level: LogLevel, target: String, text: String) -> FfiResult<()>;
+}
+
+/// A [`HostPersistence`] as a core [`Persistence`].
+pub(crate) struct PersistenceBridge(pub Arc<dyn HostPersistence>);
+
+fn adapter_error(e: DataSyncError) -> AdapterError {
+    AdapterError(e.host_reason())
+}
+
+impl Persistence for PersistenceBridge {
+    fn load(&mut self, key: &str) -> AdapterResult<Option<Vec<u8>>> {
+        self.0.load(key.to_string()).map_err(adapter_error)
+    }
+
+    fn store(&mut self, key: &str, bytes: &[u8]) -> AdapterResult<()> {
+        self.0.store(key.to_string(), bytes.to_vec()).map_err(adapter_error)
+    }
+
+    fn clear(&mut self, key: &str) -> AdapterResult<()> {
+        self.0.clear(key.to_string()).map_err(adapter_error)
+    }
+
+    fn keys(&mut self) -> AdapterResult<Option<Vec<String>>> {
+        self.0.keys().map_err(adapter_error)
+    }
+}
+
+/// A [`HostKeyStrategy`] as a core [`KeyStrategy`]; the separator and id length are
+/// fixed when the instance opens, so ids parse without calling the host.
+pub(crate) struct StrategyBridge {
+    pub host: Arc<dyn HostKeyStrategy>,
+    pub separator: char,
+    pub id_length: usize,
+}
+
+impl KeyStrategy for StrategyBridge {
+    fn separator(&self) -> char {
+        self.separator
+    }
+
+    fn id_length(&self) -> usize {
+        self.id_length
+    }
+
+    fn logical_key(&self, entity_name: &str, entity: &Map<String, Value>) -> Result<String> {
+        let json = serde_json::to_string(entity)?;
+        self.host.logical_key(entity_name.to_string(), json).map_err(Error::from)
+    }
+
+    fn candidate_keys(&self, prefix: &str, entity_name: &str, filter: Option<&Value>) -> Result<Candidates> {
+        let filter = filter.map(Value::to_string);
+        Ok(self.host.candidate_keys(prefix.to_string(), entity_name.to_string(), filter)?.into())
+    }
+}
+
+/// A [`HostConflictResolver`] as a core [`ConflictResolver`].
+pub(crate) struct ResolverBridge(pub Arc<dyn HostConflictResolver>);
+
+fn slot_state(slot: &Slot) -> SlotState {
+    match slot {
+        Slot::Active(e) => SlotState::Active { entity_json: e.json().to_string() },
+        Slot::Deleted(at) => SlotState::Deleted { deleted_at: format_millis(*at) },
+    }
+}
+
+/// Turns a resolver's answer back into a slot of entity `id` of `name`, checking it
+/// the way a partition read from a tier is checked.
+fn slot_from_state(name: &str, id: &str, state: SlotState) -> std::result::Result<Slot, String> {
+    match state {
+        SlotState::Deleted { deleted_at } => {
+            parse_millis(&deleted_at).map(Slot::Deleted).ok_or_else(|| format!("{deleted_at:?} is not an instant"))
+        }
+        SlotState::Active { entity_json } => {
+            let entity: Value = serde_json::from_str(&entity_json).map_err(|e| format!("not JSON: {e}"))?;
+            if entity.get("id").and_then(Value::as_str) != Some(id) {
+                return Err(format!("the merged entity must keep the id {id:?}"));
+            }
+            let mut ids = Map::new();
+            ids.insert(id.to_string(), entity);
+            let mut names = Map::new();
+            names.insert(name.to_string(), Value::Object(ids));
+            let bytes = serde_json::to_vec(&Value::Object(names)).map_err(|e| e.to_string())?;
+            let partition = Partition::parse(&bytes, false)?;
+            partition.get(name, id).cloned().ok_or_else(|| "the merged entity was lost".to_string())
+        }
+    }
+}
+
+fn slot_id(a: &Slot, b: &Slot) -> Option<String> {
+    a.entity().or(b.entity()).map(|e| e.id().to_string())
+}
+
+impl ConflictResolver for ResolverBridge {
+    fn resolve(&self, entity_name: &str, a: &Slot, b: &Slot) -> Slot {
+        let answer = self.0.resolve(entity_name.to_string(), slot_state(a), slot_state(b));
+        let chosen = match answer {
+            Err(e) => Err(e.host_reason()),
+            Ok(SlotState::Deleted { deleted_at }) => slot_from_state(entity_name, "", SlotState::Deleted { deleted_at }),
+            Ok(active) => match slot_id(a, b) {
+                Some(id) => slot_from_state(entity_name, &id, active),
+                None => Err("both sides are deleted; an active result has nothing to merge".into()),
+            },
+        };
+        match chosen {
+            Ok(slot) => slot,
+            Err(why) => {
+                log::warn!(target: "datasync::ffi", "conflict resolver failed ({why}); last writer wins");
+                LastWriterWins.resolve(entity_name, a, b)
+            }
+        }
+    }
+}
+
+/// Collects every log record of the library to a host logger until removed.
+#[derive(uniffi::Object)]
+pub struct LoggerRegistration {
+    id: std::sync::Mutex<Option<u64>>,
+}
+
+#[uniffi::export]
+impl LoggerRegistration {
+    /// Stops forwarding records to this logger. Idempotent.
+    pub fn remove(&self) {
+        let id = self.id.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(id) = id {
+            crate::ffi::log_bridge::remove_sink(id);
+        }
+    }
+}
+
+impl Drop for LoggerRegistration {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// Installs a logger for records at `max_level` and above; keep the returned
+/// registration (dropping it, or calling `remove`, uninstalls the logger).
+#[uniffi::export]
+pub fn add_logger(logger: Arc<dyn HostLogger>, max_level: LogLevel) -> Arc<LoggerRegistration> {
+    let floor = log::LevelFilter::from(max_level);
+    let sink: crate::ffi::log_bridge::Sink = Arc::new(move |level: log::Level, target: &str, text: &str| {
+        if level <= floor {
+            // A logger that fails has nowhere to report it.
+            let _ = logger.log(level.into(), target.to_string(), text.to_string());
+        }
+    });
+    let id = crate::ffi::log_bridge::add_sink(sink, floor);
+    Arc::new(LoggerRegistration { id: std::sync::Mutex::new(Some(id)) })
+}
+
