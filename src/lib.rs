@@ -24,7 +24,7 @@ mod tier;
 
 uniffi::setup_scaffolding!();
 
-pub use adapters::{MemoryPersistence, MemoryStore};
+pub use adapters::{DirOptions, DirPersistence, MemoryPersistence, MemoryStore};
 pub use config::Config;
 pub use entity::Entity;
 pub use error::{Error, ErrorKind, Result};

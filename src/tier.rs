@@ -129,22 +129,34 @@ impl Tier {
         if !self.shared && self.state.lock().loaded {
             return Ok(self.state.lock().meta.clone());
         }
-        let meta = match self.load(META_KEY)? {
-            None => Meta::default(),
+        let (meta, rebuilt) = match self.load(META_KEY)? {
+            // No metadata over existing partitions (it was lost or moved aside): rebuild.
+            None if self.lists_partitions()? => {
+                log::warn!(target: "datasync::tier", "{} metadata is missing; rebuilding it", self.label);
+                (self.rebuild_meta()?, true)
+            }
+            None => (Meta::default(), false),
             Some(bytes) => match Meta::parse(&bytes) {
-                Ok(meta) => meta,
+                Ok(meta) => (meta, false),
                 Err(why) => {
                     log::warn!(target: "datasync::tier", "{} metadata is damaged ({why}); rebuilding it", self.label);
-                    self.rebuild_meta()?
+                    (self.rebuild_meta()?, true)
                 }
             },
         };
         let mut state = self.state.lock();
-        state.stored_root = Some(meta.root());
+        // A rebuilt document is not what the adapter holds: store it at the next chance.
+        state.stored_root = (!rebuilt).then(|| meta.root());
         state.meta = meta.clone();
         state.loaded = true;
-        state.meta_changed = false;
+        state.meta_changed = rebuilt;
         Ok(meta)
+    }
+
+    /// Whether the adapter lists any partition key (false when it cannot list).
+    fn lists_partitions(&self) -> Result<bool> {
+        let keys = self.with_io(|io| io.blobs().keys()).map_err(self.adapter_err(META_KEY))?;
+        Ok(keys.is_some_and(|keys| keys.iter().any(|k| !k.starts_with('!'))))
     }
 
     /// Rebuilds metadata from the partitions the adapter lists.

@@ -1,0 +1,660 @@
+//! The embedded default: a crash-safe directory tier.
+//!
+//! Layout of a directory:
+//!
+//! ```text
+//! DIR/datasync.lock      held (flock) while a DirPersistence is open on DIR
+//! DIR/recovering         present while partitions may be newer than the metadata
+//! DIR/blobs/<name>.blob  one file per key, name escaped from the key
+//! DIR/corrupt/           files that failed their checksum, moved aside
+//! ```
+//!
+//! Every blob file is `magic, key, payload, BLAKE3 checksum`, so a torn or damaged
+//! file is detected on load and names its own key. A write goes to a temporary file,
+//! is fsynced, renamed over the old file, and the directory is fsynced: a crash leaves
+//! the old or the new content, never a mix. Between the first partition write and the
+//! next metadata write a `recovering` marker exists; opening a directory that still
+//! has it rebuilds the metadata from the partition files, so a crash between the two
+//! never leaves metadata that disagrees with the partitions.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{ErrorKind as IoKind, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::clock::now_millis;
+use crate::error::{Error, Result};
+use crate::lock::Mutex;
+use crate::meta::{Meta, MetaEntry, META_KEY, ROOT_KEY};
+use crate::partition::Partition;
+use crate::persistence::{AdapterError, AdapterResult, Persistence};
+
+const MAGIC: &[u8; 5] = b"DSB1\n";
+const CHECKSUM_LEN: usize = 32;
+const HEADER_MIN: usize = MAGIC.len() + 4 + 8;
+const LOCK_FILE: &str = "datasync.lock";
+const MARKER_FILE: &str = "recovering";
+const BLOBS_DIR: &str = "blobs";
+const CORRUPT_DIR: &str = "corrupt";
+const BLOB_EXT: &str = ".blob";
+const TMP_EXT: &str = ".tmp";
+/// Escaped names longer than this are shortened and completed by a hash of the key.
+const MAX_NAME: usize = 180;
+
+/// How a directory tier writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirOptions {
+    /// Fsync every written file and the directory (the default). Off, a write is
+    /// still atomic against a crash of the process, but not against power loss.
+    pub durable: bool,
+}
+
+impl Default for DirOptions {
+    fn default() -> Self {
+        DirOptions { durable: true }
+    }
+}
+
+struct Shared {
+    dir: PathBuf,
+    blobs: PathBuf,
+    options: DirOptions,
+    /// Keeps the lock for as long as any handle lives.
+    _lock: File,
+    /// Handles that wrote partitions since they last wrote the metadata.
+    dirty: Mutex<BTreeSet<u64>>,
+    next_handle: AtomicU64,
+    next_tmp: AtomicU64,
+}
+
+/// A [`Persistence`] over a directory: one checksummed file per key, atomic and
+/// (by default) durable replacement, and a lock so that only one process uses the
+/// directory at a time.
+///
+/// Clones share the directory and its lock: that is how several instances of one
+/// process use the same directory (two devices sharing a cloud in a demo or test).
+pub struct DirPersistence {
+    shared: Arc<Shared>,
+    handle: u64,
+    /// This handle wrote the metadata document since it last became dirty.
+    meta_written: bool,
+}
+
+impl std::fmt::Debug for DirPersistence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirPersistence")
+            .field("dir", &self.shared.dir)
+            .field("options", &self.shared.options)
+            .finish()
+    }
+}
+
+impl Clone for DirPersistence {
+    fn clone(&self) -> Self {
+        DirPersistence {
+            shared: self.shared.clone(),
+            handle: self.shared.next_handle.fetch_add(1, Ordering::Relaxed),
+            meta_written: false,
+        }
+    }
+}
+
+fn open_err(what: &str, path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::InvalidConfig(format!("cannot {what} {}: {e}", path.display()))
+}
+
+impl DirPersistence {
+    /// Opens (creating it if needed) a durable directory tier.
+    pub fn open(path: impl AsRef<Path>) -> Result<DirPersistence> {
+        DirPersistence::open_with(path, DirOptions::default())
+    }
+
+    /// Opens (creating it if needed) a directory tier with these options. Fails if
+    /// another handle, in this process or another, holds the directory. Recovers from
+    /// an interrupted write: leftover temporary files are removed and, if the last
+    /// writer stopped between a partition and the metadata, the metadata is rebuilt.
+    pub fn open_with(path: impl AsRef<Path>, options: DirOptions) -> Result<DirPersistence> {
+        let dir = path.as_ref().to_path_buf();
+        if dir.exists() && !dir.is_dir() {
+            return Err(Error::InvalidConfig(format!(
+                "{} is not a directory",
+                dir.display()
+            )));
+        }
+        fs::create_dir_all(&dir).map_err(|e| open_err("create directory", &dir, e))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| open_err("create lock file", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::InvalidConfig(format!(
+                    "directory {} is in use: another instance holds its lock ({})",
+                    dir.display(),
+                    lock_path.display()
+                )))
+            }
+            Err(TryLockError::Error(e)) => return Err(open_err("lock", &lock_path, e)),
+        }
+        let blobs = dir.join(BLOBS_DIR);
+        fs::create_dir_all(&blobs).map_err(|e| open_err("create directory", &blobs, e))?;
+        let shared = Arc::new(Shared {
+            dir,
+            blobs,
+            options,
+            _lock: lock,
+            dirty: Mutex::new(BTreeSet::new()),
+            next_handle: AtomicU64::new(1),
+            next_tmp: AtomicU64::new(0),
+        });
+        let mut this = DirPersistence {
+            shared,
+            handle: 0,
+            meta_written: false,
+        };
+        this.remove_temporaries()
+            .map_err(|e| open_err("clean", &this.shared.blobs, e))?;
+        if this.shared.dir.join(MARKER_FILE).exists() {
+            this.recover()?;
+        }
+        Ok(this)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// The options the directory was opened with.
+    pub fn options(&self) -> DirOptions {
+        self.shared.options
+    }
+
+    /// The file that holds `key`.
+    pub fn file_of(&self, key: &str) -> PathBuf {
+        self.shared.blobs.join(file_name(key))
+    }
+
+    /// Reads `key` and checks its file, without moving a damaged file aside
+    /// (inspection). A damaged file is an [`Error::Corrupt`] naming key and file.
+    pub fn read(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let path = self.file_of(key);
+        match read_blob(&path, Some(key)) {
+            Ok(found) => Ok(found.map(|(_, payload)| payload)),
+            Err(Damage::Io(e)) => Err(Error::adapter(
+                "dir",
+                key,
+                format!("cannot read {}: {e}", path.display()),
+            )),
+            Err(Damage::Corrupt(why)) => Err(Error::corrupt(
+                "dir",
+                key,
+                format!("file {} is damaged: {why}", path.display()),
+            )),
+        }
+    }
+
+    fn remove_temporaries(&self) -> std::io::Result<()> {
+        for entry in fs::read_dir(&self.shared.blobs)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.ends_with(TMP_EXT) {
+                fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the metadata from the partition files after an interrupted write.
+    fn recover(&mut self) -> Result<()> {
+        let dir = self.shared.dir.clone();
+        let err = |e: AdapterError| {
+            Error::adapter(
+                "dir",
+                META_KEY,
+                format!("while recovering {}: {e}", dir.display()),
+            )
+        };
+        let keys = self.list_keys().map_err(err)?;
+        let now = now_millis();
+        let mut meta = Meta {
+            updated_at: now,
+            ..Meta::default()
+        };
+        for key in keys.iter().filter(|k| !k.starts_with('!')) {
+            let bytes = match self.load(key) {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => continue,
+                Err(e) => {
+                    log::error!(target: "datasync::dir", "{e}");
+                    continue;
+                }
+            };
+            match Partition::parse(&bytes, false) {
+                Ok(partition) => {
+                    let canonical = partition.to_canonical();
+                    meta.entries.insert(
+                        key.clone(),
+                        MetaEntry::describe(&partition, &canonical, now),
+                    );
+                }
+                Err(why) => {
+                    log::error!(target: "datasync::dir", "partition {key:?} does not parse ({why}); left out of the rebuilt metadata")
+                }
+            }
+        }
+        log::warn!(
+            target: "datasync::dir",
+            "{}: the last writer stopped before its metadata was written; rebuilt it from {} partition(s)",
+            dir.display(),
+            meta.entries.len()
+        );
+        self.write_file(META_KEY, &meta.to_bytes()).map_err(err)?;
+        self.write_file(ROOT_KEY, meta.root().as_bytes())
+            .map_err(err)?;
+        self.remove_marker().map_err(err)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> AdapterResult<()> {
+        if self.shared.options.durable {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| {
+                AdapterError(format!("cannot sync directory {}: {e}", dir.display()))
+            })?;
+        }
+        Ok(())
+    }
+
+    fn marker(&self) -> PathBuf {
+        self.shared.dir.join(MARKER_FILE)
+    }
+
+    /// Records that this handle is about to write a partition: the marker exists
+    /// (durably) before the partition does.
+    fn mark_dirty(&mut self) -> AdapterResult<()> {
+        self.meta_written = false;
+        let mut dirty = self.shared.dirty.lock();
+        if dirty.contains(&self.handle) {
+            return Ok(());
+        }
+        if dirty.is_empty() {
+            let path = self.marker();
+            let file = File::create(&path)
+                .map_err(|e| AdapterError(format!("cannot create {}: {e}", path.display())))?;
+            if self.shared.options.durable {
+                file.sync_all()
+                    .map_err(|e| AdapterError(format!("cannot sync {}: {e}", path.display())))?;
+            }
+            drop(file);
+            self.sync_dir(&self.shared.dir)?;
+        }
+        dirty.insert(self.handle);
+        Ok(())
+    }
+
+    /// This handle's metadata is written: the marker goes once no handle is dirty.
+    fn mark_clean(&mut self) -> AdapterResult<()> {
+        let mut dirty = self.shared.dirty.lock();
+        if !dirty.remove(&self.handle) || !dirty.is_empty() {
+            return Ok(());
+        }
+        drop(dirty);
+        self.remove_marker()
+    }
+
+    fn remove_marker(&self) -> AdapterResult<()> {
+        let path = self.marker();
+        match fs::remove_file(&path) {
+            Ok(()) => self.sync_dir(&self.shared.dir),
+            Err(e) if e.kind() == IoKind::NotFound => Ok(()),
+            Err(e) => Err(AdapterError(format!(
+                "cannot remove {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+
+    /// Atomically replaces the file of `key`: temporary file, fsync, rename, fsync dir.
+    fn write_file(&self, key: &str, payload: &[u8]) -> AdapterResult<()> {
+        let path = self.file_of(key);
+        let n = self.shared.next_tmp.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .shared
+            .blobs
+            .join(format!(".{}-{n}{TMP_EXT}", std::process::id()));
+        let io = |what: &str, p: &Path, e: std::io::Error| {
+            AdapterError(format!("cannot {what} {}: {e}", p.display()))
+        };
+        let result = (|| {
+            let mut file = File::create(&tmp).map_err(|e| io("create", &tmp, e))?;
+            file.write_all(&encode_blob(key, payload))
+                .map_err(|e| io("write", &tmp, e))?;
+            if self.shared.options.durable {
+                file.sync_all().map_err(|e| io("sync", &tmp, e))?;
+            }
+            drop(file);
+            fs::rename(&tmp, &path).map_err(|e| io("replace", &path, e))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result?;
+        self.sync_dir(&self.shared.blobs)
+    }
+
+    /// Moves a damaged file to `corrupt/`, returning where it went.
+    fn quarantine(&self, path: &Path) -> std::io::Result<PathBuf> {
+        let dir = self.shared.dir.join(CORRUPT_DIR);
+        fs::create_dir_all(&dir)?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut dest = dir.join(format!("{name}.{}", now_millis()));
+        let mut i = 1;
+        while dest.exists() {
+            dest = dir.join(format!("{name}.{}-{i}", now_millis()));
+            i += 1;
+        }
+        fs::rename(path, &dest)?;
+        let _ = self.sync_dir(&self.shared.blobs);
+        let _ = self.sync_dir(&dir);
+        Ok(dest)
+    }
+
+    fn list_keys(&self) -> AdapterResult<Vec<String>> {
+        let blobs = &self.shared.blobs;
+        let entries = fs::read_dir(blobs)
+            .map_err(|e| AdapterError(format!("cannot list {}: {e}", blobs.display())))?;
+        let mut keys = Vec::new();
+        for entry in entries {
+            let entry =
+                entry.map_err(|e| AdapterError(format!("cannot list {}: {e}", blobs.display())))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some(stem) = name.strip_suffix(BLOB_EXT) else {
+                continue;
+            };
+            if stem.contains('~') {
+                // A shortened name: the key is in the file.
+                match read_blob(&entry.path(), None) {
+                    Ok(Some((key, _))) => keys.push(key),
+                    Ok(None) => {}
+                    Err(Damage::Io(e)) => {
+                        return Err(AdapterError(format!(
+                            "cannot read {}: {e}",
+                            entry.path().display()
+                        )))
+                    }
+                    Err(Damage::Corrupt(why)) => {
+                        log::error!(target: "datasync::dir", "file {} is damaged ({why}); its key is unknown", entry.path().display())
+                    }
+                }
+            } else if let Some(key) = decode_name(stem) {
+                keys.push(key);
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+}
+
+impl Persistence for DirPersistence {
+    fn load(&mut self, key: &str) -> AdapterResult<Option<Vec<u8>>> {
+        let path = self.file_of(key);
+        match read_blob(&path, Some(key)) {
+            Ok(found) => Ok(found.map(|(_, payload)| payload)),
+            Err(Damage::Io(e)) => Err(AdapterError(format!("cannot read {}: {e}", path.display()))),
+            Err(Damage::Corrupt(why)) => {
+                let moved = match self.quarantine(&path) {
+                    Ok(dest) => format!("moved aside to {}", dest.display()),
+                    Err(e) => format!("could not move it aside: {e}"),
+                };
+                let message = format!(
+                    "corrupt file {} for key {key:?} ({why}); {moved}",
+                    path.display()
+                );
+                if key.starts_with('!') {
+                    // The library's own metadata: it is rebuilt from the partitions.
+                    log::error!(target: "datasync::dir", "{message}; the metadata will be rebuilt");
+                    Ok(None)
+                } else {
+                    log::error!(target: "datasync::dir", "{message}");
+                    Err(AdapterError(message))
+                }
+            }
+        }
+    }
+
+    fn store(&mut self, key: &str, bytes: &[u8]) -> AdapterResult<()> {
+        if key == ROOT_KEY {
+            self.write_file(key, bytes)?;
+            if self.meta_written {
+                self.mark_clean()?;
+            }
+            return Ok(());
+        }
+        if key == META_KEY {
+            self.write_file(key, bytes)?;
+            self.meta_written = true;
+            return Ok(());
+        }
+        if !key.starts_with('!') {
+            self.mark_dirty()?;
+        }
+        self.write_file(key, bytes)
+    }
+
+    fn clear(&mut self, key: &str) -> AdapterResult<()> {
+        if !key.starts_with('!') {
+            self.mark_dirty()?;
+        }
+        let path = self.file_of(key);
+        match fs::remove_file(&path) {
+            Ok(()) => self.sync_dir(&self.shared.blobs),
+            Err(e) if e.kind() == IoKind::NotFound => Ok(()),
+            Err(e) => Err(AdapterError(format!(
+                "cannot remove {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+
+    fn keys(&mut self) -> AdapterResult<Option<Vec<String>>> {
+        self.list_keys().map(Some)
+    }
+}
+
+enum Damage {
+    Io(std::io::Error),
+    Corrupt(String),
+}
+
+fn encode_blob(key: &str, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_MIN + key.len() + payload.len() + CHECKSUM_LEN);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(payload);
+    let sum = blake3::hash(&out);
+    out.extend_from_slice(sum.as_bytes());
+    out
+}
+
+/// Reads and checks one blob file: `(key, payload)`, `None` if there is no file.
+fn read_blob(
+    path: &Path,
+    expected_key: Option<&str>,
+) -> std::result::Result<Option<(String, Vec<u8>)>, Damage> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == IoKind::NotFound => return Ok(None),
+        Err(e) => return Err(Damage::Io(e)),
+    };
+    decode_blob(bytes, expected_key)
+        .map(Some)
+        .map_err(Damage::Corrupt)
+}
+
+fn decode_blob(
+    mut bytes: Vec<u8>,
+    expected_key: Option<&str>,
+) -> std::result::Result<(String, Vec<u8>), String> {
+    let total = bytes.len();
+    if total < HEADER_MIN + CHECKSUM_LEN || &bytes[..MAGIC.len()] != MAGIC {
+        return Err(format!("not a datasync blob ({total} bytes, bad header)"));
+    }
+    let body = total - CHECKSUM_LEN;
+    if blake3::hash(&bytes[..body]).as_bytes() != &bytes[body..] {
+        return Err("checksum mismatch (torn or damaged file)".into());
+    }
+    let mut at = MAGIC.len();
+    let key_len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or_default()) as usize;
+    at += 4;
+    if at + key_len + 8 > body {
+        return Err("key length out of range".into());
+    }
+    let key = std::str::from_utf8(&bytes[at..at + key_len])
+        .map_err(|_| "key is not UTF-8".to_string())?
+        .to_string();
+    at += key_len;
+    let payload_len = u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or_default());
+    at += 8;
+    if payload_len != (body - at) as u64 {
+        return Err("payload length does not match the file size".into());
+    }
+    if let Some(expected) = expected_key {
+        if key != expected {
+            return Err(format!("the file holds key {key:?}"));
+        }
+    }
+    bytes.truncate(body);
+    bytes.drain(..at);
+    Ok((key, bytes))
+}
+
+/// The file name of a key: injective, valid on every common file system, and unique
+/// even where names are compared without case. Lowercase letters, digits, `-`, `_`
+/// and `.` stay; an uppercase letter becomes `^` and its lowercase; every other byte
+/// becomes `%xx`; a leading `.` is escaped too. Long names are shortened and end in
+/// `~` and a hash of the key (the file itself then says which key it holds).
+fn file_name(key: &str) -> String {
+    let mut name = String::with_capacity(key.len() + 8);
+    for (i, b) in key.bytes().enumerate() {
+        match b {
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => name.push(b as char),
+            b'.' if i > 0 => name.push('.'),
+            b'A'..=b'Z' => {
+                name.push('^');
+                name.push(b.to_ascii_lowercase() as char);
+            }
+            _ => {
+                name.push('%');
+                name.push_str(&format!("{b:02x}"));
+            }
+        }
+    }
+    if name.len() > MAX_NAME {
+        let hash = blake3::hash(key.as_bytes()).to_hex();
+        name.truncate(MAX_NAME - 34);
+        name.push('~');
+        name.push_str(&hash[..32]);
+    }
+    name.push_str(BLOB_EXT);
+    name
+}
+
+/// The key of an unshortened file name, `None` for names this adapter did not make.
+fn decode_name(stem: &str) -> Option<String> {
+    let bytes = stem.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'^' => {
+                let c = *bytes.get(i + 1)?;
+                if !c.is_ascii_lowercase() {
+                    return None;
+                }
+                out.push(c.to_ascii_uppercase());
+                i += 2;
+            }
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_differ_by_case() {
+        let long = "k".repeat(500);
+        for key in [
+            "app.User",
+            "!datasync.meta",
+            "a/b:c",
+            ".hidden",
+            "..",
+            "Ünï cödé/✓",
+            "x~y%z^w",
+            "app.user",
+            long.as_str(),
+        ] {
+            let name = file_name(key);
+            assert!(name.len() <= MAX_NAME + BLOB_EXT.len(), "{name}");
+            assert!(!name.starts_with('.'), "{name}");
+            assert!(
+                name.bytes().all(|b| b.is_ascii_graphic()
+                    && !b.is_ascii_uppercase()
+                    && b != b'/'
+                    && b != b'\\'),
+                "{name}"
+            );
+            let stem = name.strip_suffix(BLOB_EXT).unwrap();
+            if !stem.contains('~') {
+                assert_eq!(decode_name(stem).as_deref(), Some(key));
+            }
+        }
+        assert_ne!(file_name("app.User"), file_name("app.user"));
+    }
+
+    #[test]
+    fn blobs_check_their_bytes() {
+        let blob = encode_blob("k", b"{}");
+        assert_eq!(
+            decode_blob(blob.clone(), Some("k")).unwrap(),
+            ("k".to_string(), b"{}".to_vec())
+        );
+        assert!(decode_blob(blob.clone(), Some("other")).is_err());
+        for cut in 0..blob.len() {
+            assert!(
+                decode_blob(blob[..cut].to_vec(), Some("k")).is_err(),
+                "truncated at {cut}"
+            );
+        }
+        for i in 0..blob.len() {
+            let mut bad = blob.clone();
+            bad[i] ^= 0x40;
+            assert!(decode_blob(bad, Some("k")).is_err(), "flipped byte {i}");
+        }
+    }
+}

@@ -1,0 +1,542 @@
+//! `demo`: two devices, each with an in-memory store over its own directory tier,
+//! share a cloud directory. They write offline, edit the same entities, one deletes
+//! what the other edits, they sync, observers fire, conflicts resolve by the
+//! documented rules, and every tier is checked to have converged.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use datasync::clock::format_millis;
+use datasync::{
+    AdapterError, AdapterResult, Config, ConflictResolver, DataSync, DirPersistence, Entity,
+    LastWriterWins, Partition, Persistence, QueryOptions, Slot, SortKey, Subscription, SyncStats,
+    TierId,
+};
+use serde_json::json;
+
+use super::inspect::examine;
+use super::CliResult;
+
+/// The cloud as a device reaches it: the shared directory behind a network switch.
+struct Link {
+    cloud: DirPersistence,
+    online: Arc<AtomicBool>,
+}
+
+impl Link {
+    fn check(&self) -> AdapterResult<()> {
+        if self.online.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(AdapterError("network unreachable".into()))
+        }
+    }
+}
+
+impl Persistence for Link {
+    fn load(&mut self, key: &str) -> AdapterResult<Option<Vec<u8>>> {
+        self.check()?;
+        self.cloud.load(key)
+    }
+    fn store(&mut self, key: &str, bytes: &[u8]) -> AdapterResult<()> {
+        self.check()?;
+        self.cloud.store(key, bytes)
+    }
+    fn clear(&mut self, key: &str) -> AdapterResult<()> {
+        self.check()?;
+        self.cloud.clear(key)
+    }
+    fn keys(&mut self) -> AdapterResult<Option<Vec<String>>> {
+        self.check()?;
+        self.cloud.keys()
+    }
+}
+
+struct Device {
+    name: &'static str,
+    ds: DataSync,
+    online: Arc<AtomicBool>,
+    /// A second handle on the device's local directory, to show what is on disk.
+    local: DirPersistence,
+}
+
+impl Device {
+    fn open(name: &'static str, base: &Path, cloud: &DirPersistence) -> CliResult<Device> {
+        let local = DirPersistence::open(base.join(name))?;
+        let online = Arc::new(AtomicBool::new(true));
+        let config = Config::new("app")
+            .local(local.clone())
+            .cloud(Link {
+                cloud: cloud.clone(),
+                online: online.clone(),
+            })
+            .cloud_sync_interval(Duration::from_secs(3600))
+            .sync_on_open(false);
+        Ok(Device {
+            name,
+            ds: DataSync::open(config)?,
+            online,
+            local,
+        })
+    }
+
+    fn set_online(&self, yes: bool) {
+        self.online.store(yes, Ordering::Release);
+    }
+
+    fn sync(&self) -> CliResult<SyncStats> {
+        let stats = self.ds.sync_now()?;
+        if stats.offline {
+            let why = stats
+                .errors
+                .first()
+                .map(String::as_str)
+                .unwrap_or("unreachable");
+            say(&format!(
+                "{} syncs: offline ({why}); its writes wait safely in its local directory",
+                self.name
+            ));
+        } else {
+            say(&format!(
+                "{} syncs: {} partition(s) copied, {} merged, {} conflict(s) resolved, {} entity change(s)",
+                self.name, stats.keys_copied, stats.keys_merged, stats.conflicts, stats.entities_changed
+            ));
+        }
+        Ok(stats)
+    }
+
+    fn get(&self, name: &str, id: &str) -> CliResult<Option<Entity>> {
+        Ok(self.ds.repo(name)?.get(id)?)
+    }
+
+    fn stamp(&self, name: &str, id: &str) -> CliResult<i64> {
+        self.get(name, id)?
+            .map(|e| e.updated_at())
+            .ok_or_else(|| format!("{id} vanished").into())
+    }
+
+    /// When `id` was deleted, as the device's local directory records it.
+    fn deleted_at(&self, name: &str, id: &str) -> CliResult<i64> {
+        self.ds.flush()?;
+        let logical = id.rsplit_once('.').map(|(l, _)| l).unwrap_or(id);
+        let bytes = self
+            .local
+            .read(&format!("app.{logical}"))?
+            .ok_or("partition missing")?;
+        match Partition::parse(&bytes, false)?.get(name, id) {
+            Some(Slot::Deleted(at)) => Ok(*at),
+            _ => Err(format!("{id} has no tombstone on the {}", self.name).into()),
+        }
+    }
+}
+
+fn say(line: &str) {
+    println!("  {line}");
+}
+
+fn step(n: u32, title: &str) {
+    println!("\n{n}. {title}");
+}
+
+fn title_of(e: &Entity) -> String {
+    let v = e.value();
+    v.get("title")
+        .or_else(|| v.get("name"))
+        .and_then(|t| t.as_str())
+        .unwrap_or("?")
+        .to_string()
+}
+
+/// Observer output, collected on the dispatcher thread and printed at story points.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<String>>>);
+
+impl Seen {
+    fn push(&self, line: String) {
+        if let Ok(mut lines) = self.0.lock() {
+            lines.push(line);
+        }
+    }
+
+    fn show(&self, device: &Device) -> CliResult<()> {
+        device.ds.drain_events()?;
+        let lines = self
+            .0
+            .lock()
+            .map(|mut l| std::mem::take(&mut *l))
+            .unwrap_or_default();
+        for line in lines {
+            say(&format!("{} observer: {line}", device.name));
+        }
+        Ok(())
+    }
+}
+
+fn observe(device: &Device, alice: &str, seen: &Seen) -> CliResult<(Subscription, Subscription)> {
+    let sink = seen.clone();
+    let user = device.ds.repo("User")?.observe(alice, move |e| match e {
+        Some(e) => sink.push(format!(
+            "Alice is now {:?} (version {})",
+            title_of(e),
+            e.version()
+        )),
+        None => sink.push("Alice was deleted".into()),
+    })?;
+    let sink = seen.clone();
+    let tasks = device.ds.repo("Task")?.observe_all(
+        QueryOptions::default().sort_by(SortKey::asc("title")),
+        move |list| {
+            let titles: Vec<String> = list.iter().map(task_line).collect();
+            sink.push(format!("tasks {titles:?}"));
+        },
+    )?;
+    Ok((user, tasks))
+}
+
+fn task_line(t: &Entity) -> String {
+    format!(
+        "{}{}",
+        title_of(t),
+        if t.value()["done"] == json!(true) {
+            " (done)"
+        } else {
+            ""
+        }
+    )
+}
+
+/// Sleeps past the current millisecond, so the next write is strictly later.
+fn tick() {
+    std::thread::sleep(Duration::from_millis(3));
+}
+
+fn at(ms: i64) -> String {
+    format_millis(ms)[11..].to_string()
+}
+
+pub fn run(dir: Option<PathBuf>) -> CliResult<u8> {
+    let started = Instant::now();
+    let _temp;
+    let base = match dir {
+        Some(dir) => {
+            if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
+                return Err(format!(
+                    "{} is not empty; give a new or empty directory",
+                    dir.display()
+                )
+                .into());
+            }
+            std::fs::create_dir_all(&dir)?;
+            dir
+        }
+        None => {
+            let temp = tempfile::Builder::new()
+                .prefix("datasync-demo-")
+                .tempdir()?;
+            let path = temp.path().to_path_buf();
+            _temp = temp;
+            path
+        }
+    };
+    println!(
+        "datasync demo: two devices (phone, laptop) share a cloud, all three on disk in {}",
+        base.display()
+    );
+    println!("Each device: an in-memory store over its own directory tier (phone/, laptop/); the cloud is cloud/.");
+    let cloud = DirPersistence::open(base.join("cloud"))?;
+    let phone = Device::open("phone", &base, &cloud)?;
+    let laptop = Device::open("laptop", &base, &cloud)?;
+    let mut failures: Vec<String> = Vec::new();
+    let mut expect = |ok: bool, what: String| {
+        let mark = if ok { "ok" } else { "FAILED" };
+        say(&format!("[{mark}] {what}"));
+        if !ok {
+            failures.push(what);
+        }
+    };
+
+    step(
+        1,
+        "Online. The phone creates a user and two tasks; both devices sync.",
+    );
+    let (users, tasks) = (phone.ds.repo("User")?, phone.ds.repo("Task")?);
+    let alice = users.save(&json!({"name": "Alice", "email": "alice@example.com"}))?;
+    let milk = tasks.save(&json!({"title": "Buy milk", "done": false}))?;
+    let flights = tasks.save(&json!({"title": "Book flights", "done": false}))?;
+    say(&format!("phone saves User Alice ({alice}), Task \"Buy milk\" ({milk}), Task \"Book flights\" ({flights})"));
+    phone.sync()?;
+    let seen = Seen::default();
+    let _subs = observe(&laptop, &alice, &seen)?;
+    say("laptop starts observing Alice and the task list; observers get the current value first (read through from the cloud)");
+    seen.show(&laptop)?;
+    laptop.sync()?;
+    seen.show(&laptop)?;
+
+    step(2, "Both go offline and keep working.");
+    phone.set_online(false);
+    laptop.set_online(false);
+    let (l_users, l_tasks) = (laptop.ds.repo("User")?, laptop.ds.repo("Task")?);
+    users.save(&json!({"id": alice, "name": "Alice (phone)", "email": "alice@example.com"}))?;
+    let t_alice_phone = phone.stamp("User", &alice)?;
+    say(&format!(
+        "phone renames Alice to \"Alice (phone)\" at {}",
+        at(t_alice_phone)
+    ));
+    tick();
+    l_users.save(&json!({"id": alice, "name": "Alice Liddell", "email": "alice@example.com"}))?;
+    let t_alice_laptop = laptop.stamp("User", &alice)?;
+    say(&format!(
+        "laptop renames Alice to \"Alice Liddell\" at {}",
+        at(t_alice_laptop)
+    ));
+    tick();
+    l_tasks.save(&json!({"id": milk, "title": "Buy milk", "done": true}))?;
+    let t_milk_edit = laptop.stamp("Task", &milk)?;
+    say(&format!(
+        "laptop marks \"Buy milk\" done at {}",
+        at(t_milk_edit)
+    ));
+    tick();
+    tasks.delete(&milk)?;
+    let t_milk_delete = phone.deleted_at("Task", &milk)?;
+    say(&format!(
+        "phone deletes \"Buy milk\" at {}",
+        at(t_milk_delete)
+    ));
+    tasks.delete(&flights)?;
+    let t_flights_delete = phone.deleted_at("Task", &flights)?;
+    say(&format!(
+        "phone deletes \"Book flights\" at {}",
+        at(t_flights_delete)
+    ));
+    tick();
+    l_tasks.save(&json!({"id": flights, "title": "Book flights", "done": true}))?;
+    let t_flights_edit = laptop.stamp("Task", &flights)?;
+    say(&format!(
+        "laptop, not knowing, marks \"Book flights\" done at {}",
+        at(t_flights_edit)
+    ));
+    let plants = l_tasks.save(&json!({"title": "Water plants", "done": false}))?;
+    say(&format!("laptop adds Task \"Water plants\" ({plants})"));
+    seen.show(&laptop)?;
+    let offline = phone.sync()?;
+    expect(
+        offline.offline,
+        "an offline sync reports offline and loses nothing".into(),
+    );
+
+    step(
+        3,
+        "Back online: phone syncs, laptop syncs, phone syncs again.",
+    );
+    phone.set_online(true);
+    laptop.set_online(true);
+    let mut stats = phone.sync()?;
+    let laptop_stats = laptop.sync()?;
+    seen.show(&laptop)?;
+    let again = phone.sync()?;
+    for s in [laptop_stats, again] {
+        stats.keys_copied += s.keys_copied;
+        stats.keys_merged += s.keys_merged;
+        stats.conflicts += s.conflicts;
+        stats.entities_changed += s.entities_changed;
+        stats.bytes_written += s.bytes_written;
+    }
+
+    step(4, "Conflicts, resolved by the documented rules (later updatedAt wins; equal instants: delete wins).");
+    let final_alice = |d: &Device| -> CliResult<String> {
+        Ok(d.get("User", &alice)?
+            .map(|e| title_of(&e))
+            .unwrap_or_default())
+    };
+    let alice_winner = if t_alice_laptop > t_alice_phone {
+        "Alice Liddell"
+    } else {
+        "Alice (phone)"
+    };
+    for d in [&phone, &laptop] {
+        expect(
+            final_alice(d)? == alice_winner,
+            format!(
+                "Alice on the {}: both renamed her, the later rename wins: {alice_winner:?}",
+                d.name
+            ),
+        );
+    }
+    let milk_deleted = t_milk_delete >= t_milk_edit;
+    for d in [&phone, &laptop] {
+        expect(
+            d.get("Task", &milk)?.is_none() == milk_deleted,
+            format!(
+                "\"Buy milk\" on the {}: edited at {}, deleted at {} -> {}",
+                d.name,
+                at(t_milk_edit),
+                at(t_milk_delete),
+                if milk_deleted {
+                    "the delete wins"
+                } else {
+                    "the edit wins"
+                }
+            ),
+        );
+    }
+    let flights_kept = t_flights_edit > t_flights_delete;
+    for d in [&phone, &laptop] {
+        expect(
+            d.get("Task", &flights)?.is_some() == flights_kept,
+            format!(
+                "\"Book flights\" on the {}: deleted at {}, edited at {} -> {}",
+                d.name,
+                at(t_flights_delete),
+                at(t_flights_edit),
+                if flights_kept {
+                    "the later edit wins: it is back"
+                } else {
+                    "the delete wins"
+                }
+            ),
+        );
+    }
+    let edit = laptop
+        .get("Task", &plants)?
+        .ok_or("Water plants is missing")?;
+    let tie = LastWriterWins.resolve(
+        "Task",
+        &Slot::Active(edit.clone()),
+        &Slot::Deleted(edit.updated_at()),
+    );
+    expect(
+        matches!(tie, Slot::Deleted(_)),
+        "an edit and a delete at the same instant: the delete wins (the default resolver, asked directly)".into(),
+    );
+
+    step(5, "Final state.");
+    for d in [&phone, &laptop] {
+        let everyone: Vec<String> =
+            d.ds.repo("User")?
+                .query(&QueryOptions::default())?
+                .iter()
+                .map(title_of)
+                .collect();
+        let all_tasks =
+            d.ds.repo("Task")?
+                .query(&QueryOptions::default().sort_by(SortKey::asc("title")))?;
+        let tasks: Vec<String> = all_tasks.iter().map(task_line).collect();
+        say(&format!(
+            "{:<6} users {everyone:?}, tasks {tasks:?}",
+            d.name
+        ));
+    }
+    say(&format!(
+        "sync totals: {} partition(s) copied, {} merged, {} conflict(s) resolved, {} entity change(s), {} bytes written",
+        stats.keys_copied, stats.keys_merged, stats.conflicts, stats.entities_changed, stats.bytes_written
+    ));
+
+    say("(a conflict here is any id whose two copies differed in a tier pair: store/local or local/cloud)");
+
+    step(
+        6,
+        "Convergence: every tier of both devices and the cloud hold the same data.",
+    );
+    phone.ds.flush()?;
+    laptop.ds.flush()?;
+    let roots = [
+        ("phone local", phone.ds.tier_meta(TierId::Local)?.root()),
+        ("phone cloud", phone.ds.tier_meta(TierId::Cloud)?.root()),
+        ("laptop local", laptop.ds.tier_meta(TierId::Local)?.root()),
+        ("laptop cloud", laptop.ds.tier_meta(TierId::Cloud)?.root()),
+    ];
+    for (what, root) in &roots {
+        say(&format!("{what:<12} root {}", &root[..16]));
+    }
+    expect(
+        roots.iter().all(|(_, r)| *r == roots[0].1),
+        "all tiers report the same root".into(),
+    );
+    let store_keys = |d: &Device| -> CliResult<Vec<(String, String)>> {
+        Ok(d.ds
+            .tier_meta(TierId::Store)?
+            .entries
+            .into_iter()
+            .map(|(k, e)| (k, e.hash))
+            .collect())
+    };
+    let local_keys = |d: &Device| -> CliResult<Vec<(String, String)>> {
+        Ok(d.ds
+            .tier_meta(TierId::Local)?
+            .entries
+            .into_iter()
+            .map(|(k, e)| (k, e.hash))
+            .collect())
+    };
+    for d in [&phone, &laptop] {
+        let (store, local) = (store_keys(d)?, local_keys(d)?);
+        let held = store.iter().all(|entry| local.contains(entry));
+        expect(
+            held,
+            format!(
+                "every partition in the {}'s store equals its local copy",
+                d.name
+            ),
+        );
+        let audit = d.ds.audit()?;
+        expect(
+            audit.is_empty(),
+            format!(
+                "audit of the {}'s tiers (hashes and counts recomputed): {} problem(s)",
+                d.name,
+                audit.len()
+            ),
+        );
+        for problem in audit {
+            say(&format!("    {problem}"));
+        }
+    }
+    drop(_subs);
+    let (phone_local, laptop_local) = (phone.local.clone(), laptop.local.clone());
+    phone.ds.close()?;
+    laptop.ds.close()?;
+    drop((phone, laptop));
+    let mut disk_roots = Vec::new();
+    for (what, mut dir) in [
+        ("phone/", phone_local),
+        ("laptop/", laptop_local),
+        ("cloud/", cloud),
+    ] {
+        let report = examine(&mut dir)?;
+        expect(
+            report.problems.is_empty()
+                && report.recorded_root.as_deref() == Some(report.root.as_str()),
+            format!(
+                "{what:<8} on disk: {} partition(s), root {}, verified",
+                report.partitions.len(),
+                &report.root[..16]
+            ),
+        );
+        for problem in &report.problems {
+            say(&format!("    {problem}"));
+        }
+        disk_roots.push(report.root);
+    }
+    expect(
+        disk_roots.iter().all(|r| *r == disk_roots[0]),
+        "the three directories hold identical partitions".into(),
+    );
+
+    println!();
+    if failures.is_empty() {
+        println!(
+            "Converged: every tier agrees, every conflict resolved by the rules ({:.1} s).",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(0)
+    } else {
+        println!("NOT converged: {} check(s) failed:", failures.len());
+        for f in &failures {
+            println!("  {f}");
+        }
+        Ok(1)
+    }
+}

@@ -1,0 +1,154 @@
+//! The `datasync` command: a demo of two devices syncing through directory tiers,
+//! and tools to inspect, verify, sync and edit directory tiers.
+
+mod cli;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "datasync",
+    version,
+    about = "Offline-first entity store with sync: demo and directory-tier tools"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Two devices, each with its own directory tier, sync through a shared cloud directory.
+    Demo {
+        /// Where to put the three directories (default: a fresh temporary directory,
+        /// removed at the end). Must be new or empty.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Partitions, entity counts, tombstones, sizes, hashes and the root of a directory tier.
+    Inspect {
+        dir: PathBuf,
+        /// One JSON document (root, partitions, problems) for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recompute every hash and count; exit 1 and list what is wrong if anything is.
+    Verify { dir: PathBuf },
+    /// Reconcile two directory tiers with the library's sync (last writer wins).
+    Sync {
+        dir_a: PathBuf,
+        /// Created if it does not exist (a fresh copy of DIR_A).
+        dir_b: PathBuf,
+    },
+    /// Save an entity given as a JSON object; prints its id.
+    Put {
+        dir: PathBuf,
+        entity: String,
+        json: String,
+        #[command(flatten)]
+        prefix: cli::ops::PrefixArg,
+    },
+    /// Print an entity as JSON; exit 1 when it does not exist.
+    Get {
+        dir: PathBuf,
+        entity: String,
+        id: String,
+        #[command(flatten)]
+        prefix: cli::ops::PrefixArg,
+    },
+    /// Delete an entity (a tombstone is recorded even for an unknown id).
+    Delete {
+        dir: PathBuf,
+        entity: String,
+        id: String,
+        #[command(flatten)]
+        prefix: cli::ops::PrefixArg,
+    },
+    /// Print the matching entities as a JSON array.
+    Query {
+        dir: PathBuf,
+        entity: String,
+        /// Keep entities whose FIELD equals VALUE (VALUE is JSON, or else a string).
+        #[arg(long = "where", value_name = "FIELD=VALUE")]
+        where_: Vec<String>,
+        /// Sort by FIELD, ascending, or descending with `:desc`; repeat for more fields.
+        #[arg(long, value_name = "FIELD[:desc]")]
+        sort: Vec<String>,
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        prefix: cli::ops::PrefixArg,
+    },
+    /// Test helper: writes and flushes in a loop, reporting each flushed write.
+    #[command(hide = true)]
+    CrashWriter {
+        dir: PathBuf,
+        #[arg(long)]
+        run: u64,
+        #[arg(long, default_value_t = 100_000)]
+        max_ops: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        eprintln!(
+            "datasync: internal error: {}",
+            message.lines().next().unwrap_or_default()
+        );
+    }));
+    let args = Args::parse();
+    let result = match args.command {
+        Command::Demo { dir } => cli::demo::run(dir),
+        Command::Inspect { dir, json } => cli::inspect::inspect(&dir, json),
+        Command::Verify { dir } => cli::inspect::verify(&dir),
+        Command::Sync { dir_a, dir_b } => cli::sync::run(&dir_a, &dir_b),
+        Command::Put {
+            dir,
+            entity,
+            json,
+            prefix,
+        } => cli::ops::put(&dir, &entity, &json, prefix),
+        Command::Get {
+            dir,
+            entity,
+            id,
+            prefix,
+        } => cli::ops::get(&dir, &entity, &id, prefix),
+        Command::Delete {
+            dir,
+            entity,
+            id,
+            prefix,
+        } => cli::ops::delete(&dir, &entity, &id, prefix),
+        Command::Query {
+            dir,
+            entity,
+            where_,
+            sort,
+            limit,
+            prefix,
+        } => cli::ops::query(&dir, &entity, &where_, &sort, limit, prefix),
+        Command::CrashWriter { dir, run, max_ops } => cli::crash::run(&dir, run, max_ops),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let text = e.to_string();
+            eprintln!(
+                "datasync: error: {}",
+                text.lines().collect::<Vec<_>>().join(" ")
+            );
+            ExitCode::from(2)
+        }
+    }
+}
