@@ -1,0 +1,300 @@
+//! The instance handle and every repository operation.
+
+use std::os::raw::c_char;
+
+use serde_json::Value;
+
+use super::boundary::{boundary, Failure};
+use super::config::datasync_config;
+use super::status::datasync_status;
+use super::strings::{need_out, str_in, string_out, write_out};
+use crate::entity::Entity;
+use crate::error::Error;
+use crate::instance::{DataSync, Repository};
+use crate::query::QueryOptions;
+
+/// An open instance. Every function taking it may be called from any thread, at
+/// the same time, until `datasync_free`.
+#[allow(non_camel_case_types)]
+pub struct datasync {
+    pub(crate) inner: DataSync,
+}
+
+/// # Safety
+/// `handle` is NULL or a live instance.
+pub(crate) unsafe fn instance<'a>(handle: *const datasync) -> Result<&'a DataSync, Failure> {
+    handle.as_ref().map(|h| &h.inner).ok_or(Failure::Null("instance"))
+}
+
+/// # Safety
+/// As [`instance`]; `name` is NULL or a NUL-terminated string.
+pub(crate) unsafe fn repo(handle: *const datasync, name: *const c_char) -> Result<Repository, Failure> {
+    let ds = instance(handle)?;
+    let name = str_in(name, "entity_name")?;
+    Ok(ds.repo(name)?)
+}
+
+pub(crate) fn list_json(entities: &[Entity]) -> String {
+    let mut out = String::with_capacity(2 + entities.iter().map(|e| e.json().len() + 1).sum::<usize>());
+    out.push('[');
+    for (i, e) in entities.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(e.json());
+    }
+    out.push(']');
+    out
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, Failure> {
+    serde_json::to_string(value).map_err(|e| Failure::Core(Error::Internal(e.to_string())))
+}
+
+/// Opens an instance from `config`: validates it, reads local metadata, starts the
+/// sync worker and the observer dispatcher. Writes the handle to `*out` only on success.
+///
+/// Ownership: consumes `config` whatever the outcome (do not free or reuse it); if
+/// opening fails, every host vtable it held is destroyed before this returns. The
+/// caller owns `*out` and frees it with `datasync_free`.
+/// Threads: any thread.
+#[no_mangle]
+pub unsafe extern "C" fn datasync_open(config: *mut datasync_config, out: *mut *mut datasync) -> datasync_status {
+    boundary(|| {
+        if config.is_null() {
+            return Err(Failure::Null("config"));
+        }
+        let config = Box::from_raw(config).config;
+        need_out(out, "out")?;
+        let inner = DataSync::open(config)?;
+        write_out(out, Box::into_raw(Box::new(datasync { inner })));
+        Ok(())
+    })
+}
+
+/// Closes an instance: flushes the store to the tier below, delivers queued
+/// observer calls, stops and joins the library's threads. Idempotent. Afterwards
+/// every call but `datasync_close`, `datasync_sync_status` and `datasync_free`
+/// fails with `DATASYNC_CLOSED`. Fails with `DATASYNC_WOULD_DEADLOCK` from inside an
+/// observer callback.
+///
+/// Ownership: `instance` is borrowed; it must still be freed with `datasync_free`.
+/// Threads: any thread but the dispatcher.
+#[no_mangle]
+pub unsafe extern "C" fn datasync_close(instance: *const datasync) -> datasync_status {
+    boundary(|| Ok(self::instance(instance)?.close()?))
+}
+
+/// Closes (see `datasync_close`) and frees an instance. NULL is ignored. Host
+/// vtables of the instance are destroyed once nothing uses them any more.
+/// Subscriptions stay valid handles (they no longer fire) until freed.
+///
+/// Ownership: takes `instance`; no other thread may use it during or after the
+/// call. Never call it from inside an observer callback.
+/// Threads: any thread but the dispatcher.
+#[no_mangle]
+pub unsafe extern "C" fn datasync_free(instance: *mut datasync) {
+    boundary(|| {
+        if !instance.is_null() {
+            drop(Box::from_raw(instance));
+        }
+        Ok(())
+    })
+}
+
+/// Saves an entity (a JSON object) of type `entity_name` and writes its id to
+/// `*out_id`. Generates the id when absent, sets `createdAt` when absent, `updatedAt`
+/// from the instance clock and `version` to previous + 1. Nothing is written when it fails.
+///
+/// Ownership: `entity_name` and `json` are borrowed and copied. `out_id` may be NULL;
+/// otherwise the caller owns `*out_id` and frees it with `datasync_string_free`.
+/// Threads: any thread, including observer callbacks.
+#[no_mangle]
+pub unsafe extern "C" fn datasync_save(instance: *const datasync, entity_name: *const c_char, json: *const c_char, out_id: *mut *mut c_char) -> datasync_status {
+    boundary(|| {
+        let repo = repo(instance, entity_name)?;
+        let json = str_in(json, "json")?;
+        let id = repo.save_json(json)?;
+        write_out(out_id, string_out(id));
+        Ok(())
+    })
+}
+
+/// Saves a JSON array of entities at once (one lock, one event batch): all are
+/// saved or, when one is invalid, none. Writes a JSON array of their ids, in order,
+/// to `*out_ids_json`.
+///
+/// Ownership: `entity_name` and `json_array` are borrowed. `out_ids_json` may be
+/// NULL; otherwise the caller owns `*out_ids_json` (free with `datasync_string_free`).
+/// Threads: any thread, including observer callbacks.
+#[no_mangle]
+pub unsafe extern "C" fn datasync_save_many(
+    instance: *const datasync,
+    entity_name: *const c_char,
+    json_array: *const c_char,
+    out_ids_json: *mut *mut c_char,
+) -> datasync_status {
+    boundary(|| {
+        let repo = repo(instance, entity_name)?;
+        let text = str_in(json_array, "json_array")?;
+        let entities = match serde_json::from_str::<Value>(text).map_err(Error::from)? {
+            Value::Array(items) => items,
+            _ => return Err(Error::InvalidJson("expected a JSON array of entities".into()).into()),
+        };
+        let ids = repo.save_many(&entities)?;
+        write_out(out_ids_json, string_out(to_json(&ids)?));
+        Ok(())
+    })
+}
+
+/// Reads one entity. Writes its JSON to `*out_json`, or NULL when there is no such
+/// entity (that is not an error).
+///
+/// Ownership: `entity_name` and `id` are borrowed. The caller owns `*out_json` when
+/// it is not NULL and frees it with `datasync_string_free`.
+/// Threads: any thread, including observer callbacks.
+#[no_mangle]
+pub unsafe extern "C" fn datasync_get(instance: *const datasync, entity_name: *const c_char, id: *const c_char, out_json: *mut *mut c_char) -> datasync_status {
+    boundary(|| {
+        let repo = repo(instance, entity_name)?;
+        let id = str_in(id, "id")?;
+        need_out(out_json, "out_json")?;
+        let found = repo.get(id)?;
+        write_out(out_json, found.map_or(std::ptr::null_mut(), |e| string_out(e.json())));
+        Ok(())
+    })
+}
+
+/// Deletes an entity: records a tombstone (even for an id unknown here, so the
+/// delete reaches other tiers). Writes whether it existed to `*out_existed`.
+///
+/// Ownership: `entity_name` and `id` are borrowed. `out_existed` may be NULL.
+/// Threads: any thread, including observer callbacks.
+#[no_mangle]
+pub unsafe extern "C" fn datasync_delete(instance: *const datasync, entity_name: *const c_char, id: *const c_char, out_existed: *mut bool) -> datasync_status {
+    boundary(|| {
+        let repo = repo(instance, entity_name)?;
+        let id = str_in(id, "id")?;
+        let existed = repo.delete(id)?;
+        write_out(out_existed, existed);
+        Ok(())
+    })
+}
+
+/// Deletes the entities whose ids are in the JSON array `ids_json`, at once.
+/// Writes how many existed to `*out_count`.
+///
+/// Ownership: `entity_name` and `ids_json` are borrowed. `out_count` may be NULL.
+/// Threads: any thread, including observer callbacks.
+#[no_mangle]
+pub unsafe extern "C" fn datasync_delete_many(
+    instance: *const datasync,
+    entity_name: *const c_char,
+    ids_json: *const c_char,
+    out_count: *mut usize,
+) -> datasync_status {
+    boundary(|| {
+        let repo = repo(instance, entity_name)?;
+        let text = str_in(ids_json, "ids_json")?;
+        let ids: Vec<String> =
+            serde_json::from_str(text).map_err(|e| Error::InvalidJson(format!("expected a JSON array of ids: {e}")))?;
+        let count = repo.delete_many(&ids)?;
+        write_out(out_count, count);
+        Ok(())
+    })
+}
+
+/// Runs a query and writes the matching entities, a JSON array, to `*out_json`.
+/// `options_json` is `{"ids": [...], "where": {...}, "sort": ["field", "field:desc",
+/// {"field": f, "order": "asc"}], "limit": n, "offset": n, "filter": <strategy filter>}`,
+/// every member optional; `{}`, `null` or an empty string select everything.
+///
+/// Ownership: `entity_name` and `options_json` are borrowed. The caller owns
+/// `*out_json` and frees it with `datasync_string_free`.
+/// Threads: any thread, including observer callbacks.
+#[no_mangle]
+pub unsafe extern "C" fn datasync_query(
+    instance: *const datasync,
+    entity_name: *const c_char,
+    options_json: *const c_char,
+    out_json: *mut *mut c_char,
+) -> datasync_status {
+    boundary(|| {
+        let repo = repo(instance, entity_name)?;
+        let options = QueryOptions::from_json(str_in(options_json, "options_json")?)?;
+        need_out(out_json, "out_json")?;
+        let found = repo.query(&options)?;
+        write_out(out_json, string_out(list_json(&found)));
+        Ok(())
+    })
+}
+
+/// Runs the whole sync chain now (store, local, cloud, and changes back up) and
+/// writes its statistics as JSON to `*out_stats_json`: `{"keys_compared", "keys_copied",
+/// "keys_merged", "keys_skipped", "entities_changed", "conflicts", "bytes_written",
+/// "offline", "errors"}`. An unreachable cloud shows as `"offline": true`, not as a failure.
+///
+/// Ownership: `out_stats_json` may be NULL; otherwise the caller owns it (free with
+/// `datasync_string_free`).
+/// Threads: any thread but the sync worker (from host adapter callbacks).
+#[no_mangle]
+pub unsafe extern "C" fn datasync_sync_now(instance: *const datasync, out_stats_json: *mut *mut c_char) -> datasync_status {
+    boundary(|| {
+        let stats = self::instance(instance)?.sync_now()?;
+        write_out(out_stats_json, string_out(to_json(&stats)?));
+        Ok(())
+    })
+}
+
+/// Returns once every write made before the call is durable in the tier below the
+/// store. Fails with `DATASYNC_WOULD_DEADLOCK` from inside an observer callback.
+///
+/// Ownership: `instance` is borrowed.
+/// Threads: any thread but the dispatcher.
+#[no_mangle]
+pub unsafe extern "C" fn datasync_flush(instance: *const datasync) -> datasync_status {
+    boundary(|| Ok(self::instance(instance)?.flush()?))
+}
+
+/// Blocks until observers have been called for every change made before the call.
+/// Fails with `DATASYNC_WOULD_DEADLOCK` from inside an observer callback.
+///
+/// Ownership: `instance` is borrowed.
+/// Threads: any thread but the dispatcher.
+#[no_mangle]
+pub unsafe extern "C" fn datasync_drain_events(instance: *const datasync) -> datasync_status {
+    boundary(|| Ok(self::instance(instance)?.drain_events()?))
+}
+
+/// Writes the sync status as JSON to `*out_json`: `{"online": bool, "last_sync":
+/// instant|null, "last_error": text|null, "pending_keys": n, "failures": n,
+/// "closed": bool}`. Works on a closed instance too.
+///
+/// Ownership: the caller owns `*out_json` (free with `datasync_string_free`).
+/// Threads: any thread, including observer callbacks.
+#[no_mangle]
+pub unsafe extern "C" fn datasync_sync_status(instance: *const datasync, out_json: *mut *mut c_char) -> datasync_status {
+    boundary(|| {
+        let ds = self::instance(instance)?;
+        need_out(out_json, "out_json")?;
+        write_out(out_json, string_out(to_json(&ds.status())?));
+        Ok(())
+    })
+}
+
+/// Recomputes every hash and count of every tier from its partitions and writes
+/// the disagreements with the metadata, a JSON array of messages, to `*out_json`
+/// (`[]` when the metadata is true).
+///
+/// Ownership: the caller owns `*out_json` (free with `datasync_string_free`).
+/// Threads: any thread but the sync worker.
+#[no_mangle]
+pub unsafe extern "C" fn datasync_audit(instance: *const datasync, out_json: *mut *mut c_char) -> datasync_status {
+    boundary(|| {
+        let ds = self::instance(instance)?;
+        need_out(out_json, "out_json")?;
+        let problems = ds.audit()?;
+        write_out(out_json, string_out(to_json(&problems)?));
+        Ok(())
+    })
+}

@@ -1,0 +1,161 @@
+//! Observers: host callbacks on the dispatcher thread, and subscription handles.
+
+use std::os::raw::{c_char, c_void};
+
+use super::boundary::{boundary, Failure};
+use super::instance::{datasync, list_json, repo};
+use super::status::datasync_status;
+use super::strings::{need_out, str_in, write_out};
+use super::vtable::datasync_destroy_fn;
+use crate::observe::Subscription;
+use crate::query::QueryOptions;
+
+/// A host observer. `on_change` runs on the instance's dispatcher thread, in order,
+/// never while the library holds a lock: it may call any datasync function except
+/// the ones that wait for the dispatcher (`datasync_flush`, `datasync_drain_events`,
+/// `datasync_close`, `datasync_free`, which fail with `DATASYNC_WOULD_DEADLOCK` or
+/// must not be called).
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct datasync_observer {
+    /// Passed to every callback.
+    pub userdata: *mut c_void,
+    /// Required. Gets `len` bytes of JSON at `json` (also NUL-terminated at
+    /// `json[len]`), valid only during the call: the entity or `null` for
+    /// `datasync_observe`, an array for `datasync_observe_all`.
+    pub on_change: Option<unsafe extern "C" fn(userdata: *mut c_void, json: *const c_char, len: usize)>,
+    /// Optional. Called exactly once after the last `on_change`: when the
+    /// subscription is cancelled or freed, when the instance is freed, or before
+    /// `datasync_observe*` returns an error.
+    pub destroy: datasync_destroy_fn,
+}
+
+/// A live observer. Cancelling or freeing it stops the callbacks: once that
+/// returns, `on_change` is not called again (unless it is that very callback
+/// cancelling itself, which then simply is not called again).
+#[allow(non_camel_case_types)]
+pub struct datasync_subscription {
+    inner: Subscription,
+}
+
+struct HostObserver {
+    vt: datasync_observer,
+}
+
+// SAFETY: the dispatcher calls an observer from one thread at a time; the host
+// contract allows that thread to differ from the one that subscribed.
+unsafe impl Send for HostObserver {}
+
+impl Drop for HostObserver {
+    fn drop(&mut self) {
+        if let Some(destroy) = self.vt.destroy.take() {
+            // SAFETY: the host's destroy, called once with its userdata.
+            unsafe { destroy(self.vt.userdata) }
+        }
+    }
+}
+
+impl HostObserver {
+    /// # Safety
+    /// `vt` is NULL or points to a readable observer.
+    unsafe fn take(vt: *const datasync_observer) -> Result<HostObserver, Failure> {
+        let vt = *vt.as_ref().ok_or(Failure::Null("observer"))?;
+        let observer = HostObserver { vt };
+        if vt.on_change.is_none() {
+            return Err(Failure::Argument("an observer needs on_change".into()));
+        }
+        Ok(observer)
+    }
+
+    fn emit(&mut self, mut json: String) {
+        let Some(on_change) = self.vt.on_change else { return };
+        let len = json.len();
+        json.push('\0');
+        // SAFETY: the host's contract; the text outlives the call.
+        unsafe { on_change(self.vt.userdata, json.as_ptr().cast(), len) }
+    }
+}
+
+/// Observes one entity: `observer` gets its current JSON first (`null` when absent),
+/// then every change (`null` on delete). Writes the subscription to `*out` only on success.
+///
+/// Ownership: `entity_name` and `id` are borrowed; `observer` is copied and owned
+/// by the library whatever the outcome (its `destroy` runs exactly once, see
+/// `datasync_observer`). The caller owns `*out` and frees it with
+/// `datasync_subscription_free`.
+/// Threads: any thread, including observer callbacks; callbacks run on the dispatcher.
+#[no_mangle]
+pub unsafe extern "C" fn datasync_observe(
+    instance: *const datasync,
+    entity_name: *const c_char,
+    id: *const c_char,
+    observer: *const datasync_observer,
+    out: *mut *mut datasync_subscription,
+) -> datasync_status {
+    boundary(|| {
+        let mut host = HostObserver::take(observer)?;
+        let repo = repo(instance, entity_name)?;
+        let id = str_in(id, "id")?;
+        need_out(out, "out")?;
+        let inner = repo.observe(id, move |entity| host.emit(entity.map_or_else(|| "null".to_string(), |e| e.json().to_string())))?;
+        write_out(out, Box::into_raw(Box::new(datasync_subscription { inner })));
+        Ok(())
+    })
+}
+
+/// Observes a query (options as for `datasync_query`): `observer` gets the full
+/// matching list first, then the new list after changes that may affect it. Bursts
+/// are coalesced; the last call always carries the final state. Writes the
+/// subscription to `*out` only on success.
+///
+/// Ownership: as `datasync_observe`.
+/// Threads: any thread, including observer callbacks; callbacks run on the dispatcher.
+#[no_mangle]
+pub unsafe extern "C" fn datasync_observe_all(
+    instance: *const datasync,
+    entity_name: *const c_char,
+    options_json: *const c_char,
+    observer: *const datasync_observer,
+    out: *mut *mut datasync_subscription,
+) -> datasync_status {
+    boundary(|| {
+        let mut host = HostObserver::take(observer)?;
+        let repo = repo(instance, entity_name)?;
+        let options = QueryOptions::from_json(str_in(options_json, "options_json")?)?;
+        need_out(out, "out")?;
+        let inner = repo.observe_all(options, move |list| host.emit(list_json(list)))?;
+        write_out(out, Box::into_raw(Box::new(datasync_subscription { inner })));
+        Ok(())
+    })
+}
+
+/// Stops an observer without freeing the handle. Idempotent; may be called from
+/// inside the observer's own callback. Once it returns, no further call is made
+/// (from another thread: it waits for a running call to end).
+///
+/// Ownership: `subscription` is borrowed.
+/// Threads: any thread.
+#[no_mangle]
+pub unsafe extern "C" fn datasync_subscription_cancel(subscription: *const datasync_subscription) -> datasync_status {
+    boundary(|| {
+        subscription.as_ref().ok_or(Failure::Null("subscription"))?.inner.unsubscribe();
+        Ok(())
+    })
+}
+
+/// Cancels (see `datasync_subscription_cancel`) and frees a subscription. NULL is
+/// ignored. May be called from inside the observer's own callback, and after the
+/// instance was freed.
+///
+/// Ownership: takes `subscription`; do not use it afterwards.
+/// Threads: any thread.
+#[no_mangle]
+pub unsafe extern "C" fn datasync_subscription_free(subscription: *mut datasync_subscription) {
+    boundary(|| {
+        if !subscription.is_null() {
+            drop(Box::from_raw(subscription));
+        }
+        Ok(())
+    })
+}
