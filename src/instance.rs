@@ -187,6 +187,11 @@ impl DataSync {
         inner.worker.shutdown();
         inner.worker.refuse_pending();
         inner.registry.shutdown();
+        // Release the adapters now (a directory's lock, a host's resources), not when
+        // the last handle goes: the same storage can be reopened right after close.
+        for tier in [Some(&inner.store), inner.local.as_ref(), inner.cloud.as_ref()].into_iter().flatten() {
+            tier.release();
+        }
         log::info!(target: "datasync::instance", "closed instance {:?}", inner.prefix);
         Ok(())
     }
@@ -462,6 +467,11 @@ impl Inner {
 
     fn get(&self, name: &str, id: &str) -> Result<Option<Entity>> {
         self.check_open()?;
+        self.read(name, id)
+    }
+
+    /// Reads one entity (also after close, for the dispatcher's last deliveries).
+    fn read(&self, name: &str, id: &str) -> Result<Option<Entity>> {
         let key = self.key_of_id(id)?;
         self.ensure_present(&key)?;
         let slot = self.store.with_io(|io| match io {
@@ -492,6 +502,11 @@ impl Inner {
 
     fn query(&self, name: &str, query: &QueryOptions) -> Result<Vec<Entity>> {
         self.check_open()?;
+        self.select(name, query)
+    }
+
+    /// Runs a query (also after close, for the dispatcher's last deliveries).
+    fn select(&self, name: &str, query: &QueryOptions) -> Result<Vec<Entity>> {
         let candidates = self.candidate_keys(name, query)?;
         let keys = self.resolve_keys(&candidates)?;
         let mut all = Vec::new();
@@ -677,11 +692,11 @@ fn worker_loop(inner: Weak<Inner>) {
 
 impl Source for Inner {
     fn current(&self, name: &str, id: &str) -> Result<Option<Entity>> {
-        self.get(name, id)
+        self.read(name, id)
     }
 
     fn list(&self, name: &str, query: &QueryOptions) -> Result<Vec<Entity>> {
-        self.query(name, query)
+        self.select(name, query)
     }
 }
 
@@ -758,7 +773,16 @@ impl Repository {
         self.inner.check_open()?;
         let key = self.inner.key_of_id(id)?;
         self.inner.ensure_present(&key)?;
-        Ok(self.inner.registry.observe(&self.name, id, Box::new(callback)))
+        // Read the current value and register under the store's lock: every write
+        // after it is routed to the new observer, every write before it is in the value.
+        self.inner.store.with_io(|io| {
+            let current = match io {
+                Io::Store(s) => s.get(&key, &self.name, id).map_err(|e| Error::adapter("store", &key, e))?,
+                Io::Blobs(_) => None,
+            };
+            let current = current.and_then(|slot| slot.entity().cloned());
+            Ok(self.inner.registry.observe(&self.name, id, current, Box::new(callback)))
+        })
     }
 
     /// Observes a query: `callback` gets the full matching list first, then the new

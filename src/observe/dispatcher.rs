@@ -49,7 +49,8 @@ struct Sub {
 
 enum Job {
     Changes(Vec<Change>),
-    Initial(u64),
+    /// First delivery; single observers carry the value read when they subscribed.
+    Initial(u64, Option<Option<Entity>>),
     Barrier(mpsc::Sender<()>),
 }
 
@@ -154,7 +155,7 @@ impl Registry {
         }
     }
 
-    fn add(self: &Arc<Self>, target: Target, callback: Callback) -> Subscription {
+    fn add(self: &Arc<Self>, target: Target, callback: Callback, initial: Option<Option<Entity>>) -> Subscription {
         let sub = Arc::new(Sub { target, active: AtomicBool::new(true), call: Mutex::new(Some(callback)) });
         let id = {
             let mut subs = self.subs.lock();
@@ -172,13 +173,13 @@ impl Registry {
             id
         };
         self.count.fetch_add(1, Ordering::AcqRel);
-        self.push(Job::Initial(id));
+        self.push(Job::Initial(id, initial));
         Subscription { id, registry: Arc::downgrade(self) }
     }
 
-    pub fn observe(self: &Arc<Self>, name: &str, id: &str, callback: EntityCallback) -> Subscription {
+    pub fn observe(self: &Arc<Self>, name: &str, id: &str, current: Option<Entity>, callback: EntityCallback) -> Subscription {
         let target = Target::One { name: name.to_string(), id: id.to_string() };
-        self.add(target, Callback::One(callback))
+        self.add(target, Callback::One(callback), Some(current))
     }
 
     pub fn observe_all(
@@ -189,7 +190,7 @@ impl Registry {
         callback: ListCallback,
     ) -> Subscription {
         let target = Target::All { name: name.to_string(), query, candidates };
-        self.add(target, Callback::All(callback))
+        self.add(target, Callback::All(callback), None)
     }
 
     fn remove(&self, id: u64) {
@@ -312,9 +313,17 @@ fn run(registry: Weak<Registry>, source: Weak<dyn Source>) {
                         }
                     }
                 }
-                Job::Initial(id) => {
+                Job::Initial(id, initial) => {
                     let Some(sub) = reg.sub(id) else { continue };
                     match &sub.target {
+                        Target::One { .. } if initial.is_some() => {
+                            let value = initial.flatten();
+                            deliver(&sub, |cb| {
+                                if let Callback::One(f) = cb {
+                                    f(value.as_ref())
+                                }
+                            })
+                        }
                         Target::One { name, id } => {
                             let Some(source) = &source else { continue };
                             match source.current(name, id) {

@@ -1,0 +1,285 @@
+//! The directory tier: keys, the lock, corrupt and truncated files, damaged metadata,
+//! missing and unwritable directories, and recovery after an interrupted write.
+
+use std::fs;
+use std::path::Path;
+
+use datasync::meta::{META_KEY, ROOT_KEY};
+use datasync::{Config, DataSync, DirOptions, DirPersistence, ErrorKind, Meta, MemoryPersistence, Persistence, TierId};
+use serde_json::json;
+
+fn instance(dir: &Path, cloud: Option<&MemoryPersistence>) -> DataSync {
+    let mut config = Config::new("app").local(DirPersistence::open(dir).unwrap());
+    if let Some(cloud) = cloud {
+        config = config.cloud(cloud.clone()).cloud_sync_interval(std::time::Duration::from_secs(3600));
+    }
+    DataSync::open(config).unwrap()
+}
+
+fn meta_of(dir: &mut DirPersistence) -> Meta {
+    Meta::parse(&dir.load(META_KEY).unwrap().expect("metadata")).unwrap()
+}
+
+fn quarantined(dir: &Path) -> usize {
+    fs::read_dir(dir.join("corrupt")).map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn any_key_round_trips_and_is_listed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let long = "long/".repeat(100);
+    let keys = [
+        "app.User",
+        "app.user",
+        "a/b/../c",
+        "x:y!z",
+        "..",
+        ".",
+        "Ünïcödé ✓ 日本",
+        "tab\tnew\nline",
+        "percent%2f^caret~tilde",
+        long.as_str(),
+        META_KEY,
+        ROOT_KEY,
+    ];
+    {
+        let mut dir = DirPersistence::open(tmp.path()).unwrap();
+        for (i, key) in keys.iter().enumerate() {
+            dir.store(key, format!("value {i}").as_bytes()).unwrap();
+        }
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(dir.load(key).unwrap(), Some(format!("value {i}").into_bytes()), "{key:?}");
+        }
+        assert_eq!(dir.load("absent").unwrap(), None);
+        dir.clear("absent").unwrap();
+    }
+    let mut dir = DirPersistence::open(tmp.path()).unwrap();
+    let mut listed = dir.keys().unwrap().unwrap();
+    let mut expected: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    listed.sort();
+    expected.sort();
+    assert_eq!(listed, expected);
+    dir.clear("a/b/../c").unwrap();
+    assert_eq!(dir.load("a/b/../c").unwrap(), None);
+    assert_eq!(dir.keys().unwrap().unwrap().len(), keys.len() - 1);
+    // Nothing escaped the directory.
+    assert!(!tmp.path().join("c").exists());
+}
+
+#[test]
+fn a_second_open_of_a_held_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = DirPersistence::open(tmp.path()).unwrap();
+    let err = DirPersistence::open(tmp.path()).unwrap_err();
+    assert!(err.to_string().contains("another instance holds"), "{err}");
+    // Clones share the lock, and it lasts until the last one goes.
+    let clone = first.clone();
+    drop(first);
+    assert!(DirPersistence::open(tmp.path()).is_err());
+    drop(clone);
+    DirPersistence::open(tmp.path()).unwrap();
+}
+
+#[test]
+fn an_instance_holds_its_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = instance(tmp.path(), None);
+    let err = DataSync::open(Config::new("app").local(DirPersistence::open(tmp.path()).map_or_else(
+        |e| {
+            assert!(e.to_string().contains("in use"), "{e}");
+            MemoryPersistence::new()
+        },
+        |_| panic!("opened a held directory"),
+    )));
+    assert!(err.is_ok());
+    ds.close().unwrap();
+    DirPersistence::open(tmp.path()).unwrap();
+}
+
+/// Saves two partitions, syncs them to the cloud, closes; returns (user id, task id).
+fn seed(dir: &Path, cloud: &MemoryPersistence) -> (String, String) {
+    let ds = instance(dir, Some(cloud));
+    let user = ds.repo("User").unwrap().save(&json!({"name": "Alice"})).unwrap();
+    let task = ds.repo("Task").unwrap().save(&json!({"title": "Buy milk"})).unwrap();
+    ds.sync_now().unwrap();
+    ds.close().unwrap();
+    (user, task)
+}
+
+fn damage(dir: &Path, key: &str, how: impl FnOnce(&mut Vec<u8>)) -> std::path::PathBuf {
+    let file = DirPersistence::open(dir).unwrap().file_of(key);
+    let mut bytes = fs::read(&file).unwrap();
+    how(&mut bytes);
+    fs::write(&file, bytes).unwrap();
+    file
+}
+
+#[test]
+fn a_corrupt_partition_is_reported_moved_aside_and_restored_from_the_cloud() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cloud = MemoryPersistence::new();
+    let (user, task) = seed(tmp.path(), &cloud);
+    let file = damage(tmp.path(), "app.User", |b| {
+        let mid = b.len() / 2;
+        b[mid] ^= 0x20;
+    });
+
+    let ds = instance(tmp.path(), Some(&cloud));
+    let users = ds.repo("User").unwrap();
+    let err = users.get(&user).unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::Adapter);
+    assert!(text.contains("app.User") && text.contains(&file.display().to_string()) && text.contains("moved aside"), "{text}");
+    assert!(!file.exists());
+    assert_eq!(quarantined(tmp.path()), 1);
+    // The rest of the tier kept working, and the damaged partition comes back.
+    assert_eq!(ds.repo("Task").unwrap().get(&task).unwrap().unwrap().value()["title"], "Buy milk");
+    assert_eq!(users.get(&user).unwrap().unwrap().value()["name"], "Alice");
+    ds.sync_now().unwrap();
+    assert!(ds.audit().unwrap().is_empty(), "{:?}", ds.audit());
+    assert_eq!(ds.tier_meta(TierId::Local).unwrap().root(), ds.tier_meta(TierId::Cloud).unwrap().root());
+    ds.close().unwrap();
+    assert!(file.exists());
+}
+
+#[test]
+fn a_truncated_file_is_an_error_once_then_absent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cloud = MemoryPersistence::new();
+    seed(tmp.path(), &cloud);
+    for cut in [1, 10, 40] {
+        let file = damage(tmp.path(), "app.Task", |b| b.truncate(b.len().saturating_sub(cut)));
+        let mut dir = DirPersistence::open(tmp.path()).unwrap();
+        let err = dir.load("app.Task").unwrap_err().to_string();
+        assert!(err.contains("\"app.Task\"") && err.contains(&file.display().to_string()), "{err}");
+        assert_eq!(dir.load("app.Task").unwrap(), None);
+        assert!(dir.load("app.User").unwrap().is_some());
+        // Put it back for the next round.
+        dir.store("app.Task", b"{}").unwrap();
+    }
+    assert_eq!(quarantined(tmp.path()), 3);
+    // Inspection reads without moving anything.
+    damage(tmp.path(), "app.User", |b| b.truncate(3));
+    let dir = DirPersistence::open(tmp.path()).unwrap();
+    assert_eq!(dir.read("app.User").unwrap_err().kind(), ErrorKind::Corrupt);
+    assert!(dir.file_of("app.User").exists());
+}
+
+#[test]
+fn garbage_metadata_is_rebuilt_from_the_partitions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cloud = MemoryPersistence::new();
+    let (user, task) = seed(tmp.path(), &cloud);
+    let before = meta_of(&mut DirPersistence::open(tmp.path()).unwrap());
+    assert_eq!(before.entries.len(), 2);
+
+    // Readable file, garbage document.
+    DirPersistence::open(tmp.path()).unwrap().store(META_KEY, b"{not json").unwrap();
+    let ds = instance(tmp.path(), None);
+    assert_eq!(ds.tier_meta(TierId::Local).unwrap().root(), before.root());
+    assert!(ds.repo("User").unwrap().get(&user).unwrap().is_some());
+    ds.repo("User").unwrap().save(&json!({"name": "Bob"})).unwrap();
+    ds.flush().unwrap();
+    assert!(ds.audit().unwrap().is_empty());
+    ds.close().unwrap();
+    let after = meta_of(&mut DirPersistence::open(tmp.path()).unwrap());
+    assert_eq!(after.entries["app.User"].entities["User"].count, 2);
+
+    // Garbage bytes in place of the file itself: moved aside, rebuilt.
+    damage(tmp.path(), META_KEY, |b| b.iter_mut().for_each(|x| *x = 0xff));
+    let ds = instance(tmp.path(), None);
+    assert_eq!(quarantined(tmp.path()), 1);
+    assert_eq!(ds.tier_meta(TierId::Local).unwrap().entries.len(), 2);
+    assert_eq!(ds.repo("Task").unwrap().get(&task).unwrap().unwrap().value()["title"], "Buy milk");
+    ds.close().unwrap();
+
+    // Metadata gone altogether: rebuilt as well.
+    fs::remove_file(DirPersistence::open(tmp.path()).unwrap().file_of(META_KEY)).unwrap();
+    let ds = instance(tmp.path(), None);
+    assert_eq!(ds.tier_meta(TierId::Local).unwrap().entries.len(), 2);
+    assert_eq!(ds.repo("User").unwrap().query(&Default::default()).unwrap().len(), 2);
+    ds.close().unwrap();
+}
+
+#[test]
+fn an_interrupted_write_leaves_a_marker_and_the_next_open_rebuilds_the_metadata() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cloud = MemoryPersistence::new();
+    seed(tmp.path(), &cloud);
+    let old = meta_of(&mut DirPersistence::open(tmp.path()).unwrap());
+    {
+        // A writer that stores a partition and stops before its metadata, as a crash would.
+        let mut dir = DirPersistence::open(tmp.path()).unwrap();
+        dir.store("app.Note", br#"{"Note":{"Note.abcdefghijklmnop":{"createdAt":"2026-01-01T00:00:00.000Z","id":"Note.abcdefghijklmnop","updatedAt":"2026-01-01T00:00:00.000Z","version":1}}}"#).unwrap();
+        fs::write(dir.path().join("blobs").join(".999-1.tmp"), b"half a write").unwrap();
+        assert!(dir.path().join("recovering").exists());
+    }
+    let mut dir = DirPersistence::open(tmp.path()).unwrap();
+    assert!(!dir.path().join("recovering").exists());
+    assert!(!dir.path().join("blobs").join(".999-1.tmp").exists());
+    let meta = meta_of(&mut dir);
+    assert_eq!(meta.entries.len(), 3);
+    assert_eq!(meta.entries["app.User"].hash, old.entries["app.User"].hash);
+    assert_eq!(meta.entries["app.Note"].entities["Note"].count, 1);
+    assert_eq!(dir.load(ROOT_KEY).unwrap().unwrap(), meta.root().into_bytes());
+}
+
+#[test]
+fn a_completed_write_leaves_no_marker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = DataSync::open(Config::new("app").local(DirPersistence::open_with(tmp.path(), DirOptions { durable: false }).unwrap())).unwrap();
+    ds.repo("User").unwrap().save(&json!({"name": "Alice"})).unwrap();
+    ds.flush().unwrap();
+    assert!(!tmp.path().join("recovering").exists());
+    ds.close().unwrap();
+    assert!(DirOptions::default().durable);
+}
+
+#[test]
+fn a_missing_directory_is_created_and_a_vanished_one_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("not").join("yet");
+    let ds = instance(&path, None);
+    let id = ds.repo("User").unwrap().save(&json!({"name": "Alice"})).unwrap();
+    ds.flush().unwrap();
+    assert!(path.join("blobs").is_dir());
+
+    fs::remove_dir_all(&path).unwrap();
+    ds.repo("User").unwrap().save(&json!({"id": id, "name": "Alice 2"})).unwrap();
+    let err = ds.flush().unwrap_err().to_string();
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    // The instance keeps working in memory.
+    assert_eq!(ds.repo("User").unwrap().get(&id).unwrap().unwrap().value()["name"], "Alice 2");
+    ds.close().unwrap();
+}
+
+#[test]
+fn an_unwritable_location_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A path under a regular file cannot be a directory for anyone, root included.
+    let file = tmp.path().join("plain-file");
+    fs::write(&file, b"x").unwrap();
+    let err = DirPersistence::open(&file).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+    assert!(err.to_string().contains("not a directory"), "{err}");
+    let err = DirPersistence::open(file.join("sub")).unwrap_err().to_string();
+    assert!(err.contains("cannot create directory") && err.contains("plain-file"), "{err}");
+
+    // A read-only directory. Permission bits do not stop a privileged user (tests
+    // often run as root), so this part runs only where they take effect.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let ro = tmp.path().join("read-only");
+        fs::create_dir(&ro).unwrap();
+        fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).unwrap();
+        let privileged = fs::write(ro.join("probe"), b"").is_ok();
+        if privileged {
+            eprintln!("permission bits are not enforced for this user; read-only check skipped");
+        } else {
+            let err = DirPersistence::open(&ro).unwrap_err().to_string();
+            assert!(err.contains("cannot") && err.contains("read-only"), "{err}");
+        }
+        fs::set_permissions(&ro, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
