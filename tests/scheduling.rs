@@ -1,0 +1,67 @@
+//! The sync worker on its own: writes reach local soon after, local and cloud sync
+//! periodically, failures back off and recover. Waits poll with a generous bound;
+//! nothing here asserts speed.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Probe;
+use datasync::{Config, DataSync, MemoryPersistence};
+use serde_json::json;
+
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(Instant::now() < deadline, "gave up waiting: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn writes_reach_local_and_cloud_without_being_asked() {
+    let local = MemoryPersistence::new();
+    let cloud = MemoryPersistence::new();
+    let config = Config::new("app")
+        .local(local.clone())
+        .cloud(cloud.clone())
+        .store_sync_delay(Duration::from_millis(10))
+        .cloud_sync_interval(Duration::from_millis(20));
+    let ds = DataSync::open(config).unwrap();
+    let id = ds.repo("User").unwrap().save(&json!({"n": 1})).unwrap();
+    eventually("the write reaches local", || local.snapshot().contains_key("app.User"));
+    eventually("the write reaches the cloud", || {
+        cloud.snapshot().get("app.User").is_some_and(|b| String::from_utf8_lossy(b).contains(&id))
+    });
+    eventually("status shows a successful sync", || ds.status().last_sync.is_some() && ds.status().pending_keys == 0);
+}
+
+#[test]
+fn cloud_failures_back_off_and_recover_by_themselves() {
+    let cloud = Probe::new();
+    cloud.fail(true);
+    let config = Config::new("app")
+        .local(MemoryPersistence::new())
+        .cloud(cloud.clone())
+        .store_sync_delay(Duration::from_millis(5))
+        .cloud_sync_interval(Duration::from_millis(10))
+        .retry(Duration::from_millis(10), Duration::from_millis(40));
+    let ds = DataSync::open(config).unwrap();
+    ds.repo("User").unwrap().save(&json!({"n": 1})).unwrap();
+    eventually("several failed attempts", || ds.status().failures >= 3);
+    assert!(!ds.status().online);
+    cloud.fail(false);
+    eventually("back online", || ds.status().online && cloud.inner.snapshot().contains_key("app.User"));
+    assert_eq!(ds.status().failures, 0);
+}
+
+#[test]
+fn close_flushes_and_joins() {
+    let local = MemoryPersistence::new();
+    let config = Config::new("app").local(local.clone()).store_sync_delay(Duration::from_secs(3600));
+    let ds = DataSync::open(config).unwrap();
+    let id = ds.repo("User").unwrap().save(&json!({"n": 1})).unwrap();
+    ds.close().unwrap();
+    assert!(String::from_utf8_lossy(&local.snapshot()["app.User"]).contains(&id), "close did not flush");
+    assert!(ds.status().closed);
+}
