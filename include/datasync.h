@@ -25,7 +25,7 @@
  *   until datasync_free (which no other thread may overlap).
  * - Observer callbacks run on the instance's dispatcher thread, in order, never while
  *   the library holds a lock; they may call back into the library, except the calls
- *   that wait for the dispatcher (flush, drain, close, free).
+ *   that wait for the dispatcher (drain_events, close, free).
  * - Persistence, strategy and resolver callbacks are never called concurrently for
  *   one vtable, but may be called from different threads; they must not call back
  *   into the library (except datasync_bytes_sink_*). Loggers may be called
@@ -393,9 +393,9 @@ typedef struct datasync_logger_vtable {
 /**
  * A host observer. `on_change` runs on the instance's dispatcher thread, in order,
  * never while the library holds a lock: it may call any datasync function except
- * the ones that wait for the dispatcher (`datasync_flush`, `datasync_drain_events`,
- * `datasync_close`, `datasync_free`, which fail with `DATASYNC_WOULD_DEADLOCK` or
- * must not be called).
+ * the ones that wait for the dispatcher: `datasync_drain_events` and
+ * `datasync_close` fail there with `DATASYNC_WOULD_DEADLOCK`, and `datasync_free`
+ * must not be called there.
  */
 typedef struct datasync_observer {
   /**
@@ -748,17 +748,19 @@ datasync_status datasync_query(const struct datasync *instance,
  *
  * Ownership: `out_stats_json` may be NULL; otherwise the caller owns it (free with
  * `datasync_string_free`).
- * Threads: any thread but the sync worker (from host adapter callbacks).
+ * Threads: any thread, including observer callbacks; never from inside a host
+ * adapter callback (the sync worker would wait on itself: `DATASYNC_WOULD_DEADLOCK`).
  */
 datasync_status datasync_sync_now(const struct datasync *instance,
                                   char **out_stats_json);
 
 /**
  * Returns once every write made before the call is durable in the tier below the
- * store. Fails with `DATASYNC_WOULD_DEADLOCK` from inside an observer callback.
+ * store.
  *
  * Ownership: `instance` is borrowed.
- * Threads: any thread but the dispatcher.
+ * Threads: any thread, including observer callbacks; never from inside a host
+ * adapter callback (the sync worker would wait on itself: `DATASYNC_WOULD_DEADLOCK`).
  */
 datasync_status datasync_flush(const struct datasync *instance);
 

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::boundary::{boundary, Failure};
 use super::config::datasync_config;
 use super::status::datasync_status;
-use super::strings::{need_out, str_in, string_out, write_out};
+use super::strings::{need_out, str_in, string_out, write_out, write_string};
 use crate::entity::Entity;
 use crate::error::Error;
 use crate::instance::{DataSync, Repository};
@@ -115,7 +115,7 @@ pub unsafe extern "C" fn datasync_save(instance: *const datasync, entity_name: *
         let repo = repo(instance, entity_name)?;
         let json = str_in(json, "json")?;
         let id = repo.save_json(json)?;
-        write_out(out_id, string_out(id));
+        write_string(out_id, id);
         Ok(())
     })
 }
@@ -142,7 +142,7 @@ pub unsafe extern "C" fn datasync_save_many(
             _ => return Err(Error::InvalidJson("expected a JSON array of entities".into()).into()),
         };
         let ids = repo.save_many(&entities)?;
-        write_out(out_ids_json, string_out(to_json(&ids)?));
+        write_string(out_ids_json, to_json(&ids)?);
         Ok(())
     })
 }
@@ -224,7 +224,7 @@ pub unsafe extern "C" fn datasync_query(
         let options = QueryOptions::from_json(str_in(options_json, "options_json")?)?;
         need_out(out_json, "out_json")?;
         let found = repo.query(&options)?;
-        write_out(out_json, string_out(list_json(&found)));
+        write_string(out_json, list_json(&found));
         Ok(())
     })
 }
@@ -236,21 +236,23 @@ pub unsafe extern "C" fn datasync_query(
 ///
 /// Ownership: `out_stats_json` may be NULL; otherwise the caller owns it (free with
 /// `datasync_string_free`).
-/// Threads: any thread but the sync worker (from host adapter callbacks).
+/// Threads: any thread, including observer callbacks; never from inside a host
+/// adapter callback (the sync worker would wait on itself: `DATASYNC_WOULD_DEADLOCK`).
 #[no_mangle]
 pub unsafe extern "C" fn datasync_sync_now(instance: *const datasync, out_stats_json: *mut *mut c_char) -> datasync_status {
     boundary(|| {
         let stats = self::instance(instance)?.sync_now()?;
-        write_out(out_stats_json, string_out(to_json(&stats)?));
+        write_string(out_stats_json, to_json(&stats)?);
         Ok(())
     })
 }
 
 /// Returns once every write made before the call is durable in the tier below the
-/// store. Fails with `DATASYNC_WOULD_DEADLOCK` from inside an observer callback.
+/// store.
 ///
 /// Ownership: `instance` is borrowed.
-/// Threads: any thread but the dispatcher.
+/// Threads: any thread, including observer callbacks; never from inside a host
+/// adapter callback (the sync worker would wait on itself: `DATASYNC_WOULD_DEADLOCK`).
 #[no_mangle]
 pub unsafe extern "C" fn datasync_flush(instance: *const datasync) -> datasync_status {
     boundary(|| Ok(self::instance(instance)?.flush()?))
@@ -277,7 +279,7 @@ pub unsafe extern "C" fn datasync_sync_status(instance: *const datasync, out_jso
     boundary(|| {
         let ds = self::instance(instance)?;
         need_out(out_json, "out_json")?;
-        write_out(out_json, string_out(to_json(&ds.status())?));
+        write_string(out_json, to_json(&ds.status())?);
         Ok(())
     })
 }
@@ -294,7 +296,7 @@ pub unsafe extern "C" fn datasync_audit(instance: *const datasync, out_json: *mu
         let ds = self::instance(instance)?;
         need_out(out_json, "out_json")?;
         let problems = ds.audit()?;
-        write_out(out_json, string_out(to_json(&problems)?));
+        write_string(out_json, to_json(&problems)?);
         Ok(())
     })
 }

@@ -12,9 +12,9 @@ use crate::query::QueryOptions;
 
 /// A host observer. `on_change` runs on the instance's dispatcher thread, in order,
 /// never while the library holds a lock: it may call any datasync function except
-/// the ones that wait for the dispatcher (`datasync_flush`, `datasync_drain_events`,
-/// `datasync_close`, `datasync_free`, which fail with `DATASYNC_WOULD_DEADLOCK` or
-/// must not be called).
+/// the ones that wait for the dispatcher: `datasync_drain_events` and
+/// `datasync_close` fail there with `DATASYNC_WOULD_DEADLOCK`, and `datasync_free`
+/// must not be called there.
 #[allow(non_camel_case_types)]
 #[repr(C)]
 #[derive(Clone, Copy)]

@@ -62,6 +62,17 @@ pub(crate) unsafe fn write_out<T>(out: *mut T, value: T) {
     }
 }
 
+/// Hands `text` to the caller through `out`, unless `out` is NULL (then nothing is
+/// allocated).
+///
+/// # Safety
+/// As [`write_out`].
+pub(crate) unsafe fn write_string(out: *mut *mut c_char, text: impl Into<Vec<u8>>) {
+    if !out.is_null() {
+        out.write(string_out(text));
+    }
+}
+
 /// Fails when a required out-pointer is NULL.
 pub(crate) fn need_out<T>(out: *mut T, what: &'static str) -> Result<(), Failure> {
     if out.is_null() {

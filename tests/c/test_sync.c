@@ -1,0 +1,299 @@
+/* Sync between two instances through a cloud store written in C: copies,
+ * convergence, idempotence, conflict rules, a host resolver, an offline cloud. */
+#include "harness.h"
+
+/* Extracts an integer field from stats JSON (-1 when absent). */
+static long stat_of(const char *json, const char *field) {
+    char needle[64];
+    snprintf(needle, sizeof needle, "\"%s\":", field);
+    const char *at = json ? strstr(json, needle) : NULL;
+    return at ? strtol(at + strlen(needle), NULL, 10) : -1;
+}
+
+static char *sync_stats(datasync *ds) {
+    char *stats = NULL;
+    CHECK_OK(datasync_sync_now(ds, &stats));
+    return stats;
+}
+
+static char *get(datasync *ds, const char *name, const char *id) {
+    char *json = NULL;
+    CHECK_OK(datasync_get(ds, name, id, &json));
+    return json;
+}
+
+static void check_audit(datasync *ds) {
+    char *audit = NULL;
+    CHECK_OK(datasync_audit(ds, &audit));
+    CHECK(audit != NULL && strcmp(audit, "[]") == 0);
+    if (audit && strcmp(audit, "[]") != 0) fprintf(stderr, "audit: %s\n", audit);
+    datasync_string_free(audit);
+}
+
+static void test_two_devices(void) {
+    hstore cloud, local_a, local_b;
+    hstore_init(&cloud);
+    hstore_init(&local_a);
+    hstore_init(&local_b);
+    datasync *a = open_with("app", &local_a, &cloud);
+    datasync *b = open_with("app", &local_b, &cloud);
+    CHECK(a != NULL && b != NULL);
+
+    char *alice = NULL, *bob = NULL;
+    CHECK_OK(datasync_save(a, "User", "{\"name\":\"Alice\"}", &alice));
+    CHECK_OK(datasync_save(a, "User", "{\"name\":\"Bob\"}", &bob));
+
+    char *stats = sync_stats(a);
+    CHECK(stat_of(stats, "keys_copied") >= 1 && contains(stats, "\"offline\":false"));
+    datasync_string_free(stats);
+    char *blob = hstore_get_text(&cloud, "app.User");
+    CHECK(contains(blob, "Alice") && contains(blob, "Bob"));
+    free(blob);
+
+    stats = sync_stats(b);
+    CHECK(stat_of(stats, "entities_changed") >= 0);
+    datasync_string_free(stats);
+    char *json = get(b, "User", alice);
+    CHECK(contains(json, "Alice"));
+    datasync_string_free(json);
+
+    /* Concurrent edits of Alice: the later one (B's) wins on both devices. */
+    char edit[200];
+    snprintf(edit, sizeof edit, "{\"id\":\"%s\",\"name\":\"Alice (A)\"}", alice);
+    CHECK_OK(datasync_save(a, "User", edit, NULL));
+    snprintf(edit, sizeof edit, "{\"id\":\"%s\",\"name\":\"Alice (B)\"}", alice);
+    CHECK_OK(datasync_save(b, "User", edit, NULL));
+    /* B edits Bob, then A deletes him: the later delete wins. */
+    snprintf(edit, sizeof edit, "{\"id\":\"%s\",\"name\":\"Bob (B)\"}", bob);
+    CHECK_OK(datasync_save(b, "User", edit, NULL));
+    CHECK_OK(datasync_delete(a, "User", bob, NULL));
+
+    datasync_string_free(sync_stats(a));
+    stats = sync_stats(b);
+    CHECK(stat_of(stats, "conflicts") >= 1);
+    datasync_string_free(stats);
+    datasync_string_free(sync_stats(a));
+
+    json = get(a, "User", alice);
+    CHECK(contains(json, "Alice (B)"));
+    datasync_string_free(json);
+    json = get(b, "User", alice);
+    CHECK(contains(json, "Alice (B)"));
+    datasync_string_free(json);
+    json = get(a, "User", bob);
+    CHECK(json == NULL);
+    datasync_string_free(json);
+    json = get(b, "User", bob);
+    CHECK(json == NULL);
+    datasync_string_free(json);
+
+    /* Converged: same partition bytes everywhere, metadata true, a new sync is a no-op. */
+    char *ca = hstore_get_text(&local_a, "app.User");
+    char *cb = hstore_get_text(&local_b, "app.User");
+    char *cc = hstore_get_text(&cloud, "app.User");
+    CHECK(ca && cb && cc && strcmp(ca, cb) == 0 && strcmp(cb, cc) == 0);
+    free(ca);
+    free(cb);
+    free(cc);
+    check_audit(a);
+    check_audit(b);
+    stats = sync_stats(a);
+    CHECK(stat_of(stats, "keys_copied") == 0 && stat_of(stats, "keys_merged") == 0 &&
+          stat_of(stats, "entities_changed") == 0);
+    datasync_string_free(stats);
+
+    /* An unreachable cloud: sync reports offline, the instance keeps working. */
+    hstore_fail(&cloud, 5, 5);
+    CHECK_OK(datasync_save(a, "User", "{\"name\":\"Offline Olga\"}", NULL));
+    stats = sync_stats(a);
+    CHECK(contains(stats, "\"offline\":true") && contains(stats, "host load callback returned 5"));
+    datasync_string_free(stats);
+    char *status = NULL;
+    CHECK_OK(datasync_sync_status(a, &status));
+    CHECK(contains(status, "\"online\":false") && contains(status, "\"failures\":1"));
+    datasync_string_free(status);
+    CHECK_OK(datasync_query(a, "User", "{\"where\":{\"name\":\"Offline Olga\"}}", &json));
+    CHECK(occurrences(json, "\"id\":") == 1);
+    datasync_string_free(json);
+    hstore_fail(&cloud, 0, 0);
+    datasync_string_free(sync_stats(a));
+    CHECK_OK(datasync_sync_status(a, &status));
+    CHECK(contains(status, "\"online\":true"));
+    datasync_string_free(status);
+    datasync_string_free(sync_stats(b));
+    CHECK_OK(datasync_query(b, "User", "{\"where\":{\"name\":\"Offline Olga\"}}", &json));
+    CHECK(occurrences(json, "\"id\":") == 1);
+    datasync_string_free(json);
+
+    datasync_free(a);
+    datasync_free(b);
+    CHECK(hstore_destroyed(&cloud) == 2 && hstore_destroyed(&local_a) == 1 && hstore_destroyed(&local_b) == 1);
+    datasync_string_free(alice);
+    datasync_string_free(bob);
+    hstore_free(&cloud);
+    hstore_free(&local_a);
+    hstore_free(&local_b);
+}
+
+/* Equal instants, set up by writing partitions (in canonical form: keys sorted, no
+ * whitespace) straight into the host stores (the
+ * library rebuilds the missing metadata from `keys`): a delete beats an edit made
+ * at the same instant, and between two edits at the same instant the greater
+ * version wins. */
+static void test_tie_rules(void) {
+    hstore cloud, local;
+    hstore_init(&cloud);
+    hstore_init(&local);
+    const char *at = "2026-01-01T00:00:00.000Z";
+    char text[1024];
+    snprintf(text, sizeof text,
+             "{\"Item\":{\"Item.aaaaaaaaaaaaaaaa\":{\"id\":\"Item.aaaaaaaaaaaaaaaa\",\"updatedAt\":\"%s\",\"v\":\"local\",\"version\":3},"
+             "\"Item.bbbbbbbbbbbbbbbb\":{\"id\":\"Item.bbbbbbbbbbbbbbbb\",\"updatedAt\":\"%s\",\"v\":\"local\",\"version\":2}}}",
+             at, at);
+    hstore_put_text(&local, "tie.Item", text);
+    snprintf(text, sizeof text,
+             "{\"Item\":{\"Item.bbbbbbbbbbbbbbbb\":{\"id\":\"Item.bbbbbbbbbbbbbbbb\",\"updatedAt\":\"%s\",\"v\":\"cloud\",\"version\":5}},"
+             "\"deleted\":{\"Item\":{\"Item.aaaaaaaaaaaaaaaa\":\"%s\"}}}",
+             at, at);
+    hstore_put_text(&cloud, "tie.Item", text);
+
+    datasync *ds = open_with("tie", &local, &cloud);
+    CHECK(ds != NULL);
+    char *stats = sync_stats(ds);
+    CHECK(stat_of(stats, "conflicts") == 2);
+    datasync_string_free(stats);
+    char *json = get(ds, "Item", "Item.aaaaaaaaaaaaaaaa");
+    CHECK(json == NULL);
+    datasync_string_free(json);
+    json = get(ds, "Item", "Item.bbbbbbbbbbbbbbbb");
+    CHECK(contains(json, "\"v\":\"cloud\"") && contains(json, "\"version\":5"));
+    datasync_string_free(json);
+    char *l = hstore_get_text(&local, "tie.Item");
+    char *c = hstore_get_text(&cloud, "tie.Item");
+    CHECK(l && c && strcmp(l, c) == 0);
+    free(l);
+    free(c);
+    check_audit(ds);
+    datasync_free(ds);
+    hstore_free(&cloud);
+    hstore_free(&local);
+}
+
+/* A host resolver: the version with the greater "priority" wins, whatever its time
+ * (ties: the later, as last-writer-wins would pick; a tombstone never wins). */
+typedef struct {
+    pthread_mutex_t lock;
+    int calls;
+    int destroyed;
+} resolver_state;
+
+static long priority_of(const char *version) {
+    const char *p = strstr(version, "\"priority\":");
+    return p ? strtol(p + 11, NULL, 10) : -1;
+}
+
+static int32_t by_priority(void *userdata, const char *entity_name, const char *a_json, size_t a_len,
+                           const char *b_json, size_t b_len, datasync_bytes_sink *out) {
+    resolver_state *st = userdata;
+    pthread_mutex_lock(&st->lock);
+    st->calls++;
+    pthread_mutex_unlock(&st->lock);
+    if (strcmp(entity_name, "Job") != 0) return 1;
+    if (strlen(a_json) != a_len || strlen(b_json) != b_len) return 2;
+    long pa = priority_of(a_json), pb = priority_of(b_json);
+    int pick_a = pa > pb || (pa == pb && strcmp(a_json, b_json) > 0);
+    const char *win = pick_a ? a_json : b_json;
+    size_t len = pick_a ? a_len : b_len;
+    return datasync_bytes_sink_write(out, (const uint8_t *)win, len) == DATASYNC_OK ? 0 : 3;
+}
+
+static void resolver_destroy(void *userdata) {
+    resolver_state *st = userdata;
+    pthread_mutex_lock(&st->lock);
+    st->destroyed++;
+    pthread_mutex_unlock(&st->lock);
+}
+
+static datasync *open_resolving(hstore *cloud, resolver_state *st) {
+    datasync_config *cfg = NULL;
+    datasync *ds = NULL;
+    CHECK_OK(datasync_config_new("jobs", &cfg));
+    datasync_resolver_vtable rv = {st, by_priority, resolver_destroy};
+    CHECK_OK(datasync_config_set_resolver(cfg, &rv));
+    CHECK_OK(datasync_config_set_memory(cfg, DATASYNC_TIER_LOCAL, NULL));
+    datasync_persistence_vtable pv = hstore_vtable(cloud);
+    CHECK_OK(datasync_config_set_persistence(cfg, DATASYNC_TIER_CLOUD, &pv));
+    CHECK_OK(datasync_config_set_cloud_sync_interval(cfg, 3600 * 1000));
+    CHECK_OK(datasync_config_set_sync_on_open(cfg, false));
+    CHECK_OK(datasync_open(cfg, &ds));
+    return ds;
+}
+
+static void test_host_resolver(void) {
+    hstore cloud;
+    hstore_init(&cloud);
+    resolver_state st;
+    memset(&st, 0, sizeof st);
+    pthread_mutex_init(&st.lock, NULL);
+    datasync *a = open_resolving(&cloud, &st);
+    datasync *b = open_resolving(&cloud, &st);
+
+    char *id = NULL;
+    CHECK_OK(datasync_save(a, "Job", "{\"priority\":5,\"by\":\"nobody\"}", &id));
+    datasync_string_free(sync_stats(a));
+    datasync_string_free(sync_stats(b));
+    char edit[200];
+    snprintf(edit, sizeof edit, "{\"id\":\"%s\",\"priority\":9,\"by\":\"A\"}", id);
+    CHECK_OK(datasync_save(a, "Job", edit, NULL));
+    snprintf(edit, sizeof edit, "{\"id\":\"%s\",\"priority\":1,\"by\":\"B\"}", id);
+    CHECK_OK(datasync_save(b, "Job", edit, NULL)); /* later, but lower priority */
+    datasync_string_free(sync_stats(a));
+    datasync_string_free(sync_stats(b));
+    datasync_string_free(sync_stats(a));
+    char *ja = get(a, "Job", id);
+    char *jb = get(b, "Job", id);
+    CHECK(contains(ja, "\"by\":\"A\"") && contains(jb, "\"by\":\"A\""));
+    datasync_string_free(ja);
+    datasync_string_free(jb);
+    pthread_mutex_lock(&st.lock);
+    CHECK(st.calls >= 1 && st.destroyed == 0);
+    pthread_mutex_unlock(&st.lock);
+    datasync_free(a);
+    datasync_free(b);
+    CHECK(st.destroyed == 2);
+    datasync_string_free(id);
+    pthread_mutex_destroy(&st.lock);
+    hstore_free(&cloud);
+}
+
+/* Two instances sharing a built-in memory cloud. */
+static void test_shared_memory_cloud(void) {
+    datasync_memory *mem = NULL;
+    CHECK_OK(datasync_memory_new(&mem));
+    datasync *ds[2] = {NULL, NULL};
+    for (int i = 0; i < 2; i++) {
+        datasync_config *cfg = NULL;
+        CHECK_OK(datasync_config_new("mem", &cfg));
+        CHECK_OK(datasync_config_set_memory(cfg, DATASYNC_TIER_CLOUD, mem));
+        CHECK_OK(datasync_config_set_sync_on_open(cfg, false));
+        CHECK_OK(datasync_open(cfg, &ds[i]));
+    }
+    datasync_memory_free(mem); /* the tiers keep the map alive */
+    char *id = NULL;
+    CHECK_OK(datasync_save(ds[0], "Msg", "{\"text\":\"hi\"}", &id));
+    datasync_string_free(sync_stats(ds[0]));
+    char *json = get(ds[1], "Msg", id); /* hydrated from the cloud */
+    CHECK(contains(json, "\"text\":\"hi\""));
+    datasync_string_free(json);
+    datasync_string_free(id);
+    datasync_free(ds[0]);
+    datasync_free(ds[1]);
+}
+
+int main(void) {
+    test_two_devices();
+    test_tie_rules();
+    test_host_resolver();
+    test_shared_memory_cloud();
+    return finish("test_sync");
+}
