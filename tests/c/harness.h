@@ -2,7 +2,7 @@
 #ifndef DATASYNC_TEST_HARNESS_H
 #define DATASYNC_TEST_HARNESS_H
 
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700
 
 #include <pthread.h>
 #include <stdio.h>

@@ -1,7 +1,9 @@
 /* A host store in C; save, get, delete, query; built-in and host strategies; logger. */
 #include "harness.h"
 
+#include <ftw.h>
 #include <stdatomic.h>
+#include <unistd.h>
 
 static void test_crud_on_host_store(void) {
     hstore local;
@@ -284,11 +286,57 @@ static void test_logger(void) {
     CHECK_OK(datasync_logger_remove(handle)); /* unknown now: ignored */
 }
 
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+/* The built-in directory tier: data survives closing and reopening. */
+static void test_directory_tier(void) {
+    char dir[] = "/tmp/datasync-c-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char path[sizeof dir + 16];
+    snprintf(path, sizeof path, "%s/local", dir);
+
+    datasync_config *cfg = NULL;
+    datasync *ds = NULL;
+    CHECK_OK(datasync_config_new("disk", &cfg));
+    CHECK_OK(datasync_config_set_directory(cfg, DATASYNC_TIER_LOCAL, path, false));
+    CHECK_OK(datasync_open(cfg, &ds));
+    char *id = NULL;
+    CHECK_OK(datasync_save(ds, "Doc", "{\"body\":\"kept on disk\"}", &id));
+    CHECK_OK(datasync_close(ds));
+    datasync_free(ds);
+
+    CHECK_OK(datasync_config_new("disk", &cfg));
+    CHECK_OK(datasync_config_set_directory(cfg, DATASYNC_TIER_LOCAL, path, true));
+    CHECK_OK(datasync_open(cfg, &ds));
+    char *json = NULL;
+    CHECK_OK(datasync_get(ds, "Doc", id, &json));
+    CHECK(contains(json, "kept on disk"));
+    datasync_string_free(json);
+    datasync_free(ds);
+    datasync_string_free(id);
+
+    /* A path that cannot be a directory: refused, the config is untouched. */
+    char file[sizeof dir + 16];
+    snprintf(file, sizeof file, "%s/file", dir);
+    FILE *f = fopen(file, "w");
+    CHECK(f != NULL);
+    if (f) fclose(f);
+    CHECK_OK(datasync_config_new("disk", &cfg));
+    CHECK_STATUS(datasync_config_set_directory(cfg, DATASYNC_TIER_LOCAL, file, true), DATASYNC_INVALID_CONFIG);
+    CHECK(strlen(datasync_last_error_message()) > 0);
+    datasync_config_free(cfg);
+    nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
 int main(void) {
     CHECK(datasync_version() != NULL && strlen(datasync_version()) > 0);
     test_crud_on_host_store();
     test_builtin_strategies();
     test_host_strategy();
     test_logger();
+    test_directory_tier();
     return finish("test_crud");
 }
