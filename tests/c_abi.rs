@@ -14,7 +14,8 @@ fn root() -> PathBuf {
 
 fn generate_header() -> String {
     let root = root();
-    let config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml parses");
+    let config =
+        cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml parses");
     let bindings = cbindgen::Builder::new()
         .with_config(config)
         .with_src(root.join("src/ffi/c/mod.rs"))
@@ -69,12 +70,19 @@ fn skip_literal(s: &[u8], i: usize) -> Option<usize> {
             if s.get(i + 1 + hashes) != Some(&b'"') {
                 return None;
             }
-            let close: Vec<u8> = std::iter::once(b'"').chain(std::iter::repeat_n(b'#', hashes)).collect();
+            let close: Vec<u8> = std::iter::once(b'"')
+                .chain(std::iter::repeat_n(b'#', hashes))
+                .collect();
             let start = i + 2 + hashes;
-            let end = s[start..].windows(close.len()).position(|w| w == close.as_slice())?;
+            let end = s[start..]
+                .windows(close.len())
+                .position(|w| w == close.as_slice())?;
             Some(start + end + close.len())
         }
-        b'\'' if s.get(i + 1) == Some(&b'\\') => s[i + 2..].iter().position(|&c| c == b'\'').map(|p| i + 3 + p),
+        b'\'' if s.get(i + 1) == Some(&b'\\') => s[i + 2..]
+            .iter()
+            .position(|&c| c == b'\'')
+            .map(|p| i + 3 + p),
         b'\'' if s.get(i + 2) == Some(&b'\'') => Some(i + 3),
         _ => None,
     }
@@ -87,7 +95,10 @@ fn matching(s: &[u8], open: usize) -> usize {
     let mut i = open;
     while i < s.len() {
         if s[i] == b'/' && s.get(i + 1) == Some(&b'/') {
-            i += s[i..].iter().position(|&ch| ch == b'\n').unwrap_or(s.len() - i);
+            i += s[i..]
+                .iter()
+                .position(|&ch| ch == b'\n')
+                .unwrap_or(s.len() - i);
             continue;
         }
         if let Some(next) = skip_literal(s, i) {
@@ -117,7 +128,10 @@ fn exports_in(path: &Path) -> Vec<Export> {
         let start = from + at;
         from = start + marker.len();
         let rest = &text[from..];
-        let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
         if name.is_empty() {
             continue; // a function pointer type, not a definition
         }
@@ -143,7 +157,11 @@ fn exports_in(path: &Path) -> Vec<Export> {
 
 fn all_exports() -> Vec<Export> {
     let dir = root().join("src/ffi/c");
-    let mut files: Vec<PathBuf> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "rs")).collect();
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+        .collect();
     files.sort();
     files.iter().flat_map(|p| exports_in(p)).collect()
 }
@@ -152,7 +170,11 @@ fn all_exports() -> Vec<Export> {
 #[test]
 fn every_export_goes_through_the_boundary() {
     let exports = all_exports();
-    assert!(exports.len() >= 40, "found only {} exports; is the parser broken?", exports.len());
+    assert!(
+        exports.len() >= 40,
+        "found only {} exports; is the parser broken?",
+        exports.len()
+    );
     let mut wrong = Vec::new();
     for e in &exports {
         let body = e.body.trim();
@@ -164,10 +186,23 @@ fn every_export_goes_through_the_boundary() {
         if !ok {
             wrong.push(format!("{}: {}", e.file, e.name));
         }
-        assert!(e.docs.contains("#[no_mangle]"), "{}: {} is not #[no_mangle]", e.file, e.name);
-        assert!(e.name.starts_with("datasync_"), "{}: {} lacks the datasync_ prefix", e.file, e.name);
+        assert!(
+            e.docs.contains("#[no_mangle]"),
+            "{}: {} is not #[no_mangle]",
+            e.file,
+            e.name
+        );
+        assert!(
+            e.name.starts_with("datasync_"),
+            "{}: {} lacks the datasync_ prefix",
+            e.file,
+            e.name
+        );
     }
-    assert!(wrong.is_empty(), "exports whose body is not one boundary(...) call: {wrong:?}");
+    assert!(
+        wrong.is_empty(),
+        "exports whose body is not one boundary(...) call: {wrong:?}"
+    );
 }
 
 /// The checker itself catches an export that skips the boundary.
@@ -187,7 +222,8 @@ fn the_boundary_check_can_fail() {
     assert_eq!(found.len(), 2);
     let passes = |e: &Export| {
         let body = e.body.trim();
-        body.starts_with("boundary(") && matching(body.as_bytes(), body.find('(').unwrap()) == body.len() - 1
+        body.starts_with("boundary(")
+            && matching(body.as_bytes(), body.find('(').unwrap()) == body.len() - 1
     };
     assert!(!passes(&found[0]));
     assert!(passes(&found[1]));
@@ -197,8 +233,18 @@ fn the_boundary_check_can_fail() {
 #[test]
 fn every_export_documents_ownership_and_threads() {
     for e in all_exports() {
-        assert!(e.docs.contains("/// Ownership:"), "{}: {} has no \"Ownership:\" paragraph", e.file, e.name);
-        assert!(e.docs.contains("/// Threads:"), "{}: {} has no \"Threads:\" paragraph", e.file, e.name);
+        assert!(
+            e.docs.contains("/// Ownership:"),
+            "{}: {} has no \"Ownership:\" paragraph",
+            e.file,
+            e.name
+        );
+        assert!(
+            e.docs.contains("/// Threads:"),
+            "{}: {} has no \"Threads:\" paragraph",
+            e.file,
+            e.name
+        );
     }
 }
 
@@ -207,6 +253,8 @@ fn every_export_documents_ownership_and_threads() {
 fn a_panic_becomes_the_panic_status() {
     let status = unsafe { datasync_debug_panic(c"boom from the test".as_ptr()) };
     assert_eq!(status, datasync_status::DATASYNC_PANIC);
-    let message = unsafe { CStr::from_ptr(datasync_last_error_message()) }.to_str().unwrap();
+    let message = unsafe { CStr::from_ptr(datasync_last_error_message()) }
+        .to_str()
+        .unwrap();
     assert!(message.contains("boom from the test"), "{message}");
 }

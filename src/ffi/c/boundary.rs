@@ -163,7 +163,8 @@ pub extern "C" fn datasync_last_error_message() -> *const c_char {
 #[no_mangle]
 pub unsafe extern "C" fn datasync_debug_panic(message: *const c_char) -> datasync_status {
     boundary(|| {
-        let text = super::strings::opt_str_in(message, "message")?.unwrap_or("datasync_debug_panic");
+        let text =
+            super::strings::opt_str_in(message, "message")?.unwrap_or("datasync_debug_panic");
         panic!("{text}");
     })
 }

@@ -7,7 +7,10 @@ use std::time::Duration;
 use super::boundary::{boundary, Failure};
 use super::status::datasync_status;
 use super::strings::{need_out, str_in, write_out};
-use super::vtable::{datasync_persistence_vtable, datasync_resolver_vtable, datasync_strategy_vtable, HostPersistence, HostResolver, HostStrategy};
+use super::vtable::{
+    datasync_persistence_vtable, datasync_resolver_vtable, datasync_strategy_vtable,
+    HostPersistence, HostResolver, HostStrategy,
+};
 use crate::adapters::{DirOptions, DirPersistence, MemoryPersistence};
 use crate::config::Config;
 use crate::persistence::Persistence;
@@ -45,14 +48,21 @@ pub struct datasync_memory {
 /// # Safety
 /// `config` is NULL or a live configuration not used by another thread meanwhile.
 unsafe fn config_mut<'a>(config: *mut datasync_config) -> Result<&'a mut Config, Failure> {
-    config.as_mut().map(|c| &mut c.config).ok_or(Failure::Null("config"))
+    config
+        .as_mut()
+        .map(|c| &mut c.config)
+        .ok_or(Failure::Null("config"))
 }
 
 fn set_tier(config: &mut Config, tier: u32, adapter: Box<dyn Persistence>) -> Result<(), Failure> {
     match tier {
         DATASYNC_TIER_LOCAL => config.local = Some(adapter),
         DATASYNC_TIER_CLOUD => config.cloud = Some(adapter),
-        other => return Err(Failure::Argument(format!("{other} is not DATASYNC_TIER_LOCAL or DATASYNC_TIER_CLOUD"))),
+        other => {
+            return Err(Failure::Argument(format!(
+                "{other} is not DATASYNC_TIER_LOCAL or DATASYNC_TIER_CLOUD"
+            )))
+        }
     }
     Ok(())
 }
@@ -65,11 +75,19 @@ fn set_tier(config: &mut Config, tier: u32, adapter: Box<dyn Persistence>) -> Re
 /// `datasync_open` (which consumes it) or frees it with `datasync_config_free`.
 /// Threads: any thread; a configuration is used by one thread at a time.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_config_new(prefix: *const c_char, out: *mut *mut datasync_config) -> datasync_status {
+pub unsafe extern "C" fn datasync_config_new(
+    prefix: *const c_char,
+    out: *mut *mut datasync_config,
+) -> datasync_status {
     boundary(|| {
         let prefix = str_in(prefix, "prefix")?;
         need_out(out, "out")?;
-        write_out(out, Box::into_raw(Box::new(datasync_config { config: Config::new(prefix) })));
+        write_out(
+            out,
+            Box::into_raw(Box::new(datasync_config {
+                config: Config::new(prefix),
+            })),
+        );
         Ok(())
     })
 }
@@ -94,7 +112,9 @@ pub unsafe extern "C" fn datasync_config_free(config: *mut datasync_config) {
 /// Ownership: `config` is borrowed.
 /// Threads: one thread at a time per configuration.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_config_set_strategy_global(config: *mut datasync_config) -> datasync_status {
+pub unsafe extern "C" fn datasync_config_set_strategy_global(
+    config: *mut datasync_config,
+) -> datasync_status {
     boundary(|| {
         config_mut(config)?.strategy = Arc::new(GlobalStrategy);
         Ok(())
@@ -107,14 +127,21 @@ pub unsafe extern "C" fn datasync_config_set_strategy_global(config: *mut datasy
 /// Ownership: `config` is borrowed.
 /// Threads: one thread at a time per configuration.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_config_set_strategy_date(config: *mut datasync_config, granularity: u32) -> datasync_status {
+pub unsafe extern "C" fn datasync_config_set_strategy_date(
+    config: *mut datasync_config,
+    granularity: u32,
+) -> datasync_status {
     boundary(|| {
         let config = config_mut(config)?;
         let granularity = match granularity {
             DATASYNC_DATE_YEAR => DateGranularity::Year,
             DATASYNC_DATE_MONTH => DateGranularity::Month,
             DATASYNC_DATE_DAY => DateGranularity::Day,
-            other => return Err(Failure::Argument(format!("{other} is not a DATASYNC_DATE_* granularity"))),
+            other => {
+                return Err(Failure::Argument(format!(
+                    "{other} is not a DATASYNC_DATE_* granularity"
+                )))
+            }
         };
         config.strategy = Arc::new(DateStrategy::new(granularity));
         Ok(())
@@ -127,7 +154,10 @@ pub unsafe extern "C" fn datasync_config_set_strategy_date(config: *mut datasync
 /// Ownership: `config` is borrowed; `field` is copied.
 /// Threads: one thread at a time per configuration.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_config_set_strategy_field(config: *mut datasync_config, field: *const c_char) -> datasync_status {
+pub unsafe extern "C" fn datasync_config_set_strategy_field(
+    config: *mut datasync_config,
+    field: *const c_char,
+) -> datasync_status {
     boundary(|| {
         let config = config_mut(config)?;
         let field = str_in(field, "field")?;
@@ -144,7 +174,10 @@ pub unsafe extern "C" fn datasync_config_set_strategy_field(config: *mut datasyn
 /// or before this call returns an error).
 /// Threads: one thread at a time per configuration.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_config_set_strategy(config: *mut datasync_config, strategy: *const datasync_strategy_vtable) -> datasync_status {
+pub unsafe extern "C" fn datasync_config_set_strategy(
+    config: *mut datasync_config,
+    strategy: *const datasync_strategy_vtable,
+) -> datasync_status {
     boundary(|| {
         let strategy = HostStrategy::take(strategy)?;
         config_mut(config)?.strategy = Arc::new(strategy);
@@ -158,7 +191,10 @@ pub unsafe extern "C" fn datasync_config_set_strategy(config: *mut datasync_conf
 /// from this call on, whatever the outcome (see `datasync_config_set_strategy`).
 /// Threads: one thread at a time per configuration.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_config_set_resolver(config: *mut datasync_config, resolver: *const datasync_resolver_vtable) -> datasync_status {
+pub unsafe extern "C" fn datasync_config_set_resolver(
+    config: *mut datasync_config,
+    resolver: *const datasync_resolver_vtable,
+) -> datasync_status {
     boundary(|| {
         let resolver = HostResolver::take(resolver)?;
         config_mut(config)?.resolver = Arc::new(resolver);
@@ -193,10 +229,16 @@ pub unsafe extern "C" fn datasync_config_set_persistence(
 /// to the map, so `shared` may be freed at any time.
 /// Threads: one thread at a time per configuration.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_config_set_memory(config: *mut datasync_config, tier: u32, shared: *const datasync_memory) -> datasync_status {
+pub unsafe extern "C" fn datasync_config_set_memory(
+    config: *mut datasync_config,
+    tier: u32,
+    shared: *const datasync_memory,
+) -> datasync_status {
     boundary(|| {
         let config = config_mut(config)?;
-        let memory = shared.as_ref().map_or_else(MemoryPersistence::new, |m| m.memory.clone());
+        let memory = shared
+            .as_ref()
+            .map_or_else(MemoryPersistence::new, |m| m.memory.clone());
         set_tier(config, tier, Box::new(memory))
     })
 }
@@ -209,12 +251,19 @@ pub unsafe extern "C" fn datasync_config_set_memory(config: *mut datasync_config
 /// Ownership: `config` is borrowed; `path` is copied.
 /// Threads: one thread at a time per configuration.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_config_set_directory(config: *mut datasync_config, tier: u32, path: *const c_char, durable: bool) -> datasync_status {
+pub unsafe extern "C" fn datasync_config_set_directory(
+    config: *mut datasync_config,
+    tier: u32,
+    path: *const c_char,
+    durable: bool,
+) -> datasync_status {
     boundary(|| {
         let config = config_mut(config)?;
         let path = str_in(path, "path")?;
         if tier != DATASYNC_TIER_LOCAL && tier != DATASYNC_TIER_CLOUD {
-            return Err(Failure::Argument(format!("{tier} is not DATASYNC_TIER_LOCAL or DATASYNC_TIER_CLOUD")));
+            return Err(Failure::Argument(format!(
+                "{tier} is not DATASYNC_TIER_LOCAL or DATASYNC_TIER_CLOUD"
+            )));
         }
         let dir = DirPersistence::open_with(path, DirOptions { durable })?;
         set_tier(config, tier, Box::new(dir))
@@ -227,7 +276,10 @@ pub unsafe extern "C" fn datasync_config_set_directory(config: *mut datasync_con
 /// Ownership: `config` is borrowed.
 /// Threads: one thread at a time per configuration.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_config_set_store_sync_delay(config: *mut datasync_config, millis: u64) -> datasync_status {
+pub unsafe extern "C" fn datasync_config_set_store_sync_delay(
+    config: *mut datasync_config,
+    millis: u64,
+) -> datasync_status {
     boundary(|| {
         config_mut(config)?.store_sync_delay = Duration::from_millis(millis);
         Ok(())
@@ -239,7 +291,10 @@ pub unsafe extern "C" fn datasync_config_set_store_sync_delay(config: *mut datas
 /// Ownership: `config` is borrowed.
 /// Threads: one thread at a time per configuration.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_config_set_cloud_sync_interval(config: *mut datasync_config, millis: u64) -> datasync_status {
+pub unsafe extern "C" fn datasync_config_set_cloud_sync_interval(
+    config: *mut datasync_config,
+    millis: u64,
+) -> datasync_status {
     boundary(|| {
         config_mut(config)?.cloud_sync_interval = Duration::from_millis(millis);
         Ok(())
@@ -252,7 +307,11 @@ pub unsafe extern "C" fn datasync_config_set_cloud_sync_interval(config: *mut da
 /// Ownership: `config` is borrowed.
 /// Threads: one thread at a time per configuration.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_config_set_retry(config: *mut datasync_config, base_millis: u64, max_millis: u64) -> datasync_status {
+pub unsafe extern "C" fn datasync_config_set_retry(
+    config: *mut datasync_config,
+    base_millis: u64,
+    max_millis: u64,
+) -> datasync_status {
     boundary(|| {
         let config = config_mut(config)?;
         config.retry_base = Duration::from_millis(base_millis);
@@ -267,7 +326,10 @@ pub unsafe extern "C" fn datasync_config_set_retry(config: *mut datasync_config,
 /// Ownership: `config` is borrowed.
 /// Threads: one thread at a time per configuration.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_config_set_max_clock_skew(config: *mut datasync_config, millis: u64) -> datasync_status {
+pub unsafe extern "C" fn datasync_config_set_max_clock_skew(
+    config: *mut datasync_config,
+    millis: u64,
+) -> datasync_status {
     boundary(|| {
         config_mut(config)?.max_clock_skew = Duration::from_millis(millis);
         Ok(())
@@ -279,7 +341,10 @@ pub unsafe extern "C" fn datasync_config_set_max_clock_skew(config: *mut datasyn
 /// Ownership: `config` is borrowed.
 /// Threads: one thread at a time per configuration.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_config_set_sync_on_open(config: *mut datasync_config, yes: bool) -> datasync_status {
+pub unsafe extern "C" fn datasync_config_set_sync_on_open(
+    config: *mut datasync_config,
+    yes: bool,
+) -> datasync_status {
     boundary(|| {
         config_mut(config)?.sync_on_open = yes;
         Ok(())
@@ -296,7 +361,12 @@ pub unsafe extern "C" fn datasync_config_set_sync_on_open(config: *mut datasync_
 pub unsafe extern "C" fn datasync_memory_new(out: *mut *mut datasync_memory) -> datasync_status {
     boundary(|| {
         need_out(out, "out")?;
-        write_out(out, Box::into_raw(Box::new(datasync_memory { memory: MemoryPersistence::new() })));
+        write_out(
+            out,
+            Box::into_raw(Box::new(datasync_memory {
+                memory: MemoryPersistence::new(),
+            })),
+        );
         Ok(())
     })
 }

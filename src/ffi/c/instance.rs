@@ -23,19 +23,26 @@ pub struct datasync {
 /// # Safety
 /// `handle` is NULL or a live instance.
 pub(crate) unsafe fn instance<'a>(handle: *const datasync) -> Result<&'a DataSync, Failure> {
-    handle.as_ref().map(|h| &h.inner).ok_or(Failure::Null("instance"))
+    handle
+        .as_ref()
+        .map(|h| &h.inner)
+        .ok_or(Failure::Null("instance"))
 }
 
 /// # Safety
 /// As [`instance`]; `name` is NULL or a NUL-terminated string.
-pub(crate) unsafe fn repo(handle: *const datasync, name: *const c_char) -> Result<Repository, Failure> {
+pub(crate) unsafe fn repo(
+    handle: *const datasync,
+    name: *const c_char,
+) -> Result<Repository, Failure> {
     let ds = instance(handle)?;
     let name = str_in(name, "entity_name")?;
     Ok(ds.repo(name)?)
 }
 
 pub(crate) fn list_json(entities: &[Entity]) -> String {
-    let mut out = String::with_capacity(2 + entities.iter().map(|e| e.json().len() + 1).sum::<usize>());
+    let mut out =
+        String::with_capacity(2 + entities.iter().map(|e| e.json().len() + 1).sum::<usize>());
     out.push('[');
     for (i, e) in entities.iter().enumerate() {
         if i > 0 {
@@ -59,7 +66,10 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<String, Failure> {
 /// caller owns `*out` and frees it with `datasync_free`.
 /// Threads: any thread.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_open(config: *mut datasync_config, out: *mut *mut datasync) -> datasync_status {
+pub unsafe extern "C" fn datasync_open(
+    config: *mut datasync_config,
+    out: *mut *mut datasync,
+) -> datasync_status {
     boundary(|| {
         if config.is_null() {
             return Err(Failure::Null("config"));
@@ -110,7 +120,12 @@ pub unsafe extern "C" fn datasync_free(instance: *mut datasync) {
 /// otherwise the caller owns `*out_id` and frees it with `datasync_string_free`.
 /// Threads: any thread, including observer callbacks.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_save(instance: *const datasync, entity_name: *const c_char, json: *const c_char, out_id: *mut *mut c_char) -> datasync_status {
+pub unsafe extern "C" fn datasync_save(
+    instance: *const datasync,
+    entity_name: *const c_char,
+    json: *const c_char,
+    out_id: *mut *mut c_char,
+) -> datasync_status {
     boundary(|| {
         let repo = repo(instance, entity_name)?;
         let json = str_in(json, "json")?;
@@ -154,13 +169,21 @@ pub unsafe extern "C" fn datasync_save_many(
 /// it is not NULL and frees it with `datasync_string_free`.
 /// Threads: any thread, including observer callbacks.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_get(instance: *const datasync, entity_name: *const c_char, id: *const c_char, out_json: *mut *mut c_char) -> datasync_status {
+pub unsafe extern "C" fn datasync_get(
+    instance: *const datasync,
+    entity_name: *const c_char,
+    id: *const c_char,
+    out_json: *mut *mut c_char,
+) -> datasync_status {
     boundary(|| {
         let repo = repo(instance, entity_name)?;
         let id = str_in(id, "id")?;
         need_out(out_json, "out_json")?;
         let found = repo.get(id)?;
-        write_out(out_json, found.map_or(std::ptr::null_mut(), |e| string_out(e.json())));
+        write_out(
+            out_json,
+            found.map_or(std::ptr::null_mut(), |e| string_out(e.json())),
+        );
         Ok(())
     })
 }
@@ -171,7 +194,12 @@ pub unsafe extern "C" fn datasync_get(instance: *const datasync, entity_name: *c
 /// Ownership: `entity_name` and `id` are borrowed. `out_existed` may be NULL.
 /// Threads: any thread, including observer callbacks.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_delete(instance: *const datasync, entity_name: *const c_char, id: *const c_char, out_existed: *mut bool) -> datasync_status {
+pub unsafe extern "C" fn datasync_delete(
+    instance: *const datasync,
+    entity_name: *const c_char,
+    id: *const c_char,
+    out_existed: *mut bool,
+) -> datasync_status {
     boundary(|| {
         let repo = repo(instance, entity_name)?;
         let id = str_in(id, "id")?;
@@ -196,8 +224,8 @@ pub unsafe extern "C" fn datasync_delete_many(
     boundary(|| {
         let repo = repo(instance, entity_name)?;
         let text = str_in(ids_json, "ids_json")?;
-        let ids: Vec<String> =
-            serde_json::from_str(text).map_err(|e| Error::InvalidJson(format!("expected a JSON array of ids: {e}")))?;
+        let ids: Vec<String> = serde_json::from_str(text)
+            .map_err(|e| Error::InvalidJson(format!("expected a JSON array of ids: {e}")))?;
         let count = repo.delete_many(&ids)?;
         write_out(out_count, count);
         Ok(())
@@ -239,7 +267,10 @@ pub unsafe extern "C" fn datasync_query(
 /// Threads: any thread, including observer callbacks; never from inside a host
 /// adapter callback (the sync worker would wait on itself: `DATASYNC_WOULD_DEADLOCK`).
 #[no_mangle]
-pub unsafe extern "C" fn datasync_sync_now(instance: *const datasync, out_stats_json: *mut *mut c_char) -> datasync_status {
+pub unsafe extern "C" fn datasync_sync_now(
+    instance: *const datasync,
+    out_stats_json: *mut *mut c_char,
+) -> datasync_status {
     boundary(|| {
         let stats = self::instance(instance)?.sync_now()?;
         write_string(out_stats_json, to_json(&stats)?);
@@ -275,7 +306,10 @@ pub unsafe extern "C" fn datasync_drain_events(instance: *const datasync) -> dat
 /// Ownership: the caller owns `*out_json` (free with `datasync_string_free`).
 /// Threads: any thread, including observer callbacks.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_sync_status(instance: *const datasync, out_json: *mut *mut c_char) -> datasync_status {
+pub unsafe extern "C" fn datasync_sync_status(
+    instance: *const datasync,
+    out_json: *mut *mut c_char,
+) -> datasync_status {
     boundary(|| {
         let ds = self::instance(instance)?;
         need_out(out_json, "out_json")?;
@@ -291,7 +325,10 @@ pub unsafe extern "C" fn datasync_sync_status(instance: *const datasync, out_jso
 /// Ownership: the caller owns `*out_json` (free with `datasync_string_free`).
 /// Threads: any thread but the sync worker.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_audit(instance: *const datasync, out_json: *mut *mut c_char) -> datasync_status {
+pub unsafe extern "C" fn datasync_audit(
+    instance: *const datasync,
+    out_json: *mut *mut c_char,
+) -> datasync_status {
     boundary(|| {
         let ds = self::instance(instance)?;
         need_out(out_json, "out_json")?;

@@ -32,7 +32,14 @@ pub struct datasync_logger_vtable {
     /// Passed to every callback.
     pub userdata: *mut c_void,
     /// Required. Receives one record.
-    pub log: Option<unsafe extern "C" fn(userdata: *mut c_void, level: u32, target: *const c_char, message: *const c_char)>,
+    pub log: Option<
+        unsafe extern "C" fn(
+            userdata: *mut c_void,
+            level: u32,
+            target: *const c_char,
+            message: *const c_char,
+        ),
+    >,
     /// Optional. Called exactly once, after the logger is removed and its last call
     /// has returned.
     pub destroy: datasync_destroy_fn,
@@ -93,14 +100,20 @@ fn level_filter(level: u32) -> Option<log::LevelFilter> {
 /// `destroy` exactly once: after `datasync_logger_remove`, or at once if this call fails.
 /// Threads: any thread; the sink is called from any thread.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_logger_add(logger: *const datasync_logger_vtable, max_level: u32, out_handle: *mut u64) -> datasync_status {
+pub unsafe extern "C" fn datasync_logger_add(
+    logger: *const datasync_logger_vtable,
+    max_level: u32,
+    out_handle: *mut u64,
+) -> datasync_status {
     boundary(|| {
         let vt = *logger.as_ref().ok_or(Failure::Null("logger"))?;
         let host = HostLogger { vt };
         if vt.log.is_none() {
             return Err(Failure::Argument("a logger vtable needs log".into()));
         }
-        let filter = level_filter(max_level).ok_or_else(|| Failure::Argument(format!("{max_level} is not a DATASYNC_LOG_* level")))?;
+        let filter = level_filter(max_level).ok_or_else(|| {
+            Failure::Argument(format!("{max_level} is not a DATASYNC_LOG_* level"))
+        })?;
         let host = Arc::new(host);
         let handle = log_bridge::add_sink(
             Arc::new(move |level, target: &str, message: &str| {

@@ -24,7 +24,8 @@ pub struct datasync_observer {
     /// Required. Gets `len` bytes of JSON at `json` (also NUL-terminated at
     /// `json[len]`), valid only during the call: the entity or `null` for
     /// `datasync_observe`, an array for `datasync_observe_all`.
-    pub on_change: Option<unsafe extern "C" fn(userdata: *mut c_void, json: *const c_char, len: usize)>,
+    pub on_change:
+        Option<unsafe extern "C" fn(userdata: *mut c_void, json: *const c_char, len: usize)>,
     /// Optional. Called exactly once after the last `on_change`: when the
     /// subscription is cancelled or freed, when the instance is freed, or before
     /// `datasync_observe*` returns an error.
@@ -69,7 +70,9 @@ impl HostObserver {
     }
 
     fn emit(&mut self, mut json: String) {
-        let Some(on_change) = self.vt.on_change else { return };
+        let Some(on_change) = self.vt.on_change else {
+            return;
+        };
         let len = json.len();
         json.push('\0');
         // SAFETY: the host's contract; the text outlives the call.
@@ -98,8 +101,13 @@ pub unsafe extern "C" fn datasync_observe(
         let repo = repo(instance, entity_name)?;
         let id = str_in(id, "id")?;
         need_out(out, "out")?;
-        let inner = repo.observe(id, move |entity| host.emit(entity.map_or_else(|| "null".to_string(), |e| e.json().to_string())))?;
-        write_out(out, Box::into_raw(Box::new(datasync_subscription { inner })));
+        let inner = repo.observe(id, move |entity| {
+            host.emit(entity.map_or_else(|| "null".to_string(), |e| e.json().to_string()))
+        })?;
+        write_out(
+            out,
+            Box::into_raw(Box::new(datasync_subscription { inner })),
+        );
         Ok(())
     })
 }
@@ -125,7 +133,10 @@ pub unsafe extern "C" fn datasync_observe_all(
         let options = QueryOptions::from_json(str_in(options_json, "options_json")?)?;
         need_out(out, "out")?;
         let inner = repo.observe_all(options, move |list| host.emit(list_json(list)))?;
-        write_out(out, Box::into_raw(Box::new(datasync_subscription { inner })));
+        write_out(
+            out,
+            Box::into_raw(Box::new(datasync_subscription { inner })),
+        );
         Ok(())
     })
 }
@@ -137,9 +148,15 @@ pub unsafe extern "C" fn datasync_observe_all(
 /// Ownership: `subscription` is borrowed.
 /// Threads: any thread.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_subscription_cancel(subscription: *const datasync_subscription) -> datasync_status {
+pub unsafe extern "C" fn datasync_subscription_cancel(
+    subscription: *const datasync_subscription,
+) -> datasync_status {
     boundary(|| {
-        subscription.as_ref().ok_or(Failure::Null("subscription"))?.inner.unsubscribe();
+        subscription
+            .as_ref()
+            .ok_or(Failure::Null("subscription"))?
+            .inner
+            .unsubscribe();
         Ok(())
     })
 }

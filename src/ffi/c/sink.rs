@@ -21,12 +21,20 @@ pub struct datasync_bytes_sink {
 impl datasync_bytes_sink {
     /// A sink collecting one value, possibly written in several pieces.
     pub(crate) fn value() -> Self {
-        datasync_bytes_sink { items_mode: false, written: false, data: Vec::new(), items: Vec::new() }
+        datasync_bytes_sink {
+            items_mode: false,
+            written: false,
+            data: Vec::new(),
+            items: Vec::new(),
+        }
     }
 
     /// A sink where every write is one item.
     pub(crate) fn items() -> Self {
-        datasync_bytes_sink { items_mode: true, ..Self::value() }
+        datasync_bytes_sink {
+            items_mode: true,
+            ..Self::value()
+        }
     }
 
     /// The value, or `None` when nothing was written (not even zero bytes).
@@ -43,7 +51,8 @@ impl datasync_bytes_sink {
     pub(crate) fn into_text(self, what: &str) -> Result<String, String> {
         match self.into_value() {
             None => Err(format!("{what}: the callback wrote nothing")),
-            Some(bytes) => String::from_utf8(bytes).map_err(|_| format!("{what}: the callback wrote invalid UTF-8")),
+            Some(bytes) => String::from_utf8(bytes)
+                .map_err(|_| format!("{what}: the callback wrote invalid UTF-8")),
         }
     }
 }
@@ -56,7 +65,11 @@ impl datasync_bytes_sink {
 /// `len` is 0); `sink` is the one the library passed to the running callback.
 /// Threads: call it only from inside that callback, on its thread.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_bytes_sink_write(sink: *mut datasync_bytes_sink, bytes: *const u8, len: usize) -> datasync_status {
+pub unsafe extern "C" fn datasync_bytes_sink_write(
+    sink: *mut datasync_bytes_sink,
+    bytes: *const u8,
+    len: usize,
+) -> datasync_status {
     boundary(|| write(sink, bytes_in(bytes, len, "bytes")?))
 }
 
@@ -79,7 +92,10 @@ unsafe fn write(sink: *mut datasync_bytes_sink, bytes: &[u8]) -> Result<(), Fail
 /// Ownership: `text` is borrowed for the call and copied.
 /// Threads: call it only from inside the callback the sink was passed to.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_bytes_sink_write_str(sink: *mut datasync_bytes_sink, text: *const c_char) -> datasync_status {
+pub unsafe extern "C" fn datasync_bytes_sink_write_str(
+    sink: *mut datasync_bytes_sink,
+    text: *const c_char,
+) -> datasync_status {
     boundary(|| {
         if text.is_null() {
             return Err(Failure::Null("text"));

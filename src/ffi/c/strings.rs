@@ -10,7 +10,10 @@ use super::boundary::{boundary, Failure};
 ///
 /// # Safety
 /// `ptr` is NULL or points to a NUL-terminated string that outlives `'a`.
-pub(crate) unsafe fn str_in<'a>(ptr: *const c_char, what: &'static str) -> Result<&'a str, Failure> {
+pub(crate) unsafe fn str_in<'a>(
+    ptr: *const c_char,
+    what: &'static str,
+) -> Result<&'a str, Failure> {
     opt_str_in(ptr, what)?.ok_or(Failure::Null(what))
 }
 
@@ -18,18 +21,28 @@ pub(crate) unsafe fn str_in<'a>(ptr: *const c_char, what: &'static str) -> Resul
 ///
 /// # Safety
 /// As [`str_in`].
-pub(crate) unsafe fn opt_str_in<'a>(ptr: *const c_char, what: &'static str) -> Result<Option<&'a str>, Failure> {
+pub(crate) unsafe fn opt_str_in<'a>(
+    ptr: *const c_char,
+    what: &'static str,
+) -> Result<Option<&'a str>, Failure> {
     if ptr.is_null() {
         return Ok(None);
     }
-    CStr::from_ptr(ptr).to_str().map(Some).map_err(|_| Failure::Utf8(what))
+    CStr::from_ptr(ptr)
+        .to_str()
+        .map(Some)
+        .map_err(|_| Failure::Utf8(what))
 }
 
 /// Borrowed bytes from a pointer and a length (NULL is fine when `len` is 0).
 ///
 /// # Safety
 /// `ptr` is NULL or valid for `len` bytes for `'a`.
-pub(crate) unsafe fn bytes_in<'a>(ptr: *const u8, len: usize, what: &'static str) -> Result<&'a [u8], Failure> {
+pub(crate) unsafe fn bytes_in<'a>(
+    ptr: *const u8,
+    len: usize,
+    what: &'static str,
+) -> Result<&'a [u8], Failure> {
     if len == 0 {
         return Ok(&[]);
     }
@@ -37,7 +50,9 @@ pub(crate) unsafe fn bytes_in<'a>(ptr: *const u8, len: usize, what: &'static str
         return Err(Failure::Null(what));
     }
     if len > isize::MAX as usize {
-        return Err(Failure::Argument(format!("{what}: length {len} is too large")));
+        return Err(Failure::Argument(format!(
+            "{what}: length {len} is too large"
+        )));
     }
     Ok(std::slice::from_raw_parts(ptr, len))
 }
@@ -47,7 +62,9 @@ pub(crate) fn string_out(text: impl Into<Vec<u8>>) -> *mut c_char {
     let mut bytes = text.into();
     // Interior NULs cannot occur in JSON or ids; escape them rather than truncate.
     if bytes.contains(&0) {
-        bytes = String::from_utf8_lossy(&bytes).replace('\0', "\\u0000").into_bytes();
+        bytes = String::from_utf8_lossy(&bytes)
+            .replace('\0', "\\u0000")
+            .into_bytes();
     }
     CString::new(bytes).unwrap_or_default().into_raw()
 }

@@ -37,15 +37,29 @@ pub struct datasync_persistence_vtable {
     pub userdata: *mut c_void,
     /// Required. Writes the bytes stored under `key` to `sink` with
     /// `datasync_bytes_sink_write`; writes nothing when `key` is absent (not an error).
-    pub load: Option<unsafe extern "C" fn(userdata: *mut c_void, key: *const c_char, sink: *mut datasync_bytes_sink) -> i32>,
+    pub load: Option<
+        unsafe extern "C" fn(
+            userdata: *mut c_void,
+            key: *const c_char,
+            sink: *mut datasync_bytes_sink,
+        ) -> i32,
+    >,
     /// Required. Replaces the bytes under `key` with `len` bytes at `bytes`, valid
     /// only during the call.
-    pub store: Option<unsafe extern "C" fn(userdata: *mut c_void, key: *const c_char, bytes: *const u8, len: usize) -> i32>,
+    pub store: Option<
+        unsafe extern "C" fn(
+            userdata: *mut c_void,
+            key: *const c_char,
+            bytes: *const u8,
+            len: usize,
+        ) -> i32,
+    >,
     /// Required. Removes `key`; removing an absent key is not an error.
     pub clear: Option<unsafe extern "C" fn(userdata: *mut c_void, key: *const c_char) -> i32>,
     /// Optional (NULL if the host cannot list keys). Writes every stored key to `sink`,
     /// one `datasync_bytes_sink_write` per key. Used to rebuild damaged metadata.
-    pub keys: Option<unsafe extern "C" fn(userdata: *mut c_void, sink: *mut datasync_bytes_sink) -> i32>,
+    pub keys:
+        Option<unsafe extern "C" fn(userdata: *mut c_void, sink: *mut datasync_bytes_sink) -> i32>,
     /// Optional. Called exactly once when the library no longer needs the vtable.
     pub destroy: datasync_destroy_fn,
 }
@@ -90,11 +104,21 @@ impl HostPersistence {
     ///
     /// # Safety
     /// `vt` is NULL or points to a readable vtable.
-    pub(crate) unsafe fn take(vt: *const datasync_persistence_vtable) -> std::result::Result<HostPersistence, Failure> {
+    pub(crate) unsafe fn take(
+        vt: *const datasync_persistence_vtable,
+    ) -> std::result::Result<HostPersistence, Failure> {
         let vt = *vt.as_ref().ok_or(Failure::Null("vtable"))?;
-        let owned = HostPersistence { vt, _owned: Owned { userdata: vt.userdata, destroy: vt.destroy } };
+        let owned = HostPersistence {
+            vt,
+            _owned: Owned {
+                userdata: vt.userdata,
+                destroy: vt.destroy,
+            },
+        };
         if vt.load.is_none() || vt.store.is_none() || vt.clear.is_none() {
-            return Err(Failure::Argument("a persistence vtable needs load, store and clear".into()));
+            return Err(Failure::Argument(
+                "a persistence vtable needs load, store and clear".into(),
+            ));
         }
         Ok(owned)
     }
@@ -104,7 +128,10 @@ impl Persistence for HostPersistence {
     fn load(&mut self, key: &str) -> AdapterResult<Option<Vec<u8>>> {
         let key = key_text(key)?;
         let mut sink = datasync_bytes_sink::value();
-        let load = self.vt.load.ok_or_else(|| AdapterError("no load callback".into()))?;
+        let load = self
+            .vt
+            .load
+            .ok_or_else(|| AdapterError("no load callback".into()))?;
         // SAFETY: the host's contract; `key` and `sink` outlive the call.
         let code = unsafe { load(self.vt.userdata, key.as_ptr(), &mut sink) };
         if code != 0 {
@@ -115,7 +142,10 @@ impl Persistence for HostPersistence {
 
     fn store(&mut self, key: &str, bytes: &[u8]) -> AdapterResult<()> {
         let key = key_text(key)?;
-        let store = self.vt.store.ok_or_else(|| AdapterError("no store callback".into()))?;
+        let store = self
+            .vt
+            .store
+            .ok_or_else(|| AdapterError("no store callback".into()))?;
         // SAFETY: as above; `bytes` outlives the call.
         let code = unsafe { store(self.vt.userdata, key.as_ptr(), bytes.as_ptr(), bytes.len()) };
         if code != 0 {
@@ -126,7 +156,10 @@ impl Persistence for HostPersistence {
 
     fn clear(&mut self, key: &str) -> AdapterResult<()> {
         let key = key_text(key)?;
-        let clear = self.vt.clear.ok_or_else(|| AdapterError("no clear callback".into()))?;
+        let clear = self
+            .vt
+            .clear
+            .ok_or_else(|| AdapterError("no clear callback".into()))?;
         // SAFETY: as above.
         let code = unsafe { clear(self.vt.userdata, key.as_ptr()) };
         if code != 0 {
@@ -136,7 +169,9 @@ impl Persistence for HostPersistence {
     }
 
     fn keys(&mut self) -> AdapterResult<Option<Vec<String>>> {
-        let Some(keys) = self.vt.keys else { return Ok(None) };
+        let Some(keys) = self.vt.keys else {
+            return Ok(None);
+        };
         let mut sink = datasync_bytes_sink::items();
         // SAFETY: as above.
         let code = unsafe { keys(self.vt.userdata, &mut sink) };
@@ -146,7 +181,11 @@ impl Persistence for HostPersistence {
         let items = sink.into_items();
         let keys = items
             .into_iter()
-            .map(|k| String::from_utf8(k).map_err(|_| AdapterError("the keys callback wrote a key that is not UTF-8".into())))
+            .map(|k| {
+                String::from_utf8(k).map_err(|_| {
+                    AdapterError("the keys callback wrote a key that is not UTF-8".into())
+                })
+            })
             .collect::<AdapterResult<Vec<_>>>()?;
         Ok(Some(keys))
     }
@@ -226,9 +265,14 @@ impl HostStrategy {
     ///
     /// # Safety
     /// `vt` is NULL or points to a readable vtable.
-    pub(crate) unsafe fn take(vt: *const datasync_strategy_vtable) -> std::result::Result<HostStrategy, Failure> {
+    pub(crate) unsafe fn take(
+        vt: *const datasync_strategy_vtable,
+    ) -> std::result::Result<HostStrategy, Failure> {
         let vt = *vt.as_ref().ok_or(Failure::Null("vtable"))?;
-        let owned = Owned { userdata: vt.userdata, destroy: vt.destroy };
+        let owned = Owned {
+            userdata: vt.userdata,
+            destroy: vt.destroy,
+        };
         let separator = match vt.separator {
             0 => Some('.'),
             n => char::from_u32(n),
@@ -236,15 +280,24 @@ impl HostStrategy {
         let strategy = HostStrategy {
             vt,
             separator: separator.unwrap_or('.'),
-            id_length: if vt.id_length == 0 { 16 } else { vt.id_length as usize },
+            id_length: if vt.id_length == 0 {
+                16
+            } else {
+                vt.id_length as usize
+            },
             calls: parking_lot::Mutex::new(()),
             _owned: owned,
         };
         if separator.is_none() {
-            return Err(Failure::Argument(format!("separator {} is not a Unicode scalar value", vt.separator)));
+            return Err(Failure::Argument(format!(
+                "separator {} is not a Unicode scalar value",
+                vt.separator
+            )));
         }
         if vt.logical_key.is_none() || vt.candidate_keys.is_none() {
-            return Err(Failure::Argument("a strategy vtable needs logical_key and candidate_keys".into()));
+            return Err(Failure::Argument(
+                "a strategy vtable needs logical_key and candidate_keys".into(),
+            ));
         }
         Ok(strategy)
     }
@@ -272,41 +325,81 @@ impl KeyStrategy for HostStrategy {
         let len = json.len();
         let json = cstring(&json, "the entity")?;
         let mut sink = datasync_bytes_sink::value();
-        let f = self.vt.logical_key.ok_or_else(|| Error::Callback("no logical_key callback".into()))?;
+        let f = self
+            .vt
+            .logical_key
+            .ok_or_else(|| Error::Callback("no logical_key callback".into()))?;
         let code = {
             let _one_at_a_time = self.calls.lock();
             // SAFETY: the host's contract; every pointer outlives the call.
-            unsafe { f(self.vt.userdata, name.as_ptr(), json.as_ptr(), len, &mut sink) }
+            unsafe {
+                f(
+                    self.vt.userdata,
+                    name.as_ptr(),
+                    json.as_ptr(),
+                    len,
+                    &mut sink,
+                )
+            }
         };
         if code != 0 {
-            return Err(Error::Callback(format!("host logical_key callback returned {code}")));
+            return Err(Error::Callback(format!(
+                "host logical_key callback returned {code}"
+            )));
         }
         sink.into_text("logical_key").map_err(Error::Callback)
     }
 
-    fn candidate_keys(&self, prefix: &str, entity_name: &str, filter: Option<&Value>) -> Result<Candidates> {
+    fn candidate_keys(
+        &self,
+        prefix: &str,
+        entity_name: &str,
+        filter: Option<&Value>,
+    ) -> Result<Candidates> {
         let prefix_c = cstring(prefix, "the prefix")?;
         let name = cstring(entity_name, "the entity name")?;
         let filter = serde_json::to_string(filter.unwrap_or(&Value::Null))?;
         let len = filter.len();
         let filter = cstring(&filter, "the filter")?;
         let mut sink = datasync_bytes_sink::value();
-        let f = self.vt.candidate_keys.ok_or_else(|| Error::Callback("no candidate_keys callback".into()))?;
+        let f = self
+            .vt
+            .candidate_keys
+            .ok_or_else(|| Error::Callback("no candidate_keys callback".into()))?;
         let code = {
             let _one_at_a_time = self.calls.lock();
             // SAFETY: the host's contract; every pointer outlives the call.
-            unsafe { f(self.vt.userdata, prefix_c.as_ptr(), name.as_ptr(), filter.as_ptr(), len, &mut sink) }
+            unsafe {
+                f(
+                    self.vt.userdata,
+                    prefix_c.as_ptr(),
+                    name.as_ptr(),
+                    filter.as_ptr(),
+                    len,
+                    &mut sink,
+                )
+            }
         };
         if code != 0 {
-            return Err(Error::Callback(format!("host candidate_keys callback returned {code}")));
+            return Err(Error::Callback(format!(
+                "host candidate_keys callback returned {code}"
+            )));
         }
         let text = sink.into_text("candidate_keys").map_err(Error::Callback)?;
         let parsed: CandidatesJson = serde_json::from_str(&text)
             .map_err(|e| Error::Callback(format!("candidate_keys wrote {text:?}, not {{\"keys\":[...]}} or {{\"prefix\":\"...\"}}: {e}")))?;
         match parsed {
-            CandidatesJson { keys: Some(keys), prefix: None } => Ok(Candidates::Keys(keys)),
-            CandidatesJson { keys: None, prefix: Some(p) } => Ok(Candidates::Prefix(p)),
-            _ => Err(Error::Callback(format!("candidate_keys wrote {text:?}: give exactly one of \"keys\" and \"prefix\""))),
+            CandidatesJson {
+                keys: Some(keys),
+                prefix: None,
+            } => Ok(Candidates::Keys(keys)),
+            CandidatesJson {
+                keys: None,
+                prefix: Some(p),
+            } => Ok(Candidates::Prefix(p)),
+            _ => Err(Error::Callback(format!(
+                "candidate_keys wrote {text:?}: give exactly one of \"keys\" and \"prefix\""
+            ))),
         }
     }
 }
@@ -361,9 +454,18 @@ impl HostResolver {
     ///
     /// # Safety
     /// `vt` is NULL or points to a readable vtable.
-    pub(crate) unsafe fn take(vt: *const datasync_resolver_vtable) -> std::result::Result<HostResolver, Failure> {
+    pub(crate) unsafe fn take(
+        vt: *const datasync_resolver_vtable,
+    ) -> std::result::Result<HostResolver, Failure> {
         let vt = *vt.as_ref().ok_or(Failure::Null("vtable"))?;
-        let resolver = HostResolver { vt, calls: parking_lot::Mutex::new(()), _owned: Owned { userdata: vt.userdata, destroy: vt.destroy } };
+        let resolver = HostResolver {
+            vt,
+            calls: parking_lot::Mutex::new(()),
+            _owned: Owned {
+                userdata: vt.userdata,
+                destroy: vt.destroy,
+            },
+        };
         if vt.resolve.is_none() {
             return Err(Failure::Argument("a resolver vtable needs resolve".into()));
         }
@@ -381,13 +483,27 @@ impl HostResolver {
         let code = {
             let _one_at_a_time = self.calls.lock();
             // SAFETY: the host's contract; every pointer outlives the call.
-            unsafe { f(self.vt.userdata, name.as_ptr(), a_c.as_ptr(), a_len, b_c.as_ptr(), b_len, &mut sink) }
+            unsafe {
+                f(
+                    self.vt.userdata,
+                    name.as_ptr(),
+                    a_c.as_ptr(),
+                    a_len,
+                    b_c.as_ptr(),
+                    b_len,
+                    &mut sink,
+                )
+            }
         };
         if code != 0 {
             return Err(format!("host resolve callback returned {code}"));
         }
         let text = sink.into_text("resolve")?;
-        let id = a.entity().or(b.entity()).map(|e| e.id().to_string()).unwrap_or_else(|| "x".into());
+        let id = a
+            .entity()
+            .or(b.entity())
+            .map(|e| e.id().to_string())
+            .unwrap_or_else(|| "x".into());
         parse_slot(entity_name, &id, &text)
     }
 }
@@ -396,13 +512,21 @@ impl HostResolver {
 pub(crate) fn slot_json(slot: &Slot) -> String {
     match slot {
         Slot::Active(e) => format!(r#"{{"entity":{},"state":"active"}}"#, e.json()),
-        Slot::Deleted(at) => format!(r#"{{"deletedAt":"{}","state":"deleted"}}"#, format_millis(*at)),
+        Slot::Deleted(at) => format!(
+            r#"{{"deletedAt":"{}","state":"deleted"}}"#,
+            format_millis(*at)
+        ),
     }
 }
 
 /// Reads a slot written by a resolver; an active one must keep the entity's `id`.
-pub(crate) fn parse_slot(entity_name: &str, id: &str, text: &str) -> std::result::Result<Slot, String> {
-    let value: Value = serde_json::from_str(text).map_err(|e| format!("resolve wrote invalid JSON: {e}"))?;
+pub(crate) fn parse_slot(
+    entity_name: &str,
+    id: &str,
+    text: &str,
+) -> std::result::Result<Slot, String> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| format!("resolve wrote invalid JSON: {e}"))?;
     match (value.get("state").and_then(Value::as_str), value.get("entity"), value.get("deletedAt")) {
         (Some("active"), Some(entity), None) => {
             let mut top = Map::new();
@@ -441,10 +565,21 @@ mod tests {
         let text = r#"{"state":"active","entity":{"id":"U.abc","updatedAt":"2026-01-01T00:00:00.000Z","version":2,"n":1}}"#;
         let slot = parse_slot("User", "U.abc", text).unwrap();
         assert_eq!(slot.entity().unwrap().version(), 2);
-        assert_eq!(parse_slot("User", "U.abc", &slot_json(&slot)).unwrap(), slot);
-        let deleted = parse_slot("User", "U.abc", r#"{"state":"deleted","deletedAt":"2026-01-01T00:00:00.000Z"}"#).unwrap();
+        assert_eq!(
+            parse_slot("User", "U.abc", &slot_json(&slot)).unwrap(),
+            slot
+        );
+        let deleted = parse_slot(
+            "User",
+            "U.abc",
+            r#"{"state":"deleted","deletedAt":"2026-01-01T00:00:00.000Z"}"#,
+        )
+        .unwrap();
         assert!(matches!(deleted, Slot::Deleted(_)));
-        assert!(parse_slot("User", "U.other", text).is_err(), "the id must be kept");
+        assert!(
+            parse_slot("User", "U.other", text).is_err(),
+            "the id must be kept"
+        );
         assert!(parse_slot("User", "U.abc", r#"{"state":"gone"}"#).is_err());
     }
 }
