@@ -45,15 +45,40 @@ pub fn civil_date(ms: Millis) -> (i64, u32, u32) {
 
 /// Formats an instant as `YYYY-MM-DDTHH:MM:SS.sssZ`.
 pub fn format_millis(ms: Millis) -> String {
+    let mut out = Vec::with_capacity(24);
+    write_millis(&mut out, ms);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends an instant as `YYYY-MM-DDTHH:MM:SS.sssZ` (years outside 0..=9999 are
+/// written with as many digits as they need).
+pub fn write_millis(out: &mut Vec<u8>, ms: Millis) {
     let (y, mo, d) = civil_date(ms);
     let in_day = ms.rem_euclid(86_400_000);
-    let (h, mi, s, milli) = (
-        in_day / 3_600_000,
-        in_day / 60_000 % 60,
-        in_day / 1000 % 60,
-        in_day % 1000,
-    );
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z")
+    if !(0..=9999).contains(&y) {
+        out.extend_from_slice(format!("{y:04}").as_bytes());
+    } else {
+        digits(out, y as u32, 4);
+    }
+    out.push(b'-');
+    digits(out, mo, 2);
+    out.push(b'-');
+    digits(out, d, 2);
+    out.push(b'T');
+    digits(out, (in_day / 3_600_000) as u32, 2);
+    out.push(b':');
+    digits(out, (in_day / 60_000 % 60) as u32, 2);
+    out.push(b':');
+    digits(out, (in_day / 1000 % 60) as u32, 2);
+    out.push(b'.');
+    digits(out, (in_day % 1000) as u32, 3);
+    out.push(b'Z');
+}
+
+fn digits(out: &mut Vec<u8>, value: u32, width: u32) {
+    for i in (0..width).rev() {
+        out.push(b'0' + (value / 10u32.pow(i) % 10) as u8);
+    }
 }
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|+00:00)` (fractions beyond milliseconds

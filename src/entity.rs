@@ -1,7 +1,7 @@
 //! Entities: JSON objects held in canonical form, with their reserved fields parsed.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -23,8 +23,9 @@ pub struct Entity(Arc<Inner>);
 struct Inner {
     id: Box<str>,
     json: Box<str>,
-    updated_at: Millis,
-    version: u64,
+    /// `updatedAt` and `version`, read from `json` when first needed (entities loaded
+    /// from trusted bytes are not parsed until a merge or a caller asks).
+    stamps: OnceLock<(Millis, u64)>,
 }
 
 #[derive(Deserialize)]
@@ -43,10 +44,24 @@ impl Entity {
         Entity::from_canonical(json)
     }
 
-    /// Wraps canonical JSON text (as produced by this library) after reading its
-    /// reserved fields. Text that is not canonical must go through [`Entity::parse`].
-    pub(crate) fn from_canonical(json: String) -> Result<Entity> {
-        let header: Header = serde_json::from_str(&json)
+    /// Wraps canonical JSON text known to be valid (its hash matched what this library
+    /// wrote); the reserved fields are read lazily.
+    pub(crate) fn from_trusted(id: String, json: String) -> Entity {
+        Entity(Arc::new(Inner { id: id.into_boxed_str(), json: json.into_boxed_str(), stamps: OnceLock::new() }))
+    }
+
+    fn stamps(&self) -> (Millis, u64) {
+        *self.0.stamps.get_or_init(|| match Entity::read_stamps(&self.0.json) {
+            Ok((_, updated_at, version)) => (updated_at, version),
+            Err(e) => {
+                log::error!(target: "datasync::entity", "entity {:?} lost its reserved fields: {e}", self.0.id);
+                (Millis::MIN, 0)
+            }
+        })
+    }
+
+    fn read_stamps(json: &str) -> Result<(String, Millis, u64)> {
+        let header: Header = serde_json::from_str(json)
             .map_err(|e| Error::InvalidEntity(format!("not a JSON object: {e}")))?;
         let id = match header.id {
             Some(id) if !id.is_empty() => id.into_owned(),
@@ -62,17 +77,77 @@ impl Entity {
             _ => None,
         }
         .ok_or_else(|| Error::InvalidEntity(format!("entity {id:?} has no valid \"version\"")))?;
-        Ok(Entity(Arc::new(Inner {
-            id: id.into_boxed_str(),
-            json: json.into_boxed_str(),
-            updated_at,
-            version,
-        })))
+        Ok((id, updated_at, version))
     }
 
-    /// Wraps canonical JSON text whose reserved fields the caller already knows.
-    pub(crate) fn from_parts(id: &str, json: String, updated_at: Millis, version: u64) -> Result<Entity> {
-        Ok(Entity(Arc::new(Inner { id: id.into(), json: json.into_boxed_str(), updated_at, version })))
+    /// Wraps canonical JSON text after checking its reserved fields. Text that is not
+    /// canonical must go through [`Entity::parse`].
+    pub(crate) fn from_canonical(json: String) -> Result<Entity> {
+        let (id, updated_at, version) = Entity::read_stamps(&json)?;
+        let stamps = OnceLock::from((updated_at, version));
+        Ok(Entity(Arc::new(Inner { id: id.into_boxed_str(), json: json.into_boxed_str(), stamps })))
+    }
+
+    /// Builds a saved entity from the caller's object and the reserved fields, writing
+    /// canonical JSON directly (the object is neither copied nor changed).
+    pub(crate) fn build(object: &Map<String, Value>, id: &str, created: Millis, updated: Millis, version: u64) -> Result<Entity> {
+        const RESERVED: [&str; 4] = ["createdAt", "id", "updatedAt", "version"];
+        let mut out: Vec<u8> = Vec::with_capacity(256);
+        let mut reserved = RESERVED.iter().copied().peekable();
+        let write_reserved = |out: &mut Vec<u8>, name: &str| {
+            push_str(out, name);
+            out.push(b':');
+            match name {
+                "createdAt" => push_stamp(out, created),
+                "id" => push_str(out, id),
+                "updatedAt" => push_stamp(out, updated),
+                _ => out.extend_from_slice(version.to_string().as_bytes()),
+            }
+        };
+        out.push(b'{');
+        let mut first = true;
+        for (key, value) in object {
+            if RESERVED.contains(&key.as_str()) {
+                continue;
+            }
+            while let Some(name) = reserved.next_if(|name| *name < key.as_str()) {
+                if !std::mem::take(&mut first) {
+                    out.push(b',');
+                }
+                write_reserved(&mut out, name);
+            }
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+            push_str(&mut out, key);
+            out.push(b':');
+            serde_json::to_writer(&mut out, value)?;
+        }
+        for name in reserved {
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+            write_reserved(&mut out, name);
+        }
+        out.push(b'}');
+        if out.len() > MAX_ENTITY_BYTES {
+            return Err(Error::InvalidEntity(format!("{id:?} is {} bytes; the limit is {MAX_ENTITY_BYTES}", out.len())));
+        }
+        // Only valid UTF-8 was written: keys and strings come from `String`s.
+        let json = String::from_utf8(out).map_err(|e| Error::Internal(e.to_string()))?;
+        let stamps = OnceLock::from((updated, version));
+        Ok(Entity(Arc::new(Inner { id: id.into(), json: json.into_boxed_str(), stamps })))
+    }
+
+    /// `createdAt`, read from the text.
+    pub(crate) fn created_at(&self) -> Option<Millis> {
+        #[derive(Deserialize)]
+        struct Created<'a> {
+            #[serde(rename = "createdAt", borrow)]
+            created_at: Option<std::borrow::Cow<'a, str>>,
+        }
+        let c: Created = serde_json::from_str(&self.0.json).ok()?;
+        c.created_at.as_deref().and_then(parse_millis)
     }
 
     /// Parses JSON text of any layout into canonical form.
@@ -95,17 +170,17 @@ impl Entity {
 
     /// `updatedAt` in milliseconds since the epoch.
     pub fn updated_at(&self) -> Millis {
-        self.0.updated_at
+        self.stamps().0
     }
 
     /// `updatedAt` as written in the entity.
     pub fn updated_at_text(&self) -> String {
-        format_millis(self.0.updated_at)
+        format_millis(self.updated_at())
     }
 
     /// The entity's version (1 for a new entity, +1 for every save).
     pub fn version(&self) -> u64 {
-        self.0.version
+        self.stamps().1
     }
 
     /// The entity as a JSON value (parsed on each call).
@@ -152,6 +227,17 @@ impl fmt::Display for Entity {
     }
 }
 
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    // Writing a str to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn push_stamp(out: &mut Vec<u8>, ms: Millis) {
+    out.push(b'"');
+    crate::clock::write_millis(out, ms);
+    out.push(b'"');
+}
+
 /// Checks an entity name: non-empty, not `deleted`, no control characters, no separator.
 pub fn validate_name(name: &str, separator: char) -> Result<()> {
     let refuse = |why: &str| Err(Error::InvalidName(name.to_string(), why.to_string()));
@@ -171,4 +257,30 @@ pub fn validate_name(name: &str, separator: char) -> Result<()> {
         return refuse(&format!("contains the key separator {separator:?}"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn built_entities_are_canonical() {
+        for input in [
+            json!({}),
+            json!({"zeta": 1, "alpha": [3, {"b": 1, "a": "x\"y"}], "id": "ignored", "version": 9}),
+            json!({"createdAt": "junk", "identity": true, "idx": null, "updatedAt": 1, "vv": "é", "a\nb": 0.5}),
+        ] {
+            let object = input.as_object().unwrap();
+            let e = Entity::build(object, "U.1", 1000, 2000, 3).unwrap();
+            let mut expected = object.clone();
+            expected.insert("id".into(), json!("U.1"));
+            expected.insert("createdAt".into(), json!(format_millis(1000)));
+            expected.insert("updatedAt".into(), json!(format_millis(2000)));
+            expected.insert("version".into(), json!(3));
+            assert_eq!(e.json(), serde_json::to_string(&expected).unwrap());
+            assert_eq!(e.created_at(), Some(1000));
+            assert_eq!((e.updated_at(), e.version(), e.id()), (2000, 3, "U.1"));
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! The instance handle (the seed's `DataOrchestrator`, without the singleton) and
 //! repositories (the entity-facing API).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -10,7 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::clock::{format_millis, now_millis, parse_millis, Clock, Millis};
 use crate::config::Config;
-use crate::entity::{validate_name, Entity, MAX_ENTITY_BYTES};
+use crate::entity::{validate_name, Entity};
 use crate::error::{Error, Result};
 use crate::id;
 use crate::lock::{Condvar, Mutex};
@@ -81,17 +82,21 @@ pub struct Repository {
     name: String,
 }
 
-enum Op {
-    Save(Map<String, Value>),
+enum Op<'a> {
+    /// The caller's object, borrowed; copied only when the strategy must see a
+    /// `createdAt` the caller did not give.
+    Save(Cow<'a, Map<String, Value>>),
     Delete(String),
 }
 
-struct Planned {
+struct Planned<'a> {
     key: String,
     id: String,
-    op: Op,
-    /// The stamp already issued for a new entity's `createdAt` (reused as `updatedAt`).
-    issued: Option<Millis>,
+    op: Op<'a>,
+    /// `createdAt` as it will be written, when known before the write.
+    created: Option<Millis>,
+    /// Whether `created` was issued by the clock for a new entity (reused as `updatedAt`).
+    issued: bool,
 }
 
 impl DataSync {
@@ -341,9 +346,6 @@ impl Inner {
             }
         }
         if let Some(loaded) = found {
-            if let Some(max) = loaded.partition.names.values().flat_map(|ids| ids.values()).map(Slot::instant).max() {
-                self.clock.observe(max);
-            }
             let entry = MetaEntry { hash: loaded.hash.clone(), updated_at: now_millis(), entities: loaded.partition.counts() };
             let bytes = loaded.bytes.unwrap_or_default();
             if !self.store.write_partition(key, &loaded.partition, &bytes, &entry, Some(guard))? {
@@ -354,36 +356,39 @@ impl Inner {
         Ok(())
     }
 
-    fn plan(&self, name: &str, op: Op) -> Result<Planned> {
+    fn plan<'a>(&self, name: &str, op: Op<'a>) -> Result<Planned<'a>> {
         match op {
-            Op::Delete(id) => Ok(Planned { key: self.key_of_id(&id)?, id, op: Op::Delete(String::new()), issued: None }),
+            Op::Delete(id) => {
+                let key = self.key_of_id(&id)?;
+                Ok(Planned { key, id, op: Op::Delete(String::new()), created: None, issued: false })
+            }
             Op::Save(mut object) => {
-                if let Some(created) = object.get("createdAt") {
-                    let ms = created
-                        .as_str()
-                        .and_then(parse_millis)
-                        .ok_or_else(|| Error::InvalidEntity(format!("\"createdAt\" must be an instant, got {created}")))?;
-                    object.insert("createdAt".into(), Value::String(format_millis(ms)));
-                }
+                let mut created = match object.get("createdAt") {
+                    None => None,
+                    Some(value) => Some(value.as_str().and_then(parse_millis).ok_or_else(|| {
+                        Error::InvalidEntity(format!("\"createdAt\" must be an instant, got {value}"))
+                    })?),
+                };
                 match object.get("id") {
                     Some(Value::String(id)) => {
                         let id = id.clone();
-                        Ok(Planned { key: self.key_of_id(&id)?, id, op: Op::Save(object), issued: None })
+                        let key = self.key_of_id(&id)?;
+                        Ok(Planned { key, id, op: Op::Save(object), created, issued: false })
                     }
                     Some(other) => Err(Error::InvalidId(other.to_string(), "an id must be a string".into())),
                     None => {
-                        let mut issued = None;
-                        if !object.contains_key("createdAt") {
+                        let mut issued = false;
+                        if created.is_none() {
                             let stamp = self.clock.stamp(Millis::MIN);
-                            issued = Some(stamp);
-                            object.insert("createdAt".into(), Value::String(format_millis(stamp)));
+                            created = Some(stamp);
+                            issued = true;
+                            object.to_mut().insert("createdAt".into(), Value::String(format_millis(stamp)));
                         }
                         let logical = self.strategy.logical_key(name, &object)?;
                         id::validate_logical_key(&logical, self.sep())?;
                         let id = id::generate(&logical, self.sep(), self.strategy.id_length());
                         let key = partition_key(&self.prefix, self.sep(), &logical);
-                        object.insert("id".into(), Value::String(id.clone()));
-                        Ok(Planned { key, id, op: Op::Save(object), issued })
+                        Ok(Planned { key, id, op: Op::Save(object), created, issued })
                     }
                 }
             }
@@ -392,7 +397,7 @@ impl Inner {
 
     /// Applies saves and deletes of one entity name: one store lock, one dirty mark
     /// per key, one event batch.
-    fn write(&self, name: &str, ops: Vec<Op>) -> Result<Vec<(String, bool)>> {
+    fn write(&self, name: &str, ops: Vec<Op<'_>>) -> Result<Vec<(String, bool)>> {
         self.check_open()?;
         let planned: Vec<Planned> = ops.into_iter().map(|op| self.plan(name, op)).collect::<Result<_>>()?;
         let keys: BTreeSet<&str> = planned.iter().map(|p| p.key.as_str()).collect();
@@ -414,16 +419,17 @@ impl Inner {
                     let previous = store.get(&p.key, name, &p.id).map_err(err(&p.key))?;
                     let (slot, existed) = match p.op {
                         Op::Save(object) => {
-                            let (floor, version, created) = match &previous {
+                            let (floor, version, before) = match &previous {
                                 Some(Slot::Active(e)) => (e.updated_at(), e.version() + 1, Some(e)),
                                 Some(Slot::Deleted(at)) => (at + 1, 1, None),
                                 None => (Millis::MIN, 1, None),
                             };
-                            let stamp = match (p.issued, &previous) {
-                                (Some(issued), None) => issued,
+                            let stamp = match (p.created, p.issued, &previous) {
+                                (Some(issued), true, None) => issued,
                                 _ => self.clock.stamp(floor),
                             };
-                            let entity = build_entity(object, &p.id, stamp, version, created)?;
+                            let created = p.created.or_else(|| before.and_then(|e| e.created_at())).unwrap_or(stamp);
+                            let entity = Entity::build(&object, &p.id, created, stamp, version)?;
                             store.save(&p.key, name, &entity).map_err(err(&p.key))?;
                             (Slot::Active(entity), previous.is_some_and(|s| s.entity().is_some()))
                         }
@@ -451,10 +457,7 @@ impl Inner {
             // must see the new generation and not write its older merge back.
             let mut state = self.store.state.lock();
             for key in &touched {
-                *state.generation.entry(key.clone()).or_insert(0) += 1;
-                state.stale.insert(key.clone());
-                state.unsynced.insert(key.clone());
-                state.present.insert(key.clone());
+                state.mark_written(key);
             }
             outcome
         });
@@ -640,23 +643,6 @@ fn backoff(base: Duration, max: Duration, failures: u32) -> Duration {
     exp.mul_f64(jitter).min(max)
 }
 
-fn build_entity(mut object: Map<String, Value>, id: &str, stamp: Millis, version: u64, previous: Option<&Entity>) -> Result<Entity> {
-    object.insert("id".into(), Value::String(id.to_string()));
-    if !object.contains_key("createdAt") {
-        let created = previous
-            .and_then(|p| p.object().get("createdAt").cloned())
-            .unwrap_or_else(|| Value::String(format_millis(stamp)));
-        object.insert("createdAt".into(), created);
-    }
-    object.insert("updatedAt".into(), Value::String(format_millis(stamp)));
-    object.insert("version".into(), Value::from(version));
-    let json = serde_json::to_string(&object)?;
-    if json.len() > MAX_ENTITY_BYTES {
-        return Err(Error::InvalidEntity(format!("{id:?} is {} bytes; the limit is {MAX_ENTITY_BYTES}", json.len())));
-    }
-    Entity::from_parts(id, json, stamp, version)
-}
-
 fn worker_loop(inner: Weak<Inner>) {
     loop {
         let Some(this) = inner.upgrade() else { return };
@@ -700,9 +686,9 @@ impl Source for Inner {
     }
 }
 
-fn object_of(value: &Value) -> Result<Map<String, Value>> {
+fn object_of(value: &Value) -> Result<Cow<'_, Map<String, Value>>> {
     match value {
-        Value::Object(map) => Ok(map.clone()),
+        Value::Object(map) => Ok(Cow::Borrowed(map)),
         other => Err(Error::InvalidEntity(format!("an entity must be a JSON object, got {}", kind_of(other)))),
     }
 }
@@ -734,7 +720,7 @@ impl Repository {
 
     /// Saves an entity given as JSON text.
     pub fn save_json(&self, json: &str) -> Result<String> {
-        self.save(&serde_json::from_str(json)?)
+        self.save(&serde_json::from_str::<Value>(json)?)
     }
 
     /// Saves several entities at once: one lock, one event batch. Either every

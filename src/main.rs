@@ -82,6 +82,23 @@ enum Command {
         #[command(flatten)]
         prefix: cli::ops::PrefixArg,
     },
+    /// Measure the benchmark workloads (W1..W5); one JSON line per workload and N.
+    Bench {
+        /// Entity counts (repeatable; default 10000 and 100000).
+        #[arg(long)]
+        n: Vec<usize>,
+        /// Workloads to run (repeatable; default all).
+        #[arg(long = "workload", value_name = "W1|W2|W3|W4|W5")]
+        workloads: Vec<String>,
+        /// Entities per partition (0 = the default global strategy); default both 0 and 1000.
+        #[arg(long)]
+        partition_size: Option<usize>,
+        /// Runs per measurement; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long, hide = true)]
+        child: bool,
+    },
     /// Test helper: writes and flushes in a loop, reporting each flushed write.
     #[command(hide = true)]
     CrashWriter {
@@ -109,6 +126,9 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let result = match args.command {
         Command::Demo { dir } => cli::demo::run(dir),
+        Command::Bench { n, workloads, partition_size, runs, child } => {
+            cli::bench::run(cli::bench::BenchArgs { n, workloads, partition_size, runs, child }).map(|_| 0)
+        }
         Command::Inspect { dir, json } => cli::inspect::inspect(&dir, json),
         Command::Verify { dir } => cli::inspect::verify(&dir),
         Command::Sync { dir_a, dir_b } => cli::sync::run(&dir_a, &dir_b),

@@ -67,7 +67,7 @@ impl Meta {
             hasher.update(key.as_bytes());
             hasher.update(&[0]);
             hasher.update(entry.hash.as_bytes());
-            hasher.update(&[b'\n']);
+            hasher.update(b"\n");
         }
         hasher.finalize().to_hex().to_string()
     }

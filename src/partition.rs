@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use indexmap::IndexMap;
 use serde_json::value::RawValue;
 
-use crate::clock::{format_millis, parse_millis, Millis};
+use crate::clock::{parse_millis, Millis};
 use crate::entity::{Entity, TOMBSTONES};
 
 /// The state of one id in a partition.
@@ -43,11 +44,16 @@ pub struct Counts {
     pub deleted_count: u64,
 }
 
+/// The slots of one entity name, by id: O(1) access for saves, in insertion order;
+/// sorted only when the canonical form is written.
+pub type Ids = IndexMap<String, Slot>;
+
 /// Every entity and tombstone stored under one partition key, by entity name and id.
 /// An id is either active or deleted, never both: the map makes that structural.
+/// Equality ignores the order of ids.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Partition {
-    pub names: BTreeMap<String, BTreeMap<String, Slot>>,
+    pub names: BTreeMap<String, Ids>,
 }
 
 /// A collision-resistant hash (BLAKE3, 256 bits) of bytes, as hex.
@@ -103,42 +109,42 @@ impl Partition {
 
     /// The canonical bytes: keys sorted at every depth, no whitespace, empty maps omitted.
     pub fn to_canonical(&self) -> Vec<u8> {
-        let size: usize = self
+        let sorted: Vec<(&String, Vec<(&String, &Slot)>)> = self
             .names
-            .values()
-            .flat_map(|ids| ids.iter())
+            .iter()
+            .map(|(name, ids)| {
+                let mut ids: Vec<(&String, &Slot)> = ids.iter().collect();
+                ids.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                (name, ids)
+            })
+            .collect();
+        let size: usize = sorted
+            .iter()
+            .flat_map(|(_, ids)| ids.iter())
             .map(|(id, slot)| id.len() + 4 + slot.entity().map_or(26, |e| e.json().len()))
             .sum();
         let mut out = Vec::with_capacity(size + 64);
-        let has_tombstones = self
-            .names
-            .values()
-            .any(|ids| ids.values().any(|s| matches!(s, Slot::Deleted(_))));
-        let active_names = self
-            .names
-            .iter()
-            .filter(|(_, ids)| ids.values().any(|s| matches!(s, Slot::Active(_))));
+        let active = |ids: &[(&String, &Slot)]| ids.iter().any(|(_, s)| matches!(s, Slot::Active(_)));
+        let has_tombstones = sorted.iter().any(|(_, ids)| ids.iter().any(|(_, s)| matches!(s, Slot::Deleted(_))));
         let mut tombstones_written = !has_tombstones;
         let mut first = true;
         out.push(b'{');
-        for (name, ids) in active_names {
+        for (name, ids) in sorted.iter().filter(|(_, ids)| active(ids)) {
             if !tombstones_written && name.as_str() > TOMBSTONES {
-                self.write_tombstones(&mut out, &mut first);
+                write_tombstones(&sorted, &mut out, &mut first);
                 tombstones_written = true;
             }
-            if !first {
+            if !std::mem::take(&mut first) {
                 out.push(b',');
             }
-            first = false;
             push_json_string(&mut out, name);
             out.extend_from_slice(b":{");
             let mut first_id = true;
             for (id, slot) in ids {
                 if let Slot::Active(entity) = slot {
-                    if !first_id {
+                    if !std::mem::take(&mut first_id) {
                         out.push(b',');
                     }
-                    first_id = false;
                     push_json_string(&mut out, id);
                     out.push(b':');
                     out.extend_from_slice(entity.json().as_bytes());
@@ -147,43 +153,10 @@ impl Partition {
             out.push(b'}');
         }
         if !tombstones_written {
-            self.write_tombstones(&mut out, &mut first);
+            write_tombstones(&sorted, &mut out, &mut first);
         }
         out.push(b'}');
         out
-    }
-
-    fn write_tombstones(&self, out: &mut Vec<u8>, first: &mut bool) {
-        if !*first {
-            out.push(b',');
-        }
-        *first = false;
-        push_json_string(out, TOMBSTONES);
-        out.extend_from_slice(b":{");
-        let mut first_name = true;
-        for (name, ids) in &self.names {
-            let mut deleted = ids.iter().filter_map(|(id, s)| match s {
-                Slot::Deleted(at) => Some((id, *at)),
-                Slot::Active(_) => None,
-            });
-            let Some((id0, at0)) = deleted.next() else { continue };
-            if !first_name {
-                out.push(b',');
-            }
-            first_name = false;
-            push_json_string(out, name);
-            out.extend_from_slice(b":{");
-            for (i, (id, at)) in std::iter::once((id0, at0)).chain(deleted).enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                push_json_string(out, id);
-                out.push(b':');
-                push_json_string(out, &format_millis(at));
-            }
-            out.push(b'}');
-        }
-        out.push(b'}');
     }
 
     /// Parses partition bytes. `trusted` bytes are known to be canonical (their hash
@@ -198,19 +171,19 @@ impl Partition {
             if name == TOMBSTONES {
                 continue;
             }
-            let ids: BTreeMap<String, &RawValue> = serde_json::from_str(raw.get())
+            let ids: IndexMap<String, &RawValue> = serde_json::from_str(raw.get())
                 .map_err(|e| format!("section {name:?} is not an object of entities: {e}"))?;
-            let mut slots = BTreeMap::new();
+            let mut slots = Ids::with_capacity(ids.len());
             for (id, raw) in ids {
                 let entity = if trusted {
-                    Entity::from_canonical(raw.get().to_string())
+                    Entity::from_trusted(id.clone(), raw.get().to_string())
                 } else {
-                    Entity::parse(raw.get())
-                }
-                .map_err(|e| format!("{name} {id:?}: {e}"))?;
-                if entity.id() != id {
-                    return Err(format!("{name} {id:?}: stored under another id than its own {:?}", entity.id()));
-                }
+                    let entity = Entity::parse(raw.get()).map_err(|e| format!("{name} {id:?}: {e}"))?;
+                    if entity.id() != id {
+                        return Err(format!("{name} {id:?}: stored under another id than its own {:?}", entity.id()));
+                    }
+                    entity
+                };
                 slots.insert(id, Slot::Active(entity));
             }
             partition.names.insert(name.clone(), slots);
@@ -232,6 +205,38 @@ impl Partition {
         partition.names.retain(|_, ids| !ids.is_empty());
         Ok(partition)
     }
+}
+
+fn write_tombstones(sorted: &[(&String, Vec<(&String, &Slot)>)], out: &mut Vec<u8>, first: &mut bool) {
+    if !std::mem::take(first) {
+        out.push(b',');
+    }
+    push_json_string(out, TOMBSTONES);
+    out.extend_from_slice(b":{");
+    let mut first_name = true;
+    for (name, ids) in sorted {
+        let mut deleted = ids.iter().filter_map(|(id, s)| match s {
+            Slot::Deleted(at) => Some((*id, *at)),
+            Slot::Active(_) => None,
+        });
+        let Some(head) = deleted.next() else { continue };
+        if !std::mem::take(&mut first_name) {
+            out.push(b',');
+        }
+        push_json_string(out, name);
+        out.extend_from_slice(b":{");
+        for (i, (id, at)) in std::iter::once(head).chain(deleted).enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            push_json_string(out, id);
+            out.extend_from_slice(b":\"");
+            crate::clock::write_millis(out, at);
+            out.push(b'"');
+        }
+        out.push(b'}');
+    }
+    out.push(b'}');
 }
 
 #[cfg(test)]

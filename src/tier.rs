@@ -49,6 +49,27 @@ pub(crate) struct TierState {
     pub generation: HashMap<String, u64>,
 }
 
+impl TierState {
+    /// Store tier: records a write to `key` (new generation, stale entry, to sync).
+    pub fn mark_written(&mut self, key: &str) {
+        match self.generation.get_mut(key) {
+            Some(g) => *g += 1,
+            None => {
+                self.generation.insert(key.to_string(), 1);
+            }
+        }
+        if !self.stale.contains(key) {
+            self.stale.insert(key.to_string());
+        }
+        if !self.unsynced.contains(key) {
+            self.unsynced.insert(key.to_string());
+        }
+        if !self.present.contains(key) {
+            self.present.insert(key.to_string());
+        }
+    }
+}
+
 /// A partition read from a tier, with what is needed to write back safely.
 pub(crate) struct Loaded {
     pub partition: Partition,
@@ -58,6 +79,8 @@ pub(crate) struct Loaded {
     pub bytes: Option<Vec<u8>>,
     /// Store tier: the key's generation when read.
     pub generation: u64,
+    /// The stored bytes are not canonical (a host wrote them): write them again.
+    pub rewrite: bool,
 }
 
 pub(crate) struct Tier {
@@ -223,7 +246,7 @@ impl Tier {
                 drop(io);
                 Ok(partition.map(|partition| {
                     let bytes = partition.to_canonical();
-                    Loaded { hash: hash_bytes(&bytes), partition, bytes: Some(bytes), generation }
+                    Loaded { hash: hash_bytes(&bytes), partition, bytes: Some(bytes), generation, rewrite: false }
                 }))
             }
             Io::Blobs(blobs) => {
@@ -234,10 +257,11 @@ impl Tier {
                 let trusted = expected_hash == Some(hash.as_str());
                 let partition = Partition::parse(&bytes, trusted).map_err(|why| Error::corrupt(self.label, key, why))?;
                 if trusted {
-                    return Ok(Some(Loaded { partition, hash, bytes: Some(bytes), generation: 0 }));
+                    return Ok(Some(Loaded { partition, hash, bytes: Some(bytes), generation: 0, rewrite: false }));
                 }
                 let canonical = partition.to_canonical();
-                Ok(Some(Loaded { hash: hash_bytes(&canonical), partition, bytes: Some(canonical), generation: 0 }))
+                let rewrite = canonical != bytes;
+                Ok(Some(Loaded { hash: hash_bytes(&canonical), partition, bytes: Some(canonical), generation: 0, rewrite }))
             }
         }
     }
@@ -313,7 +337,52 @@ impl Tier {
     }
 }
 
+/// What a tier holds once its instance is closed: every call fails.
+struct Released;
+
+impl Persistence for Released {
+    fn load(&mut self, _key: &str) -> crate::persistence::AdapterResult<Option<Vec<u8>>> {
+        Err("the instance is closed".into())
+    }
+    fn store(&mut self, _key: &str, _bytes: &[u8]) -> crate::persistence::AdapterResult<()> {
+        Err("the instance is closed".into())
+    }
+    fn clear(&mut self, _key: &str) -> crate::persistence::AdapterResult<()> {
+        Err("the instance is closed".into())
+    }
+}
+
+impl Store for Released {
+    fn get(&mut self, _key: &str, _name: &str, _id: &str) -> crate::persistence::AdapterResult<Option<crate::partition::Slot>> {
+        Err("the instance is closed".into())
+    }
+    fn get_all(&mut self, _key: &str, _name: &str) -> crate::persistence::AdapterResult<Vec<crate::entity::Entity>> {
+        Err("the instance is closed".into())
+    }
+    fn save(&mut self, _key: &str, _name: &str, _entity: &crate::entity::Entity) -> crate::persistence::AdapterResult<()> {
+        Err("the instance is closed".into())
+    }
+    fn delete(&mut self, _key: &str, _name: &str, _id: &str, _at: Millis) -> crate::persistence::AdapterResult<()> {
+        Err("the instance is closed".into())
+    }
+}
+
 impl Tier {
+    /// Drops the adapter (closing its files, releasing its locks, running a host's
+    /// destroy callback) once the instance is closed; later calls fail. The adapter is
+    /// dropped after the tier's lock is released.
+    pub fn release(&self) {
+        let old = {
+            let mut io = self.io.lock();
+            let closed = match &*io {
+                Io::Store(_) => Io::Store(Box::new(Released)),
+                Io::Blobs(_) => Io::Blobs(Box::new(Released)),
+            };
+            std::mem::replace(&mut *io, closed)
+        };
+        drop(old);
+    }
+
     /// Store tier: the write counter of a key (0 for a key never written).
     pub fn generation(&self, key: &str) -> u64 {
         self.state.lock().generation.get(key).copied().unwrap_or(0)

@@ -1,5 +1,6 @@
 //! The modules of the `datasync` command (not part of the library).
 
+pub mod bench;
 pub mod crash;
 pub mod demo;
 pub mod inspect;

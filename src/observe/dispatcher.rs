@@ -283,7 +283,8 @@ fn run(registry: Weak<Registry>, source: Weak<dyn Source>) {
         for job in jobs {
             match job {
                 Job::Changes(changes) => {
-                    let (singles, list_ids): (Vec<(usize, Vec<Arc<Sub>>)>, Vec<(u64, Arc<Sub>)>) = {
+                    type Routed = (Vec<(usize, Vec<Arc<Sub>>)>, Vec<(u64, Arc<Sub>)>);
+                    let (singles, list_ids): Routed = {
                         let subs = reg.subs.lock();
                         let singles = changes
                             .iter()

@@ -144,6 +144,18 @@ fn sync_key(upper: &Tier, lower: &Tier, key: &str, ctx: &SyncCtx, out: &mut Pair
             return Ok(());
         }
     }
+    // One side lacks the key and the other's bytes are what its metadata says: copy
+    // the bytes as they are, without parsing them.
+    if !upper.is_store() && !lower.is_store() {
+        match (&eu, &el) {
+            (Some(eu), None) if copy_raw(upper, lower, key, eu, now, out)? => return Ok(()),
+            (None, Some(el)) if copy_raw(lower, upper, key, el, now, out)? => {
+                out.upper_keys_changed.push(key.to_string());
+                return Ok(());
+            }
+            _ => {}
+        }
+    }
     // The upper tier may change while we work (saves on the store tier); a write back
     // to it happens only if it did not (step 5 of the algorithm).
     let upper_guard = upper.generation(key);
@@ -156,27 +168,28 @@ fn sync_key(upper: &Tier, lower: &Tier, key: &str, ctx: &SyncCtx, out: &mut Pair
             repair_entry(upper, key, eu.as_ref(), &a, now);
             out.stats.keys_copied += 1;
             let changes = all_slots(&a.partition);
-            let hash = Some(a.hash.clone());
+            let hash = (!a.rewrite).then(|| a.hash.clone());
             (a, hash, None, Vec::new(), changes, 0)
         }
         (None, Some(b)) => {
             repair_entry(lower, key, el.as_ref(), &b, now);
             out.stats.keys_copied += 1;
             let changes = all_slots(&b.partition);
-            let hash = Some(b.hash.clone());
+            let hash = (!b.rewrite).then(|| b.hash.clone());
             (b, None, hash, changes, Vec::new(), 0)
         }
         (Some(a), Some(b)) => {
             repair_entry(upper, key, eu.as_ref(), &a, now);
             repair_entry(lower, key, el.as_ref(), &b, now);
-            if a.hash == b.hash {
+            if a.hash == b.hash && !a.rewrite && !b.rewrite {
                 return Ok(());
             }
             out.stats.keys_merged += 1;
             let m = merge(&a.partition, &b.partition, ctx.resolver);
             let bytes = m.partition.to_canonical();
-            let merged = Loaded { hash: hash_bytes(&bytes), partition: m.partition, bytes: Some(bytes), generation: 0 };
-            (merged, Some(a.hash), Some(b.hash), m.changed_a, m.changed_b, m.conflicts)
+            let merged = Loaded { hash: hash_bytes(&bytes), partition: m.partition, bytes: Some(bytes), generation: 0, rewrite: false };
+            let (ha, hb) = ((!a.rewrite).then_some(a.hash), (!b.rewrite).then_some(b.hash));
+            (merged, ha, hb, m.changed_a, m.changed_b, m.conflicts)
         }
     };
     out.stats.conflicts += conflicts;
@@ -213,6 +226,22 @@ fn sync_key(upper: &Tier, lower: &Tier, key: &str, ctx: &SyncCtx, out: &mut Pair
     out.upper_keys_changed.push(key.to_string());
     out.upper_changes.push((key.to_string(), changed_upper));
     Ok(())
+}
+
+/// Copies trusted bytes to a tier that really lacks the key. Returns false (and
+/// copies nothing) when the bytes or the destination are not as the metadata says.
+fn copy_raw(src: &Tier, dst: &Tier, key: &str, entry: &MetaEntry, now: i64, out: &mut PairOutcome) -> Result<bool> {
+    let Some(bytes) = src.load(key)? else { return Ok(false) };
+    if hash_bytes(&bytes) != entry.hash || dst.load(key)?.is_some() {
+        return Ok(false);
+    }
+    dst.store(key, &bytes)?;
+    let entities = entry.entities.clone();
+    out.stats.entities_changed += entities.values().map(|c| c.count + c.deleted_count).sum::<u64>();
+    dst.set_entry(key, MetaEntry { hash: entry.hash.clone(), updated_at: now, entities });
+    out.stats.keys_copied += 1;
+    out.stats.bytes_written += bytes.len() as u64;
+    Ok(true)
 }
 
 fn all_slots(partition: &Partition) -> Vec<SlotChange> {

@@ -1,9 +1,8 @@
 //! The merge of two versions of one partition: a pure function, blobs in, blob out.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
 
-use crate::partition::{Partition, Slot};
+use crate::partition::{Ids, Partition, Slot};
 
 /// Chooses between two different slots of the same entity.
 ///
@@ -74,42 +73,23 @@ fn same(a: &Slot, b: &Slot) -> bool {
 /// Merges two partitions entity by entity (DESIGN.md §5.4).
 pub fn merge(a: &Partition, b: &Partition, resolver: &dyn ConflictResolver) -> Merged {
     let mut out = Merged::default();
-    let empty = BTreeMap::new();
+    let empty = Ids::new();
     let mut names: Vec<&String> = a.names.keys().chain(b.names.keys()).collect();
     names.sort();
     names.dedup();
     for name in names {
         let ids_a = a.names.get(name).unwrap_or(&empty);
         let ids_b = b.names.get(name).unwrap_or(&empty);
-        let mut merged: Vec<(String, Slot)> = Vec::with_capacity(ids_a.len().max(ids_b.len()));
-        let mut ia = ids_a.iter().peekable();
-        let mut ib = ids_b.iter().peekable();
+        let mut merged = Ids::with_capacity(ids_a.len().max(ids_b.len()));
         let change = |id: &str, slot: &Slot| SlotChange { name: name.clone(), id: id.to_string(), slot: slot.clone() };
-        loop {
-            let order = match (ia.peek(), ib.peek()) {
-                (None, None) => break,
-                (Some(_), None) => Ordering::Less,
-                (None, Some(_)) => Ordering::Greater,
-                (Some((ka, _)), Some((kb, _))) => ka.cmp(kb),
-            };
-            match order {
-                Ordering::Less => {
-                    let (id, slot) = ia.next().expect("peeked");
-                    out.changed_b.push(change(id, slot));
-                    merged.push((id.clone(), slot.clone()));
+        for (id, sa) in ids_a {
+            let winner = match ids_b.get(id) {
+                None => {
+                    out.changed_b.push(change(id, sa));
+                    sa.clone()
                 }
-                Ordering::Greater => {
-                    let (id, slot) = ib.next().expect("peeked");
-                    out.changed_a.push(change(id, slot));
-                    merged.push((id.clone(), slot.clone()));
-                }
-                Ordering::Equal => {
-                    let (id, sa) = ia.next().expect("peeked");
-                    let (_, sb) = ib.next().expect("peeked");
-                    if same(sa, sb) {
-                        merged.push((id.clone(), sa.clone()));
-                        continue;
-                    }
+                Some(sb) if same(sa, sb) => sa.clone(),
+                Some(sb) => {
                     out.conflicts += 1;
                     let winner = resolver.resolve(name, sa, sb);
                     if !same(&winner, sa) {
@@ -118,12 +98,19 @@ pub fn merge(a: &Partition, b: &Partition, resolver: &dyn ConflictResolver) -> M
                     if !same(&winner, sb) {
                         out.changed_b.push(change(id, &winner));
                     }
-                    merged.push((id.clone(), winner));
+                    winner
                 }
+            };
+            merged.insert(id.clone(), winner);
+        }
+        for (id, sb) in ids_b {
+            if !ids_a.contains_key(id) {
+                out.changed_a.push(change(id, sb));
+                merged.insert(id.clone(), sb.clone());
             }
         }
         if !merged.is_empty() {
-            out.partition.names.insert(name.clone(), merged.into_iter().collect());
+            out.partition.names.insert(name.clone(), merged);
         }
     }
     out

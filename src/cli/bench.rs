@@ -1,0 +1,385 @@
+//! `datasync bench`: the five workloads of the benchmark definitions, through the
+//! public API. Each (workload, N, partitioning) runs in a child process of its own,
+//! R times; one JSON line per combination with the median time and the peak RSS.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use datasync::clock::format_millis;
+use datasync::meta::{Meta, META_KEY};
+use datasync::{
+    sync_tiers, Candidates, Config, DataSync, DirPersistence, KeyStrategy, LastWriterWins, MemoryPersistence,
+    Partition, QueryOptions, Slot,
+};
+use serde_json::{json, Map, Value};
+
+use super::CliResult;
+
+/// 2026-01-01T00:00:00.000Z
+const BASE: i64 = 1_767_225_600_000;
+
+/// What one child run reports.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Measure {
+    pub workload: String,
+    pub n: usize,
+    pub partitioning: String,
+    pub seconds: f64,
+    pub ops_per_s: f64,
+    pub peak_rss_mb: f64,
+    pub verified: bool,
+    #[serde(default)]
+    pub extra: Map<String, Value>,
+}
+
+pub struct BenchArgs {
+    pub n: Vec<usize>,
+    pub workloads: Vec<String>,
+    pub partition_size: Option<usize>,
+    pub runs: usize,
+    pub child: bool,
+}
+
+/// Entity i as the benchmark definitions give it.
+pub fn entity(i: usize) -> Value {
+    let at = format_millis(BASE + i as i64);
+    json!({
+        "name": format!("User {i}"),
+        "email": format!("user{i}@example.com"),
+        "age": 18 + i % 60,
+        "score": (i * 7919 % 10000) as f64 / 100.0,
+        "tags": [format!("tag{}", i % 10), format!("tag{}", i % 7), format!("tag{}", i % 3)],
+        "createdAt": at,
+        "updatedAt": at,
+    })
+}
+
+/// About `size` entities per partition: a pure function of the email.
+struct Buckets {
+    count: usize,
+}
+
+impl KeyStrategy for Buckets {
+    fn logical_key(&self, name: &str, entity: &Map<String, Value>) -> datasync::Result<String> {
+        let email = entity.get("email").and_then(Value::as_str).unwrap_or_default();
+        let hash = blake3::hash(email.as_bytes());
+        let bucket = u64::from_le_bytes(hash.as_bytes()[..8].try_into().unwrap_or_default()) % self.count as u64;
+        Ok(format!("{name}.b{bucket:05}"))
+    }
+
+    fn candidate_keys(&self, prefix: &str, name: &str, _filter: Option<&Value>) -> datasync::Result<Candidates> {
+        Ok(Candidates::Prefix(format!("{prefix}.{name}.b")))
+    }
+}
+
+fn config(partition_size: usize, n: usize) -> Config {
+    let config = Config::new("bench")
+        .store_sync_delay(Duration::from_secs(3600))
+        .cloud_sync_interval(Duration::from_secs(3600))
+        .sync_on_open(false);
+    if partition_size == 0 {
+        config
+    } else {
+        config.strategy(Buckets { count: n.div_ceil(partition_size).max(1) })
+    }
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn partitions(tier: &MemoryPersistence) -> HashMap<String, Partition> {
+    tier.snapshot()
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with('!'))
+        .filter_map(|(k, b)| Some((k, Partition::parse(&b, false).ok()?)))
+        .collect()
+}
+
+fn meta_of(tier: &MemoryPersistence) -> Meta {
+    tier.snapshot().get(META_KEY).and_then(|b| Meta::parse(b).ok()).unwrap_or_default()
+}
+
+fn active_count(meta: &Meta) -> u64 {
+    meta.entries.values().flat_map(|e| e.entities.values()).map(|c| c.count).sum()
+}
+
+/// Fills a memory tier with the N entities through an instance; returns the ids.
+fn filled(partition_size: usize, n: usize) -> CliResult<(MemoryPersistence, Vec<String>)> {
+    let tier = MemoryPersistence::new();
+    let ds = DataSync::open(config(partition_size, n).local(tier.clone()))?;
+    let users = ds.repo("User")?;
+    let ids = (0..n).map(|i| users.save(&entity(i))).collect::<datasync::Result<Vec<_>>>()?;
+    ds.close()?;
+    Ok((tier, ids))
+}
+
+fn copy_of(tier: &MemoryPersistence) -> MemoryPersistence {
+    let copy = MemoryPersistence::new();
+    for (k, v) in tier.snapshot() {
+        copy.poke(&k, &v);
+    }
+    copy
+}
+
+fn measure(workload: &str, n: usize, partition_size: usize, seconds: f64, ops: f64, verified: bool, extra: Map<String, Value>) -> Measure {
+    Measure {
+        workload: workload.to_string(),
+        n,
+        partitioning: partitioning_name(partition_size),
+        seconds,
+        ops_per_s: if seconds > 0.0 { ops / seconds } else { 0.0 },
+        peak_rss_mb: peak_rss_mb(),
+        verified,
+        extra,
+    }
+}
+
+fn partitioning_name(size: usize) -> String {
+    if size == 0 { "global".into() } else { format!("~{size}/partition") }
+}
+
+fn w1(n: usize, ps: usize) -> CliResult<Measure> {
+    let dir = tempfile::tempdir()?;
+    let local = DirPersistence::open(dir.path())?;
+    let ds = DataSync::open(config(ps, n).local(local))?;
+    let users = ds.repo("User")?;
+    // Rows are made in chunks outside the timed part, so the input does not weigh on
+    // the peak memory of what is measured.
+    let mut save = 0.0;
+    let mut json_bytes = 0;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
+        let rows: Vec<Value> = chunk.iter().map(|i| entity(*i)).collect();
+        json_bytes += rows.iter().map(|r| r.to_string().len()).sum::<usize>();
+        let t = Instant::now();
+        for row in &rows {
+            users.save(row)?;
+        }
+        save += t.elapsed().as_secs_f64();
+    }
+    let t = Instant::now();
+    ds.flush()?;
+    let flush = t.elapsed().as_secs_f64();
+    let local_meta = ds.tier_meta(datasync::TierId::Local)?;
+    let verified = active_count(&local_meta) == n as u64 && ds.audit()?.is_empty();
+    let mut extra = Map::new();
+    extra.insert("save_seconds".into(), json!(save));
+    extra.insert("flush_seconds".into(), json!(flush));
+    extra.insert("json_mb".into(), json!(json_bytes as f64 / 1e6));
+    extra.insert("partitions".into(), json!(local_meta.entries.len()));
+    ds.close()?;
+    Ok(measure("W1", n, ps, save, n as f64, verified, extra))
+}
+
+fn w2(n: usize, ps: usize) -> CliResult<Measure> {
+    let (a, _) = filled(ps, n)?;
+    let b = MemoryPersistence::new();
+    let t = Instant::now();
+    let stats = sync_tiers(Box::new(a.clone()), Box::new(b.clone()), &LastWriterWins)?;
+    let secs = t.elapsed().as_secs_f64();
+    let (ma, mb) = (meta_of(&a), meta_of(&b));
+    let verified = ma.root() == mb.root() && active_count(&mb) == n as u64 && stats.errors.is_empty();
+    let mut extra = Map::new();
+    extra.insert("partitions_copied".into(), json!(stats.keys_copied));
+    Ok(measure("W2", n, ps, secs, n as f64, verified, extra))
+}
+
+fn w3(n: usize, ps: usize) -> CliResult<Measure> {
+    let (a, ids) = filled(ps, n)?;
+    let b = copy_of(&a);
+    {
+        let da = DataSync::open(config(ps, n).local(a.clone()))?;
+        let users = da.repo("User")?;
+        for i in (0..n).step_by(100) {
+            let mut e = users.get(&ids[i])?.ok_or("missing entity")?.value();
+            e["score"] = json!(e["score"].as_f64().unwrap_or(0.0) + 1.0);
+            users.save(&e)?;
+        }
+        let deletes: Vec<&String> = (50..n).step_by(1000).map(|i| &ids[i]).collect();
+        users.delete_many(&deletes)?;
+        da.close()?;
+    }
+    std::thread::sleep(Duration::from_millis(3));
+    {
+        let db = DataSync::open(config(ps, n).local(b.clone()))?;
+        let users = db.repo("User")?;
+        for i in (1..n).step_by(100).chain((0..n).step_by(1000)) {
+            let mut e = users.get(&ids[i])?.ok_or("missing entity")?.value();
+            e["score"] = json!(-1.0);
+            e["name"] = json!(format!("B {i}"));
+            users.save(&e)?;
+        }
+        db.close()?;
+    }
+    let t = Instant::now();
+    let stats = sync_tiers(Box::new(a.clone()), Box::new(b.clone()), &LastWriterWins)?;
+    let secs = t.elapsed().as_secs_f64();
+    let (pa, pb) = (partitions(&a), partitions(&b));
+    let mut verified = pa == pb && meta_of(&a).root() == meta_of(&b).root() && stats.errors.is_empty();
+    let find = |id: &str| pa.values().find_map(|p| p.get("User", id).cloned());
+    for i in (0..n).step_by(50) {
+        let slot = find(&ids[i]);
+        let ok = match (i % 1000, i % 100, slot) {
+            (0, _, Some(Slot::Active(e))) => e.value()["name"] == json!(format!("B {i}")),
+            (50, _, Some(Slot::Deleted(_))) => true,
+            (_, 0, Some(Slot::Active(e))) => e.value()["score"].as_f64() == Some((i * 7919 % 10000) as f64 / 100.0 + 1.0),
+            (_, 50, Some(Slot::Active(e))) => e.version() == 1,
+            _ => false,
+        };
+        verified &= ok;
+    }
+    for i in (1..n).step_by(100) {
+        verified &= matches!(find(&ids[i]), Some(Slot::Active(e)) if e.value()["name"] == json!(format!("B {i}")));
+    }
+    let mut extra = Map::new();
+    extra.insert("partitions_merged".into(), json!(stats.keys_merged));
+    extra.insert("conflicts".into(), json!(stats.conflicts));
+    extra.insert("entities_changed".into(), json!(stats.entities_changed));
+    let changed = (n / 100) * 2 + n / 1000 * 2;
+    Ok(measure("W3", n, ps, secs, changed as f64, verified, extra))
+}
+
+fn w4(n: usize, ps: usize) -> CliResult<Measure> {
+    let (a, _) = filled(ps, n)?;
+    let b = copy_of(&a);
+    sync_tiers(Box::new(a.clone()), Box::new(b.clone()), &LastWriterWins)?;
+    let rounds = 1000;
+    let mut times = Vec::with_capacity(rounds);
+    let mut verified = true;
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let stats = sync_tiers(Box::new(a.clone()), Box::new(b.clone()), &LastWriterWins)?;
+        times.push(t.elapsed().as_secs_f64());
+        verified &= stats == datasync::SyncStats::default();
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[rounds / 2];
+    let mut extra = Map::new();
+    extra.insert("rounds".into(), json!(rounds));
+    extra.insert("median_ms".into(), json!(median * 1e3));
+    Ok(measure("W4", n, ps, median, 1.0, verified, extra))
+}
+
+fn w5(n: usize, ps: usize) -> CliResult<Measure> {
+    let ds = DataSync::open(config(ps, n))?;
+    let users = ds.repo("User")?;
+    let rows: Vec<Value> = (0..n).map(entity).collect();
+    let ids = users.save_many(&rows)?;
+    drop(rows);
+    let watched = 1000.min(n);
+    let single_calls = Arc::new(AtomicU64::new(0));
+    let last_seen: Arc<Mutex<HashMap<String, f64>>> = Arc::default();
+    let mut subs = Vec::with_capacity(watched + 1);
+    for id in &ids[..watched] {
+        let (calls, seen) = (single_calls.clone(), last_seen.clone());
+        subs.push(users.observe(id, move |e| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            if let Some(e) = e {
+                let score = e.value()["score"].as_f64().unwrap_or(f64::NAN);
+                seen.lock().unwrap_or_else(|p| p.into_inner()).insert(e.id().to_string(), score);
+            }
+        })?);
+    }
+    let list_calls = Arc::new(AtomicU64::new(0));
+    let last_list: Arc<Mutex<Vec<datasync::Entity>>> = Arc::default();
+    let (calls, list) = (list_calls.clone(), last_list.clone());
+    subs.push(users.observe_all(QueryOptions::default(), move |l| {
+        calls.fetch_add(1, Ordering::Relaxed);
+        *list.lock().unwrap_or_else(|p| p.into_inner()) = l.to_vec();
+    })?);
+    ds.drain_events()?;
+    single_calls.store(0, Ordering::Relaxed);
+    list_calls.store(0, Ordering::Relaxed);
+    let updates = 10_000;
+    let targets = 2000.min(n);
+    let t = Instant::now();
+    for u in 0..updates {
+        let i = u % targets;
+        let mut e = json!({"id": ids[i], "score": u as f64});
+        e["name"] = json!(format!("User {i}"));
+        users.save(&e)?;
+    }
+    ds.drain_events()?;
+    let secs = t.elapsed().as_secs_f64();
+    let expected = |i: usize| (updates - targets + i) as f64;
+    let seen = last_seen.lock().unwrap_or_else(|p| p.into_inner());
+    let mut verified = (0..watched).all(|i| seen.get(&ids[i]) == Some(&expected(i)));
+    let list = last_list.lock().unwrap_or_else(|p| p.into_inner());
+    verified &= list.len() == n;
+    let finals: HashMap<&str, f64> = list.iter().map(|e| (e.id(), e.value()["score"].as_f64().unwrap_or(f64::NAN))).collect();
+    verified &= (0..targets).step_by(97).all(|i| finals.get(ids[i].as_str()) == Some(&expected(i)));
+    let mut extra = Map::new();
+    extra.insert("single_callbacks".into(), json!(single_calls.load(Ordering::Relaxed)));
+    extra.insert("collection_callbacks".into(), json!(list_calls.load(Ordering::Relaxed)));
+    drop(subs);
+    Ok(measure("W5", n, ps, secs, updates as f64, verified, extra))
+}
+
+fn run_one(workload: &str, n: usize, ps: usize) -> CliResult<Measure> {
+    match workload {
+        "W1" => w1(n, ps),
+        "W2" => w2(n, ps),
+        "W3" => w3(n, ps),
+        "W4" => w4(n, ps),
+        "W5" => w5(n, ps),
+        other => Err(format!("unknown workload {other:?} (W1..W5)").into()),
+    }
+}
+
+/// Runs the benchmark; prints one JSON line per workload, N and partitioning.
+pub fn run(args: BenchArgs) -> CliResult<()> {
+    let workloads = if args.workloads.is_empty() {
+        vec!["W1".into(), "W2".into(), "W3".into(), "W4".into(), "W5".into()]
+    } else {
+        args.workloads.iter().map(|w| w.to_uppercase()).collect()
+    };
+    let sizes = if args.n.is_empty() { vec![10_000, 100_000] } else { args.n.clone() };
+    let partitionings = match args.partition_size {
+        Some(k) => vec![k],
+        None => vec![0, 1000],
+    };
+    if args.child {
+        let m = run_one(&workloads[0], sizes[0], partitionings[0])?;
+        println!("{}", serde_json::to_string(&m)?);
+        return Ok(());
+    }
+    let exe = std::env::current_exe()?;
+    let mut failed = false;
+    for n in &sizes {
+        for ps in &partitionings {
+            for w in &workloads {
+                let mut runs = Vec::new();
+                for _ in 0..args.runs.max(1) {
+                    let out = Command::new(&exe)
+                        .args(["bench", "--child", "--workload", w, "--n", &n.to_string(), "--partition-size", &ps.to_string()])
+                        .output()?;
+                    if !out.status.success() {
+                        return Err(format!("{w} n={n} failed: {}", String::from_utf8_lossy(&out.stderr).trim()).into());
+                    }
+                    let line = String::from_utf8_lossy(&out.stdout);
+                    runs.push(serde_json::from_str::<Measure>(line.trim())?);
+                }
+                runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+                let mut m = runs[runs.len() / 2].clone();
+                m.peak_rss_mb = runs.iter().map(|r| r.peak_rss_mb).fold(0.0, f64::max);
+                m.verified = runs.iter().all(|r| r.verified);
+                m.extra.insert("runs".into(), json!(runs.len()));
+                m.extra.insert("all_seconds".into(), json!(runs.iter().map(|r| r.seconds).collect::<Vec<_>>()));
+                failed |= !m.verified;
+                println!("{}", serde_json::to_string(&m)?);
+            }
+        }
+    }
+    if failed {
+        return Err("a workload did not verify".into());
+    }
+    Ok(())
+}
