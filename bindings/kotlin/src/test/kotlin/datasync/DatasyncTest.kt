@@ -1,0 +1,299 @@
+package datasync
+
+import datasync.ffi.CandidateKeys
+import datasync.ffi.DataSyncException
+import datasync.ffi.HostConflictResolver
+import datasync.ffi.HostKeyStrategy
+import datasync.ffi.HostPersistence
+import datasync.ffi.MemoryTier
+import datasync.ffi.SlotState
+import datasync.ffi.StrategySpec
+import datasync.ffi.TierKind
+import datasync.ffi.TierSpec
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.async
+import kotlinx.coroutines.flow.first
+import kotlinx.coroutines.flow.take
+import kotlinx.coroutines.flow.toList
+import kotlinx.coroutines.runBlocking
+import kotlinx.serialization.json.JsonArray
+import kotlinx.serialization.json.JsonPrimitive
+import kotlinx.serialization.json.buildJsonObject
+import kotlinx.serialization.json.int
+import kotlinx.serialization.json.jsonArray
+import kotlinx.serialization.json.jsonPrimitive
+import kotlinx.serialization.json.put
+import org.junit.jupiter.api.Assertions.assertEquals
+import org.junit.jupiter.api.Assertions.assertFalse
+import org.junit.jupiter.api.Assertions.assertNotEquals
+import org.junit.jupiter.api.Assertions.assertNull
+import org.junit.jupiter.api.Assertions.assertTrue
+import org.junit.jupiter.api.Test
+import org.junit.jupiter.api.assertThrows
+import java.util.Collections
+import java.util.concurrent.ConcurrentHashMap
+import kotlin.concurrent.thread
+
+/** A map-backed cloud; `failing` makes every call throw. */
+class MapCloud : HostPersistence {
+    val blobs = ConcurrentHashMap<String, ByteArray>()
+    @Volatile var failing = false
+
+    private fun check() {
+        if (failing) throw java.io.IOException("the network is down")
+    }
+
+    override fun load(key: String): ByteArray? { check(); return blobs[key] }
+    override fun store(key: String, bytes: ByteArray) { check(); blobs[key] = bytes }
+    override fun clear(key: String) { check(); blobs.remove(key) }
+    override fun keys(): List<String>? { check(); return blobs.keys.sorted() }
+}
+
+fun device(cloud: HostPersistence, resolver: HostConflictResolver? = null) = Datasync.open(
+    "app",
+    local = TierSpec.Memory(MemoryTier()),
+    cloud = TierSpec.Host(cloud),
+    resolver = resolver,
+) { cloudSyncIntervalMs = 3_600_000uL; retryBaseMs = 3_600_000uL; retryMaxMs = 3_600_000uL }
+
+fun name(e: kotlinx.serialization.json.JsonObject?) = e?.get("name")?.jsonPrimitive?.content
+
+class CrudTest {
+    @Test
+    fun saveGetDelete() = Datasync.open("app").use { ds ->
+        val users = ds.repo("User")
+        val id = users.save(mapOf("name" to "Alice", "tags" to listOf("a", "b")))
+        assertTrue(id.startsWith("User."))
+        val alice = users.get(id)!!
+        assertEquals("Alice", name(alice))
+        assertEquals(1, alice["version"]!!.jsonPrimitive.int)
+        assertEquals(JsonArray(listOf(JsonPrimitive("a"), JsonPrimitive("b"))), alice["tags"])
+        users.save(buildJsonObject { put("id", id); put("name", "Alice 2") })
+        assertEquals(2, users.get(id)!!["version"]!!.jsonPrimitive.int)
+        assertTrue(users.delete(id))
+        assertNull(users.get(id))
+        assertFalse(users.delete(id))
+    }
+
+    @Test
+    fun closedInstanceRefusesCalls() {
+        val ds = Datasync.open("app")
+        val users = ds.repo("User")
+        ds.shutdown()
+        ds.shutdown()
+        assertThrows<DataSyncException.Closed> { users.save(mapOf("x" to 1)) }
+        ds.close()
+    }
+
+    @Test
+    fun queries() = Datasync.open("app").use { ds ->
+        val people = ds.repo("Person")
+        people.save(mapOf("name" to "Cleo", "team" to "web", "age" to 41))
+        people.save(mapOf("name" to "Bob", "team" to "core", "age" to 25))
+        people.save(mapOf("name" to "Dan", "team" to "core"))
+        people.save(mapOf("name" to "Ann", "team" to "core", "age" to 30))
+        assertEquals(listOf("Ann", "Bob", "Dan"), people.query(where = mapOf("team" to "core"), sort = listOf(Sort("name"))).map(::name))
+        assertEquals(listOf("Dan", "Bob", "Ann", "Cleo"), people.query(sort = listOf(Sort("age"))).map(::name))
+        // Descending: missing values last.
+        assertEquals(listOf("Ann", "Bob"), people.query(sort = listOf(Sort("age", descending = true)), limit = 2, offset = 1).map(::name))
+    }
+
+    @Test
+    fun badInput() = Datasync.open("app").use { ds ->
+        val users = ds.repo("User")
+        assertThrows<DataSyncException.InvalidId> { users.get("nope") }.also { assertEquals("nope", it.id) }
+        assertThrows<DataSyncException.InvalidJson> { users.handle.save("{not json") }
+        assertThrows<DataSyncException.InvalidEntity> { users.handle.save("[1,2]") }
+        assertThrows<DataSyncException.InvalidName> { ds.repo("deleted") }
+        assertThrows<DataSyncException.InvalidConfig> { Datasync.open("") }
+        assertEquals(emptyList<Any>(), users.query())
+    }
+
+    @Test
+    fun directoryTier(@org.junit.jupiter.api.io.TempDir dir: java.nio.file.Path) {
+        val id = Datasync.open("app", local = TierSpec.Directory(dir.toString(), false)).use { it.repo("User").save(mapOf("name" to "kept")) }
+        Datasync.open("app", local = TierSpec.Directory(dir.toString(), true)).use { ds ->
+            assertEquals("kept", name(ds.repo("User").get(id)))
+            assertEquals(emptyList<String>(), ds.audit())
+        }
+    }
+}
+
+class ObserverTest {
+    @Test
+    fun observeOnDispatcherThread() = Datasync.open("app").use { ds ->
+        val users = ds.repo("User")
+        val id = users.save(mapOf("name" to "a"))
+        val seen = Collections.synchronizedList(mutableListOf<String?>())
+        val threads = Collections.synchronizedSet(mutableSetOf<Long>())
+        val sub = users.observe(id) { seen.add(name(it)); threads.add(Thread.currentThread().id) }
+        ds.drainEvents()
+        users.save(mapOf("id" to id, "name" to "b"))
+        users.delete(id)
+        ds.drainEvents()
+        assertEquals(listOf("a", "b", null), seen.toList())
+        // JNA may attach the dispatcher thread anew per callback: only "not this thread" is stable.
+        assertFalse(threads.contains(Thread.currentThread().id))
+        sub.unsubscribe()
+        sub.unsubscribe()
+        users.save(mapOf("name" to "c"))
+        ds.drainEvents()
+        assertEquals(3, seen.size)
+        sub.close()
+    }
+
+    @Test
+    fun reentrantObserverAndDeadlockGuard() = Datasync.open("app").use { ds ->
+        val users = ds.repo("User")
+        val audit = ds.repo("Audit")
+        val errors = Collections.synchronizedList(mutableListOf<String>())
+        val sub = users.observeAll { rows ->
+            audit.save(mapOf("count" to rows.size))
+            try { ds.shutdown() } catch (e: DataSyncException.WouldDeadlock) { errors.add(e.call) }
+        }
+        ds.drainEvents()
+        users.save(mapOf("name" to "a"))
+        ds.drainEvents()
+        assertEquals(listOf(0, 1), audit.query(sort = listOf(Sort("count"))).map { it["count"]!!.jsonPrimitive.int })
+        assertEquals(listOf("close", "close"), errors.toList())
+        sub.close()
+    }
+
+    @Test
+    fun flowsDeliverCurrentThenChanges() = Datasync.open("app").use { ds ->
+        val users = ds.repo("User")
+        val id = users.save(mapOf("name" to "a"))
+        runBlocking {
+            assertEquals("a", name(users.changes(id).first()))
+            val collected = async(Dispatchers.Default) { users.changes(id).take(2).toList() }
+            // Writes until the collector has seen the second value.
+            var n = 0
+            while (!collected.isCompleted) {
+                users.save(mapOf("id" to id, "name" to "v${n++}"))
+                ds.drainEvents()
+            }
+            val values = collected.await()
+            assertEquals(2, values.size)
+            assertNotEquals(name(values[0]), name(values[1]))
+        }
+        runBlocking {
+            val lists = users.changesAll().first()
+            assertEquals(1, lists.size)
+        }
+    }
+
+    @Test
+    fun manyThreads() = Datasync.open("app").use { ds ->
+        val users = ds.repo("User")
+        val last = java.util.concurrent.atomic.AtomicInteger(-1)
+        val sub = users.observeAll { last.set(it.size) }
+        val workers = (0 until 4).map { w -> thread { repeat(25) { i -> users.save(mapOf("w" to w, "i" to i)) } } }
+        workers.forEach { it.join() }
+        ds.drainEvents()
+        assertEquals(100, users.query().size)
+        assertEquals(100, last.get())
+        sub.close()
+    }
+}
+
+class SyncTest {
+    @Test
+    fun twoDevicesConvergeThroughAKotlinCloud() {
+        val cloud = MapCloud()
+        device(cloud).use { a ->
+            device(cloud).use { b ->
+                val id = a.repo("User").save(mapOf("name" to "Alice"))
+                val stats = a.syncNow()
+                assertFalse(stats.offline)
+                assertTrue(stats.keysCopied >= 1uL)
+                val seen = Collections.synchronizedList(mutableListOf<String?>())
+                val sub = b.repo("User").observe(id) { seen.add(name(it)) }
+                b.syncNow()
+                b.drainEvents()
+                assertEquals("Alice", seen.last())
+                assertEquals(a.tierKeys(TierKind.LOCAL), b.tierKeys(TierKind.LOCAL))
+                // Later edit wins on both.
+                a.repo("User").save(mapOf("id" to id, "name" to "from a"))
+                b.repo("User").save(mapOf("id" to id, "name" to "from b"))
+                repeat(2) { a.syncNow(); b.syncNow() }
+                assertEquals("from b", name(a.repo("User").get(id)))
+                assertEquals("from b", name(b.repo("User").get(id)))
+                // Delete after edit wins.
+                a.repo("User").save(mapOf("id" to id, "name" to "again"))
+                b.repo("User").delete(id)
+                repeat(2) { a.syncNow(); b.syncNow() }
+                assertNull(a.repo("User").get(id))
+                assertEquals(emptyList<String>(), a.audit() + b.audit())
+                sub.close()
+            }
+        }
+    }
+
+    @Test
+    fun throwingCloudMeansOffline() {
+        val cloud = MapCloud()
+        device(cloud).use { ds ->
+            val users = ds.repo("User")
+            val id = users.save(mapOf("name" to "x"))
+            cloud.failing = true
+            val stats = ds.syncNow()
+            assertTrue(stats.offline)
+            assertTrue(stats.errors.any { "network is down" in it })
+            assertFalse(ds.status.online)
+            assertEquals("x", name(users.get(id)))
+            cloud.failing = false
+            assertFalse(ds.syncNow().offline)
+            assertTrue(cloud.blobs.containsKey("app.User"))
+        }
+    }
+
+    @Test
+    fun customResolverMergesTags() {
+        val resolver = object : HostConflictResolver {
+            override fun resolve(entityName: String, a: SlotState, b: SlotState): SlotState {
+                if (a !is SlotState.Active) return a
+                if (b !is SlotState.Active) return b
+                val x = kotlinx.serialization.json.Json.parseToJsonElement(a.entityJson) as kotlinx.serialization.json.JsonObject
+                val y = kotlinx.serialization.json.Json.parseToJsonElement(b.entityJson) as kotlinx.serialization.json.JsonObject
+                val later = listOf(x, y).maxWith(compareBy<kotlinx.serialization.json.JsonObject>({ it["updatedAt"]!!.jsonPrimitive.content }, { it["version"]!!.jsonPrimitive.int }, { it.toString() }))
+                val tags = (x["tags"]!!.jsonArray + y["tags"]!!.jsonArray).map { it.jsonPrimitive.content }.toSortedSet()
+                return SlotState.Active(kotlinx.serialization.json.JsonObject(later + ("tags" to JsonArray(tags.map(::JsonPrimitive)))).toString())
+            }
+        }
+        val cloud = MapCloud()
+        device(cloud, resolver).use { a ->
+            device(cloud, resolver).use { b ->
+                val id = a.repo("Doc").save(mapOf("tags" to emptyList<String>()))
+                a.syncNow(); b.syncNow()
+                a.repo("Doc").save(mapOf("id" to id, "tags" to listOf("red")))
+                b.repo("Doc").save(mapOf("id" to id, "tags" to listOf("blue")))
+                repeat(2) { a.syncNow(); b.syncNow() }
+                for (ds in listOf(a, b)) {
+                    assertEquals(listOf("blue", "red"), ds.repo("Doc").get(id)!!["tags"]!!.jsonArray.map { it.jsonPrimitive.content })
+                }
+            }
+        }
+    }
+
+    @Test
+    fun kotlinKeyStrategyAndThrowingStrategy() {
+        val byTeam = object : HostKeyStrategy {
+            override fun logicalKey(entityName: String, entityJson: String): String {
+                val team = (kotlinx.serialization.json.Json.parseToJsonElement(entityJson) as kotlinx.serialization.json.JsonObject)["team"]
+                    ?: throw IllegalStateException("no team")
+                return "$entityName-${team.jsonPrimitive.content}"
+            }
+            override fun candidateKeys(prefix: String, entityName: String, filterJson: String?): CandidateKeys =
+                CandidateKeys.Prefix("$prefix/$entityName-")
+        }
+        Datasync.open("app", strategy = StrategySpec.Host(byTeam, "/", 12u)).use { ds ->
+            val people = ds.repo("Person")
+            val id = people.save(mapOf("name" to "a", "team" to "core"))
+            assertTrue(id.startsWith("Person-core/"))
+            people.save(mapOf("name" to "b", "team" to "web"))
+            assertEquals(listOf("app/Person-core", "app/Person-web"), ds.tierKeys(TierKind.STORE).sorted())
+            assertEquals(2, people.query().size)
+            assertThrows<DataSyncException.Callback> { people.save(mapOf("name" to "no team")) }
+        }
+    }
+}
