@@ -1,0 +1,103 @@
+// The idiomatic layer over the generated bindings: entities as `[String: Any]`
+// dictionaries (JSON objects), observers as `AsyncStream`s, `Sendable` values.
+import Foundation
+
+/// An entity: a JSON object with the reserved fields id, createdAt, updatedAt, version.
+public typealias Entity = [String: Any]
+
+/// A sort field of a query.
+public struct Sort: Sendable, Hashable {
+    public var field: String
+    public var descending: Bool
+    public init(_ field: String, descending: Bool = false) {
+        self.field = field
+        self.descending = descending
+    }
+}
+
+enum EntityCoding {
+    static func encode(_ value: Any) throws -> String {
+        guard JSONSerialization.isValidJSONObject(value) else {
+            throw DataSyncError.InvalidEntity(reason: "not representable as a JSON object")
+        }
+        let data = try JSONSerialization.data(withJSONObject: value, options: [.sortedKeys])
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    static func decode(_ text: String) -> Entity {
+        (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? Entity ?? [:]
+    }
+}
+
+extension DataSync {
+    /// Opens an instance with the given tiers; every other option keeps its default.
+    public static func open(
+        prefix: String,
+        local: TierSpec? = nil,
+        cloud: TierSpec? = nil,
+        strategy: StrategySpec? = nil,
+        resolver: HostConflictResolver? = nil
+    ) throws -> DataSync {
+        try DataSync.open(options: OpenOptions(prefix: prefix, local: local, cloud: cloud, strategy: strategy, resolver: resolver))
+    }
+}
+
+private final class EntityStreamObserver: EntityObserver, @unchecked Sendable {
+    let continuation: AsyncStream<Entity?>.Continuation
+    init(_ continuation: AsyncStream<Entity?>.Continuation) { self.continuation = continuation }
+    func onChange(entityJson: String?) throws {
+        continuation.yield(entityJson.map(EntityCoding.decode))
+    }
+}
+
+private final class QueryStreamObserver: QueryObserver, @unchecked Sendable {
+    let continuation: AsyncStream<[Entity]>.Continuation
+    init(_ continuation: AsyncStream<[Entity]>.Continuation) { self.continuation = continuation }
+    func onResults(entitiesJson: [String]) throws {
+        continuation.yield(entitiesJson.map(EntityCoding.decode))
+    }
+}
+
+extension Repository {
+    /// Saves an entity and returns its id (generated when absent).
+    @discardableResult
+    public func save(_ entity: Entity) throws -> String {
+        try save(entityJson: EntityCoding.encode(entity))
+    }
+
+    /// The entity with this id, or nil.
+    public func entity(_ id: String) throws -> Entity? {
+        try get(id: id).map(EntityCoding.decode)
+    }
+
+    /// The entities matching shallow field equality `where`, sorted and paged.
+    public func find(where filter: Entity? = nil, sort: [Sort] = [], limit: UInt64? = nil, offset: UInt64? = nil) throws -> [Entity] {
+        let whereJson = try filter.map { try EntityCoding.encode($0) }
+        let q = Query(ids: nil, whereJson: whereJson, sort: sort.map { SortField(field: $0.field, descending: $0.descending) },
+                      limit: limit, offset: offset, filterJson: nil)
+        return try query(query: q).map(EntityCoding.decode)
+    }
+
+    /// The entity's current value, then every change (nil when absent or deleted).
+    /// Values are produced on the dispatcher thread; the stream ends the
+    /// subscription when it terminates.
+    public func changes(_ id: String) throws -> AsyncStream<Entity?> {
+        var continuation: AsyncStream<Entity?>.Continuation!
+        let stream = AsyncStream<Entity?> { continuation = $0 }
+        let subscription = try observe(id: id, observer: EntityStreamObserver(continuation))
+        continuation.onTermination = { _ in subscription.unsubscribe() }
+        return stream
+    }
+
+    /// The query's full result list, then the new list after changes.
+    public func changes(where filter: Entity? = nil, sort: [Sort] = []) throws -> AsyncStream<[Entity]> {
+        var continuation: AsyncStream<[Entity]>.Continuation!
+        let stream = AsyncStream<[Entity]> { continuation = $0 }
+        let whereJson = try filter.map { try EntityCoding.encode($0) }
+        let q = Query(ids: nil, whereJson: whereJson, sort: sort.map { SortField(field: $0.field, descending: $0.descending) },
+                      limit: nil, offset: nil, filterJson: nil)
+        let subscription = try observeAll(query: q, observer: QueryStreamObserver(continuation))
+        continuation.onTermination = { _ in subscription.unsubscribe() }
+        return stream
+    }
+}
