@@ -26,10 +26,18 @@ pub enum DataSyncError {
     InvalidQuery { reason: String },
     /// A persistence adapter (built in or supplied by the host) failed.
     #[error("{tier} adapter failed on key {key:?}: {reason}")]
-    Adapter { tier: String, key: String, reason: String },
+    Adapter {
+        tier: String,
+        key: String,
+        reason: String,
+    },
     /// An adapter returned bytes that are not a valid partition or metadata document.
     #[error("{tier} tier holds corrupt data under key {key:?}: {reason}")]
-    Corrupt { tier: String, key: String, reason: String },
+    Corrupt {
+        tier: String,
+        key: String,
+        reason: String,
+    },
     /// The instance was shut down.
     #[error("the instance is closed")]
     Closed,
@@ -53,8 +61,16 @@ impl From<Error> for DataSyncError {
             Error::InvalidKey(key, reason) => DataSyncError::InvalidKey { key, reason },
             Error::InvalidConfig(reason) => DataSyncError::InvalidConfig { reason },
             Error::InvalidQuery(reason) => DataSyncError::InvalidQuery { reason },
-            Error::Adapter { tier, key, message } => DataSyncError::Adapter { tier, key, reason: message },
-            Error::Corrupt { tier, key, message } => DataSyncError::Corrupt { tier, key, reason: message },
+            Error::Adapter { tier, key, message } => DataSyncError::Adapter {
+                tier,
+                key,
+                reason: message,
+            },
+            Error::Corrupt { tier, key, message } => DataSyncError::Corrupt {
+                tier,
+                key,
+                reason: message,
+            },
             Error::Closed => DataSyncError::Closed,
             Error::WouldDeadlock(call) => DataSyncError::WouldDeadlock { call },
             Error::Callback(reason) => DataSyncError::Callback { reason },
@@ -73,8 +89,16 @@ impl From<DataSyncError> for Error {
             DataSyncError::InvalidKey { key, reason } => Error::InvalidKey(key, reason),
             DataSyncError::InvalidConfig { reason } => Error::InvalidConfig(reason),
             DataSyncError::InvalidQuery { reason } => Error::InvalidQuery(reason),
-            DataSyncError::Adapter { tier, key, reason } => Error::Adapter { tier, key, message: reason },
-            DataSyncError::Corrupt { tier, key, reason } => Error::Corrupt { tier, key, message: reason },
+            DataSyncError::Adapter { tier, key, reason } => Error::Adapter {
+                tier,
+                key,
+                message: reason,
+            },
+            DataSyncError::Corrupt { tier, key, reason } => Error::Corrupt {
+                tier,
+                key,
+                message: reason,
+            },
             DataSyncError::Closed => Error::Closed,
             DataSyncError::WouldDeadlock { call } => Error::WouldDeadlock(call),
             DataSyncError::Callback { reason } => Error::Callback(reason),

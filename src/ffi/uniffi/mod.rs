@@ -14,6 +14,14 @@ pub mod traits;
 pub mod types;
 
 pub use error::DataSyncError;
-pub use objects::{DataSync, MemoryTier, OpenOptions, Repository, StrategySpec, Subscription, TierSpec};
-pub use traits::{EntityObserver, HostConflictResolver, HostKeyStrategy, HostLogger, HostPersistence, QueryObserver};
-pub use types::{CandidateKeys, DateGranularity, LogLevel, Query, SlotState, SortField, Status, SyncStats, TierKind};
+pub use objects::{
+    DataSync, MemoryTier, OpenOptions, Repository, StrategySpec, Subscription, TierSpec,
+};
+pub use traits::{
+    EntityObserver, HostConflictResolver, HostKeyStrategy, HostLogger, HostPersistence,
+    QueryObserver,
+};
+pub use types::{
+    CandidateKeys, DateGranularity, LogLevel, Query, SlotState, SortField, Status, SyncStats,
+    TierKind,
+};

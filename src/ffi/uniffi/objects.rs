@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use super::error::FfiResult;
 use super::traits::{
-    EntityObserver, HostConflictResolver, HostKeyStrategy, HostPersistence, PersistenceBridge, QueryObserver,
-    ResolverBridge, StrategyBridge,
+    EntityObserver, HostConflictResolver, HostKeyStrategy, HostPersistence, PersistenceBridge,
+    QueryObserver, ResolverBridge, StrategyBridge,
 };
 use super::types::{DateGranularity, Query, Status, SyncStats, TierKind};
 use crate::error::Error;
@@ -27,7 +27,9 @@ pub struct MemoryTier {
 impl MemoryTier {
     #[uniffi::constructor]
     pub fn new() -> Arc<Self> {
-        Arc::new(MemoryTier { inner: crate::MemoryPersistence::new() })
+        Arc::new(MemoryTier {
+            inner: crate::MemoryPersistence::new(),
+        })
     }
 
     /// Every stored key (partition and metadata keys), sorted.
@@ -63,9 +65,10 @@ impl TierSpec {
     fn into_persistence(self) -> FfiResult<Box<dyn Persistence>> {
         Ok(match self {
             TierSpec::Memory { tier } => Box::new(tier.inner.clone()),
-            TierSpec::Directory { path, durable } => {
-                Box::new(crate::DirPersistence::open_with(path, crate::DirOptions { durable })?)
-            }
+            TierSpec::Directory { path, durable } => Box::new(crate::DirPersistence::open_with(
+                path,
+                crate::DirOptions { durable },
+            )?),
             TierSpec::Host { adapter } => Box::new(PersistenceBridge(adapter)),
         })
     }
@@ -83,7 +86,11 @@ pub enum StrategySpec {
     Field { field: String },
     /// A strategy the host implements. `separator` is one character, not a letter,
     /// digit, `_` or `-`; `id_length` is 8..=64.
-    Host { strategy: Arc<dyn HostKeyStrategy>, separator: String, id_length: u32 },
+    Host {
+        strategy: Arc<dyn HostKeyStrategy>,
+        separator: String,
+        id_length: u32,
+    },
 }
 
 /// What an instance is opened from. Only `prefix` is required.
@@ -127,21 +134,37 @@ impl OpenOptions {
         let mut config = crate::Config::new(self.prefix)
             .store_sync_delay(Duration::from_millis(self.store_sync_delay_ms))
             .cloud_sync_interval(Duration::from_millis(self.cloud_sync_interval_ms))
-            .retry(Duration::from_millis(self.retry_base_ms), Duration::from_millis(self.retry_max_ms))
+            .retry(
+                Duration::from_millis(self.retry_base_ms),
+                Duration::from_millis(self.retry_max_ms),
+            )
             .sync_on_open(self.sync_on_open);
         config.max_clock_skew = Duration::from_millis(self.max_clock_skew_ms);
         config.local = self.local.map(TierSpec::into_persistence).transpose()?;
         config.cloud = self.cloud.map(TierSpec::into_persistence).transpose()?;
         config.strategy = match self.strategy.unwrap_or(StrategySpec::Global) {
             StrategySpec::Global => Arc::new(crate::GlobalStrategy),
-            StrategySpec::Date { granularity } => Arc::new(crate::DateStrategy::new(granularity.into())),
+            StrategySpec::Date { granularity } => {
+                Arc::new(crate::DateStrategy::new(granularity.into()))
+            }
             StrategySpec::Field { field } => Arc::new(crate::FieldStrategy::new(field)),
-            StrategySpec::Host { strategy, separator, id_length } => {
+            StrategySpec::Host {
+                strategy,
+                separator,
+                id_length,
+            } => {
                 let mut chars = separator.chars();
                 let (Some(sep), None) = (chars.next(), chars.next()) else {
-                    return Err(Error::InvalidConfig(format!("separator {separator:?} must be one character")).into());
+                    return Err(Error::InvalidConfig(format!(
+                        "separator {separator:?} must be one character"
+                    ))
+                    .into());
                 };
-                Arc::new(StrategyBridge { host: strategy, separator: sep, id_length: id_length as usize })
+                Arc::new(StrategyBridge {
+                    host: strategy,
+                    separator: sep,
+                    id_length: id_length as usize,
+                })
             }
         };
         if let Some(resolver) = self.resolver {
@@ -164,12 +187,16 @@ impl DataSync {
     /// sync worker and the dispatcher thread.
     #[uniffi::constructor]
     pub fn open(options: OpenOptions) -> FfiResult<Arc<Self>> {
-        Ok(Arc::new(DataSync { core: crate::DataSync::open(options.into_config()?)? }))
+        Ok(Arc::new(DataSync {
+            core: crate::DataSync::open(options.into_config()?)?,
+        }))
     }
 
     /// The repository of one entity name.
     pub fn repo(&self, name: String) -> FfiResult<Arc<Repository>> {
-        Ok(Arc::new(Repository { core: self.core.repo(&name)? }))
+        Ok(Arc::new(Repository {
+            core: self.core.repo(&name)?,
+        }))
     }
 
     /// Runs the whole sync chain now and returns what it did. An unreachable cloud
@@ -236,7 +263,10 @@ impl Repository {
 
     /// Saves several entities at once (all or none) and returns their ids.
     pub fn save_many(&self, entities_json: Vec<String>) -> FfiResult<Vec<String>> {
-        let values = entities_json.iter().map(|j| entity_value(j)).collect::<FfiResult<Vec<_>>>()?;
+        let values = entities_json
+            .iter()
+            .map(|j| entity_value(j))
+            .collect::<FfiResult<Vec<_>>>()?;
         Ok(self.core.save_many(&values)?)
     }
 
@@ -258,11 +288,20 @@ impl Repository {
     /// The entities matching `query`, as JSON.
     pub fn query(&self, query: Query) -> FfiResult<Vec<String>> {
         let options = QueryOptions::try_from(query)?;
-        Ok(self.core.query(&options)?.iter().map(|e| e.json().to_string()).collect())
+        Ok(self
+            .core
+            .query(&options)?
+            .iter()
+            .map(|e| e.json().to_string())
+            .collect())
     }
 
     /// Observes one entity: its current value first, then every change.
-    pub fn observe(&self, id: String, observer: Arc<dyn EntityObserver>) -> FfiResult<Arc<Subscription>> {
+    pub fn observe(
+        &self,
+        id: String,
+        observer: Arc<dyn EntityObserver>,
+    ) -> FfiResult<Arc<Subscription>> {
         let sub = self.core.observe(&id, move |entity| {
             if let Err(e) = observer.on_change(entity.map(|e| e.json().to_string())) {
                 log::warn!(target: "datasync::ffi", "entity observer failed: {e}");
@@ -272,7 +311,11 @@ impl Repository {
     }
 
     /// Observes a query: the full list first, then the new list after changes.
-    pub fn observe_all(&self, query: Query, observer: Arc<dyn QueryObserver>) -> FfiResult<Arc<Subscription>> {
+    pub fn observe_all(
+        &self,
+        query: Query,
+        observer: Arc<dyn QueryObserver>,
+    ) -> FfiResult<Arc<Subscription>> {
         let options = QueryOptions::try_from(query)?;
         let sub = self.core.observe_all(options, move |entities| {
             let list = entities.iter().map(|e| e.json().to_string()).collect();
@@ -293,7 +336,9 @@ pub struct Subscription {
 
 impl Subscription {
     fn wrap(core: crate::Subscription) -> Arc<Self> {
-        Arc::new(Subscription { core: Mutex::new(Some(core)) })
+        Arc::new(Subscription {
+            core: Mutex::new(Some(core)),
+        })
     }
 }
 
@@ -308,7 +353,10 @@ impl Subscription {
 
     /// Whether the observer is still subscribed.
     pub fn is_active(&self) -> bool {
-        self.core.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+        self.core
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 }
 
@@ -317,4 +365,3 @@ impl Subscription {
 pub fn library_version() -> String {
     env!("CARGO_PKG_VERSION").to_string()
 }
-

@@ -40,7 +40,12 @@ pub trait HostKeyStrategy: Send + Sync {
     fn logical_key(&self, entity_name: String, entity_json: String) -> FfiResult<String>;
     /// The partitions a query over `entity_name` reads; only keys the caller may
     /// read (this is the authorisation hook). `filter_json` is the query's filter.
-    fn candidate_keys(&self, prefix: String, entity_name: String, filter_json: Option<String>) -> FfiResult<CandidateKeys>;
+    fn candidate_keys(
+        &self,
+        prefix: String,
+        entity_name: String,
+        filter_json: Option<String>,
+    ) -> FfiResult<CandidateKeys>;
 }
 
 /// Chooses between two different states of the same entity. Must be deterministic
@@ -85,7 +90,9 @@ impl Persistence for PersistenceBridge {
     }
 
     fn store(&mut self, key: &str, bytes: &[u8]) -> AdapterResult<()> {
-        self.0.store(key.to_string(), bytes.to_vec()).map_err(adapter_error)
+        self.0
+            .store(key.to_string(), bytes.to_vec())
+            .map_err(adapter_error)
     }
 
     fn clear(&mut self, key: &str) -> AdapterResult<()> {
@@ -116,12 +123,22 @@ impl KeyStrategy for StrategyBridge {
 
     fn logical_key(&self, entity_name: &str, entity: &Map<String, Value>) -> Result<String> {
         let json = serde_json::to_string(entity)?;
-        self.host.logical_key(entity_name.to_string(), json).map_err(Error::from)
+        self.host
+            .logical_key(entity_name.to_string(), json)
+            .map_err(Error::from)
     }
 
-    fn candidate_keys(&self, prefix: &str, entity_name: &str, filter: Option<&Value>) -> Result<Candidates> {
+    fn candidate_keys(
+        &self,
+        prefix: &str,
+        entity_name: &str,
+        filter: Option<&Value>,
+    ) -> Result<Candidates> {
         let filter = filter.map(Value::to_string);
-        Ok(self.host.candidate_keys(prefix.to_string(), entity_name.to_string(), filter)?.into())
+        Ok(self
+            .host
+            .candidate_keys(prefix.to_string(), entity_name.to_string(), filter)?
+            .into())
     }
 }
 
@@ -130,8 +147,12 @@ pub(crate) struct ResolverBridge(pub Arc<dyn HostConflictResolver>);
 
 fn slot_state(slot: &Slot) -> SlotState {
     match slot {
-        Slot::Active(e) => SlotState::Active { entity_json: e.json().to_string() },
-        Slot::Deleted(at) => SlotState::Deleted { deleted_at: format_millis(*at) },
+        Slot::Active(e) => SlotState::Active {
+            entity_json: e.json().to_string(),
+        },
+        Slot::Deleted(at) => SlotState::Deleted {
+            deleted_at: format_millis(*at),
+        },
     }
 }
 
@@ -139,11 +160,12 @@ fn slot_state(slot: &Slot) -> SlotState {
 /// the way a partition read from a tier is checked.
 fn slot_from_state(name: &str, id: &str, state: SlotState) -> std::result::Result<Slot, String> {
     match state {
-        SlotState::Deleted { deleted_at } => {
-            parse_millis(&deleted_at).map(Slot::Deleted).ok_or_else(|| format!("{deleted_at:?} is not an instant"))
-        }
+        SlotState::Deleted { deleted_at } => parse_millis(&deleted_at)
+            .map(Slot::Deleted)
+            .ok_or_else(|| format!("{deleted_at:?} is not an instant")),
         SlotState::Active { entity_json } => {
-            let entity: Value = serde_json::from_str(&entity_json).map_err(|e| format!("not JSON: {e}"))?;
+            let entity: Value =
+                serde_json::from_str(&entity_json).map_err(|e| format!("not JSON: {e}"))?;
             if entity.get("id").and_then(Value::as_str) != Some(id) {
                 return Err(format!("the merged entity must keep the id {id:?}"));
             }
@@ -153,7 +175,10 @@ fn slot_from_state(name: &str, id: &str, state: SlotState) -> std::result::Resul
             names.insert(name.to_string(), Value::Object(ids));
             let bytes = serde_json::to_vec(&Value::Object(names)).map_err(|e| e.to_string())?;
             let partition = Partition::parse(&bytes, false)?;
-            partition.get(name, id).cloned().ok_or_else(|| "the merged entity was lost".to_string())
+            partition
+                .get(name, id)
+                .cloned()
+                .ok_or_else(|| "the merged entity was lost".to_string())
         }
     }
 }
@@ -164,10 +189,14 @@ fn slot_id(a: &Slot, b: &Slot) -> Option<String> {
 
 impl ConflictResolver for ResolverBridge {
     fn resolve(&self, entity_name: &str, a: &Slot, b: &Slot) -> Slot {
-        let answer = self.0.resolve(entity_name.to_string(), slot_state(a), slot_state(b));
+        let answer = self
+            .0
+            .resolve(entity_name.to_string(), slot_state(a), slot_state(b));
         let chosen = match answer {
             Err(e) => Err(e.host_reason()),
-            Ok(SlotState::Deleted { deleted_at }) => slot_from_state(entity_name, "", SlotState::Deleted { deleted_at }),
+            Ok(SlotState::Deleted { deleted_at }) => {
+                slot_from_state(entity_name, "", SlotState::Deleted { deleted_at })
+            }
             Ok(active) => match slot_id(a, b) {
                 Some(id) => slot_from_state(entity_name, &id, active),
                 None => Err("both sides are deleted; an active result has nothing to merge".into()),
@@ -211,13 +240,15 @@ impl Drop for LoggerRegistration {
 #[uniffi::export]
 pub fn add_logger(logger: Arc<dyn HostLogger>, max_level: LogLevel) -> Arc<LoggerRegistration> {
     let floor = log::LevelFilter::from(max_level);
-    let sink: crate::ffi::log_bridge::Sink = Arc::new(move |level: log::Level, target: &str, text: &str| {
-        if level <= floor {
-            // A logger that fails has nowhere to report it.
-            let _ = logger.log(level.into(), target.to_string(), text.to_string());
-        }
-    });
+    let sink: crate::ffi::log_bridge::Sink =
+        Arc::new(move |level: log::Level, target: &str, text: &str| {
+            if level <= floor {
+                // A logger that fails has nowhere to report it.
+                let _ = logger.log(level.into(), target.to_string(), text.to_string());
+            }
+        });
     let id = crate::ffi::log_bridge::add_sink(sink, floor);
-    Arc::new(LoggerRegistration { id: std::sync::Mutex::new(Some(id)) })
+    Arc::new(LoggerRegistration {
+        id: std::sync::Mutex::new(Some(id)),
+    })
 }
-

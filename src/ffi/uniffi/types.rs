@@ -45,8 +45,14 @@ impl TryFrom<Query> for QueryOptions {
             None | Some("") | Some("null") => Map::new(),
             Some(text) => match serde_json::from_str::<Value>(text) {
                 Ok(Value::Object(map)) => map,
-                Ok(_) => return Err(Error::InvalidQuery("\"where\" must be a JSON object".into()).into()),
-                Err(e) => return Err(Error::InvalidQuery(format!("\"where\" is not JSON: {e}")).into()),
+                Ok(_) => {
+                    return Err(
+                        Error::InvalidQuery("\"where\" must be a JSON object".into()).into(),
+                    )
+                }
+                Err(e) => {
+                    return Err(Error::InvalidQuery(format!("\"where\" is not JSON: {e}")).into())
+                }
             },
         };
         let filter = match q.filter_json.as_deref().map(str::trim) {
@@ -57,8 +63,11 @@ impl TryFrom<Query> for QueryOptions {
             ),
         };
         let size = |v: Option<u64>, what: &str| -> FfiResult<Option<usize>> {
-            v.map(|n| usize::try_from(n).map_err(|_| Error::InvalidQuery(format!("{what} {n} is too large")).into()))
-                .transpose()
+            v.map(|n| {
+                usize::try_from(n)
+                    .map_err(|_| Error::InvalidQuery(format!("{what} {n} is too large")).into())
+            })
+            .transpose()
         };
         Ok(QueryOptions {
             ids: q.ids,
@@ -66,7 +75,14 @@ impl TryFrom<Query> for QueryOptions {
             sort: q
                 .sort
                 .into_iter()
-                .map(|s| SortKey { field: s.field, order: if s.descending { Order::Desc } else { Order::Asc } })
+                .map(|s| SortKey {
+                    field: s.field,
+                    order: if s.descending {
+                        Order::Desc
+                    } else {
+                        Order::Asc
+                    },
+                })
                 .collect(),
             limit: size(q.limit, "limit")?,
             offset: size(q.offset, "offset")?,
