@@ -1,0 +1,199 @@
+//! The `datasync` command end to end, on real temporary directories.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use datasync::DirPersistence;
+use serde_json::Value;
+
+fn datasync(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_datasync")).args(args).output().unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = datasync(args);
+    assert!(
+        out.status.success(),
+        "datasync {args:?} failed ({:?}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A failure: the exit code, and stderr, which must be one line without a panic.
+fn fails(args: &[&str]) -> (i32, String) {
+    let out = datasync(args);
+    assert!(!out.status.success(), "datasync {args:?} succeeded");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
+    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+    (out.status.code().unwrap(), err)
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn inspect_json(dir: &Path) -> Value {
+    serde_json::from_str(&ok(&["inspect", p(dir), "--json"])).unwrap()
+}
+
+#[test]
+fn the_demo_converges() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("demo");
+    let out = ok(&["demo", "--dir", p(&base)]);
+    assert!(out.contains("Converged"), "{out}");
+    assert!(!out.contains("FAILED"), "{out}");
+    let roots: Vec<Value> = ["phone", "laptop", "cloud"].iter().map(|d| inspect_json(&base.join(d))["root"].clone()).collect();
+    assert!(roots.iter().all(|r| *r == roots[0]), "{roots:?}");
+    ok(&["verify", p(&base.join("cloud"))]);
+    // A directory that is not empty is refused.
+    let (code, err) = fails(&["demo", "--dir", p(&base)]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not empty"), "{err}");
+    // And the default, a temporary directory.
+    assert!(ok(&["demo"]).contains("Converged"));
+}
+
+#[test]
+fn put_get_query_delete_inspect_verify() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tier");
+    let alice = ok(&["put", p(&dir), "User", r#"{"name": "Alice", "age": 31}"#]).trim().to_string();
+    let bob = ok(&["put", p(&dir), "User", r#"{"name": "Bob", "age": 27}"#]).trim().to_string();
+    ok(&["put", p(&dir), "Task", r#"{"title": "Buy milk"}"#]);
+    assert!(alice.starts_with("User."), "{alice}");
+
+    let got: Value = serde_json::from_str(&ok(&["get", p(&dir), "User", &alice])).unwrap();
+    assert_eq!(got["name"], "Alice");
+    assert_eq!(got["version"], 1);
+
+    let all: Vec<Value> = serde_json::from_str(&ok(&["query", p(&dir), "User", "--sort", "age"])).unwrap();
+    assert_eq!(all.iter().map(|u| u["name"].as_str().unwrap()).collect::<Vec<_>>(), ["Bob", "Alice"]);
+    let desc: Vec<Value> = serde_json::from_str(&ok(&["query", p(&dir), "User", "--sort", "age:desc", "--limit", "1"])).unwrap();
+    assert_eq!(desc.len(), 1);
+    assert_eq!(desc[0]["name"], "Alice");
+    let aged: Vec<Value> = serde_json::from_str(&ok(&["query", p(&dir), "User", "--where", "age=27"])).unwrap();
+    assert_eq!(aged.len(), 1);
+    assert_eq!(aged[0]["id"], bob.as_str());
+    let named: Vec<Value> = serde_json::from_str(&ok(&["query", p(&dir), "User", "--where", "name=Alice"])).unwrap();
+    assert_eq!(named[0]["id"], alice.as_str());
+
+    // An update through put keeps the id and bumps the version.
+    ok(&["put", p(&dir), "User", &format!(r#"{{"id": "{alice}", "name": "Alice L.", "age": 32}}"#)]);
+    let got: Value = serde_json::from_str(&ok(&["get", p(&dir), "User", &alice])).unwrap();
+    assert_eq!((got["name"].as_str(), got["version"].as_u64()), (Some("Alice L."), Some(2)));
+
+    assert!(ok(&["delete", p(&dir), "User", &bob]).contains("deleted"));
+    let (code, err) = fails(&["get", p(&dir), "User", &bob]);
+    assert_eq!(code, 1);
+    assert!(err.contains(&bob), "{err}");
+
+    let report = inspect_json(&dir);
+    assert_eq!(report["root"].as_str().unwrap().len(), 64);
+    assert_eq!(report["root"], report["recordedRoot"]);
+    let parts = report["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 2);
+    let users = parts.iter().find(|p| p["key"] == "app.User").unwrap();
+    assert_eq!(users["entities"]["User"]["count"], 1);
+    assert_eq!(users["entities"]["User"]["deletedCount"], 1);
+    assert_eq!(users["hash"].as_str().unwrap().len(), 64);
+    assert!(report["problems"].as_array().unwrap().is_empty());
+    let text = ok(&["inspect", p(&dir)]);
+    assert!(text.contains("app.User") && text.contains("User: 1 (+1 deleted)"), "{text}");
+    assert!(ok(&["verify", p(&dir)]).starts_with("ok: 2 partition(s)"));
+}
+
+#[test]
+fn verify_lists_what_is_wrong() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tier");
+    ok(&["put", p(&dir), "User", r#"{"name": "Alice"}"#]);
+    ok(&["put", p(&dir), "Task", r#"{"title": "Buy milk"}"#]);
+    let file = DirPersistence::open(&dir).unwrap().file_of("app.Task");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&file, bytes).unwrap();
+
+    let out = datasync(&["verify", p(&dir)]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("app.Task") && text.contains("damaged") && text.contains(p(&file)), "{text}");
+    // Verify moves nothing; the instance moves the file aside on load and carries on.
+    assert!(file.exists());
+    let (code, err) = fails(&["query", p(&dir), "Task"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("app.Task") && err.contains("moved aside"), "{err}");
+    assert!(!file.exists());
+    assert_eq!(ok(&["query", p(&dir), "User"]).matches("Alice").count(), 1);
+}
+
+#[test]
+fn sync_reconciles_two_directories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let alice = ok(&["put", p(&a), "User", r#"{"name": "Alice"}"#]).trim().to_string();
+    ok(&["put", p(&b), "User", r#"{"name": "Bob"}"#]);
+    ok(&["put", p(&b), "Task", r#"{"title": "Buy milk"}"#]);
+    ok(&["put", p(&b), "User", &format!(r#"{{"id": "{alice}", "name": "Alice (b)"}}"#)]);
+
+    let out = ok(&["sync", p(&a), p(&b)]);
+    assert!(out.contains("in sync"), "{out}");
+    assert!(out.contains("1 merged") && out.contains("1 copied"), "{out}");
+    assert!(out.contains("app.Task"), "{out}");
+    assert_eq!(inspect_json(&a)["root"], inspect_json(&b)["root"]);
+    let got: Value = serde_json::from_str(&ok(&["get", p(&a), "User", &alice])).unwrap();
+    assert_eq!(got["name"], "Alice (b)");
+    assert_eq!(serde_json::from_str::<Vec<Value>>(&ok(&["query", p(&a), "User"])).unwrap().len(), 2);
+    ok(&["verify", p(&a)]);
+    ok(&["verify", p(&b)]);
+    // Again: nothing moves.
+    let out = ok(&["sync", p(&a), p(&b)]);
+    assert!(out.contains("0 copied, 0 merged"), "{out}");
+    // Into a new directory: a copy.
+    let c = tmp.path().join("c");
+    ok(&["sync", p(&a), p(&c)]);
+    assert_eq!(inspect_json(&a)["root"], inspect_json(&c)["root"]);
+}
+
+#[test]
+fn errors_are_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("missing");
+    for args in [
+        vec!["inspect", p(&missing)],
+        vec!["verify", p(&missing)],
+        vec!["get", p(&missing), "User", "User.abc"],
+        vec!["query", p(&missing), "User"],
+        vec!["sync", p(&missing), p(tmp.path())],
+    ] {
+        let (code, err) = fails(&args);
+        assert_eq!(code, 2, "{args:?}");
+        assert!(err.contains("no such directory"), "{err}");
+    }
+    assert!(!missing.exists());
+    let dir = tmp.path().join("tier");
+    let (_, err) = fails(&["put", p(&dir), "User", "{not json"]);
+    assert!(err.contains("invalid JSON"), "{err}");
+    let (_, err) = fails(&["put", p(&dir), "User", "[1, 2]"]);
+    assert!(err.contains("object"), "{err}");
+    let (_, err) = fails(&["get", p(&dir), "User", "no-separator"]);
+    assert!(err.contains("invalid id"), "{err}");
+    let (_, err) = fails(&["query", p(&dir), "User", "--where", "novalue"]);
+    assert!(err.contains("FIELD=VALUE"), "{err}");
+    // A directory held by another instance.
+    let held = DirPersistence::open(&dir).unwrap();
+    let (_, err) = fails(&["inspect", p(&dir)]);
+    assert!(err.contains("another instance holds"), "{err}");
+    drop(held);
+    ok(&["inspect", p(&dir)]);
+    // A path under a regular file.
+    let file = tmp.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let (_, err) = fails(&["put", p(&file.join("sub")), "User", "{}"]);
+    assert!(err.contains("cannot create directory"), "{err}");
+}
