@@ -118,6 +118,11 @@ fn main() -> ExitCode {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown".into());
+        if message.contains("Broken pipe") {
+            // The reader went away (`datasync inspect DIR | head`): stop quietly, as
+            // a program killed by SIGPIPE would.
+            std::process::exit(141);
+        }
         eprintln!(
             "datasync: internal error: {}",
             message.lines().next().unwrap_or_default()
@@ -126,9 +131,20 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let result = match args.command {
         Command::Demo { dir } => cli::demo::run(dir),
-        Command::Bench { n, workloads, partition_size, runs, child } => {
-            cli::bench::run(cli::bench::BenchArgs { n, workloads, partition_size, runs, child }).map(|_| 0)
-        }
+        Command::Bench {
+            n,
+            workloads,
+            partition_size,
+            runs,
+            child,
+        } => cli::bench::run(cli::bench::BenchArgs {
+            n,
+            workloads,
+            partition_size,
+            runs,
+            child,
+        })
+        .map(|_| 0),
         Command::Inspect { dir, json } => cli::inspect::inspect(&dir, json),
         Command::Verify { dir } => cli::inspect::verify(&dir),
         Command::Sync { dir_a, dir_b } => cli::sync::run(&dir_a, &dir_b),

@@ -263,11 +263,13 @@ impl DirPersistence {
         self.remove_marker().map_err(err)
     }
 
+    /// Makes a rename or removal in `dir` durable (a no-op where directories cannot
+    /// be opened, as on Windows, whose renames are durable without it).
     fn sync_dir(&self, dir: &Path) -> AdapterResult<()> {
-        if self.shared.options.durable {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| {
-                AdapterError(format!("cannot sync directory {}: {e}", dir.display()))
-            })?;
+        if self.shared.options.durable && cfg!(unix) {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| AdapterError(format!("cannot sync directory {}: {e}", dir.display())))?;
         }
         Ok(())
     }
