@@ -7,7 +7,10 @@ use datasync::DirPersistence;
 use serde_json::Value;
 
 fn datasync(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_datasync")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_datasync"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn ok(args: &[&str]) -> String {
@@ -28,7 +31,10 @@ fn fails(args: &[&str]) -> (i32, String) {
     assert!(!out.status.success(), "datasync {args:?} succeeded");
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
-    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
     (out.status.code().unwrap(), err)
 }
 
@@ -47,7 +53,10 @@ fn the_demo_converges() {
     let out = ok(&["demo", "--dir", p(&base)]);
     assert!(out.contains("Converged"), "{out}");
     assert!(!out.contains("FAILED"), "{out}");
-    let roots: Vec<Value> = ["phone", "laptop", "cloud"].iter().map(|d| inspect_json(&base.join(d))["root"].clone()).collect();
+    let roots: Vec<Value> = ["phone", "laptop", "cloud"]
+        .iter()
+        .map(|d| inspect_json(&base.join(d))["root"].clone())
+        .collect();
     assert!(roots.iter().all(|r| *r == roots[0]), "{roots:?}");
     ok(&["verify", p(&base.join("cloud"))]);
     // A directory that is not empty is refused.
@@ -62,8 +71,12 @@ fn the_demo_converges() {
 fn put_get_query_delete_inspect_verify() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("tier");
-    let alice = ok(&["put", p(&dir), "User", r#"{"name": "Alice", "age": 31}"#]).trim().to_string();
-    let bob = ok(&["put", p(&dir), "User", r#"{"name": "Bob", "age": 27}"#]).trim().to_string();
+    let alice = ok(&["put", p(&dir), "User", r#"{"name": "Alice", "age": 31}"#])
+        .trim()
+        .to_string();
+    let bob = ok(&["put", p(&dir), "User", r#"{"name": "Bob", "age": 27}"#])
+        .trim()
+        .to_string();
     ok(&["put", p(&dir), "Task", r#"{"title": "Buy milk"}"#]);
     assert!(alice.starts_with("User."), "{alice}");
 
@@ -71,21 +84,46 @@ fn put_get_query_delete_inspect_verify() {
     assert_eq!(got["name"], "Alice");
     assert_eq!(got["version"], 1);
 
-    let all: Vec<Value> = serde_json::from_str(&ok(&["query", p(&dir), "User", "--sort", "age"])).unwrap();
-    assert_eq!(all.iter().map(|u| u["name"].as_str().unwrap()).collect::<Vec<_>>(), ["Bob", "Alice"]);
-    let desc: Vec<Value> = serde_json::from_str(&ok(&["query", p(&dir), "User", "--sort", "age:desc", "--limit", "1"])).unwrap();
+    let all: Vec<Value> =
+        serde_json::from_str(&ok(&["query", p(&dir), "User", "--sort", "age"])).unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|u| u["name"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["Bob", "Alice"]
+    );
+    let desc: Vec<Value> = serde_json::from_str(&ok(&[
+        "query",
+        p(&dir),
+        "User",
+        "--sort",
+        "age:desc",
+        "--limit",
+        "1",
+    ]))
+    .unwrap();
     assert_eq!(desc.len(), 1);
     assert_eq!(desc[0]["name"], "Alice");
-    let aged: Vec<Value> = serde_json::from_str(&ok(&["query", p(&dir), "User", "--where", "age=27"])).unwrap();
+    let aged: Vec<Value> =
+        serde_json::from_str(&ok(&["query", p(&dir), "User", "--where", "age=27"])).unwrap();
     assert_eq!(aged.len(), 1);
     assert_eq!(aged[0]["id"], bob.as_str());
-    let named: Vec<Value> = serde_json::from_str(&ok(&["query", p(&dir), "User", "--where", "name=Alice"])).unwrap();
+    let named: Vec<Value> =
+        serde_json::from_str(&ok(&["query", p(&dir), "User", "--where", "name=Alice"])).unwrap();
     assert_eq!(named[0]["id"], alice.as_str());
 
     // An update through put keeps the id and bumps the version.
-    ok(&["put", p(&dir), "User", &format!(r#"{{"id": "{alice}", "name": "Alice L.", "age": 32}}"#)]);
+    ok(&[
+        "put",
+        p(&dir),
+        "User",
+        &format!(r#"{{"id": "{alice}", "name": "Alice L.", "age": 32}}"#),
+    ]);
     let got: Value = serde_json::from_str(&ok(&["get", p(&dir), "User", &alice])).unwrap();
-    assert_eq!((got["name"].as_str(), got["version"].as_u64()), (Some("Alice L."), Some(2)));
+    assert_eq!(
+        (got["name"].as_str(), got["version"].as_u64()),
+        (Some("Alice L."), Some(2))
+    );
 
     assert!(ok(&["delete", p(&dir), "User", &bob]).contains("deleted"));
     let (code, err) = fails(&["get", p(&dir), "User", &bob]);
@@ -103,7 +141,10 @@ fn put_get_query_delete_inspect_verify() {
     assert_eq!(users["hash"].as_str().unwrap().len(), 64);
     assert!(report["problems"].as_array().unwrap().is_empty());
     let text = ok(&["inspect", p(&dir)]);
-    assert!(text.contains("app.User") && text.contains("User: 1 (+1 deleted)"), "{text}");
+    assert!(
+        text.contains("app.User") && text.contains("User: 1 (+1 deleted)"),
+        "{text}"
+    );
     assert!(ok(&["verify", p(&dir)]).starts_with("ok: 2 partition(s)"));
 }
 
@@ -122,12 +163,18 @@ fn verify_lists_what_is_wrong() {
     let out = datasync(&["verify", p(&dir)]);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("app.Task") && text.contains("damaged") && text.contains(p(&file)), "{text}");
+    assert!(
+        text.contains("app.Task") && text.contains("damaged") && text.contains(p(&file)),
+        "{text}"
+    );
     // Verify moves nothing; the instance moves the file aside on load and carries on.
     assert!(file.exists());
     let (code, err) = fails(&["query", p(&dir), "Task"]);
     assert_eq!(code, 2);
-    assert!(err.contains("app.Task") && err.contains("moved aside"), "{err}");
+    assert!(
+        err.contains("app.Task") && err.contains("moved aside"),
+        "{err}"
+    );
     assert!(!file.exists());
     assert_eq!(ok(&["query", p(&dir), "User"]).matches("Alice").count(), 1);
 }
@@ -136,19 +183,34 @@ fn verify_lists_what_is_wrong() {
 fn sync_reconciles_two_directories() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    let alice = ok(&["put", p(&a), "User", r#"{"name": "Alice"}"#]).trim().to_string();
+    let alice = ok(&["put", p(&a), "User", r#"{"name": "Alice"}"#])
+        .trim()
+        .to_string();
     ok(&["put", p(&b), "User", r#"{"name": "Bob"}"#]);
     ok(&["put", p(&b), "Task", r#"{"title": "Buy milk"}"#]);
-    ok(&["put", p(&b), "User", &format!(r#"{{"id": "{alice}", "name": "Alice (b)"}}"#)]);
+    ok(&[
+        "put",
+        p(&b),
+        "User",
+        &format!(r#"{{"id": "{alice}", "name": "Alice (b)"}}"#),
+    ]);
 
     let out = ok(&["sync", p(&a), p(&b)]);
     assert!(out.contains("in sync"), "{out}");
-    assert!(out.contains("1 merged") && out.contains("1 copied"), "{out}");
+    assert!(
+        out.contains("1 merged") && out.contains("1 copied"),
+        "{out}"
+    );
     assert!(out.contains("app.Task"), "{out}");
     assert_eq!(inspect_json(&a)["root"], inspect_json(&b)["root"]);
     let got: Value = serde_json::from_str(&ok(&["get", p(&a), "User", &alice])).unwrap();
     assert_eq!(got["name"], "Alice (b)");
-    assert_eq!(serde_json::from_str::<Vec<Value>>(&ok(&["query", p(&a), "User"])).unwrap().len(), 2);
+    assert_eq!(
+        serde_json::from_str::<Vec<Value>>(&ok(&["query", p(&a), "User"]))
+            .unwrap()
+            .len(),
+        2
+    );
     ok(&["verify", p(&a)]);
     ok(&["verify", p(&b)]);
     // Again: nothing moves.
@@ -196,4 +258,33 @@ fn errors_are_one_line() {
     std::fs::write(&file, "x").unwrap();
     let (_, err) = fails(&["put", p(&file.join("sub")), "User", "{}"]);
     assert!(err.contains("cannot create directory"), "{err}");
+}
+
+#[test]
+fn sync_of_many_partitions() {
+    use datasync::{Config, DataSync};
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    for (dir, side) in [(&a, "a"), (&b, "b")] {
+        let ds =
+            DataSync::open(Config::new("app").local(DirPersistence::open(dir).unwrap())).unwrap();
+        // One partition per entity name: 60 on each side, 30 of them shared.
+        let offset = if side == "a" { 0 } else { 30 };
+        for n in offset..offset + 60 {
+            ds.repo(&format!("Kind{n}"))
+                .unwrap()
+                .save(&serde_json::json!({"side": side}))
+                .unwrap();
+        }
+        ds.close().unwrap();
+    }
+    let out = ok(&["sync", p(&a), p(&b)]);
+    assert!(
+        out.contains("90 partition(s) compared, 60 copied, 30 merged"),
+        "{out}"
+    );
+    assert!(out.contains("in sync: both hold 90 partition(s)"), "{out}");
+    assert_eq!(inspect_json(&a)["root"], inspect_json(&b)["root"]);
+    ok(&["verify", p(&a)]);
+    ok(&["verify", p(&b)]);
 }

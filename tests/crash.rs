@@ -20,7 +20,12 @@ type Model = BTreeMap<String, Option<u64>>;
 /// Runs the writer, kills it after `delay`, returns the complete lines it printed.
 fn run_child(dir: &Path, run: usize, delay: Duration) -> Vec<String> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_datasync"))
-        .args(["crash-writer", dir.to_str().unwrap(), "--run", &run.to_string()])
+        .args([
+            "crash-writer",
+            dir.to_str().unwrap(),
+            "--run",
+            &run.to_string(),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -76,7 +81,11 @@ fn killed_writers_lose_no_flushed_write() {
 
         // Killed between a partition and its metadata: the next open recovers.
         interrupted += usize::from(dir.join("recovering").exists());
-        let verify = Command::new(env!("CARGO_BIN_EXE_datasync")).arg("verify").arg(&dir).output().unwrap();
+        let verify = Command::new(env!("CARGO_BIN_EXE_datasync"))
+            .arg("verify")
+            .arg(&dir)
+            .output()
+            .unwrap();
         if !dir.exists() {
             // Killed before it even created the directory.
             continue;
@@ -88,13 +97,17 @@ fn killed_writers_lose_no_flushed_write() {
             String::from_utf8_lossy(&verify.stderr)
         );
 
-        let ds = DataSync::open(Config::new("crash").local(DirPersistence::open(&dir).unwrap())).unwrap();
+        let ds = DataSync::open(Config::new("crash").local(DirPersistence::open(&dir).unwrap()))
+            .unwrap();
         let items = ds.repo("Item").unwrap();
         // At most one write was in flight when the child died: it may have landed
         // without being reported, one step after what the model says.
         let mut unreported = Vec::new();
         for (id, expected) in model.iter() {
-            let found = items.get(id).unwrap().map(|e| e.value()["counter"].as_u64().unwrap());
+            let found = items
+                .get(id)
+                .unwrap()
+                .map(|e| e.value()["counter"].as_u64().unwrap());
             if found == *expected {
                 continue;
             }
@@ -104,12 +117,18 @@ fn killed_writers_lose_no_flushed_write() {
                 _ => panic!("run {run}: {id} should be {expected:?} but is {found:?}"),
             }
         }
-        assert!(unreported.len() <= 1, "run {run}: several unreported writes {unreported:?}");
+        assert!(
+            unreported.len() <= 1,
+            "run {run}: several unreported writes {unreported:?}"
+        );
         for (id, found) in unreported {
             model.insert(id, found);
         }
         ds.close().unwrap();
     }
-    assert!(reported >= KILLS, "the writers reported only {reported} flushed writes");
+    assert!(
+        reported >= KILLS,
+        "the writers reported only {reported} flushed writes"
+    );
     eprintln!("{KILLS} kills ({interrupted} between a partition and its metadata), {reported} flushed writes checked, {} entities", model.len());
 }

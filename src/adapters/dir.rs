@@ -267,9 +267,9 @@ impl DirPersistence {
     /// be opened, as on Windows, whose renames are durable without it).
     fn sync_dir(&self, dir: &Path) -> AdapterResult<()> {
         if self.shared.options.durable && cfg!(unix) {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| AdapterError(format!("cannot sync directory {}: {e}", dir.display())))?;
+            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| {
+                AdapterError(format!("cannot sync directory {}: {e}", dir.display()))
+            })?;
         }
         Ok(())
     }
@@ -399,7 +399,9 @@ impl DirPersistence {
                         log::error!(target: "datasync::dir", "file {} is damaged ({why}); its key is unknown", entry.path().display())
                     }
                 }
-            } else if let Some(key) = decode_name(stem) {
+            } else if let Some(key) = decode_name(stem).filter(|key| file_name(key) == name) {
+                // (A name this adapter would not have made, e.g. copied in by hand, is
+                // not a key: its file could never be loaded.)
                 keys.push(key);
             }
         }

@@ -11,6 +11,8 @@ use super::{existing_dir, CliResult};
 
 /// Below this many differing partitions the sync is quick and shows no progress bar.
 const PROGRESS_FROM: usize = 50;
+/// Partitions listed per direction; the rest are counted.
+const MAX_LISTED: usize = 20;
 
 /// Counts partition loads on one side: the sync loads each differing key once per side.
 struct Progress {
@@ -95,11 +97,18 @@ pub fn run(path_a: &Path, path_b: &Path) -> CliResult<u8> {
     let stats = stats?;
     let (after_a, after_b) = (hashes(&a), hashes(&b));
     let (to_a, to_b) = (received(&before_a, &after_a), received(&before_b, &after_b));
-    for key in &to_b {
-        println!("  {} -> {}  {key}", path_a.display(), path_b.display());
-    }
-    for key in &to_a {
-        println!("  {} <- {}  {key}", path_a.display(), path_b.display());
+    for (keys, arrow) in [(&to_b, "->"), (&to_a, "<-")] {
+        for key in keys.iter().take(MAX_LISTED) {
+            println!("  {} {arrow} {}  {key}", path_a.display(), path_b.display());
+        }
+        if keys.len() > MAX_LISTED {
+            println!(
+                "  {} {arrow} {}  ... and {} more",
+                path_a.display(),
+                path_b.display(),
+                keys.len() - MAX_LISTED
+            );
+        }
     }
     println!(
         "{} partition(s) compared, {} copied, {} merged; {} conflict(s) resolved (last writer wins, delete wins ties); {} entity change(s), {} bytes written",
