@@ -267,11 +267,10 @@ pub fn run(dir: Option<PathBuf>) -> CliResult<u8> {
     let flights = tasks.save(&json!({"title": "Book flights", "done": false}))?;
     say(&format!("phone saves User Alice ({alice}), Task \"Buy milk\" ({milk}), Task \"Book flights\" ({flights})"));
     phone.sync()?;
+    laptop.sync()?;
     let seen = Seen::default();
     let _subs = observe(&laptop, &alice, &seen)?;
-    say("laptop starts observing Alice and the task list; observers get the current value first (read through from the cloud)");
-    seen.show(&laptop)?;
-    laptop.sync()?;
+    say("laptop starts observing Alice and the task list; observers get the current value first");
     seen.show(&laptop)?;
 
     step(2, "Both go offline and keep working.");
