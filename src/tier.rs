@@ -308,6 +308,14 @@ impl Tier {
         state.meta_changed = true;
     }
 
+    /// Forgets the entry of a key that holds no partition (metadata repair).
+    pub fn remove_entry(&self, key: &str) {
+        let mut state = self.state.lock();
+        if state.meta.entries.remove(key).is_some() {
+            state.meta_changed = true;
+        }
+    }
+
     /// The recorded entry of one key.
     pub fn entry(&self, key: &str) -> Option<MetaEntry> {
         self.state.lock().meta.entries.get(key).cloned()

@@ -378,3 +378,37 @@ fn an_unwritable_location_is_a_clear_error() {
         fs::set_permissions(&ro, fs::Permissions::from_mode(0o755)).unwrap();
     }
 }
+
+/// An instance that syncs with the cloud only when asked.
+fn quiet(dir: &Path, cloud: &MemoryPersistence) -> DataSync {
+    let config = Config::new("app")
+        .local(DirPersistence::open(dir).unwrap())
+        .cloud(cloud.clone())
+        .sync_on_open(false)
+        .cloud_sync_interval(std::time::Duration::from_secs(3600));
+    DataSync::open(config).unwrap()
+}
+
+#[test]
+fn a_lost_partition_that_no_tier_holds_leaves_the_metadata() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cloud = MemoryPersistence::new();
+    let (user, _) = seed(tmp.path(), &cloud);
+    // A partition written after the last cloud sync, then damaged: no tier can restore it.
+    let ds = quiet(tmp.path(), &cloud);
+    let note = ds.repo("Note").unwrap().save(&json!({"text": "local only"})).unwrap();
+    ds.flush().unwrap();
+    ds.close().unwrap();
+    damage(tmp.path(), "app.Note", |b| b.truncate(b.len() / 2));
+
+    let ds = quiet(tmp.path(), &cloud);
+    assert!(ds.repo("Note").unwrap().get(&note).is_err());
+    assert_eq!(ds.repo("Note").unwrap().get(&note).unwrap(), None);
+    ds.sync_now().unwrap();
+    assert!(ds.audit().unwrap().is_empty(), "{:?}", ds.audit());
+    assert!(!ds.tier_keys(TierId::Local).unwrap().contains(&"app.Note".to_string()));
+    assert!(ds.repo("User").unwrap().get(&user).unwrap().is_some());
+    ds.close().unwrap();
+    let meta = meta_of(&mut DirPersistence::open(tmp.path()).unwrap());
+    assert!(!meta.entries.contains_key("app.Note"));
+}

@@ -163,7 +163,16 @@ fn sync_key(upper: &Tier, lower: &Tier, key: &str, ctx: &SyncCtx, out: &mut Pair
     let ll = lower.load_partition(key, el.as_ref().map(|e| e.hash.as_str()))?;
     let guard = lu.as_ref().map_or(upper_guard, |l| l.generation);
     let (merged, upper_hash, lower_hash, changed_upper, changed_lower, conflicts) = match (lu, ll) {
-        (None, None) => return Ok(()),
+        (None, None) => {
+            // Recorded but gone on both sides (e.g. a corrupt file moved aside): forget it.
+            if eu.is_some() {
+                upper.remove_entry(key);
+            }
+            if el.is_some() {
+                lower.remove_entry(key);
+            }
+            return Ok(());
+        }
         (Some(a), None) => {
             repair_entry(upper, key, eu.as_ref(), &a, now);
             out.stats.keys_copied += 1;
