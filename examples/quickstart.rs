@@ -31,16 +31,28 @@ fn main() -> datasync::Result<()> {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
     let laptop_users = laptop.repo("User")?;
-    let _sub = laptop_users.observe_all(QueryOptions::default().sort_by(SortKey::asc("name")), move |list| {
-        let names: Vec<String> = list.iter().map(|e| e.value()["name"].as_str().unwrap_or("?").to_string()).collect();
-        println!("laptop observer: {names:?}");
-        sink.lock().unwrap().push(names);
-    })?;
+    let _sub = laptop_users.observe_all(
+        QueryOptions::default().sort_by(SortKey::asc("name")),
+        move |list| {
+            let names: Vec<String> = list
+                .iter()
+                .map(|e| e.value()["name"].as_str().unwrap_or("?").to_string())
+                .collect();
+            println!("laptop observer: {names:?}");
+            sink.lock().unwrap().push(names);
+        },
+    )?;
 
     let stats = phone.sync_now()?;
-    println!("phone sync: {} partition(s) copied, {} merged", stats.keys_copied, stats.keys_merged);
+    println!(
+        "phone sync: {} partition(s) copied, {} merged",
+        stats.keys_copied, stats.keys_merged
+    );
     let stats = laptop.sync_now()?;
-    println!("laptop sync: {} entity slot(s) changed", stats.entities_changed);
+    println!(
+        "laptop sync: {} entity slot(s) changed",
+        stats.entities_changed
+    );
     laptop.drain_events()?;
 
     // Both edit Alice; the later edit wins everywhere.

@@ -25,7 +25,7 @@ stage() {
     fi
 }
 
-stage "rust (cargo test)" cargo test --all-targets
+stage "rust (cargo test)" cargo test
 stage "c and c++" bash tests/c/run.sh
 stage "python bindings" bash bindings/python/run-tests.sh
 stage "kotlin bindings" bash bindings/kotlin/run-tests.sh

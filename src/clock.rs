@@ -35,7 +35,15 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let mp = (5 * doy + 2) / 153;
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
 }
 
 /// The calendar date (year, month, day) of an instant, UTC.
@@ -100,7 +108,8 @@ pub fn parse_millis(text: &str) -> Option<Millis> {
     };
     let (y, mo, d) = (num(0..4)?, num(5..7)? as u32, num(8..10)? as u32);
     let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y, mo) || h > 23 || mi > 59 || s > 60 {
+    if !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y, mo) || h > 23 || mi > 59 || s > 60
+    {
         return None;
     }
     let mut i = 19;
@@ -204,14 +213,34 @@ mod tests {
 
     #[test]
     fn format_and_parse_round_trip() {
-        for ms in [0, 1, 999, 86_399_999, 1_767_225_600_000, 951_782_400_123, -1] {
+        for ms in [
+            0,
+            1,
+            999,
+            86_399_999,
+            1_767_225_600_000,
+            951_782_400_123,
+            -1,
+        ] {
             let text = format_millis(ms);
             assert_eq!(parse_millis(&text), Some(ms), "{text}");
         }
         assert_eq!(format_millis(1_767_225_600_000), "2026-01-01T00:00:00.000Z");
-        assert_eq!(parse_millis("2026-01-01T01:00:00+01:00"), Some(1_767_225_600_000));
-        assert_eq!(parse_millis("2026-01-01T00:00:00.5Z"), Some(1_767_225_600_500));
-        for bad in ["", "2026-13-01T00:00:00Z", "2026-02-30T00:00:00Z", "yesterday", "2026-01-01T00:00:00"] {
+        assert_eq!(
+            parse_millis("2026-01-01T01:00:00+01:00"),
+            Some(1_767_225_600_000)
+        );
+        assert_eq!(
+            parse_millis("2026-01-01T00:00:00.5Z"),
+            Some(1_767_225_600_500)
+        );
+        for bad in [
+            "",
+            "2026-13-01T00:00:00Z",
+            "2026-02-30T00:00:00Z",
+            "yesterday",
+            "2026-01-01T00:00:00",
+        ] {
             assert_eq!(parse_millis(bad), None, "{bad}");
         }
     }

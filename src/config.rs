@@ -112,17 +112,25 @@ impl Config {
 
     pub(crate) fn validate(&self) -> Result<()> {
         let p = &self.prefix;
-        if p.is_empty() || p.len() > 128 || p.starts_with('!') || p.chars().any(|c| c.is_control()) {
+        if p.is_empty() || p.len() > 128 || p.starts_with('!') || p.chars().any(|c| c.is_control())
+        {
             return Err(Error::InvalidConfig(format!(
                 "prefix {p:?} must be 1-128 characters, not start with '!', and hold no control characters"
             )));
         }
         crate::strategy::validate_strategy(self.strategy.as_ref())?;
         if p.contains(self.strategy.separator()) {
-            return Err(Error::InvalidConfig(format!("prefix {p:?} contains the key separator")));
+            return Err(Error::InvalidConfig(format!(
+                "prefix {p:?} contains the key separator"
+            )));
         }
-        if self.cloud_sync_interval.is_zero() || self.retry_base.is_zero() || self.retry_max < self.retry_base {
-            return Err(Error::InvalidConfig("intervals must be positive and retry_max >= retry_base".into()));
+        if self.cloud_sync_interval.is_zero()
+            || self.retry_base.is_zero()
+            || self.retry_max < self.retry_base
+        {
+            return Err(Error::InvalidConfig(
+                "intervals must be positive and retry_max >= retry_base".into(),
+            ));
         }
         Ok(())
     }

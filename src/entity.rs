@@ -47,7 +47,11 @@ impl Entity {
     /// Wraps canonical JSON text known to be valid (its hash matched what this library
     /// wrote); the reserved fields are read lazily.
     pub(crate) fn from_trusted(id: String, json: String) -> Entity {
-        Entity(Arc::new(Inner { id: id.into_boxed_str(), json: json.into_boxed_str(), stamps: OnceLock::new() }))
+        Entity(Arc::new(Inner {
+            id: id.into_boxed_str(),
+            json: json.into_boxed_str(),
+            stamps: OnceLock::new(),
+        }))
     }
 
     fn stamps(&self) -> (Millis, u64) {
@@ -71,7 +75,9 @@ impl Entity {
             .updated_at
             .as_deref()
             .and_then(parse_millis)
-            .ok_or_else(|| Error::InvalidEntity(format!("entity {id:?} has no valid \"updatedAt\"")))?;
+            .ok_or_else(|| {
+                Error::InvalidEntity(format!("entity {id:?} has no valid \"updatedAt\""))
+            })?;
         let version = match header.version {
             Some(Value::Number(n)) => n.as_u64().filter(|v| *v >= 1),
             _ => None,
@@ -85,12 +91,22 @@ impl Entity {
     pub(crate) fn from_canonical(json: String) -> Result<Entity> {
         let (id, updated_at, version) = Entity::read_stamps(&json)?;
         let stamps = OnceLock::from((updated_at, version));
-        Ok(Entity(Arc::new(Inner { id: id.into_boxed_str(), json: json.into_boxed_str(), stamps })))
+        Ok(Entity(Arc::new(Inner {
+            id: id.into_boxed_str(),
+            json: json.into_boxed_str(),
+            stamps,
+        })))
     }
 
     /// Builds a saved entity from the caller's object and the reserved fields, writing
     /// canonical JSON directly (the object is neither copied nor changed).
-    pub(crate) fn build(object: &Map<String, Value>, id: &str, created: Millis, updated: Millis, version: u64) -> Result<Entity> {
+    pub(crate) fn build(
+        object: &Map<String, Value>,
+        id: &str,
+        created: Millis,
+        updated: Millis,
+        version: u64,
+    ) -> Result<Entity> {
         const RESERVED: [&str; 4] = ["createdAt", "id", "updatedAt", "version"];
         let mut out: Vec<u8> = Vec::with_capacity(256);
         let mut reserved = RESERVED.iter().copied().peekable();
@@ -131,12 +147,19 @@ impl Entity {
         }
         out.push(b'}');
         if out.len() > MAX_ENTITY_BYTES {
-            return Err(Error::InvalidEntity(format!("{id:?} is {} bytes; the limit is {MAX_ENTITY_BYTES}", out.len())));
+            return Err(Error::InvalidEntity(format!(
+                "{id:?} is {} bytes; the limit is {MAX_ENTITY_BYTES}",
+                out.len()
+            )));
         }
         // Only valid UTF-8 was written: keys and strings come from `String`s.
         let json = String::from_utf8(out).map_err(|e| Error::Internal(e.to_string()))?;
         let stamps = OnceLock::from((updated, version));
-        Ok(Entity(Arc::new(Inner { id: id.into(), json: json.into_boxed_str(), stamps })))
+        Ok(Entity(Arc::new(Inner {
+            id: id.into(),
+            json: json.into_boxed_str(),
+            stamps,
+        })))
     }
 
     /// `createdAt`, read from the text.
@@ -154,7 +177,9 @@ impl Entity {
     pub(crate) fn parse(text: &str) -> Result<Entity> {
         match serde_json::from_str::<Value>(text)? {
             Value::Object(map) => Entity::from_object(&map),
-            _ => Err(Error::InvalidEntity("an entity must be a JSON object".into())),
+            _ => Err(Error::InvalidEntity(
+                "an entity must be a JSON object".into(),
+            )),
         }
     }
 

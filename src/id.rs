@@ -18,7 +18,11 @@ pub fn push_identifier(out: &mut String, len: usize) {
     while left > 0 {
         let take = left.min(bytes.len());
         rng.fill_bytes(&mut bytes[..take]);
-        out.extend(bytes[..take].iter().map(|b| ALPHABET[(b & 63) as usize] as char));
+        out.extend(
+            bytes[..take]
+                .iter()
+                .map(|b| ALPHABET[(b & 63) as usize] as char),
+        );
         left -= take;
     }
 }
@@ -47,7 +51,10 @@ pub fn parse(id: &str, separator: char) -> Result<(&str, &str)> {
     match id.rsplit_once(separator) {
         Some((logical, ident)) if !logical.is_empty() && !ident.is_empty() => {
             validate_logical_key(logical, separator).map_err(|_| {
-                Error::InvalidId(id.to_string(), format!("logical key {logical:?} is not valid"))
+                Error::InvalidId(
+                    id.to_string(),
+                    format!("logical key {logical:?} is not valid"),
+                )
             })?;
             Ok((logical, ident))
         }
@@ -96,7 +103,16 @@ mod tests {
 
     #[test]
     fn bad_ids_are_refused() {
-        for bad in ["", "nosep", ".abc", "User.", "a\u{0}b.c", ".", "User..x.", &"x".repeat(2000)] {
+        for bad in [
+            "",
+            "nosep",
+            ".abc",
+            "User.",
+            "a\u{0}b.c",
+            ".",
+            "User..x.",
+            &"x".repeat(2000),
+        ] {
             assert!(parse(bad, '.').is_err(), "{bad:?} parsed");
         }
     }

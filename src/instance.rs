@@ -105,25 +105,38 @@ impl DataSync {
     pub fn open(config: Config) -> Result<DataSync> {
         config.validate()?;
         let skew = config.max_clock_skew.as_millis() as Millis;
-        let first_chain = (config.local.is_some() && config.cloud.is_some() || config.local.is_none() && config.cloud.is_some())
-            .then(|| Instant::now() + if config.sync_on_open { Duration::ZERO } else { config.cloud_sync_interval });
+        let first_chain = (config.local.is_some() && config.cloud.is_some()
+            || config.local.is_none() && config.cloud.is_some())
+        .then(|| {
+            Instant::now()
+                + if config.sync_on_open {
+                    Duration::ZERO
+                } else {
+                    config.cloud_sync_interval
+                }
+        });
         let inner = Arc::new(Inner {
-                prefix: config.prefix.clone(),
-                strategy: config.strategy.clone(),
-                resolver: config.resolver.clone(),
-                clock: Clock::with_source(skew, config.clock_source),
-                store: Tier::new("store", Io::Store(config.store), false),
-                local: config.local.map(|p| Tier::new("local", Io::Blobs(p), false)),
-                cloud: config.cloud.map(|p| Tier::new("cloud", Io::Blobs(p), true)),
-                registry: Registry::new(),
-                worker: Worker::new(config.store_sync_delay, first_chain),
-                closed: AtomicBool::new(false),
-                status: Mutex::new(Status { online: true, ..Status::default() }),
-                hydrating: Mutex::new(BTreeSet::new()),
-                hydrated: Condvar::new(),
-                retry_base: config.retry_base,
-                retry_max: config.retry_max,
-                chain_interval: config.cloud_sync_interval,
+            prefix: config.prefix.clone(),
+            strategy: config.strategy.clone(),
+            resolver: config.resolver.clone(),
+            clock: Clock::with_source(skew, config.clock_source),
+            store: Tier::new("store", Io::Store(config.store), false),
+            local: config
+                .local
+                .map(|p| Tier::new("local", Io::Blobs(p), false)),
+            cloud: config.cloud.map(|p| Tier::new("cloud", Io::Blobs(p), true)),
+            registry: Registry::new(),
+            worker: Worker::new(config.store_sync_delay, first_chain),
+            closed: AtomicBool::new(false),
+            status: Mutex::new(Status {
+                online: true,
+                ..Status::default()
+            }),
+            hydrating: Mutex::new(BTreeSet::new()),
+            hydrated: Condvar::new(),
+            retry_base: config.retry_base,
+            retry_max: config.retry_max,
+            chain_interval: config.cloud_sync_interval,
         });
         let source: Weak<dyn Source> = Arc::downgrade(&inner) as Weak<Inner>;
         inner.registry.start(source, &inner.prefix)?;
@@ -146,7 +159,10 @@ impl DataSync {
     pub fn repo(&self, name: &str) -> Result<Repository> {
         self.inner.check_open()?;
         validate_name(name, self.inner.strategy.separator())?;
-        Ok(Repository { inner: self.inner.clone(), name: name.to_string() })
+        Ok(Repository {
+            inner: self.inner.clone(),
+            name: name.to_string(),
+        })
     }
 
     /// Runs the whole chain now (store → local → cloud, and changes back up) and
@@ -194,7 +210,14 @@ impl DataSync {
         inner.registry.shutdown();
         // Release the adapters now (a directory's lock, a host's resources), not when
         // the last handle goes: the same storage can be reopened right after close.
-        for tier in [Some(&inner.store), inner.local.as_ref(), inner.cloud.as_ref()].into_iter().flatten() {
+        for tier in [
+            Some(&inner.store),
+            inner.local.as_ref(),
+            inner.cloud.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             tier.release();
         }
         log::info!(target: "datasync::instance", "closed instance {:?}", inner.prefix);
@@ -218,7 +241,9 @@ impl DataSync {
         self.inner.check_open()?;
         let mut problems = Vec::new();
         for id in [TierId::Store, TierId::Local, TierId::Cloud] {
-            let Ok(tier) = self.inner.tier(id) else { continue };
+            let Ok(tier) = self.inner.tier(id) else {
+                continue;
+            };
             problems.extend(audit_tier(tier)?);
         }
         Ok(problems)
@@ -231,19 +256,31 @@ fn audit_tier(tier: &Tier) -> Result<Vec<String>> {
     let mut problems = Vec::new();
     for (key, entry) in &meta.entries {
         match tier.load(key)? {
-            None => problems.push(format!("{}: {key:?} is in the metadata but has no partition", tier.label)),
+            None => problems.push(format!(
+                "{}: {key:?} is in the metadata but has no partition",
+                tier.label
+            )),
             Some(bytes) => match Partition::parse(&bytes, false) {
                 Err(why) => problems.push(format!("{}: {key:?} is corrupt: {why}", tier.label)),
                 Ok(p) => {
                     let canonical = p.to_canonical();
                     if canonical != bytes {
-                        problems.push(format!("{}: {key:?} is not stored in canonical form", tier.label));
+                        problems.push(format!(
+                            "{}: {key:?} is not stored in canonical form",
+                            tier.label
+                        ));
                     }
                     if hash_bytes(&canonical) != entry.hash {
-                        problems.push(format!("{}: {key:?} hash differs from its metadata", tier.label));
+                        problems.push(format!(
+                            "{}: {key:?} hash differs from its metadata",
+                            tier.label
+                        ));
                     }
                     if p.counts() != entry.entities {
-                        problems.push(format!("{}: {key:?} counts differ from its metadata", tier.label));
+                        problems.push(format!(
+                            "{}: {key:?} counts differ from its metadata",
+                            tier.label
+                        ));
                     }
                 }
             },
@@ -252,7 +289,10 @@ fn audit_tier(tier: &Tier) -> Result<Vec<String>> {
     if !tier.is_store() {
         if let Some(root) = tier.load(crate::meta::ROOT_KEY)? {
             if root != meta.root().as_bytes() {
-                problems.push(format!("{}: stored root differs from the metadata's", tier.label));
+                problems.push(format!(
+                    "{}: stored root differs from the metadata's",
+                    tier.label
+                ));
             }
         }
     }
@@ -333,22 +373,38 @@ impl Inner {
                 match cloud.load_partition(key, None) {
                     Ok(Some(loaded)) => {
                         if let Some(local) = &self.local {
-                            let entry = MetaEntry { hash: loaded.hash.clone(), updated_at: now_millis(), entities: loaded.partition.counts() };
-                            let bytes = loaded.bytes.clone().unwrap_or_else(|| loaded.partition.to_canonical());
+                            let entry = MetaEntry {
+                                hash: loaded.hash.clone(),
+                                updated_at: now_millis(),
+                                entities: loaded.partition.counts(),
+                            };
+                            let bytes = loaded
+                                .bytes
+                                .clone()
+                                .unwrap_or_else(|| loaded.partition.to_canonical());
                             local.write_partition(key, &loaded.partition, &bytes, &entry, None)?;
                             local.persist_meta(now_millis())?;
                         }
                         found = Some(loaded);
                     }
                     Ok(None) => {}
-                    Err(e) => log::warn!(target: "datasync::instance", "cannot hydrate {key:?} from the cloud: {e}"),
+                    Err(e) => {
+                        log::warn!(target: "datasync::instance", "cannot hydrate {key:?} from the cloud: {e}")
+                    }
                 }
             }
         }
         if let Some(loaded) = found {
-            let entry = MetaEntry { hash: loaded.hash.clone(), updated_at: now_millis(), entities: loaded.partition.counts() };
+            let entry = MetaEntry {
+                hash: loaded.hash.clone(),
+                updated_at: now_millis(),
+                entities: loaded.partition.counts(),
+            };
             let bytes = loaded.bytes.unwrap_or_default();
-            if !self.store.write_partition(key, &loaded.partition, &bytes, &entry, Some(guard))? {
+            if !self
+                .store
+                .write_partition(key, &loaded.partition, &bytes, &entry, Some(guard))?
+            {
                 // Written meanwhile (a sync brought it up): the store already has it.
                 log::debug!(target: "datasync::instance", "{key:?} changed while hydrating; keeping the store's");
             }
@@ -360,35 +416,62 @@ impl Inner {
         match op {
             Op::Delete(id) => {
                 let key = self.key_of_id(&id)?;
-                Ok(Planned { key, id, op: Op::Delete(String::new()), created: None, issued: false })
+                Ok(Planned {
+                    key,
+                    id,
+                    op: Op::Delete(String::new()),
+                    created: None,
+                    issued: false,
+                })
             }
             Op::Save(mut object) => {
                 let mut created = match object.get("createdAt") {
                     None => None,
-                    Some(value) => Some(value.as_str().and_then(parse_millis).ok_or_else(|| {
-                        Error::InvalidEntity(format!("\"createdAt\" must be an instant, got {value}"))
-                    })?),
+                    Some(value) => {
+                        Some(value.as_str().and_then(parse_millis).ok_or_else(|| {
+                            Error::InvalidEntity(format!(
+                                "\"createdAt\" must be an instant, got {value}"
+                            ))
+                        })?)
+                    }
                 };
                 match object.get("id") {
                     Some(Value::String(id)) => {
                         let id = id.clone();
                         let key = self.key_of_id(&id)?;
-                        Ok(Planned { key, id, op: Op::Save(object), created, issued: false })
+                        Ok(Planned {
+                            key,
+                            id,
+                            op: Op::Save(object),
+                            created,
+                            issued: false,
+                        })
                     }
-                    Some(other) => Err(Error::InvalidId(other.to_string(), "an id must be a string".into())),
+                    Some(other) => Err(Error::InvalidId(
+                        other.to_string(),
+                        "an id must be a string".into(),
+                    )),
                     None => {
                         let mut issued = false;
                         if created.is_none() {
                             let stamp = self.clock.stamp(Millis::MIN);
                             created = Some(stamp);
                             issued = true;
-                            object.to_mut().insert("createdAt".into(), Value::String(format_millis(stamp)));
+                            object
+                                .to_mut()
+                                .insert("createdAt".into(), Value::String(format_millis(stamp)));
                         }
                         let logical = self.strategy.logical_key(name, &object)?;
                         id::validate_logical_key(&logical, self.sep())?;
                         let id = id::generate(&logical, self.sep(), self.strategy.id_length());
                         let key = partition_key(&self.prefix, self.sep(), &logical);
-                        Ok(Planned { key, id, op: Op::Save(object), created, issued })
+                        Ok(Planned {
+                            key,
+                            id,
+                            op: Op::Save(object),
+                            created,
+                            issued,
+                        })
                     }
                 }
             }
@@ -399,7 +482,10 @@ impl Inner {
     /// per key, one event batch.
     fn write(&self, name: &str, ops: Vec<Op<'_>>) -> Result<Vec<(String, bool)>> {
         self.check_open()?;
-        let planned: Vec<Planned> = ops.into_iter().map(|op| self.plan(name, op)).collect::<Result<_>>()?;
+        let planned: Vec<Planned> = ops
+            .into_iter()
+            .map(|op| self.plan(name, op))
+            .collect::<Result<_>>()?;
         let keys: BTreeSet<&str> = planned.iter().map(|p| p.key.as_str()).collect();
         for key in &keys {
             self.ensure_present(key)?;
@@ -409,7 +495,9 @@ impl Inner {
         let mut results = Vec::with_capacity(planned.len());
         let mut touched: BTreeSet<String> = BTreeSet::new();
         let outcome = self.store.with_io(|io| {
-            let Io::Store(store) = io else { return Err(Error::Internal("store tier without a store".into())) };
+            let Io::Store(store) = io else {
+                return Err(Error::Internal("store tier without a store".into()));
+            };
             let err = |key: &str| {
                 let key = key.to_string();
                 move |e| Error::adapter("store", &key, e)
@@ -428,16 +516,27 @@ impl Inner {
                                 (Some(issued), true, None) => issued,
                                 _ => self.clock.stamp(floor),
                             };
-                            let created = p.created.or_else(|| before.and_then(|e| e.created_at())).unwrap_or(stamp);
+                            let created = p
+                                .created
+                                .or_else(|| before.and_then(|e| e.created_at()))
+                                .unwrap_or(stamp);
                             let entity = Entity::build(&object, &p.id, created, stamp, version)?;
                             store.save(&p.key, name, &entity).map_err(err(&p.key))?;
-                            (Slot::Active(entity), previous.is_some_and(|s| s.entity().is_some()))
+                            (
+                                Slot::Active(entity),
+                                previous.is_some_and(|s| s.entity().is_some()),
+                            )
                         }
                         Op::Delete(_) => {
                             let floor = previous.as_ref().map_or(Millis::MIN, Slot::instant);
                             let stamp = self.clock.stamp(floor);
-                            store.delete(&p.key, name, &p.id, stamp).map_err(err(&p.key))?;
-                            (Slot::Deleted(stamp), previous.is_some_and(|s| s.entity().is_some()))
+                            store
+                                .delete(&p.key, name, &p.id, stamp)
+                                .map_err(err(&p.key))?;
+                            (
+                                Slot::Deleted(stamp),
+                                previous.is_some_and(|s| s.entity().is_some()),
+                            )
                         }
                     };
                     if !touched.contains(&p.key) {
@@ -445,7 +544,12 @@ impl Inner {
                     }
                     if observed {
                         let entity = slot.entity().cloned();
-                        changes.push(Change { key: p.key.clone(), name: name.to_string(), id: p.id.clone(), entity });
+                        changes.push(Change {
+                            key: p.key.clone(),
+                            name: name.to_string(),
+                            id: p.id.clone(),
+                            entity,
+                        });
                     }
                     results.push((p.id, existed));
                 }
@@ -481,11 +585,14 @@ impl Inner {
             Io::Store(s) => s.get(&key, name, id),
             Io::Blobs(_) => Ok(None),
         });
-        Ok(slot.map_err(|e| Error::adapter("store", &key, e))?.and_then(|s| s.entity().cloned()))
+        Ok(slot
+            .map_err(|e| Error::adapter("store", &key, e))?
+            .and_then(|s| s.entity().cloned()))
     }
 
     fn candidate_keys(&self, name: &str, query: &QueryOptions) -> Result<Candidates> {
-        self.strategy.candidate_keys(&self.prefix, name, query.filter.as_ref())
+        self.strategy
+            .candidate_keys(&self.prefix, name, query.filter.as_ref())
     }
 
     fn resolve_keys(&self, candidates: &Candidates) -> Result<Vec<String>> {
@@ -493,10 +600,25 @@ impl Inner {
             Candidates::Keys(keys) => Ok(keys.clone()),
             Candidates::Prefix(prefix) => {
                 let mut keys: BTreeSet<String> = BTreeSet::new();
-                keys.extend(self.store.state.lock().present.iter().filter(|k| k.starts_with(prefix.as_str())).cloned());
+                keys.extend(
+                    self.store
+                        .state
+                        .lock()
+                        .present
+                        .iter()
+                        .filter(|k| k.starts_with(prefix.as_str()))
+                        .cloned(),
+                );
                 if let Some(local) = &self.local {
                     let state = local.state.lock();
-                    keys.extend(state.meta.entries.keys().filter(|k| k.starts_with(prefix.as_str())).cloned());
+                    keys.extend(
+                        state
+                            .meta
+                            .entries
+                            .keys()
+                            .filter(|k| k.starts_with(prefix.as_str()))
+                            .cloned(),
+                    );
                 }
                 Ok(keys.into_iter().collect())
             }
@@ -540,22 +662,35 @@ impl Inner {
         };
         let keys = match keys {
             Some(keys) => keys,
-            None => std::mem::take(&mut self.store.state.lock().unsynced).into_iter().collect(),
+            None => std::mem::take(&mut self.store.state.lock().unsynced)
+                .into_iter()
+                .collect(),
         };
         if keys.is_empty() {
             return Ok(SyncStats::default());
         }
-        let ctx = SyncCtx { resolver: self.resolver.as_ref(), clock: Some(&self.clock) };
+        let ctx = SyncCtx {
+            resolver: self.resolver.as_ref(),
+            clock: Some(&self.clock),
+        };
         let result = sync_pair(&self.store, lower, Scope::Keys(keys.clone()), &ctx);
         match result {
             Ok(outcome) => {
                 let failed = outcome.failed_keys.clone();
-                self.store.state.lock().unsynced.extend(failed.iter().cloned());
+                self.store
+                    .state
+                    .lock()
+                    .unsynced
+                    .extend(failed.iter().cloned());
                 let stats = outcome.stats.clone();
                 self.publish(outcome);
                 if let Some(first) = failed.first() {
                     if !stats.errors.is_empty() {
-                        return Err(Error::Internal(format!("{} partition(s) not synced, first {first:?}: {}", failed.len(), stats.errors[0])));
+                        return Err(Error::Internal(format!(
+                            "{} partition(s) not synced, first {first:?}: {}",
+                            failed.len(),
+                            stats.errors[0]
+                        )));
                     }
                 }
                 Ok(stats)
@@ -572,7 +707,12 @@ impl Inner {
             .upper_changes
             .into_iter()
             .flat_map(|(key, slots)| {
-                slots.into_iter().map(move |c| Change { key: key.clone(), name: c.name, id: c.id, entity: c.slot.entity().cloned() })
+                slots.into_iter().map(move |c| Change {
+                    key: key.clone(),
+                    name: c.name,
+                    id: c.id,
+                    entity: c.slot.entity().cloned(),
+                })
             })
             .collect();
         self.registry.publish(changes);
@@ -582,16 +722,27 @@ impl Inner {
     /// holds brought up. Without a local tier: store ↔ cloud over what the store holds.
     fn sync_chain(&self) -> Result<SyncStats> {
         let mut stats = SyncStats::default();
-        let ctx = SyncCtx { resolver: self.resolver.as_ref(), clock: Some(&self.clock) };
+        let ctx = SyncCtx {
+            resolver: self.resolver.as_ref(),
+            clock: Some(&self.clock),
+        };
         let result = match (&self.local, &self.cloud) {
-            (Some(local), Some(cloud)) => sync_pair(local, cloud, Scope::Full, &ctx).map(|outcome| {
-                let held: Vec<String> = {
-                    let state = self.store.state.lock();
-                    let hydrating = self.hydrating.lock();
-                    outcome.upper_keys_changed.iter().filter(|k| state.present.contains(*k) || hydrating.contains(*k)).cloned().collect()
-                };
-                (outcome.stats, held)
-            }),
+            (Some(local), Some(cloud)) => {
+                sync_pair(local, cloud, Scope::Full, &ctx).map(|outcome| {
+                    let held: Vec<String> = {
+                        // Lock order: `hydrating` before the store's state (as in `ensure_present`).
+                        let hydrating = self.hydrating.lock();
+                        let state = self.store.state.lock();
+                        outcome
+                            .upper_keys_changed
+                            .iter()
+                            .filter(|k| state.present.contains(*k) || hydrating.contains(*k))
+                            .cloned()
+                            .collect()
+                    };
+                    (outcome.stats, held)
+                })
+            }
             (None, Some(cloud)) => {
                 let held: Vec<String> = self.store.state.lock().present.iter().cloned().collect();
                 sync_pair(&self.store, cloud, Scope::Keys(held), &ctx).map(|outcome| {
@@ -614,7 +765,8 @@ impl Inner {
                 status.last_error = None;
                 status.last_sync = Some(format_millis(now_millis()));
                 drop(status);
-                self.worker.schedule_chain(Some(Instant::now() + self.chain_interval));
+                self.worker
+                    .schedule_chain(Some(Instant::now() + self.chain_interval));
                 Ok(stats)
             }
             Err(e) => {
@@ -638,7 +790,9 @@ impl Inner {
 
 /// Exponential backoff with jitter: base * 2^(failures-1), capped, ±25 %.
 fn backoff(base: Duration, max: Duration, failures: u32) -> Duration {
-    let exp = base.saturating_mul(1u32 << failures.saturating_sub(1).min(20)).min(max);
+    let exp = base
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
+        .min(max);
     let jitter = rand::random::<f64>() * 0.5 + 0.75;
     exp.mul_f64(jitter).min(max)
 }
@@ -689,7 +843,10 @@ impl Source for Inner {
 fn object_of(value: &Value) -> Result<Cow<'_, Map<String, Value>>> {
     match value {
         Value::Object(map) => Ok(Cow::Borrowed(map)),
-        other => Err(Error::InvalidEntity(format!("an entity must be a JSON object, got {}", kind_of(other)))),
+        other => Err(Error::InvalidEntity(format!(
+            "an entity must be a JSON object, got {}",
+            kind_of(other)
+        ))),
     }
 }
 
@@ -714,7 +871,9 @@ impl Repository {
     /// absent, sets `createdAt` when absent, `updatedAt` from the instance clock and
     /// `version` = previous + 1. The caller's value is not changed.
     pub fn save(&self, entity: &Value) -> Result<String> {
-        let mut out = self.inner.write(&self.name, vec![Op::Save(object_of(entity)?)])?;
+        let mut out = self
+            .inner
+            .write(&self.name, vec![Op::Save(object_of(entity)?)])?;
         Ok(out.pop().map(|(id, _)| id).unwrap_or_default())
     }
 
@@ -726,8 +885,16 @@ impl Repository {
     /// Saves several entities at once: one lock, one event batch. Either every
     /// entity is valid and all are saved, or none is.
     pub fn save_many(&self, entities: &[Value]) -> Result<Vec<String>> {
-        let ops = entities.iter().map(|e| object_of(e).map(Op::Save)).collect::<Result<Vec<_>>>()?;
-        Ok(self.inner.write(&self.name, ops)?.into_iter().map(|(id, _)| id).collect())
+        let ops = entities
+            .iter()
+            .map(|e| object_of(e).map(Op::Save))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(self
+            .inner
+            .write(&self.name, ops)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
     }
 
     /// The entity with this id, if it exists.
@@ -738,14 +905,24 @@ impl Repository {
     /// Deletes an entity: records a tombstone (even for an id not known here, so the
     /// delete still reaches other tiers). Returns whether it existed.
     pub fn delete(&self, id: &str) -> Result<bool> {
-        let mut out = self.inner.write(&self.name, vec![Op::Delete(id.to_string())])?;
+        let mut out = self
+            .inner
+            .write(&self.name, vec![Op::Delete(id.to_string())])?;
         Ok(out.pop().is_some_and(|(_, existed)| existed))
     }
 
     /// Deletes several entities at once; returns how many existed.
     pub fn delete_many<S: AsRef<str>>(&self, ids: &[S]) -> Result<usize> {
-        let ops = ids.iter().map(|id| Op::Delete(id.as_ref().to_string())).collect();
-        Ok(self.inner.write(&self.name, ops)?.into_iter().filter(|(_, existed)| *existed).count())
+        let ops = ids
+            .iter()
+            .map(|id| Op::Delete(id.as_ref().to_string()))
+            .collect();
+        Ok(self
+            .inner
+            .write(&self.name, ops)?
+            .into_iter()
+            .filter(|(_, existed)| *existed)
+            .count())
     }
 
     /// The entities matching `query`.
@@ -755,7 +932,11 @@ impl Repository {
 
     /// Observes one entity: `callback` gets its current value first (`None` if
     /// absent), then every change (`None` on delete), on the dispatcher thread.
-    pub fn observe(&self, id: &str, callback: impl FnMut(Option<&Entity>) + Send + 'static) -> Result<Subscription> {
+    pub fn observe(
+        &self,
+        id: &str,
+        callback: impl FnMut(Option<&Entity>) + Send + 'static,
+    ) -> Result<Subscription> {
         self.inner.check_open()?;
         let key = self.inner.key_of_id(id)?;
         self.inner.ensure_present(&key)?;
@@ -763,21 +944,33 @@ impl Repository {
         // after it is routed to the new observer, every write before it is in the value.
         self.inner.store.with_io(|io| {
             let current = match io {
-                Io::Store(s) => s.get(&key, &self.name, id).map_err(|e| Error::adapter("store", &key, e))?,
+                Io::Store(s) => s
+                    .get(&key, &self.name, id)
+                    .map_err(|e| Error::adapter("store", &key, e))?,
                 Io::Blobs(_) => None,
             };
             let current = current.and_then(|slot| slot.entity().cloned());
-            Ok(self.inner.registry.observe(&self.name, id, current, Box::new(callback)))
+            Ok(self
+                .inner
+                .registry
+                .observe(&self.name, id, current, Box::new(callback)))
         })
     }
 
     /// Observes a query: `callback` gets the full matching list first, then the new
     /// list after changes that may affect it (bursts coalesced; the last call always
     /// carries the final state).
-    pub fn observe_all(&self, query: QueryOptions, callback: impl FnMut(&[Entity]) + Send + 'static) -> Result<Subscription> {
+    pub fn observe_all(
+        &self,
+        query: QueryOptions,
+        callback: impl FnMut(&[Entity]) + Send + 'static,
+    ) -> Result<Subscription> {
         self.inner.check_open()?;
         let candidates = self.inner.candidate_keys(&self.name, &query)?;
-        Ok(self.inner.registry.observe_all(&self.name, query, candidates, Box::new(callback)))
+        Ok(self
+            .inner
+            .registry
+            .observe_all(&self.name, query, candidates, Box::new(callback)))
     }
 }
 

@@ -9,8 +9,8 @@ pub mod clock;
 pub mod config;
 pub mod entity;
 pub mod error;
-pub mod id;
 pub mod ffi;
+pub mod id;
 mod instance;
 mod lock;
 pub mod meta;
@@ -34,6 +34,13 @@ pub use observe::Subscription;
 pub use partition::{Partition, Slot};
 pub use persistence::{AdapterError, AdapterResult, Persistence, Store};
 pub use query::{Order, QueryOptions, SortKey};
-pub use strategy::{Candidates, DateGranularity, DateStrategy, FieldStrategy, GlobalStrategy, KeyStrategy};
+pub use strategy::{
+    Candidates, DateGranularity, DateStrategy, FieldStrategy, GlobalStrategy, KeyStrategy,
+};
 pub use sync::engine::{sync_tiers, SyncStats};
 pub use sync::{ConflictResolver, LastWriterWins};
+
+/// The README's Rust examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

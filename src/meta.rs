@@ -100,7 +100,8 @@ impl Meta {
 
     /// Parses the stored form.
     pub fn parse(bytes: &[u8]) -> Result<Meta, String> {
-        let doc: MetaDoc = serde_json::from_slice(bytes).map_err(|e| format!("not a metadata document: {e}"))?;
+        let doc: MetaDoc =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a metadata document: {e}"))?;
         let instant = |s: &str| parse_millis(s).ok_or_else(|| format!("{s:?} is not an instant"));
         let mut entries = BTreeMap::new();
         for (key, e) in doc.entity_keys {
@@ -108,8 +109,18 @@ impl Meta {
                 return Err(format!("entry {key:?} has a malformed hash"));
             }
             let updated_at = instant(&e.updated_at)?;
-            entries.insert(key, MetaEntry { hash: e.hash, updated_at, entities: e.entities });
+            entries.insert(
+                key,
+                MetaEntry {
+                    hash: e.hash,
+                    updated_at,
+                    entities: e.entities,
+                },
+            );
         }
-        Ok(Meta { updated_at: instant(&doc.updated_at)?, entries })
+        Ok(Meta {
+            updated_at: instant(&doc.updated_at)?,
+            entries,
+        })
     }
 }

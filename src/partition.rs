@@ -84,7 +84,10 @@ impl Partition {
                 ids.insert(id.to_string(), slot);
             }
             None => {
-                self.names.entry(name.to_string()).or_default().insert(id.to_string(), slot);
+                self.names
+                    .entry(name.to_string())
+                    .or_default()
+                    .insert(id.to_string(), slot);
             }
         }
     }
@@ -124,8 +127,11 @@ impl Partition {
             .map(|(id, slot)| id.len() + 4 + slot.entity().map_or(26, |e| e.json().len()))
             .sum();
         let mut out = Vec::with_capacity(size + 64);
-        let active = |ids: &[(&String, &Slot)]| ids.iter().any(|(_, s)| matches!(s, Slot::Active(_)));
-        let has_tombstones = sorted.iter().any(|(_, ids)| ids.iter().any(|(_, s)| matches!(s, Slot::Deleted(_))));
+        let active =
+            |ids: &[(&String, &Slot)]| ids.iter().any(|(_, s)| matches!(s, Slot::Active(_)));
+        let has_tombstones = sorted
+            .iter()
+            .any(|(_, ids)| ids.iter().any(|(_, s)| matches!(s, Slot::Deleted(_))));
         let mut tombstones_written = !has_tombstones;
         let mut first = true;
         out.push(b'{');
@@ -178,9 +184,13 @@ impl Partition {
                 let entity = if trusted {
                     Entity::from_trusted(id.clone(), raw.get().to_string())
                 } else {
-                    let entity = Entity::parse(raw.get()).map_err(|e| format!("{name} {id:?}: {e}"))?;
+                    let entity =
+                        Entity::parse(raw.get()).map_err(|e| format!("{name} {id:?}: {e}"))?;
                     if entity.id() != id {
-                        return Err(format!("{name} {id:?}: stored under another id than its own {:?}", entity.id()));
+                        return Err(format!(
+                            "{name} {id:?}: stored under another id than its own {:?}",
+                            entity.id()
+                        ));
                     }
                     entity
                 };
@@ -189,13 +199,15 @@ impl Partition {
             partition.names.insert(name.clone(), slots);
         }
         if let Some(raw) = top.get(TOMBSTONES) {
-            let deleted: BTreeMap<String, BTreeMap<String, String>> = serde_json::from_str(raw.get())
-                .map_err(|e| format!("tombstone section is malformed: {e}"))?;
+            let deleted: BTreeMap<String, BTreeMap<String, String>> =
+                serde_json::from_str(raw.get())
+                    .map_err(|e| format!("tombstone section is malformed: {e}"))?;
             for (name, ids) in deleted {
                 let slots = partition.names.entry(name.clone()).or_default();
                 for (id, at) in ids {
-                    let at = parse_millis(&at)
-                        .ok_or_else(|| format!("tombstone {name} {id:?}: {at:?} is not an instant"))?;
+                    let at = parse_millis(&at).ok_or_else(|| {
+                        format!("tombstone {name} {id:?}: {at:?} is not an instant")
+                    })?;
                     if slots.insert(id.clone(), Slot::Deleted(at)).is_some() {
                         return Err(format!("{name} {id:?} is both active and deleted"));
                     }
@@ -207,7 +219,11 @@ impl Partition {
     }
 }
 
-fn write_tombstones(sorted: &[(&String, Vec<(&String, &Slot)>)], out: &mut Vec<u8>, first: &mut bool) {
+fn write_tombstones(
+    sorted: &[(&String, Vec<(&String, &Slot)>)],
+    out: &mut Vec<u8>,
+    first: &mut bool,
+) {
     if !std::mem::take(first) {
         out.push(b',');
     }
@@ -244,15 +260,26 @@ mod tests {
     use super::*;
 
     fn entity(id: &str, at: &str, version: u64) -> Entity {
-        Entity::parse(&format!(r#"{{ "version": {version}, "updatedAt": "{at}", "id": "{id}", "b": [1, 2] }}"#)).unwrap()
+        Entity::parse(&format!(
+            r#"{{ "version": {version}, "updatedAt": "{at}", "id": "{id}", "b": [1, 2] }}"#
+        ))
+        .unwrap()
     }
 
     #[test]
     fn canonical_form_sorts_and_round_trips() {
         let mut p = Partition::default();
-        p.put("Zed", "Z.1", Slot::Active(entity("Z.1", "2026-01-01T00:00:00.000Z", 1)));
+        p.put(
+            "Zed",
+            "Z.1",
+            Slot::Active(entity("Z.1", "2026-01-01T00:00:00.000Z", 1)),
+        );
         p.put("Apple", "A.2", Slot::Deleted(5));
-        p.put("Apple", "A.1", Slot::Active(entity("A.1", "2026-01-01T00:00:00.000Z", 2)));
+        p.put(
+            "Apple",
+            "A.1",
+            Slot::Active(entity("A.1", "2026-01-01T00:00:00.000Z", 2)),
+        );
         p.put("Empty", "E.1", Slot::Deleted(7));
         let bytes = p.to_canonical();
         let text = String::from_utf8(bytes.clone()).unwrap();
@@ -262,9 +289,20 @@ mod tests {
         );
         let back = Partition::parse(&bytes, true).unwrap();
         assert_eq!(back, p);
-        assert_eq!(Partition::parse(&bytes, false).unwrap().to_canonical(), bytes);
-        let pretty = serde_json::to_string_pretty(&serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()).unwrap();
-        assert_eq!(Partition::parse(pretty.as_bytes(), false).unwrap().to_canonical(), bytes);
+        assert_eq!(
+            Partition::parse(&bytes, false).unwrap().to_canonical(),
+            bytes
+        );
+        let pretty = serde_json::to_string_pretty(
+            &serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            Partition::parse(pretty.as_bytes(), false)
+                .unwrap()
+                .to_canonical(),
+            bytes
+        );
         assert_eq!(Partition::default().to_canonical(), b"{}");
     }
 

@@ -66,13 +66,21 @@ pub trait Store: Persistence {
     /// Saves an entity (replacing it or its tombstone).
     fn save(&mut self, key: &str, name: &str, entity: &Entity) -> AdapterResult<()>;
     /// Replaces an entity (known or not) by a tombstone.
-    fn delete(&mut self, key: &str, name: &str, id: &str, deleted_at: crate::clock::Millis) -> AdapterResult<()>;
+    fn delete(
+        &mut self,
+        key: &str,
+        name: &str,
+        id: &str,
+        deleted_at: crate::clock::Millis,
+    ) -> AdapterResult<()>;
 
     /// The whole partition, typed. The default parses `load`'s bytes.
     fn load_partition(&mut self, key: &str) -> AdapterResult<Option<Partition>> {
         match self.load(key)? {
             None => Ok(None),
-            Some(bytes) => Partition::parse(&bytes, false).map(Some).map_err(AdapterError),
+            Some(bytes) => Partition::parse(&bytes, false)
+                .map(Some)
+                .map_err(AdapterError),
         }
     }
 

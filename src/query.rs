@@ -26,11 +26,17 @@ pub struct SortKey {
 
 impl SortKey {
     pub fn asc(field: impl Into<String>) -> SortKey {
-        SortKey { field: field.into(), order: Order::Asc }
+        SortKey {
+            field: field.into(),
+            order: Order::Asc,
+        }
     }
 
     pub fn desc(field: impl Into<String>) -> SortKey {
-        SortKey { field: field.into(), order: Order::Desc }
+        SortKey {
+            field: field.into(),
+            order: Order::Desc,
+        }
     }
 }
 
@@ -41,7 +47,11 @@ impl<'de> Deserialize<'de> for SortKey {
         #[serde(untagged)]
         enum Form {
             Text(String),
-            Object { field: String, #[serde(default)] order: Option<String> },
+            Object {
+                field: String,
+                #[serde(default)]
+                order: Option<String>,
+            },
         }
         let (field, order) = match Form::deserialize(d)? {
             Form::Text(t) => match t.rsplit_once(':') {
@@ -53,7 +63,11 @@ impl<'de> Deserialize<'de> for SortKey {
         let order = match order.as_deref() {
             None | Some("asc") | Some("ascending") => Order::Asc,
             Some("desc") | Some("descending") => Order::Desc,
-            Some(other) => return Err(serde::de::Error::custom(format!("unknown sort order {other:?}"))),
+            Some(other) => {
+                return Err(serde::de::Error::custom(format!(
+                    "unknown sort order {other:?}"
+                )))
+            }
         };
         Ok(SortKey { field, order })
     }
@@ -135,14 +149,22 @@ impl QueryOptions {
             let mut rows: Vec<(Map<String, Value>, Entity)> = entities
                 .into_iter()
                 .map(|e| (e.object(), e))
-                .filter(|(obj, _)| self.where_.iter().all(|(f, v)| obj.get(f).is_some_and(|x| json_eq(x, v))))
+                .filter(|(obj, _)| {
+                    self.where_
+                        .iter()
+                        .all(|(f, v)| obj.get(f).is_some_and(|x| json_eq(x, v)))
+                })
                 .collect();
             if !self.sort.is_empty() {
                 rows.sort_by(|(a, _), (b, _)| {
                     self.sort.iter().fold(Ordering::Equal, |acc, key| {
                         acc.then_with(|| {
                             let o = compare_values(a.get(&key.field), b.get(&key.field));
-                            if key.order == Order::Desc { o.reverse() } else { o }
+                            if key.order == Order::Desc {
+                                o.reverse()
+                            } else {
+                                o
+                            }
                         })
                     })
                 });
@@ -150,7 +172,9 @@ impl QueryOptions {
             entities = rows.into_iter().map(|(_, e)| e).collect();
         }
         let offset = self.offset.unwrap_or(0).min(entities.len());
-        let end = self.limit.map_or(entities.len(), |l| offset.saturating_add(l).min(entities.len()));
+        let end = self.limit.map_or(entities.len(), |l| {
+            offset.saturating_add(l).min(entities.len())
+        });
         if offset > 0 || end < entities.len() {
             entities = entities.drain(offset..end).collect();
         }
@@ -216,12 +240,27 @@ mod tests {
             e("U.3", json!({"name": "c", "team": "y"})),
             e("U.4", json!({"name": "d", "age": 4, "team": "x"})),
         ];
-        let q = QueryOptions::from_json(r#"{"where":{"team":"x"},"sort":["age:desc","name"],"limit":2}"#).unwrap();
-        let ids: Vec<_> = q.apply(rows.clone()).iter().map(|e| e.id().to_string()).collect();
+        let q = QueryOptions::from_json(
+            r#"{"where":{"team":"x"},"sort":["age:desc","name"],"limit":2}"#,
+        )
+        .unwrap();
+        let ids: Vec<_> = q
+            .apply(rows.clone())
+            .iter()
+            .map(|e| e.id().to_string())
+            .collect();
         assert_eq!(ids, ["U.2", "U.1"]);
         let q = QueryOptions::default().sort_by(SortKey::asc("age"));
-        let ids: Vec<_> = q.apply(rows.clone()).iter().map(|e| e.id().to_string()).collect();
-        assert_eq!(ids, ["U.3", "U.4", "U.1", "U.2"], "missing first, numbers by value, stable");
+        let ids: Vec<_> = q
+            .apply(rows.clone())
+            .iter()
+            .map(|e| e.id().to_string())
+            .collect();
+        assert_eq!(
+            ids,
+            ["U.3", "U.4", "U.1", "U.2"],
+            "missing first, numbers by value, stable"
+        );
         let q = QueryOptions::default().where_eq("age", 30).offset(1);
         assert_eq!(q.apply(rows.clone()).len(), 1);
         let q = QueryOptions::default().ids(vec!["U.4".into(), "nope".into()]);

@@ -74,7 +74,9 @@ pub fn validate_strategy(strategy: &dyn KeyStrategy) -> Result<()> {
     }
     let len = strategy.id_length();
     if !(8..=64).contains(&len) {
-        return Err(Error::InvalidConfig(format!("id length {len} is outside 8..=64")));
+        return Err(Error::InvalidConfig(format!(
+            "id length {len} is outside 8..=64"
+        )));
     }
     Ok(())
 }
@@ -88,8 +90,17 @@ impl KeyStrategy for GlobalStrategy {
         Ok(entity_name.to_string())
     }
 
-    fn candidate_keys(&self, prefix: &str, entity_name: &str, _filter: Option<&Value>) -> Result<Candidates> {
-        Ok(Candidates::Keys(vec![partition_key(prefix, self.separator(), entity_name)]))
+    fn candidate_keys(
+        &self,
+        prefix: &str,
+        entity_name: &str,
+        _filter: Option<&Value>,
+    ) -> Result<Candidates> {
+        Ok(Candidates::Keys(vec![partition_key(
+            prefix,
+            self.separator(),
+            entity_name,
+        )]))
     }
 }
 
@@ -148,7 +159,9 @@ fn instant_field(filter: &Value, field: &str) -> Result<Option<Millis>> {
         Some(Value::String(s)) => parse_millis(s)
             .map(Some)
             .ok_or_else(|| Error::InvalidQuery(format!("filter.{field}: {s:?} is not an instant"))),
-        Some(other) => Err(Error::InvalidQuery(format!("filter.{field}: expected an instant, got {other}"))),
+        Some(other) => Err(Error::InvalidQuery(format!(
+            "filter.{field}: expected an instant, got {other}"
+        ))),
     }
 }
 
@@ -158,11 +171,22 @@ impl KeyStrategy for DateStrategy {
             .get("createdAt")
             .and_then(Value::as_str)
             .and_then(parse_millis)
-            .ok_or_else(|| Error::InvalidEntity("date strategy needs a valid \"createdAt\"".into()))?;
-        Ok(format!("{entity_name}{}{}", self.separator(), self.period(created)))
+            .ok_or_else(|| {
+                Error::InvalidEntity("date strategy needs a valid \"createdAt\"".into())
+            })?;
+        Ok(format!(
+            "{entity_name}{}{}",
+            self.separator(),
+            self.period(created)
+        ))
     }
 
-    fn candidate_keys(&self, prefix: &str, entity_name: &str, filter: Option<&Value>) -> Result<Candidates> {
+    fn candidate_keys(
+        &self,
+        prefix: &str,
+        entity_name: &str,
+        filter: Option<&Value>,
+    ) -> Result<Candidates> {
         let sep = self.separator();
         let base = format!("{prefix}{sep}{entity_name}{sep}");
         let Some(filter) = filter.filter(|f| !f.is_null()) else {
@@ -179,7 +203,9 @@ impl KeyStrategy for DateStrategy {
         let mut at = from;
         while at <= to {
             if keys.len() >= MAX_RANGE_PARTITIONS {
-                return Err(Error::InvalidQuery("date range spans too many partitions".into()));
+                return Err(Error::InvalidQuery(
+                    "date range spans too many partitions".into(),
+                ));
             }
             keys.push(format!("{base}{}", self.period(at)));
             at = self.next_period_start(at);
@@ -198,7 +224,9 @@ pub struct FieldStrategy {
 
 impl FieldStrategy {
     pub fn new(field: impl Into<String>) -> FieldStrategy {
-        FieldStrategy { field: field.into() }
+        FieldStrategy {
+            field: field.into(),
+        }
     }
 }
 
@@ -213,16 +241,24 @@ fn field_text(value: &Value) -> Option<String> {
 
 impl KeyStrategy for FieldStrategy {
     fn logical_key(&self, entity_name: &str, entity: &Map<String, Value>) -> Result<String> {
-        let value = entity.get(&self.field).and_then(field_text).ok_or_else(|| {
-            Error::InvalidEntity(format!(
-                "field strategy needs {:?} to be a non-empty string, a number or a boolean",
-                self.field
-            ))
-        })?;
+        let value = entity
+            .get(&self.field)
+            .and_then(field_text)
+            .ok_or_else(|| {
+                Error::InvalidEntity(format!(
+                    "field strategy needs {:?} to be a non-empty string, a number or a boolean",
+                    self.field
+                ))
+            })?;
         Ok(format!("{entity_name}{}{value}", self.separator()))
     }
 
-    fn candidate_keys(&self, prefix: &str, entity_name: &str, filter: Option<&Value>) -> Result<Candidates> {
+    fn candidate_keys(
+        &self,
+        prefix: &str,
+        entity_name: &str,
+        filter: Option<&Value>,
+    ) -> Result<Candidates> {
         let sep = self.separator();
         let base = format!("{prefix}{sep}{entity_name}{sep}");
         let values: Vec<&Value> = match filter {
@@ -230,13 +266,18 @@ impl KeyStrategy for FieldStrategy {
             Some(f) => match (f.get("values"), f.get("value")) {
                 (Some(Value::Array(vs)), _) => vs.iter().collect(),
                 (_, Some(v)) => vec![v],
-                _ => return Err(Error::InvalidQuery("field filter needs \"values\" or \"value\"".into())),
+                _ => {
+                    return Err(Error::InvalidQuery(
+                        "field filter needs \"values\" or \"value\"".into(),
+                    ))
+                }
             },
         };
         let mut keys = Vec::with_capacity(values.len());
         for v in values {
-            let text = field_text(v)
-                .ok_or_else(|| Error::InvalidQuery(format!("filter value {v} cannot name a partition")))?;
+            let text = field_text(v).ok_or_else(|| {
+                Error::InvalidQuery(format!("filter value {v} cannot name a partition"))
+            })?;
             keys.push(format!("{base}{text}"));
         }
         Ok(Candidates::Keys(keys))
@@ -271,7 +312,11 @@ mod tests {
         let range = json!({"from": "2026-02-27T23:00:00Z", "to": "2026-03-01T00:00:00Z"});
         assert_eq!(
             day.candidate_keys("a", "L", Some(&range)).unwrap(),
-            Candidates::Keys(vec!["a.L.2026-02-27".into(), "a.L.2026-02-28".into(), "a.L.2026-03-01".into()])
+            Candidates::Keys(vec![
+                "a.L.2026-02-27".into(),
+                "a.L.2026-02-28".into(),
+                "a.L.2026-03-01".into()
+            ])
         );
         assert!(s.logical_key("Log", &obj(json!({}))).is_err());
     }
@@ -279,12 +324,22 @@ mod tests {
     #[test]
     fn field_strategy_keys() {
         let s = FieldStrategy::new("region");
-        assert_eq!(s.logical_key("User", &obj(json!({"region": "eu"}))).unwrap(), "User.eu");
-        assert!(s.logical_key("User", &obj(json!({"region": null}))).is_err());
         assert_eq!(
-            s.candidate_keys("app", "User", Some(&json!({"values": ["eu", 7]}))).unwrap(),
+            s.logical_key("User", &obj(json!({"region": "eu"})))
+                .unwrap(),
+            "User.eu"
+        );
+        assert!(s
+            .logical_key("User", &obj(json!({"region": null})))
+            .is_err());
+        assert_eq!(
+            s.candidate_keys("app", "User", Some(&json!({"values": ["eu", 7]})))
+                .unwrap(),
             Candidates::Keys(vec!["app.User.eu".into(), "app.User.7".into()])
         );
-        assert!(s.candidate_keys("app", "User", None).unwrap().covers("app.User.us"));
+        assert!(s
+            .candidate_keys("app", "User", None)
+            .unwrap()
+            .covers("app.User.us"));
     }
 }

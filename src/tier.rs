@@ -99,7 +99,10 @@ impl Tier {
             label,
             shared,
             io: Mutex::new(io),
-            state: Mutex::new(TierState { loaded: is_store, ..TierState::default() }),
+            state: Mutex::new(TierState {
+                loaded: is_store,
+                ..TierState::default()
+            }),
         }
     }
 
@@ -118,11 +121,13 @@ impl Tier {
     }
 
     pub fn load(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.with_io(|io| io.blobs().load(key)).map_err(self.adapter_err(key))
+        self.with_io(|io| io.blobs().load(key))
+            .map_err(self.adapter_err(key))
     }
 
     pub fn store(&self, key: &str, bytes: &[u8]) -> Result<()> {
-        self.with_io(|io| io.blobs().store(key, bytes)).map_err(self.adapter_err(key))
+        self.with_io(|io| io.blobs().store(key, bytes))
+            .map_err(self.adapter_err(key))
     }
 
     /// The root of the tier as its adapter holds it now (re-read when shared).
@@ -178,7 +183,9 @@ impl Tier {
 
     /// Whether the adapter lists any partition key (false when it cannot list).
     fn lists_partitions(&self) -> Result<bool> {
-        let keys = self.with_io(|io| io.blobs().keys()).map_err(self.adapter_err(META_KEY))?;
+        let keys = self
+            .with_io(|io| io.blobs().keys())
+            .map_err(self.adapter_err(META_KEY))?;
         Ok(keys.is_some_and(|keys| keys.iter().any(|k| !k.starts_with('!'))))
     }
 
@@ -188,7 +195,10 @@ impl Tier {
             .with_io(|io| io.blobs().keys())
             .map_err(self.adapter_err(META_KEY))?
             .unwrap_or_default();
-        let mut meta = Meta { updated_at: now_millis(), ..Meta::default() };
+        let mut meta = Meta {
+            updated_at: now_millis(),
+            ..Meta::default()
+        };
         for key in keys.iter().filter(|k| !k.starts_with('!')) {
             match self.load_partition(key, None) {
                 Ok(Some(loaded)) => {
@@ -209,13 +219,17 @@ impl Tier {
 
     /// Store tier: recompute the entries of keys written since they were last hashed.
     pub fn refresh_store_entries(&self) -> Result<()> {
-        let stale: Vec<String> = std::mem::take(&mut self.state.lock().stale).into_iter().collect();
+        let stale: Vec<String> = std::mem::take(&mut self.state.lock().stale)
+            .into_iter()
+            .collect();
         for (i, key) in stale.iter().enumerate() {
             match self.load_partition(key, None) {
                 Ok(loaded) => {
                     let mut state = self.state.lock();
                     // A write since the load leaves the key stale; the next refresh takes it.
-                    if let Some(loaded) = loaded.filter(|l| state.generation.get(key).copied().unwrap_or(0) == l.generation) {
+                    if let Some(loaded) = loaded
+                        .filter(|l| state.generation.get(key).copied().unwrap_or(0) == l.generation)
+                    {
                         let entry = MetaEntry {
                             hash: loaded.hash,
                             updated_at: now_millis(),
@@ -246,7 +260,13 @@ impl Tier {
                 drop(io);
                 Ok(partition.map(|partition| {
                     let bytes = partition.to_canonical();
-                    Loaded { hash: hash_bytes(&bytes), partition, bytes: Some(bytes), generation, rewrite: false }
+                    Loaded {
+                        hash: hash_bytes(&bytes),
+                        partition,
+                        bytes: Some(bytes),
+                        generation,
+                        rewrite: false,
+                    }
                 }))
             }
             Io::Blobs(blobs) => {
@@ -255,13 +275,26 @@ impl Tier {
                 let Some(bytes) = bytes else { return Ok(None) };
                 let hash = hash_bytes(&bytes);
                 let trusted = expected_hash == Some(hash.as_str());
-                let partition = Partition::parse(&bytes, trusted).map_err(|why| Error::corrupt(self.label, key, why))?;
+                let partition = Partition::parse(&bytes, trusted)
+                    .map_err(|why| Error::corrupt(self.label, key, why))?;
                 if trusted {
-                    return Ok(Some(Loaded { partition, hash, bytes: Some(bytes), generation: 0, rewrite: false }));
+                    return Ok(Some(Loaded {
+                        partition,
+                        hash,
+                        bytes: Some(bytes),
+                        generation: 0,
+                        rewrite: false,
+                    }));
                 }
                 let canonical = partition.to_canonical();
                 let rewrite = canonical != bytes;
-                Ok(Some(Loaded { hash: hash_bytes(&canonical), partition, bytes: Some(canonical), generation: 0, rewrite }))
+                Ok(Some(Loaded {
+                    hash: hash_bytes(&canonical),
+                    partition,
+                    bytes: Some(canonical),
+                    generation: 0,
+                    rewrite,
+                }))
             }
         }
     }
@@ -285,7 +318,9 @@ impl Tier {
                         return Ok(false);
                     }
                 }
-                store.store_partition(key, partition).map_err(self.adapter_err(key))?;
+                store
+                    .store_partition(key, partition)
+                    .map_err(self.adapter_err(key))?;
                 let mut state = self.state.lock();
                 *state.generation.entry(key.to_string()).or_insert(0) += 1;
                 state.present.insert(key.to_string());
@@ -301,11 +336,37 @@ impl Tier {
         Ok(true)
     }
 
-    /// Records an entry without writing the partition (metadata repair).
+    /// Records an entry without writing the partition (metadata repair). On the store
+    /// tier the entry is current only if nothing was written since `loaded` was read.
     pub fn set_entry(&self, key: &str, entry: MetaEntry) {
         let mut state = self.state.lock();
         state.meta.entries.insert(key.to_string(), entry);
         state.meta_changed = true;
+    }
+
+    /// The recorded entry of a key, `None` when it is stale (store tier: written since
+    /// it was last hashed).
+    pub fn fresh_entry(&self, key: &str) -> Option<MetaEntry> {
+        let state = self.state.lock();
+        if state.stale.contains(key) {
+            return None;
+        }
+        state.meta.entries.get(key).cloned()
+    }
+
+    /// Store tier: records the entry of a partition just read, unless it was written
+    /// since (then it stays stale).
+    pub fn settle_entry(&self, key: &str, loaded: &Loaded, now: Millis) {
+        let mut state = self.state.lock();
+        if state.generation.get(key).copied().unwrap_or(0) == loaded.generation {
+            let entry = MetaEntry {
+                hash: loaded.hash.clone(),
+                updated_at: now,
+                entities: loaded.partition.counts(),
+            };
+            state.meta.entries.insert(key.to_string(), entry);
+            state.stale.remove(key);
+        }
     }
 
     /// Forgets the entry of a key that holds no partition (metadata repair).
@@ -335,7 +396,9 @@ impl Tier {
             state.meta_changed = false;
             (state.meta.to_bytes(), state.meta.root())
         };
-        let result = self.store(META_KEY, &bytes).and_then(|_| self.store(ROOT_KEY, root.as_bytes()));
+        let result = self
+            .store(META_KEY, &bytes)
+            .and_then(|_| self.store(ROOT_KEY, root.as_bytes()));
         let mut state = self.state.lock();
         match result {
             Ok(()) => state.stored_root = Some(root),
@@ -361,16 +424,36 @@ impl Persistence for Released {
 }
 
 impl Store for Released {
-    fn get(&mut self, _key: &str, _name: &str, _id: &str) -> crate::persistence::AdapterResult<Option<crate::partition::Slot>> {
+    fn get(
+        &mut self,
+        _key: &str,
+        _name: &str,
+        _id: &str,
+    ) -> crate::persistence::AdapterResult<Option<crate::partition::Slot>> {
         Err("the instance is closed".into())
     }
-    fn get_all(&mut self, _key: &str, _name: &str) -> crate::persistence::AdapterResult<Vec<crate::entity::Entity>> {
+    fn get_all(
+        &mut self,
+        _key: &str,
+        _name: &str,
+    ) -> crate::persistence::AdapterResult<Vec<crate::entity::Entity>> {
         Err("the instance is closed".into())
     }
-    fn save(&mut self, _key: &str, _name: &str, _entity: &crate::entity::Entity) -> crate::persistence::AdapterResult<()> {
+    fn save(
+        &mut self,
+        _key: &str,
+        _name: &str,
+        _entity: &crate::entity::Entity,
+    ) -> crate::persistence::AdapterResult<()> {
         Err("the instance is closed".into())
     }
-    fn delete(&mut self, _key: &str, _name: &str, _id: &str, _at: Millis) -> crate::persistence::AdapterResult<()> {
+    fn delete(
+        &mut self,
+        _key: &str,
+        _name: &str,
+        _id: &str,
+        _at: Millis,
+    ) -> crate::persistence::AdapterResult<()> {
         Err("the instance is closed".into())
     }
 }

@@ -10,24 +10,56 @@ use serde_json::json;
 fn entities_and_names_are_checked() {
     let ds = DataSync::open(Config::new("app")).unwrap();
     for name in ["", "deleted", "a.b", "tab\there"] {
-        assert_eq!(ds.repo(name).unwrap_err().kind(), ErrorKind::InvalidName, "{name:?}");
+        assert_eq!(
+            ds.repo(name).unwrap_err().kind(),
+            ErrorKind::InvalidName,
+            "{name:?}"
+        );
     }
     let users = ds.repo("User").unwrap();
     for bad in [json!(1), json!("x"), json!([1]), json!(null)] {
-        assert_eq!(users.save(&bad).unwrap_err().kind(), ErrorKind::InvalidEntity);
+        assert_eq!(
+            users.save(&bad).unwrap_err().kind(),
+            ErrorKind::InvalidEntity
+        );
     }
-    assert_eq!(users.save_json("{not json").unwrap_err().kind(), ErrorKind::InvalidJson);
-    assert_eq!(users.save(&json!({"createdAt": "yesterday"})).unwrap_err().kind(), ErrorKind::InvalidEntity);
+    assert_eq!(
+        users.save_json("{not json").unwrap_err().kind(),
+        ErrorKind::InvalidJson
+    );
+    assert_eq!(
+        users
+            .save(&json!({"createdAt": "yesterday"}))
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidEntity
+    );
     let deep = "[".repeat(200) + &"]".repeat(200);
-    assert_eq!(users.save_json(&format!("{{\"x\":{deep}}}")).unwrap_err().kind(), ErrorKind::InvalidJson);
-    assert_eq!(QueryOptions::from_json("{\"limit\":\"ten\"}").unwrap_err().kind(), ErrorKind::InvalidQuery);
-    assert!(users.query(&QueryOptions::default()).unwrap().is_empty(), "a refused save wrote something");
+    assert_eq!(
+        users
+            .save_json(&format!("{{\"x\":{deep}}}"))
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidJson
+    );
+    assert_eq!(
+        QueryOptions::from_json("{\"limit\":\"ten\"}")
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidQuery
+    );
+    assert!(
+        users.query(&QueryOptions::default()).unwrap().is_empty(),
+        "a refused save wrote something"
+    );
 }
 
 #[test]
 fn configs_are_checked() {
     for prefix in ["", "!meta", "a.b", "x\n"] {
-        let err = DataSync::open(Config::new(prefix)).err().expect("bad prefix accepted");
+        let err = DataSync::open(Config::new(prefix))
+            .err()
+            .expect("bad prefix accepted");
         assert_eq!(err.kind(), ErrorKind::InvalidConfig);
     }
 }
@@ -51,7 +83,10 @@ fn a_failing_local_adapter_is_an_error_naming_the_key_and_the_rest_works() {
     local.fail(false);
     ds.flush().unwrap();
     let blob = datasync::Partition::parse(&local.inner.snapshot()["app.User"], false).unwrap();
-    assert_eq!(blob.get("User", &id).unwrap().entity().unwrap().version(), 2);
+    assert_eq!(
+        blob.get("User", &id).unwrap().entity().unwrap().version(),
+        2
+    );
 }
 
 #[test]
@@ -65,14 +100,38 @@ fn corrupt_bytes_from_an_adapter_are_reported_with_their_key() {
     }
     local.poke("app.User", b"\xff\xfe garbage");
     let ds = DataSync::open(manual("app").local(local.clone())).unwrap();
-    let err = ds.repo("User").unwrap().query(&QueryOptions::default()).unwrap_err();
+    let err = ds
+        .repo("User")
+        .unwrap()
+        .query(&QueryOptions::default())
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Corrupt);
-    assert!(err.to_string().contains("app.User") && err.to_string().contains("local"), "{err}");
-    assert_eq!(ds.repo("Post").unwrap().query(&QueryOptions::default()).unwrap().len(), 1);
+    assert!(
+        err.to_string().contains("app.User") && err.to_string().contains("local"),
+        "{err}"
+    );
+    assert_eq!(
+        ds.repo("Post")
+            .unwrap()
+            .query(&QueryOptions::default())
+            .unwrap()
+            .len(),
+        1
+    );
     // Garbage metadata is rebuilt from the partitions.
     drop(ds);
     local.poke("!datasync.meta", b"[not metadata]");
     let ds = DataSync::open(manual("app").local(local.clone())).unwrap();
-    assert_eq!(ds.repo("Post").unwrap().query(&QueryOptions::default()).unwrap().len(), 1);
-    assert!(ds.tier_keys(datasync::TierId::Local).unwrap().contains(&"app.Post".to_string()));
+    assert_eq!(
+        ds.repo("Post")
+            .unwrap()
+            .query(&QueryOptions::default())
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(ds
+        .tier_keys(datasync::TierId::Local)
+        .unwrap()
+        .contains(&"app.Post".to_string()));
 }

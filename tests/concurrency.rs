@@ -37,7 +37,8 @@ fn concurrent_saves_and_syncs_lose_nothing() {
                 for i in 0..300 {
                     let id = repo.save(&json!({"t": t, "i": i})).unwrap();
                     if i % 3 == 0 {
-                        repo.save(&json!({"id": id, "t": t, "i": i, "edited": true})).unwrap();
+                        repo.save(&json!({"id": id, "t": t, "i": i, "edited": true}))
+                            .unwrap();
                     }
                     written.push((repo.name().to_string(), id, i % 3 == 0));
                 }
@@ -45,13 +46,18 @@ fn concurrent_saves_and_syncs_lose_nothing() {
             })
         })
         .collect();
-    let written: Vec<(String, String, bool)> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    let written: Vec<(String, String, bool)> = writers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
     syncing.join().unwrap();
     ds.flush().unwrap();
     let partitions = audit_blobs(&local);
     for (name, id, edited) in &written {
         let slot = partitions[&format!("app.{name}")].get(name, id);
-        let entity = slot.and_then(|s| s.entity()).unwrap_or_else(|| panic!("{id} missing from local"));
+        let entity = slot
+            .and_then(|s| s.entity())
+            .unwrap_or_else(|| panic!("{id} missing from local"));
         assert_eq!(entity.version(), if *edited { 2 } else { 1 });
     }
     ds.sync_now().unwrap();

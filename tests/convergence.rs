@@ -13,8 +13,13 @@ use datasync::{DataSync, MemoryPersistence, Slot, TierId};
 use proptest::prelude::*;
 use serde_json::json;
 
-const ENTITIES: [(&str, &str); 5] =
-    [("User", "User.e0"), ("User", "User.e1"), ("User", "User.e2"), ("Post", "Post.e0"), ("Post", "Post.e1")];
+const ENTITIES: [(&str, &str); 5] = [
+    ("User", "User.e0"),
+    ("User", "User.e1"),
+    ("User", "User.e2"),
+    ("Post", "Post.e0"),
+    ("Post", "Post.e1"),
+];
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -38,14 +43,26 @@ fn run(ops: &[Op]) {
     let locals = [MemoryPersistence::new(), MemoryPersistence::new()];
     let devices: Vec<DataSync> = locals
         .iter()
-        .map(|local| DataSync::open(manual("app").local(local.clone()).cloud(cloud.clone()).clock_source(ticking)).unwrap())
+        .map(|local| {
+            DataSync::open(
+                manual("app")
+                    .local(local.clone())
+                    .cloud(cloud.clone())
+                    .clock_source(ticking),
+            )
+            .unwrap()
+        })
         .collect();
     let mut model: BTreeMap<usize, Option<u8>> = BTreeMap::new();
     for op in ops {
         match *op {
             Op::Save { dev, entity, n } => {
                 let (name, id) = ENTITIES[entity];
-                devices[dev].repo(name).unwrap().save(&json!({"id": id, "n": n})).unwrap();
+                devices[dev]
+                    .repo(name)
+                    .unwrap()
+                    .save(&json!({"id": id, "n": n}))
+                    .unwrap();
                 model.insert(entity, Some(n));
             }
             Op::Delete { dev, entity } => {
@@ -65,7 +82,11 @@ fn run(ops: &[Op]) {
     }
     let partitions = audit_blobs(&cloud);
     for local in &locals {
-        assert_eq!(audit_blobs(local), partitions, "a local tier differs from the cloud");
+        assert_eq!(
+            audit_blobs(local),
+            partitions,
+            "a local tier differs from the cloud"
+        );
         assert_eq!(stored_root(local), stored_root(&cloud));
     }
     for (entity, expected) in &model {
@@ -78,7 +99,12 @@ fn run(ops: &[Op]) {
             other => panic!("{id}: model and cloud disagree: {other:?}"),
         }
         for ds in &devices {
-            let got = ds.repo(name).unwrap().get(id).unwrap().map(|e| e.value()["n"].clone());
+            let got = ds
+                .repo(name)
+                .unwrap()
+                .get(id)
+                .unwrap()
+                .map(|e| e.value()["n"].clone());
             assert_eq!(got, expected.map(|n| json!(n)), "{id} in a store");
         }
     }
@@ -86,7 +112,11 @@ fn run(ops: &[Op]) {
         let store = ds.tier_meta(TierId::Store).unwrap();
         let local = ds.tier_meta(TierId::Local).unwrap();
         for (key, entry) in &store.entries {
-            assert_eq!(Some(&entry.hash), local.entries.get(key).map(|e| &e.hash), "store and local differ on {key}");
+            assert_eq!(
+                Some(&entry.hash),
+                local.entries.get(key).map(|e| &e.hash),
+                "store and local differ on {key}"
+            );
         }
         assert!(ds.audit().unwrap().is_empty());
     }

@@ -14,8 +14,14 @@ struct Device {
 
 fn device(cloud: &MemoryPersistence) -> Device {
     let local = MemoryPersistence::new();
-    let config = manual("app").local(local.clone()).cloud(cloud.clone()).clock_source(ticking);
-    Device { ds: DataSync::open(config).unwrap(), local }
+    let config = manual("app")
+        .local(local.clone())
+        .cloud(cloud.clone())
+        .clock_source(ticking);
+    Device {
+        ds: DataSync::open(config).unwrap(),
+        local,
+    }
 }
 
 fn settle(a: &Device, b: &Device) {
@@ -62,12 +68,24 @@ fn writes_travel_and_conflicts_resolve_the_same_everywhere() {
     assert_eq!(audit_blobs(&a.local), audit_blobs(&cloud));
     assert_eq!(audit_blobs(&b.local), audit_blobs(&cloud));
     assert_eq!(stored_root(&a.local), stored_root(&b.local));
+    let described = |meta: datasync::Meta| -> Vec<_> {
+        meta.entries
+            .into_iter()
+            .map(|(k, e)| (k, e.hash, e.entities))
+            .filter(|(k, ..)| k == "app.User")
+            .collect()
+    };
     assert_eq!(
-        a.ds.tier_meta(TierId::Store).unwrap().entries,
-        a.ds.tier_meta(TierId::Local).unwrap().entries.into_iter().filter(|(k, _)| k == "app.User").collect()
+        described(a.ds.tier_meta(TierId::Store).unwrap()),
+        described(a.ds.tier_meta(TierId::Local).unwrap()),
+        "store and local disagree"
     );
     let stats = a.ds.sync_now().unwrap();
-    assert_eq!((stats.keys_copied, stats.keys_merged, stats.entities_changed), (0, 0, 0), "{stats:?}");
+    assert_eq!(
+        (stats.keys_copied, stats.keys_merged, stats.entities_changed),
+        (0, 0, 0),
+        "{stats:?}"
+    );
 }
 
 #[test]
@@ -97,7 +115,11 @@ fn metadata_is_true_after_saves_deletes_and_syncs() {
 fn a_fresh_device_hydrates_from_the_cloud_on_access() {
     let cloud = MemoryPersistence::new();
     let a = device(&cloud);
-    let id = a.ds.repo("User").unwrap().save(&json!({"name": "Ann"})).unwrap();
+    let id =
+        a.ds.repo("User")
+            .unwrap()
+            .save(&json!({"name": "Ann"}))
+            .unwrap();
     a.ds.sync_now().unwrap();
     let b = device(&cloud);
     // No sync yet on B: reading the key loads it from the cloud, down into local.
@@ -118,7 +140,11 @@ fn sync_cost_is_proportional_to_the_partitions_changed() {
     let users = ds.repo("User").unwrap();
     let mut ids = Vec::new();
     for i in 0..200 {
-        ids.push(users.save(&json!({"region": format!("r{}", i % 10), "n": i})).unwrap());
+        ids.push(
+            users
+                .save(&json!({"region": format!("r{}", i % 10), "n": i}))
+                .unwrap(),
+        );
     }
     ds.sync_now().unwrap();
     local.reset();
@@ -130,14 +156,26 @@ fn sync_cost_is_proportional_to_the_partitions_changed() {
     assert!(cloud.stores.lock().unwrap().is_empty());
     // Change 3 of the 10 partitions: only those 3 are loaded.
     for id in [&ids[0], &ids[1], &ids[2], &ids[10]] {
-        users.save(&json!({"id": id, "region": "ignored", "n": -1})).unwrap();
+        users
+            .save(&json!({"id": id, "region": "ignored", "n": -1}))
+            .unwrap();
     }
     ds.sync_now().unwrap();
-    let mut loaded: Vec<String> = local.partition_loads().into_iter().chain(cloud.partition_loads()).collect();
+    let mut loaded: Vec<String> = local
+        .partition_loads()
+        .into_iter()
+        .chain(cloud.partition_loads())
+        .collect();
     loaded.sort();
     loaded.dedup();
     assert_eq!(loaded, vec!["app.User.r0", "app.User.r1", "app.User.r2"]);
-    assert_eq!(users.query(&QueryOptions::default().where_eq("n", -1)).unwrap().len(), 4);
+    assert_eq!(
+        users
+            .query(&QueryOptions::default().where_eq("n", -1))
+            .unwrap()
+            .len(),
+        4
+    );
 }
 
 #[test]
@@ -153,9 +191,15 @@ fn cloud_failures_leave_the_instance_usable_and_recover() {
     assert!(stats.offline);
     assert!(!stats.errors.is_empty());
     let status = ds.status();
-    assert!(!status.online && status.failures == 1 && status.last_error.is_some(), "{status:?}");
+    assert!(
+        !status.online && status.failures == 1 && status.last_error.is_some(),
+        "{status:?}"
+    );
     ds.flush().unwrap();
-    assert!(local.snapshot().contains_key("app.User"), "local write lost while offline");
+    assert!(
+        local.snapshot().contains_key("app.User"),
+        "local write lost while offline"
+    );
     assert_eq!(users.get(&id).unwrap().unwrap().value()["name"], "offline");
     cloud.fail(false);
     let stats = ds.sync_now().unwrap();

@@ -396,7 +396,11 @@ fn a_lost_partition_that_no_tier_holds_leaves_the_metadata() {
     let (user, _) = seed(tmp.path(), &cloud);
     // A partition written after the last cloud sync, then damaged: no tier can restore it.
     let ds = quiet(tmp.path(), &cloud);
-    let note = ds.repo("Note").unwrap().save(&json!({"text": "local only"})).unwrap();
+    let note = ds
+        .repo("Note")
+        .unwrap()
+        .save(&json!({"text": "local only"}))
+        .unwrap();
     ds.flush().unwrap();
     ds.close().unwrap();
     damage(tmp.path(), "app.Note", |b| b.truncate(b.len() / 2));
@@ -406,7 +410,10 @@ fn a_lost_partition_that_no_tier_holds_leaves_the_metadata() {
     assert_eq!(ds.repo("Note").unwrap().get(&note).unwrap(), None);
     ds.sync_now().unwrap();
     assert!(ds.audit().unwrap().is_empty(), "{:?}", ds.audit());
-    assert!(!ds.tier_keys(TierId::Local).unwrap().contains(&"app.Note".to_string()));
+    assert!(!ds
+        .tier_keys(TierId::Local)
+        .unwrap()
+        .contains(&"app.Note".to_string()));
     assert!(ds.repo("User").unwrap().get(&user).unwrap().is_some());
     ds.close().unwrap();
     let meta = meta_of(&mut DirPersistence::open(tmp.path()).unwrap());

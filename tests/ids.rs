@@ -27,7 +27,10 @@ fn saved_ids_name_their_partition() {
     let (logical, ident) = id::parse(&id, '.').unwrap();
     assert_eq!(logical, "User.eu");
     assert_eq!(ident.len(), 16);
-    assert_eq!(ds.tier_keys(datasync::TierId::Store).unwrap(), vec!["app.User.eu".to_string()]);
+    assert_eq!(
+        ds.tier_keys(datasync::TierId::Store).unwrap(),
+        vec!["app.User.eu".to_string()]
+    );
     let e = users.get(&id).unwrap().unwrap();
     assert_eq!(e.id(), id);
     assert_eq!(e.value()["id"], json!(id));
@@ -37,14 +40,24 @@ fn saved_ids_name_their_partition() {
 fn caller_ids_are_kept_and_parsed() {
     let ds = DataSync::open(Config::new("app")).unwrap();
     let users = ds.repo("User").unwrap();
-    let id = users.save(&json!({"id": "User.alice", "name": "Alice"})).unwrap();
+    let id = users
+        .save(&json!({"id": "User.alice", "name": "Alice"}))
+        .unwrap();
     assert_eq!(id, "User.alice");
-    assert_eq!(users.get("User.alice").unwrap().unwrap().value()["name"], "Alice");
+    assert_eq!(
+        users.get("User.alice").unwrap().unwrap().value()["name"],
+        "Alice"
+    );
     // A caller id may name another partition than the strategy would pick.
-    users.save(&json!({"id": "Archive.bob", "name": "Bob"})).unwrap();
+    users
+        .save(&json!({"id": "Archive.bob", "name": "Bob"}))
+        .unwrap();
     let mut keys = ds.tier_keys(datasync::TierId::Store).unwrap();
     keys.sort();
-    assert_eq!(keys, vec!["app.Archive".to_string(), "app.User".to_string()]);
+    assert_eq!(
+        keys,
+        vec!["app.Archive".to_string(), "app.User".to_string()]
+    );
 }
 
 #[test]
@@ -57,6 +70,12 @@ fn bad_ids_are_refused_and_nothing_is_written() {
         assert_eq!(users.get(bad).unwrap_err().kind(), ErrorKind::InvalidId);
         assert_eq!(users.delete(bad).unwrap_err().kind(), ErrorKind::InvalidId);
     }
-    assert_eq!(users.save(&json!({"id": 42})).unwrap_err().kind(), ErrorKind::InvalidId);
-    assert!(ds.tier_keys(datasync::TierId::Store).unwrap().is_empty(), "a refused write left a partition");
+    assert_eq!(
+        users.save(&json!({"id": 42})).unwrap_err().kind(),
+        ErrorKind::InvalidId
+    );
+    assert!(
+        ds.tier_keys(datasync::TierId::Store).unwrap().is_empty(),
+        "a refused write left a partition"
+    );
 }

@@ -11,7 +11,9 @@ use datasync::{Config, DataSync, MemoryPersistence, QueryOptions, SortKey, Subsc
 use serde_json::{json, Value};
 
 fn names(list: &[datasync::Entity]) -> Vec<String> {
-    list.iter().map(|e| e.value()["name"].as_str().unwrap_or("").to_string()).collect()
+    list.iter()
+        .map(|e| e.value()["name"].as_str().unwrap_or("").to_string())
+        .collect()
 }
 
 #[test]
@@ -25,20 +27,34 @@ fn single_observer_gets_current_value_then_every_change() {
     let threads = on_dispatcher.clone();
     let _sub = users
         .observe(&id, move |e| {
-            threads.lock().unwrap().push(std::thread::current().name().map(str::to_string));
-            sink.lock().unwrap().push(e.map(|e| e.value()["name"].as_str().unwrap().to_string()))
+            threads
+                .lock()
+                .unwrap()
+                .push(std::thread::current().name().map(str::to_string));
+            sink.lock()
+                .unwrap()
+                .push(e.map(|e| e.value()["name"].as_str().unwrap().to_string()))
         })
         .unwrap();
     users.save(&json!({"id": id, "name": "v2"})).unwrap();
     users.delete(&id).unwrap();
     ds.drain_events().unwrap();
-    assert_eq!(*seen.lock().unwrap(), vec![Some("v1".into()), Some("v2".into()), None]);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![Some("v1".into()), Some("v2".into()), None]
+    );
     let threads = on_dispatcher.lock().unwrap();
-    assert!(threads.iter().all(|t| t.as_deref().is_some_and(|n| n.starts_with("datasync-dispatch"))));
+    assert!(threads.iter().all(|t| t
+        .as_deref()
+        .is_some_and(|n| n.starts_with("datasync-dispatch"))));
 
     let missing: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
     let sink = missing.clone();
-    let _sub2 = users.observe("User.nobody", move |e| sink.lock().unwrap().push(e.map(|e| e.id().to_string()))).unwrap();
+    let _sub2 = users
+        .observe("User.nobody", move |e| {
+            sink.lock().unwrap().push(e.map(|e| e.id().to_string()))
+        })
+        .unwrap();
     ds.drain_events().unwrap();
     assert_eq!(*missing.lock().unwrap(), vec![None]);
 }
@@ -50,14 +66,23 @@ fn collection_observer_coalesces_and_ends_on_the_final_state() {
     users.save(&json!({"name": "a", "team": "x"})).unwrap();
     let calls: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
     let sink = calls.clone();
-    let query = QueryOptions::default().where_eq("team", "x").sort_by(SortKey::desc("name"));
-    let _sub = users.observe_all(query, move |list| sink.lock().unwrap().push(names(list))).unwrap();
+    let query = QueryOptions::default()
+        .where_eq("team", "x")
+        .sort_by(SortKey::desc("name"));
+    let _sub = users
+        .observe_all(query, move |list| sink.lock().unwrap().push(names(list)))
+        .unwrap();
     for i in 0..2000 {
-        users.save(&json!({"name": format!("n{i:04}"), "team": if i % 2 == 0 { "x" } else { "y" }})).unwrap();
+        users
+            .save(&json!({"name": format!("n{i:04}"), "team": if i % 2 == 0 { "x" } else { "y" }}))
+            .unwrap();
     }
     ds.drain_events().unwrap();
     let calls = calls.lock().unwrap();
-    assert!(calls[0].contains(&"a".to_string()), "first call is not the current list");
+    assert!(
+        calls[0].contains(&"a".to_string()),
+        "first call is not the current list"
+    );
     assert!(calls.len() < 2000, "not coalesced: {} calls", calls.len());
     let last = calls.last().unwrap();
     assert_eq!(last.len(), 1001);
@@ -68,16 +93,38 @@ fn collection_observer_coalesces_and_ends_on_the_final_state() {
 #[test]
 fn changes_arriving_by_sync_reach_observers() {
     let cloud = MemoryPersistence::new();
-    let a = DataSync::open(manual("app").local(MemoryPersistence::new()).cloud(cloud.clone()).clock_source(ticking)).unwrap();
-    let b = DataSync::open(manual("app").local(MemoryPersistence::new()).cloud(cloud.clone()).clock_source(ticking)).unwrap();
+    let a = DataSync::open(
+        manual("app")
+            .local(MemoryPersistence::new())
+            .cloud(cloud.clone())
+            .clock_source(ticking),
+    )
+    .unwrap();
+    let b = DataSync::open(
+        manual("app")
+            .local(MemoryPersistence::new())
+            .cloud(cloud.clone())
+            .clock_source(ticking),
+    )
+    .unwrap();
     let ua = a.repo("User").unwrap();
     let ub = b.repo("User").unwrap();
     let id = ua.save(&json!({"name": "from A"})).unwrap();
     let single: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
     let list: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
     let (s1, s2) = (single.clone(), list.clone());
-    let _o1 = ub.observe(&id, move |e| s1.lock().unwrap().push(e.map(|e| e.value()["name"].as_str().unwrap().to_string()))).unwrap();
-    let _o2 = ub.observe_all(QueryOptions::default(), move |l| s2.lock().unwrap().push(names(l))).unwrap();
+    let _o1 = ub
+        .observe(&id, move |e| {
+            s1.lock()
+                .unwrap()
+                .push(e.map(|e| e.value()["name"].as_str().unwrap().to_string()))
+        })
+        .unwrap();
+    let _o2 = ub
+        .observe_all(QueryOptions::default(), move |l| {
+            s2.lock().unwrap().push(names(l))
+        })
+        .unwrap();
     b.drain_events().unwrap();
     a.sync_now().unwrap();
     b.sync_now().unwrap();
@@ -86,9 +133,15 @@ fn changes_arriving_by_sync_reach_observers() {
     a.sync_now().unwrap();
     b.sync_now().unwrap();
     b.drain_events().unwrap();
-    assert_eq!(single.lock().unwrap().last().cloned().flatten().as_deref(), Some("edited on A"));
+    assert_eq!(
+        single.lock().unwrap().last().cloned().flatten().as_deref(),
+        Some("edited on A")
+    );
     assert!(single.lock().unwrap().contains(&Some("from A".into())));
-    assert_eq!(list.lock().unwrap().last().unwrap(), &vec!["edited on A".to_string()]);
+    assert_eq!(
+        list.lock().unwrap().last().unwrap(),
+        &vec!["edited on A".to_string()]
+    );
 }
 
 #[test]
@@ -102,14 +155,22 @@ fn an_observer_may_write_back_and_read() {
     let _sub = users
         .observe(&id, move |e| {
             if let Some(e) = e {
-                assert!(reader.get(e.id()).unwrap().is_some(), "read inside a callback failed");
+                assert!(
+                    reader.get(e.id()).unwrap().is_some(),
+                    "read inside a callback failed"
+                );
                 writer.save(&json!({"saw": e.value()["name"]})).unwrap();
             }
         })
         .unwrap();
     users.save(&json!({"id": id, "name": "Ann 2"})).unwrap();
     ds.drain_events().unwrap();
-    let mut seen: Vec<Value> = logs.query(&QueryOptions::default()).unwrap().iter().map(|e| e.value()["saw"].clone()).collect();
+    let mut seen: Vec<Value> = logs
+        .query(&QueryOptions::default())
+        .unwrap()
+        .iter()
+        .map(|e| e.value()["saw"].clone())
+        .collect();
     seen.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
     assert_eq!(seen, vec![json!("Ann"), json!("Ann 2")]);
 }
@@ -137,13 +198,19 @@ fn unsubscribe_inside_the_callback_and_after_return_stops_calls() {
         users.save(&json!({"id": id, "n": n})).unwrap();
     }
     ds.drain_events().unwrap();
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "calls after unsubscribing inside the callback");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "calls after unsubscribing inside the callback"
+    );
 
     let count = Arc::new(AtomicUsize::new(0));
     let c = count.clone();
-    let sub = users.observe_all(QueryOptions::default(), move |_| {
-        c.fetch_add(1, Ordering::SeqCst);
-    }).unwrap();
+    let sub = users
+        .observe_all(QueryOptions::default(), move |_| {
+            c.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
     ds.drain_events().unwrap();
     for n in 0..100 {
         users.save(&json!({"n": n})).unwrap();
@@ -154,7 +221,11 @@ fn unsubscribe_inside_the_callback_and_after_return_stops_calls() {
         users.save(&json!({"n": n})).unwrap();
     }
     ds.drain_events().unwrap();
-    assert_eq!(count.load(Ordering::SeqCst), after, "called after the subscription was dropped");
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        after,
+        "called after the subscription was dropped"
+    );
 }
 
 #[test]
@@ -165,9 +236,11 @@ fn a_panicking_callback_does_not_stop_the_dispatcher() {
     let _bad = users.observe(&id, |_| panic!("observer bug")).unwrap();
     let seen = Arc::new(AtomicUsize::new(0));
     let s = seen.clone();
-    let _good = users.observe(&id, move |_| {
-        s.fetch_add(1, Ordering::SeqCst);
-    }).unwrap();
+    let _good = users
+        .observe(&id, move |_| {
+            s.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
     users.save(&json!({"id": id, "n": 1})).unwrap();
     ds.drain_events().unwrap();
     assert_eq!(seen.load(Ordering::SeqCst), 2);
@@ -179,15 +252,25 @@ fn close_delivers_pending_notifications_and_refuses_later_calls() {
     let users = ds.repo("User").unwrap();
     let last = Arc::new(Mutex::new(None));
     let l = last.clone();
-    let _sub = users.observe_all(QueryOptions::default(), move |list| *l.lock().unwrap() = Some(list.len())).unwrap();
+    let _sub = users
+        .observe_all(QueryOptions::default(), move |list| {
+            *l.lock().unwrap() = Some(list.len())
+        })
+        .unwrap();
     for n in 0..500 {
         users.save(&json!({"n": n})).unwrap();
     }
     ds.close().unwrap();
     ds.close().unwrap();
     assert_eq!(*last.lock().unwrap(), Some(500));
-    assert_eq!(users.save(&json!({"n": 1})).unwrap_err().kind(), datasync::ErrorKind::Closed);
-    assert_eq!(ds.sync_now().unwrap_err().kind(), datasync::ErrorKind::Closed);
+    assert_eq!(
+        users.save(&json!({"n": 1})).unwrap_err().kind(),
+        datasync::ErrorKind::Closed
+    );
+    assert_eq!(
+        ds.sync_now().unwrap_err().kind(),
+        datasync::ErrorKind::Closed
+    );
 }
 
 #[test]
@@ -196,12 +279,17 @@ fn close_from_an_observer_is_refused_not_deadlocked() {
     let users = ds.repo("User").unwrap();
     let result = Arc::new(Mutex::new(None));
     let (r, handle) = (result.clone(), Arc::downgrade(&ds));
-    let _sub = users.observe("User.x", move |_| {
-        if let Some(ds) = handle.upgrade() {
-            *r.lock().unwrap() = Some(ds.close().map_err(|e| e.kind()));
-            let _ = ds.flush();
-        }
-    }).unwrap();
+    let _sub = users
+        .observe("User.x", move |_| {
+            if let Some(ds) = handle.upgrade() {
+                *r.lock().unwrap() = Some(ds.close().map_err(|e| e.kind()));
+                let _ = ds.flush();
+            }
+        })
+        .unwrap();
     ds.drain_events().unwrap();
-    assert_eq!(*result.lock().unwrap(), Some(Err(datasync::ErrorKind::WouldDeadlock)));
+    assert_eq!(
+        *result.lock().unwrap(),
+        Some(Err(datasync::ErrorKind::WouldDeadlock))
+    );
 }

@@ -29,11 +29,18 @@ fn writes_reach_local_and_cloud_without_being_asked() {
         .cloud_sync_interval(Duration::from_millis(20));
     let ds = DataSync::open(config).unwrap();
     let id = ds.repo("User").unwrap().save(&json!({"n": 1})).unwrap();
-    eventually("the write reaches local", || local.snapshot().contains_key("app.User"));
-    eventually("the write reaches the cloud", || {
-        cloud.snapshot().get("app.User").is_some_and(|b| String::from_utf8_lossy(b).contains(&id))
+    eventually("the write reaches local", || {
+        local.snapshot().contains_key("app.User")
     });
-    eventually("status shows a successful sync", || ds.status().last_sync.is_some() && ds.status().pending_keys == 0);
+    eventually("the write reaches the cloud", || {
+        cloud
+            .snapshot()
+            .get("app.User")
+            .is_some_and(|b| String::from_utf8_lossy(b).contains(&id))
+    });
+    eventually("status shows a successful sync", || {
+        ds.status().last_sync.is_some() && ds.status().pending_keys == 0
+    });
 }
 
 #[test]
@@ -51,17 +58,24 @@ fn cloud_failures_back_off_and_recover_by_themselves() {
     eventually("several failed attempts", || ds.status().failures >= 3);
     assert!(!ds.status().online);
     cloud.fail(false);
-    eventually("back online", || ds.status().online && cloud.inner.snapshot().contains_key("app.User"));
+    eventually("back online", || {
+        ds.status().online && cloud.inner.snapshot().contains_key("app.User")
+    });
     assert_eq!(ds.status().failures, 0);
 }
 
 #[test]
 fn close_flushes_and_joins() {
     let local = MemoryPersistence::new();
-    let config = Config::new("app").local(local.clone()).store_sync_delay(Duration::from_secs(3600));
+    let config = Config::new("app")
+        .local(local.clone())
+        .store_sync_delay(Duration::from_secs(3600));
     let ds = DataSync::open(config).unwrap();
     let id = ds.repo("User").unwrap().save(&json!({"n": 1})).unwrap();
     ds.close().unwrap();
-    assert!(String::from_utf8_lossy(&local.snapshot()["app.User"]).contains(&id), "close did not flush");
+    assert!(
+        String::from_utf8_lossy(&local.snapshot()["app.User"]).contains(&id),
+        "close did not flush"
+    );
     assert!(ds.status().closed);
 }

@@ -3,24 +3,42 @@
 
 mod common;
 
-use datasync::{Candidates, Config, DataSync, DateGranularity, DateStrategy, KeyStrategy, QueryOptions, Result};
+use datasync::{
+    Candidates, Config, DataSync, DateGranularity, DateStrategy, KeyStrategy, QueryOptions, Result,
+};
 use serde_json::{json, Map, Value};
 
 #[test]
 fn date_strategy_partitions_by_month_and_filters_by_range() {
-    let ds = DataSync::open(Config::new("app").strategy(DateStrategy::new(DateGranularity::Month))).unwrap();
+    let ds = DataSync::open(Config::new("app").strategy(DateStrategy::new(DateGranularity::Month)))
+        .unwrap();
     let logs = ds.repo("Log").unwrap();
-    for (i, day) in ["2026-01-15", "2026-02-03", "2026-02-20", "2026-04-01"].iter().enumerate() {
-        logs.save(&json!({"i": i, "createdAt": format!("{day}T12:00:00Z")})).unwrap();
+    for (i, day) in ["2026-01-15", "2026-02-03", "2026-02-20", "2026-04-01"]
+        .iter()
+        .enumerate()
+    {
+        logs.save(&json!({"i": i, "createdAt": format!("{day}T12:00:00Z")}))
+            .unwrap();
     }
     let mut keys = ds.tier_keys(datasync::TierId::Store).unwrap();
     keys.sort();
-    assert_eq!(keys, ["app.Log.2026-01", "app.Log.2026-02", "app.Log.2026-04"]);
-    let feb = QueryOptions::default().filter(json!({"from": "2026-02-01T00:00:00Z", "to": "2026-03-31T00:00:00Z"}));
+    assert_eq!(
+        keys,
+        ["app.Log.2026-01", "app.Log.2026-02", "app.Log.2026-04"]
+    );
+    let feb = QueryOptions::default()
+        .filter(json!({"from": "2026-02-01T00:00:00Z", "to": "2026-03-31T00:00:00Z"}));
     assert_eq!(logs.query(&feb).unwrap().len(), 2);
     assert_eq!(logs.query(&QueryOptions::default()).unwrap().len(), 4);
-    let e = logs.query(&QueryOptions::default().where_eq("i", 0)).unwrap().remove(0);
-    assert_eq!(e.value()["createdAt"], "2026-01-15T12:00:00.000Z", "createdAt not normalised");
+    let e = logs
+        .query(&QueryOptions::default().where_eq("i", 0))
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        e.value()["createdAt"],
+        "2026-01-15T12:00:00.000Z",
+        "createdAt not normalised"
+    );
 }
 
 /// Users are partitioned by tenant; this device may read tenant "a" only.
@@ -36,11 +54,19 @@ impl KeyStrategy for Tenants {
     }
 
     fn logical_key(&self, entity_name: &str, entity: &Map<String, Value>) -> Result<String> {
-        let tenant = entity.get("tenant").and_then(Value::as_str).unwrap_or("public");
+        let tenant = entity
+            .get("tenant")
+            .and_then(Value::as_str)
+            .unwrap_or("public");
         Ok(format!("{tenant}-{entity_name}"))
     }
 
-    fn candidate_keys(&self, prefix: &str, entity_name: &str, _filter: Option<&Value>) -> Result<Candidates> {
+    fn candidate_keys(
+        &self,
+        prefix: &str,
+        entity_name: &str,
+        _filter: Option<&Value>,
+    ) -> Result<Candidates> {
         Ok(Candidates::Keys(vec![format!("{prefix}:a-{entity_name}")]))
     }
 }
@@ -51,11 +77,22 @@ fn a_custom_strategy_decides_ids_keys_and_what_queries_read() {
     let users = ds.repo("User").unwrap();
     let a = users.save(&json!({"tenant": "a"})).unwrap();
     let b = users.save(&json!({"tenant": "b"})).unwrap();
-    assert!(a.starts_with("a-User:") && a.len() == "a-User:".len() + 10, "{a}");
+    assert!(
+        a.starts_with("a-User:") && a.len() == "a-User:".len() + 10,
+        "{a}"
+    );
     assert!(b.starts_with("b-User:"));
-    let visible: Vec<String> = users.query(&QueryOptions::default()).unwrap().iter().map(|e| e.id().to_string()).collect();
+    let visible: Vec<String> = users
+        .query(&QueryOptions::default())
+        .unwrap()
+        .iter()
+        .map(|e| e.id().to_string())
+        .collect();
     assert_eq!(visible, vec![a]);
-    assert!(users.get(&b).unwrap().is_some(), "get by id reads the id's own partition");
+    assert!(
+        users.get(&b).unwrap().is_some(),
+        "get by id reads the id's own partition"
+    );
 }
 
 #[test]
@@ -72,6 +109,8 @@ fn a_strategy_whose_separator_appears_in_ids_is_refused() {
             Ok(Candidates::Keys(vec![]))
         }
     }
-    let err = DataSync::open(Config::new("app").strategy(Bad)).err().unwrap();
+    let err = DataSync::open(Config::new("app").strategy(Bad))
+        .err()
+        .unwrap();
     assert_eq!(err.kind(), datasync::ErrorKind::InvalidConfig);
 }

@@ -28,8 +28,15 @@ fn save_maintains_reserved_fields_and_never_mutates_the_caller() {
     users.save(&edit).unwrap();
     let second = users.get(&id).unwrap().unwrap();
     assert_eq!(second.version(), 2);
-    assert!(second.updated_at() >= first.updated_at(), "clock went backwards");
-    assert_eq!(second.value()["createdAt"], v["createdAt"], "createdAt not kept");
+    assert!(
+        second.updated_at() >= first.updated_at(),
+        "clock went backwards"
+    );
+    assert_eq!(
+        second.value()["createdAt"],
+        v["createdAt"],
+        "createdAt not kept"
+    );
 }
 
 #[test]
@@ -54,7 +61,10 @@ fn deletes_leave_tombstones_even_for_unknown_ids() {
     let id = users.save(&json!({"name": "Ann"})).unwrap();
     assert!(users.delete(&id).unwrap());
     assert!(users.get(&id).unwrap().is_none());
-    assert!(!users.delete("User.neverseen").unwrap(), "unknown id reported as existing");
+    assert!(
+        !users.delete("User.neverseen").unwrap(),
+        "unknown id reported as existing"
+    );
     let meta = ds.tier_meta(TierId::Store).unwrap();
     let counts = &meta.entries["app.User"].entities["User"];
     assert_eq!((counts.count, counts.deleted_count), (0, 2));
@@ -69,11 +79,19 @@ fn deletes_leave_tombstones_even_for_unknown_ids() {
 fn save_many_and_delete_many_are_all_or_nothing_on_bad_input() {
     let ds = DataSync::open(Config::new("app")).unwrap();
     let users = ds.repo("User").unwrap();
-    let ids = users.save_many(&[json!({"n": 1}), json!({"n": 2}), json!({"n": 3})]).unwrap();
+    let ids = users
+        .save_many(&[json!({"n": 1}), json!({"n": 2}), json!({"n": 3})])
+        .unwrap();
     assert_eq!(ids.len(), 3);
-    let err = users.save_many(&[json!({"n": 4}), json!("not an object")]).unwrap_err();
+    let err = users
+        .save_many(&[json!({"n": 4}), json!("not an object")])
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidEntity);
-    assert_eq!(users.query(&Default::default()).unwrap().len(), 3, "a refused batch wrote something");
+    assert_eq!(
+        users.query(&Default::default()).unwrap().len(),
+        3,
+        "a refused batch wrote something"
+    );
     assert_eq!(users.delete_many(&ids[..2]).unwrap(), 2);
     assert_eq!(users.query(&Default::default()).unwrap().len(), 1);
     let slot = ds.tier_meta(TierId::Store).unwrap();

@@ -49,7 +49,12 @@ impl Persistence for MemoryStore {
     }
 
     fn keys(&mut self) -> AdapterResult<Option<Vec<String>>> {
-        let mut keys: Vec<String> = self.partitions.keys().chain(self.blobs.keys()).cloned().collect();
+        let mut keys: Vec<String> = self
+            .partitions
+            .keys()
+            .chain(self.blobs.keys())
+            .cloned()
+            .collect();
         keys.sort();
         Ok(Some(keys))
     }
@@ -57,7 +62,11 @@ impl Persistence for MemoryStore {
 
 impl Store for MemoryStore {
     fn get(&mut self, key: &str, name: &str, id: &str) -> AdapterResult<Option<Slot>> {
-        Ok(self.partitions.get(key).and_then(|p| p.get(name, id)).cloned())
+        Ok(self
+            .partitions
+            .get(key)
+            .and_then(|p| p.get(name, id))
+            .cloned())
     }
 
     fn get_all(&mut self, key: &str, name: &str) -> AdapterResult<Vec<Entity>> {

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use datasync::clock::format_millis;
 use datasync::meta::{Meta, META_KEY};
 use datasync::{
-    sync_tiers, Candidates, Config, DataSync, DirPersistence, KeyStrategy, LastWriterWins, MemoryPersistence,
-    Partition, QueryOptions, Slot,
+    sync_tiers, Candidates, Config, DataSync, DirPersistence, KeyStrategy, LastWriterWins,
+    MemoryPersistence, Partition, QueryOptions, Slot,
 };
 use serde_json::{json, Map, Value};
 
@@ -64,13 +64,22 @@ struct Buckets {
 
 impl KeyStrategy for Buckets {
     fn logical_key(&self, name: &str, entity: &Map<String, Value>) -> datasync::Result<String> {
-        let email = entity.get("email").and_then(Value::as_str).unwrap_or_default();
+        let email = entity
+            .get("email")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let hash = blake3::hash(email.as_bytes());
-        let bucket = u64::from_le_bytes(hash.as_bytes()[..8].try_into().unwrap_or_default()) % self.count as u64;
+        let bucket = u64::from_le_bytes(hash.as_bytes()[..8].try_into().unwrap_or_default())
+            % self.count as u64;
         Ok(format!("{name}.b{bucket:05}"))
     }
 
-    fn candidate_keys(&self, prefix: &str, name: &str, _filter: Option<&Value>) -> datasync::Result<Candidates> {
+    fn candidate_keys(
+        &self,
+        prefix: &str,
+        name: &str,
+        _filter: Option<&Value>,
+    ) -> datasync::Result<Candidates> {
         Ok(Candidates::Prefix(format!("{prefix}.{name}.b")))
     }
 }
@@ -83,7 +92,9 @@ fn config(partition_size: usize, n: usize) -> Config {
     if partition_size == 0 {
         config
     } else {
-        config.strategy(Buckets { count: n.div_ceil(partition_size).max(1) })
+        config.strategy(Buckets {
+            count: n.div_ceil(partition_size).max(1),
+        })
     }
 }
 
@@ -105,11 +116,18 @@ fn partitions(tier: &MemoryPersistence) -> HashMap<String, Partition> {
 }
 
 fn meta_of(tier: &MemoryPersistence) -> Meta {
-    tier.snapshot().get(META_KEY).and_then(|b| Meta::parse(b).ok()).unwrap_or_default()
+    tier.snapshot()
+        .get(META_KEY)
+        .and_then(|b| Meta::parse(b).ok())
+        .unwrap_or_default()
 }
 
 fn active_count(meta: &Meta) -> u64 {
-    meta.entries.values().flat_map(|e| e.entities.values()).map(|c| c.count).sum()
+    meta.entries
+        .values()
+        .flat_map(|e| e.entities.values())
+        .map(|c| c.count)
+        .sum()
 }
 
 /// Fills a memory tier with the N entities through an instance; returns the ids.
@@ -117,7 +135,9 @@ fn filled(partition_size: usize, n: usize) -> CliResult<(MemoryPersistence, Vec<
     let tier = MemoryPersistence::new();
     let ds = DataSync::open(config(partition_size, n).local(tier.clone()))?;
     let users = ds.repo("User")?;
-    let ids = (0..n).map(|i| users.save(&entity(i))).collect::<datasync::Result<Vec<_>>>()?;
+    let ids = (0..n)
+        .map(|i| users.save(&entity(i)))
+        .collect::<datasync::Result<Vec<_>>>()?;
     ds.close()?;
     Ok((tier, ids))
 }
@@ -130,7 +150,15 @@ fn copy_of(tier: &MemoryPersistence) -> MemoryPersistence {
     copy
 }
 
-fn measure(workload: &str, n: usize, partition_size: usize, seconds: f64, ops: f64, verified: bool, extra: Map<String, Value>) -> Measure {
+fn measure(
+    workload: &str,
+    n: usize,
+    partition_size: usize,
+    seconds: f64,
+    ops: f64,
+    verified: bool,
+    extra: Map<String, Value>,
+) -> Measure {
     Measure {
         workload: workload.to_string(),
         n,
@@ -144,7 +172,11 @@ fn measure(workload: &str, n: usize, partition_size: usize, seconds: f64, ops: f
 }
 
 fn partitioning_name(size: usize) -> String {
-    if size == 0 { "global".into() } else { format!("~{size}/partition") }
+    if size == 0 {
+        "global".into()
+    } else {
+        format!("~{size}/partition")
+    }
 }
 
 fn w1(n: usize, ps: usize) -> CliResult<Measure> {
@@ -186,7 +218,8 @@ fn w2(n: usize, ps: usize) -> CliResult<Measure> {
     let stats = sync_tiers(Box::new(a.clone()), Box::new(b.clone()), &LastWriterWins)?;
     let secs = t.elapsed().as_secs_f64();
     let (ma, mb) = (meta_of(&a), meta_of(&b));
-    let verified = ma.root() == mb.root() && active_count(&mb) == n as u64 && stats.errors.is_empty();
+    let verified =
+        ma.root() == mb.root() && active_count(&mb) == n as u64 && stats.errors.is_empty();
     let mut extra = Map::new();
     extra.insert("partitions_copied".into(), json!(stats.keys_copied));
     Ok(measure("W2", n, ps, secs, n as f64, verified, extra))
@@ -223,14 +256,17 @@ fn w3(n: usize, ps: usize) -> CliResult<Measure> {
     let stats = sync_tiers(Box::new(a.clone()), Box::new(b.clone()), &LastWriterWins)?;
     let secs = t.elapsed().as_secs_f64();
     let (pa, pb) = (partitions(&a), partitions(&b));
-    let mut verified = pa == pb && meta_of(&a).root() == meta_of(&b).root() && stats.errors.is_empty();
+    let mut verified =
+        pa == pb && meta_of(&a).root() == meta_of(&b).root() && stats.errors.is_empty();
     let find = |id: &str| pa.values().find_map(|p| p.get("User", id).cloned());
     for i in (0..n).step_by(50) {
         let slot = find(&ids[i]);
         let ok = match (i % 1000, i % 100, slot) {
             (0, _, Some(Slot::Active(e))) => e.value()["name"] == json!(format!("B {i}")),
             (50, _, Some(Slot::Deleted(_))) => true,
-            (_, 0, Some(Slot::Active(e))) => e.value()["score"].as_f64() == Some((i * 7919 % 10000) as f64 / 100.0 + 1.0),
+            (_, 0, Some(Slot::Active(e))) => {
+                e.value()["score"].as_f64() == Some((i * 7919 % 10000) as f64 / 100.0 + 1.0)
+            }
             (_, 50, Some(Slot::Active(e))) => e.version() == 1,
             _ => false,
         };
@@ -284,7 +320,9 @@ fn w5(n: usize, ps: usize) -> CliResult<Measure> {
             calls.fetch_add(1, Ordering::Relaxed);
             if let Some(e) = e {
                 let score = e.value()["score"].as_f64().unwrap_or(f64::NAN);
-                seen.lock().unwrap_or_else(|p| p.into_inner()).insert(e.id().to_string(), score);
+                seen.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(e.id().to_string(), score);
             }
         })?);
     }
@@ -314,11 +352,22 @@ fn w5(n: usize, ps: usize) -> CliResult<Measure> {
     let mut verified = (0..watched).all(|i| seen.get(&ids[i]) == Some(&expected(i)));
     let list = last_list.lock().unwrap_or_else(|p| p.into_inner());
     verified &= list.len() == n;
-    let finals: HashMap<&str, f64> = list.iter().map(|e| (e.id(), e.value()["score"].as_f64().unwrap_or(f64::NAN))).collect();
-    verified &= (0..targets).step_by(97).all(|i| finals.get(ids[i].as_str()) == Some(&expected(i)));
+    let finals: HashMap<&str, f64> = list
+        .iter()
+        .map(|e| (e.id(), e.value()["score"].as_f64().unwrap_or(f64::NAN)))
+        .collect();
+    verified &= (0..targets)
+        .step_by(97)
+        .all(|i| finals.get(ids[i].as_str()) == Some(&expected(i)));
     let mut extra = Map::new();
-    extra.insert("single_callbacks".into(), json!(single_calls.load(Ordering::Relaxed)));
-    extra.insert("collection_callbacks".into(), json!(list_calls.load(Ordering::Relaxed)));
+    extra.insert(
+        "single_callbacks".into(),
+        json!(single_calls.load(Ordering::Relaxed)),
+    );
+    extra.insert(
+        "collection_callbacks".into(),
+        json!(list_calls.load(Ordering::Relaxed)),
+    );
     drop(subs);
     Ok(measure("W5", n, ps, secs, updates as f64, verified, extra))
 }
@@ -337,11 +386,21 @@ fn run_one(workload: &str, n: usize, ps: usize) -> CliResult<Measure> {
 /// Runs the benchmark; prints one JSON line per workload, N and partitioning.
 pub fn run(args: BenchArgs) -> CliResult<()> {
     let workloads = if args.workloads.is_empty() {
-        vec!["W1".into(), "W2".into(), "W3".into(), "W4".into(), "W5".into()]
+        vec![
+            "W1".into(),
+            "W2".into(),
+            "W3".into(),
+            "W4".into(),
+            "W5".into(),
+        ]
     } else {
         args.workloads.iter().map(|w| w.to_uppercase()).collect()
     };
-    let sizes = if args.n.is_empty() { vec![10_000, 100_000] } else { args.n.clone() };
+    let sizes = if args.n.is_empty() {
+        vec![10_000, 100_000]
+    } else {
+        args.n.clone()
+    };
     let partitionings = match args.partition_size {
         Some(k) => vec![k],
         None => vec![0, 1000],
@@ -359,10 +418,23 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
                 let mut runs = Vec::new();
                 for _ in 0..args.runs.max(1) {
                     let out = Command::new(&exe)
-                        .args(["bench", "--child", "--workload", w, "--n", &n.to_string(), "--partition-size", &ps.to_string()])
+                        .args([
+                            "bench",
+                            "--child",
+                            "--workload",
+                            w,
+                            "--n",
+                            &n.to_string(),
+                            "--partition-size",
+                            &ps.to_string(),
+                        ])
                         .output()?;
                     if !out.status.success() {
-                        return Err(format!("{w} n={n} failed: {}", String::from_utf8_lossy(&out.stderr).trim()).into());
+                        return Err(format!(
+                            "{w} n={n} failed: {}",
+                            String::from_utf8_lossy(&out.stderr).trim()
+                        )
+                        .into());
                     }
                     let line = String::from_utf8_lossy(&out.stdout);
                     runs.push(serde_json::from_str::<Measure>(line.trim())?);
@@ -372,7 +444,10 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
                 m.peak_rss_mb = runs.iter().map(|r| r.peak_rss_mb).fold(0.0, f64::max);
                 m.verified = runs.iter().all(|r| r.verified);
                 m.extra.insert("runs".into(), json!(runs.len()));
-                m.extra.insert("all_seconds".into(), json!(runs.iter().map(|r| r.seconds).collect::<Vec<_>>()));
+                m.extra.insert(
+                    "all_seconds".into(),
+                    json!(runs.iter().map(|r| r.seconds).collect::<Vec<_>>()),
+                );
                 failed |= !m.verified;
                 println!("{}", serde_json::to_string(&m)?);
             }

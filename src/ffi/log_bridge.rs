@@ -47,14 +47,19 @@ fn bridge() -> &'static Bridge {
         if log::set_logger(&Forwarder).is_ok() {
             log::set_max_level(log::LevelFilter::Info);
         }
-        Bridge { sinks: RwLock::new(Vec::new()), next: std::sync::atomic::AtomicU64::new(1) }
+        Bridge {
+            sinks: RwLock::new(Vec::new()),
+            next: std::sync::atomic::AtomicU64::new(1),
+        }
     })
 }
 
 /// Adds a sink; returns its handle for [`remove_sink`].
 pub fn add_sink(sink: Sink, max_level: log::LevelFilter) -> u64 {
     let bridge = bridge();
-    let id = bridge.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = bridge
+        .next
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     bridge.sinks.write().push((id, sink));
     if max_level > log::max_level() {
         log::set_max_level(max_level);

@@ -31,8 +31,15 @@ pub(crate) trait Source: Send + Sync {
 }
 
 enum Target {
-    One { name: String, id: String },
-    All { name: String, query: QueryOptions, candidates: Candidates },
+    One {
+        name: String,
+        id: String,
+    },
+    All {
+        name: String,
+        query: QueryOptions,
+        candidates: Candidates,
+    },
 }
 
 enum Callback {
@@ -155,16 +162,27 @@ impl Registry {
         }
     }
 
-    fn add(self: &Arc<Self>, target: Target, callback: Callback, initial: Option<Option<Entity>>) -> Subscription {
-        let sub = Arc::new(Sub { target, active: AtomicBool::new(true), call: Mutex::new(Some(callback)) });
+    fn add(
+        self: &Arc<Self>,
+        target: Target,
+        callback: Callback,
+        initial: Option<Option<Entity>>,
+    ) -> Subscription {
+        let sub = Arc::new(Sub {
+            target,
+            active: AtomicBool::new(true),
+            call: Mutex::new(Some(callback)),
+        });
         let id = {
             let mut subs = self.subs.lock();
             subs.next_id += 1;
             let id = subs.next_id;
             match &sub.target {
-                Target::One { name, id: eid } => {
-                    subs.by_entity.entry((name.clone(), eid.clone())).or_default().push(id)
-                }
+                Target::One { name, id: eid } => subs
+                    .by_entity
+                    .entry((name.clone(), eid.clone()))
+                    .or_default()
+                    .push(id),
                 Target::All { .. } => {
                     subs.lists.insert(id);
                 }
@@ -174,11 +192,23 @@ impl Registry {
         };
         self.count.fetch_add(1, Ordering::AcqRel);
         self.push(Job::Initial(id, initial));
-        Subscription { id, registry: Arc::downgrade(self) }
+        Subscription {
+            id,
+            registry: Arc::downgrade(self),
+        }
     }
 
-    pub fn observe(self: &Arc<Self>, name: &str, id: &str, current: Option<Entity>, callback: EntityCallback) -> Subscription {
-        let target = Target::One { name: name.to_string(), id: id.to_string() };
+    pub fn observe(
+        self: &Arc<Self>,
+        name: &str,
+        id: &str,
+        current: Option<Entity>,
+        callback: EntityCallback,
+    ) -> Subscription {
+        let target = Target::One {
+            name: name.to_string(),
+            id: id.to_string(),
+        };
         self.add(target, Callback::One(callback), Some(current))
     }
 
@@ -189,14 +219,20 @@ impl Registry {
         candidates: Candidates,
         callback: ListCallback,
     ) -> Subscription {
-        let target = Target::All { name: name.to_string(), query, candidates };
+        let target = Target::All {
+            name: name.to_string(),
+            query,
+            candidates,
+        };
         self.add(target, Callback::All(callback), None)
     }
 
     fn remove(&self, id: u64) {
         let sub = {
             let mut subs = self.subs.lock();
-            let Some(sub) = subs.all.remove(&id) else { return };
+            let Some(sub) = subs.all.remove(&id) else {
+                return;
+            };
             match &sub.target {
                 Target::One { name, id: eid } => {
                     let key = (name.clone(), eid.clone());
@@ -266,7 +302,9 @@ fn deliver(sub: &Sub, f: impl FnOnce(&mut Callback)) {
 
 fn run(registry: Weak<Registry>, source: Weak<dyn Source>) {
     loop {
-        let Some(reg) = registry.upgrade() else { return };
+        let Some(reg) = registry.upgrade() else {
+            return;
+        };
         let jobs: Vec<Job> = {
             let mut q = reg.queue.lock();
             while q.jobs.is_empty() && !q.shutdown {
@@ -291,15 +329,30 @@ fn run(registry: Weak<Registry>, source: Weak<dyn Source>) {
                             .enumerate()
                             .filter_map(|(i, c)| {
                                 let ids = subs.by_entity.get(&(c.name.clone(), c.id.clone()))?;
-                                Some((i, ids.iter().filter_map(|id| subs.all.get(id).cloned()).collect()))
+                                Some((
+                                    i,
+                                    ids.iter()
+                                        .filter_map(|id| subs.all.get(id).cloned())
+                                        .collect(),
+                                ))
                             })
                             .collect();
-                        let lists = subs.lists.iter().filter_map(|id| Some((*id, subs.all.get(id)?.clone()))).collect();
+                        let lists = subs
+                            .lists
+                            .iter()
+                            .filter_map(|id| Some((*id, subs.all.get(id)?.clone())))
+                            .collect();
                         (singles, lists)
                     };
                     for (id, sub) in list_ids {
-                        if let Target::All { name, candidates, .. } = &sub.target {
-                            if changes.iter().any(|c| &c.name == name && candidates.covers(&c.key)) {
+                        if let Target::All {
+                            name, candidates, ..
+                        } = &sub.target
+                        {
+                            if changes
+                                .iter()
+                                .any(|c| &c.name == name && candidates.covers(&c.key))
+                            {
                                 lists.insert(id);
                             }
                         }
@@ -333,7 +386,9 @@ fn run(registry: Weak<Registry>, source: Weak<dyn Source>) {
                                         f(value.as_ref())
                                     }
                                 }),
-                                Err(e) => log::error!(target: "datasync::observe", "cannot read {name} {id:?} for its observer: {e}"),
+                                Err(e) => {
+                                    log::error!(target: "datasync::observe", "cannot read {name} {id:?} for its observer: {e}")
+                                }
                             }
                         }
                         Target::All { .. } => {
@@ -345,15 +400,21 @@ fn run(registry: Weak<Registry>, source: Weak<dyn Source>) {
             }
         }
         for id in lists {
-            let (Some(sub), Some(source)) = (reg.sub(id), &source) else { continue };
-            let Target::All { name, query, .. } = &sub.target else { continue };
+            let (Some(sub), Some(source)) = (reg.sub(id), &source) else {
+                continue;
+            };
+            let Target::All { name, query, .. } = &sub.target else {
+                continue;
+            };
             match source.list(name, query) {
                 Ok(list) => deliver(&sub, |cb| {
                     if let Callback::All(f) = cb {
                         f(&list)
                     }
                 }),
-                Err(e) => log::error!(target: "datasync::observe", "cannot query {name} for its observer: {e}"),
+                Err(e) => {
+                    log::error!(target: "datasync::observe", "cannot query {name} for its observer: {e}")
+                }
             }
         }
         for tx in barriers {

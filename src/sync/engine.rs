@@ -75,7 +75,12 @@ pub(crate) struct SyncCtx<'a> {
 
 /// Syncs `upper` with `lower`. An adapter failure that makes a tier unreachable ends
 /// the pair early (`Err`); a corrupt partition is reported in the stats and skipped.
-pub(crate) fn sync_pair(upper: &Tier, lower: &Tier, scope: Scope, ctx: &SyncCtx) -> Result<PairOutcome> {
+pub(crate) fn sync_pair(
+    upper: &Tier,
+    lower: &Tier,
+    scope: Scope,
+    ctx: &SyncCtx,
+) -> Result<PairOutcome> {
     let mut out = PairOutcome::default();
     let keys: Vec<String> = match scope {
         Scope::Full => {
@@ -87,9 +92,8 @@ pub(crate) fn sync_pair(upper: &Tier, lower: &Tier, scope: Scope, ctx: &SyncCtx)
             differing_keys(&mu, &ml)
         }
         Scope::Keys(keys) => {
-            if upper.is_store() {
-                upper.refresh_store_entries()?;
-            }
+            // Store entries of written keys are stale; `sync_key` hashes them as it
+            // loads them, instead of loading every written partition twice.
             lower.meta()?;
             keys
         }
@@ -110,7 +114,13 @@ fn differing_keys(a: &Meta, b: &Meta) -> Vec<String> {
         .collect()
 }
 
-fn sync_keys(upper: &Tier, lower: &Tier, keys: &[String], ctx: &SyncCtx, out: &mut PairOutcome) -> Result<()> {
+fn sync_keys(
+    upper: &Tier,
+    lower: &Tier,
+    keys: &[String],
+    ctx: &SyncCtx,
+    out: &mut PairOutcome,
+) -> Result<()> {
     for (i, key) in keys.iter().enumerate() {
         out.stats.keys_compared += 1;
         match sync_key(upper, lower, key, ctx, out) {
@@ -133,12 +143,22 @@ fn sync_keys(upper: &Tier, lower: &Tier, keys: &[String], ctx: &SyncCtx, out: &m
 }
 
 fn entry_for(loaded: &Loaded, partition: &Partition, now: i64) -> MetaEntry {
-    MetaEntry { hash: loaded.hash.clone(), updated_at: now, entities: partition.counts() }
+    MetaEntry {
+        hash: loaded.hash.clone(),
+        updated_at: now,
+        entities: partition.counts(),
+    }
 }
 
-fn sync_key(upper: &Tier, lower: &Tier, key: &str, ctx: &SyncCtx, out: &mut PairOutcome) -> Result<()> {
+fn sync_key(
+    upper: &Tier,
+    lower: &Tier,
+    key: &str,
+    ctx: &SyncCtx,
+    out: &mut PairOutcome,
+) -> Result<()> {
     let now = now_millis();
-    let (eu, el) = (upper.entry(key), lower.entry(key));
+    let (eu, el) = (upper.fresh_entry(key), lower.entry(key));
     if let (Some(eu), Some(el)) = (&eu, &el) {
         if eu.hash == el.hash {
             return Ok(());
@@ -196,8 +216,17 @@ fn sync_key(upper: &Tier, lower: &Tier, key: &str, ctx: &SyncCtx, out: &mut Pair
             out.stats.keys_merged += 1;
             let m = merge(&a.partition, &b.partition, ctx.resolver);
             let bytes = m.partition.to_canonical();
-            let merged = Loaded { hash: hash_bytes(&bytes), partition: m.partition, bytes: Some(bytes), generation: 0, rewrite: false };
-            let (ha, hb) = ((!a.rewrite).then_some(a.hash), (!b.rewrite).then_some(b.hash));
+            let merged = Loaded {
+                hash: hash_bytes(&bytes),
+                partition: m.partition,
+                bytes: Some(bytes),
+                generation: 0,
+                rewrite: false,
+            };
+            let (ha, hb) = (
+                (!a.rewrite).then_some(a.hash),
+                (!b.rewrite).then_some(b.hash),
+            );
             (merged, ha, hb, m.changed_a, m.changed_b, m.conflicts)
         }
     };
@@ -205,7 +234,10 @@ fn sync_key(upper: &Tier, lower: &Tier, key: &str, ctx: &SyncCtx, out: &mut Pair
     // What we now believe the upper tier holds; a different entry at write time means
     // someone else wrote it meanwhile.
     let upper_seen = upper.entry(key).map(|e| e.hash);
-    let bytes = merged.bytes.clone().unwrap_or_else(|| merged.partition.to_canonical());
+    let bytes = merged
+        .bytes
+        .clone()
+        .unwrap_or_else(|| merged.partition.to_canonical());
     let entry = entry_for(&merged, &merged.partition, now);
     if lower_hash.as_deref() != Some(merged.hash.as_str()) {
         lower.write_partition(key, &merged.partition, &bytes, &entry, None)?;
@@ -239,15 +271,34 @@ fn sync_key(upper: &Tier, lower: &Tier, key: &str, ctx: &SyncCtx, out: &mut Pair
 
 /// Copies trusted bytes to a tier that really lacks the key. Returns false (and
 /// copies nothing) when the bytes or the destination are not as the metadata says.
-fn copy_raw(src: &Tier, dst: &Tier, key: &str, entry: &MetaEntry, now: i64, out: &mut PairOutcome) -> Result<bool> {
-    let Some(bytes) = src.load(key)? else { return Ok(false) };
+fn copy_raw(
+    src: &Tier,
+    dst: &Tier,
+    key: &str,
+    entry: &MetaEntry,
+    now: i64,
+    out: &mut PairOutcome,
+) -> Result<bool> {
+    let Some(bytes) = src.load(key)? else {
+        return Ok(false);
+    };
     if hash_bytes(&bytes) != entry.hash || dst.load(key)?.is_some() {
         return Ok(false);
     }
     dst.store(key, &bytes)?;
     let entities = entry.entities.clone();
-    out.stats.entities_changed += entities.values().map(|c| c.count + c.deleted_count).sum::<u64>();
-    dst.set_entry(key, MetaEntry { hash: entry.hash.clone(), updated_at: now, entities });
+    out.stats.entities_changed += entities
+        .values()
+        .map(|c| c.count + c.deleted_count)
+        .sum::<u64>();
+    dst.set_entry(
+        key,
+        MetaEntry {
+            hash: entry.hash.clone(),
+            updated_at: now,
+            entities,
+        },
+    );
     out.stats.keys_copied += 1;
     out.stats.bytes_written += bytes.len() as u64;
     Ok(true)
@@ -258,14 +309,20 @@ fn all_slots(partition: &Partition) -> Vec<SlotChange> {
         .names
         .iter()
         .flat_map(|(name, ids)| {
-            ids.iter().map(move |(id, slot)| SlotChange { name: name.clone(), id: id.clone(), slot: slot.clone() })
+            ids.iter().map(move |(id, slot)| SlotChange {
+                name: name.clone(),
+                id: id.clone(),
+                slot: slot.clone(),
+            })
         })
         .collect()
 }
 
 /// Records the true entry of a key whose recorded one disagrees with its content.
 fn repair_entry(tier: &Tier, key: &str, recorded: Option<&MetaEntry>, loaded: &Loaded, now: i64) {
-    if recorded.map(|e| e.hash.as_str()) != Some(loaded.hash.as_str()) {
+    if tier.is_store() {
+        tier.settle_entry(key, loaded, now);
+    } else if recorded.map(|e| e.hash.as_str()) != Some(loaded.hash.as_str()) {
         tier.set_entry(key, entry_for(loaded, &loaded.partition, now));
     }
 }
@@ -277,8 +334,14 @@ pub fn sync_tiers(
     b: Box<dyn crate::persistence::Persistence>,
     resolver: &dyn ConflictResolver,
 ) -> Result<SyncStats> {
-    let (ta, tb) = (Tier::new("a", crate::tier::Io::Blobs(a), true), Tier::new("b", crate::tier::Io::Blobs(b), true));
-    let ctx = SyncCtx { resolver, clock: None };
+    let (ta, tb) = (
+        Tier::new("a", crate::tier::Io::Blobs(a), true),
+        Tier::new("b", crate::tier::Io::Blobs(b), true),
+    );
+    let ctx = SyncCtx {
+        resolver,
+        clock: None,
+    };
     let outcome = sync_pair(&ta, &tb, Scope::Full, &ctx)?;
     Ok(outcome.stats)
 }

@@ -37,7 +37,11 @@ impl ConflictResolver for LastWriterWins {
             (Slot::Deleted(at), Slot::Active(y)) => *at >= y.updated_at(),
             (Slot::Deleted(x), Slot::Deleted(y)) => x >= y,
         };
-        if a_wins { a.clone() } else { b.clone() }
+        if a_wins {
+            a.clone()
+        } else {
+            b.clone()
+        }
     }
 }
 
@@ -81,7 +85,11 @@ pub fn merge(a: &Partition, b: &Partition, resolver: &dyn ConflictResolver) -> M
         let ids_a = a.names.get(name).unwrap_or(&empty);
         let ids_b = b.names.get(name).unwrap_or(&empty);
         let mut merged = Ids::with_capacity(ids_a.len().max(ids_b.len()));
-        let change = |id: &str, slot: &Slot| SlotChange { name: name.clone(), id: id.to_string(), slot: slot.clone() };
+        let change = |id: &str, slot: &Slot| SlotChange {
+            name: name.clone(),
+            id: id.to_string(),
+            slot: slot.clone(),
+        };
         for (id, sa) in ids_a {
             let winner = match ids_b.get(id) {
                 None => {
@@ -144,13 +152,31 @@ mod tests {
 
     #[test]
     fn last_writer_wins_rules() {
-        assert_eq!(winner(active("U.1", 10, 1, "a"), active("U.1", 20, 1, "b")), active("U.1", 20, 1, "b"));
-        assert_eq!(winner(active("U.1", 10, 1, "a"), Slot::Deleted(10)), Slot::Deleted(10));
-        assert_eq!(winner(active("U.1", 11, 1, "a"), Slot::Deleted(10)), active("U.1", 11, 1, "a"));
-        assert_eq!(winner(active("U.1", 10, 1, "a"), Slot::Deleted(11)), Slot::Deleted(11));
+        assert_eq!(
+            winner(active("U.1", 10, 1, "a"), active("U.1", 20, 1, "b")),
+            active("U.1", 20, 1, "b")
+        );
+        assert_eq!(
+            winner(active("U.1", 10, 1, "a"), Slot::Deleted(10)),
+            Slot::Deleted(10)
+        );
+        assert_eq!(
+            winner(active("U.1", 11, 1, "a"), Slot::Deleted(10)),
+            active("U.1", 11, 1, "a")
+        );
+        assert_eq!(
+            winner(active("U.1", 10, 1, "a"), Slot::Deleted(11)),
+            Slot::Deleted(11)
+        );
         assert_eq!(winner(Slot::Deleted(3), Slot::Deleted(9)), Slot::Deleted(9));
-        assert_eq!(winner(active("U.1", 10, 2, "a"), active("U.1", 10, 3, "a")), active("U.1", 10, 3, "a"));
-        assert_eq!(winner(active("U.1", 10, 2, "a"), active("U.1", 10, 2, "b")), active("U.1", 10, 2, "b"));
+        assert_eq!(
+            winner(active("U.1", 10, 2, "a"), active("U.1", 10, 3, "a")),
+            active("U.1", 10, 3, "a")
+        );
+        assert_eq!(
+            winner(active("U.1", 10, 2, "a"), active("U.1", 10, 2, "b")),
+            active("U.1", 10, 2, "b")
+        );
     }
 
     #[test]

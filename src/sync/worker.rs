@@ -47,7 +47,12 @@ pub(crate) struct Worker {
 impl Worker {
     pub fn new(delay: Duration, first_chain: Option<Instant>) -> Worker {
         Worker {
-            control: Mutex::new(Control { shutdown: false, requests: Vec::new(), writes_since: None, next_chain: first_chain }),
+            control: Mutex::new(Control {
+                shutdown: false,
+                requests: Vec::new(),
+                writes_since: None,
+                next_chain: first_chain,
+            }),
             wake: Condvar::new(),
             delay,
             thread_id: std::sync::OnceLock::new(),

@@ -28,7 +28,13 @@ impl Probe {
 
     /// Partition keys loaded since the last reset (metadata keys left out).
     pub fn partition_loads(&self) -> Vec<String> {
-        self.loads.lock().unwrap().iter().filter(|k| !k.starts_with('!')).cloned().collect()
+        self.loads
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|k| !k.starts_with('!'))
+            .cloned()
+            .collect()
     }
 
     pub fn reset(&self) {
@@ -92,7 +98,10 @@ pub fn ticking() -> i64 {
 /// them with its stored metadata and root. Returns the partitions.
 pub fn audit_blobs(tier: &MemoryPersistence) -> BTreeMap<String, Partition> {
     let blobs = tier.snapshot();
-    let meta = blobs.get(META_KEY).map(|b| Meta::parse(b).expect("metadata parses")).unwrap_or_default();
+    let meta = blobs
+        .get(META_KEY)
+        .map(|b| Meta::parse(b).expect("metadata parses"))
+        .unwrap_or_default();
     let mut partitions = BTreeMap::new();
     for (key, bytes) in &blobs {
         if key.starts_with('!') {
@@ -100,14 +109,33 @@ pub fn audit_blobs(tier: &MemoryPersistence) -> BTreeMap<String, Partition> {
         }
         let p = Partition::parse(bytes, false).expect("partition parses");
         assert_eq!(p.to_canonical(), *bytes, "{key} is not canonical");
-        let entry = meta.entries.get(key).unwrap_or_else(|| panic!("{key} missing from metadata"));
-        assert_eq!(entry.hash, hash_bytes(bytes), "{key}: hash differs from metadata");
-        assert_eq!(entry.entities, p.counts(), "{key}: counts differ from metadata");
+        let entry = meta
+            .entries
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} missing from metadata"));
+        assert_eq!(
+            entry.hash,
+            hash_bytes(bytes),
+            "{key}: hash differs from metadata"
+        );
+        assert_eq!(
+            entry.entities,
+            p.counts(),
+            "{key}: counts differ from metadata"
+        );
         partitions.insert(key.clone(), p);
     }
-    assert_eq!(meta.entries.len(), partitions.len(), "metadata lists partitions that do not exist");
+    assert_eq!(
+        meta.entries.len(),
+        partitions.len(),
+        "metadata lists partitions that do not exist"
+    );
     if let Some(root) = blobs.get(ROOT_KEY) {
-        assert_eq!(String::from_utf8_lossy(root), meta.root(), "stored root differs");
+        assert_eq!(
+            String::from_utf8_lossy(root),
+            meta.root(),
+            "stored root differs"
+        );
     }
     partitions
 }
@@ -124,9 +152,13 @@ pub fn stored_root(tier: &MemoryPersistence) -> String {
 /// Writes a partition and correct metadata into a blob tier, as if a sync had.
 pub fn put_partition(tier: &MemoryPersistence, key: &str, partition: &Partition) {
     let blobs = tier.snapshot();
-    let mut meta = blobs.get(META_KEY).map(|b| Meta::parse(b).unwrap()).unwrap_or_default();
+    let mut meta = blobs
+        .get(META_KEY)
+        .map(|b| Meta::parse(b).unwrap())
+        .unwrap_or_default();
     let bytes = partition.to_canonical();
-    meta.entries.insert(key.to_string(), MetaEntry::describe(partition, &bytes, 0));
+    meta.entries
+        .insert(key.to_string(), MetaEntry::describe(partition, &bytes, 0));
     tier.poke(key, &bytes);
     tier.poke(META_KEY, &meta.to_bytes());
     tier.poke(ROOT_KEY, meta.root().as_bytes());
