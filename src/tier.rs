@@ -165,6 +165,18 @@ impl Tier {
             }
             None => (Meta::default(), false),
             Some(bytes) => match Meta::parse(&bytes) {
+                // Two devices syncing a shared tier at once can leave one's root beside
+                // the other's metadata; a device whose own root matches would then never
+                // look again. Rewriting both makes every device compare afresh.
+                Ok(meta)
+                    if self.shared
+                        && self
+                            .load(ROOT_KEY)?
+                            .is_some_and(|r| r != meta.root().as_bytes()) =>
+                {
+                    log::warn!(target: "datasync::tier", "{} root and metadata disagree; rewriting both", self.label);
+                    (meta, true)
+                }
                 Ok(meta) => (meta, false),
                 Err(why) => {
                     log::warn!(target: "datasync::tier", "{} metadata is damaged ({why}); rebuilding it", self.label);

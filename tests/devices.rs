@@ -207,3 +207,26 @@ fn cloud_failures_leave_the_instance_usable_and_recover() {
     assert!(ds.status().online);
     assert_eq!(audit_blobs(&cloud.inner), audit_blobs(&local));
 }
+
+#[test]
+fn a_metadata_update_lost_to_a_concurrent_sync_is_repaired() {
+    let cloud = MemoryPersistence::new();
+    let (a, b) = (device(&cloud), device(&cloud));
+    let ua = a.ds.repo("User").unwrap();
+    ua.save(&json!({"name": "first"})).unwrap();
+    settle(&a, &b);
+    let before = cloud.snapshot()["!datasync.meta"].clone();
+    // A syncs a new entity; B's concurrent sync then overwrote the metadata with what
+    // it had read before, leaving A's root beside B's metadata.
+    let late = ua.save(&json!({"name": "late"})).unwrap();
+    a.ds.sync_now().unwrap();
+    cloud.poke("!datasync.meta", &before);
+    // A's root still matches the cloud's: A alone would never look again. B's next
+    // sync notices root and metadata disagree and rewrites them; then A's sync merges.
+    b.ds.sync_now().unwrap();
+    a.ds.sync_now().unwrap();
+    b.ds.sync_now().unwrap();
+    assert_eq!(name(&b.ds, &late).as_deref(), Some("late"));
+    assert_eq!(audit_blobs(&a.local), audit_blobs(&cloud));
+    assert_eq!(audit_blobs(&b.local), audit_blobs(&cloud));
+}
