@@ -70,6 +70,65 @@ impl TierState {
     }
 }
 
+/// A partition as an adapter returned it.
+pub(crate) enum Raw {
+    /// From a store: typed, with the key's generation when read.
+    Typed(Partition, u64),
+    /// From a blob tier.
+    Bytes(Vec<u8>),
+}
+
+impl Raw {
+    /// Size in bytes, roughly (what parsing it costs).
+    pub fn weight(&self) -> usize {
+        match self {
+            Raw::Typed(p, _) => p.names.values().map(|ids| ids.len() * 256).sum(),
+            Raw::Bytes(b) => b.len(),
+        }
+    }
+
+    /// Parses and hashes. Bytes whose hash equals `expected_hash` are known canonical
+    /// and are not re-serialised.
+    pub fn finish(self, tier: &str, key: &str, expected_hash: Option<&str>) -> Result<Loaded> {
+        match self {
+            Raw::Typed(partition, generation) => {
+                let bytes = partition.to_canonical();
+                Ok(Loaded {
+                    hash: hash_bytes(&bytes),
+                    partition,
+                    bytes: Some(bytes),
+                    generation,
+                    rewrite: false,
+                })
+            }
+            Raw::Bytes(bytes) => {
+                let hash = hash_bytes(&bytes);
+                let trusted = expected_hash == Some(hash.as_str());
+                let partition = Partition::parse(&bytes, trusted)
+                    .map_err(|why| Error::corrupt(tier, key, why))?;
+                if trusted {
+                    return Ok(Loaded {
+                        partition,
+                        hash,
+                        bytes: Some(bytes),
+                        generation: 0,
+                        rewrite: false,
+                    });
+                }
+                let canonical = partition.to_canonical();
+                let rewrite = canonical != bytes;
+                Ok(Loaded {
+                    hash: hash_bytes(&canonical),
+                    partition,
+                    bytes: Some(canonical),
+                    generation: 0,
+                    rewrite,
+                })
+            }
+        }
+    }
+}
+
 /// A partition read from a tier, with what is needed to write back safely.
 pub(crate) struct Loaded {
     pub partition: Partition,
@@ -264,50 +323,26 @@ impl Tier {
     /// Reads one partition. Bytes whose hash equals `expected_hash` are known
     /// canonical and are not re-serialised.
     pub fn load_partition(&self, key: &str, expected_hash: Option<&str>) -> Result<Option<Loaded>> {
+        match self.load_raw(key)? {
+            None => Ok(None),
+            Some(raw) => raw.finish(self.label, key, expected_hash).map(Some),
+        }
+    }
+
+    /// Reads one partition without parsing it (the adapter call; parsing is
+    /// [`Raw::finish`], pure, so two sides can be parsed at once).
+    pub fn load_raw(&self, key: &str) -> Result<Option<Raw>> {
         let mut io = self.io.lock();
         match &mut *io {
             Io::Store(store) => {
                 let partition = store.load_partition(key).map_err(self.adapter_err(key))?;
                 let generation = self.state.lock().generation.get(key).copied().unwrap_or(0);
-                drop(io);
-                Ok(partition.map(|partition| {
-                    let bytes = partition.to_canonical();
-                    Loaded {
-                        hash: hash_bytes(&bytes),
-                        partition,
-                        bytes: Some(bytes),
-                        generation,
-                        rewrite: false,
-                    }
-                }))
+                Ok(partition.map(|p| Raw::Typed(p, generation)))
             }
-            Io::Blobs(blobs) => {
-                let bytes = blobs.load(key).map_err(self.adapter_err(key))?;
-                drop(io);
-                let Some(bytes) = bytes else { return Ok(None) };
-                let hash = hash_bytes(&bytes);
-                let trusted = expected_hash == Some(hash.as_str());
-                let partition = Partition::parse(&bytes, trusted)
-                    .map_err(|why| Error::corrupt(self.label, key, why))?;
-                if trusted {
-                    return Ok(Some(Loaded {
-                        partition,
-                        hash,
-                        bytes: Some(bytes),
-                        generation: 0,
-                        rewrite: false,
-                    }));
-                }
-                let canonical = partition.to_canonical();
-                let rewrite = canonical != bytes;
-                Ok(Some(Loaded {
-                    hash: hash_bytes(&canonical),
-                    partition,
-                    bytes: Some(canonical),
-                    generation: 0,
-                    rewrite,
-                }))
-            }
+            Io::Blobs(blobs) => Ok(blobs
+                .load(key)
+                .map_err(self.adapter_err(key))?
+                .map(Raw::Bytes)),
         }
     }
 

@@ -98,6 +98,12 @@ fn config(partition_size: usize, n: usize) -> Config {
     }
 }
 
+/// Starts peak-RSS accounting afresh (Linux: resets VmHWM to the current RSS), so a
+/// workload's setup does not count in its peak; what it holds still does.
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -150,10 +156,10 @@ fn copy_of(tier: &MemoryPersistence) -> MemoryPersistence {
     copy
 }
 
+/// `peak` is the peak RSS when the measured phase ended, before verification.
 fn measure(
-    workload: &str,
-    n: usize,
-    partition_size: usize,
+    peak: f64,
+    (workload, n, partition_size): (&str, usize, usize),
     seconds: f64,
     ops: f64,
     verified: bool,
@@ -165,7 +171,7 @@ fn measure(
         partitioning: partitioning_name(partition_size),
         seconds,
         ops_per_s: if seconds > 0.0 { ops / seconds } else { 0.0 },
-        peak_rss_mb: peak_rss_mb(),
+        peak_rss_mb: peak,
         verified,
         extra,
     }
@@ -184,6 +190,7 @@ fn w1(n: usize, ps: usize) -> CliResult<Measure> {
     let local = DirPersistence::open(dir.path())?;
     let ds = DataSync::open(config(ps, n).local(local))?;
     let users = ds.repo("User")?;
+    reset_peak();
     // Rows are made in chunks outside the timed part, so the input does not weigh on
     // the peak memory of what is measured.
     let mut save = 0.0;
@@ -200,6 +207,7 @@ fn w1(n: usize, ps: usize) -> CliResult<Measure> {
     let t = Instant::now();
     ds.flush()?;
     let flush = t.elapsed().as_secs_f64();
+    let peak = peak_rss_mb();
     let local_meta = ds.tier_meta(datasync::TierId::Local)?;
     let verified = active_count(&local_meta) == n as u64 && ds.audit()?.is_empty();
     let mut extra = Map::new();
@@ -208,21 +216,37 @@ fn w1(n: usize, ps: usize) -> CliResult<Measure> {
     extra.insert("json_mb".into(), json!(json_bytes as f64 / 1e6));
     extra.insert("partitions".into(), json!(local_meta.entries.len()));
     ds.close()?;
-    Ok(measure("W1", n, ps, save, n as f64, verified, extra))
+    Ok(measure(
+        peak,
+        ("W1", n, ps),
+        save,
+        n as f64,
+        verified,
+        extra,
+    ))
 }
 
 fn w2(n: usize, ps: usize) -> CliResult<Measure> {
     let (a, _) = filled(ps, n)?;
     let b = MemoryPersistence::new();
+    reset_peak();
     let t = Instant::now();
     let stats = sync_tiers(Box::new(a.clone()), Box::new(b.clone()), &LastWriterWins)?;
     let secs = t.elapsed().as_secs_f64();
+    let peak = peak_rss_mb();
     let (ma, mb) = (meta_of(&a), meta_of(&b));
     let verified =
         ma.root() == mb.root() && active_count(&mb) == n as u64 && stats.errors.is_empty();
     let mut extra = Map::new();
     extra.insert("partitions_copied".into(), json!(stats.keys_copied));
-    Ok(measure("W2", n, ps, secs, n as f64, verified, extra))
+    Ok(measure(
+        peak,
+        ("W2", n, ps),
+        secs,
+        n as f64,
+        verified,
+        extra,
+    ))
 }
 
 fn w3(n: usize, ps: usize) -> CliResult<Measure> {
@@ -252,9 +276,11 @@ fn w3(n: usize, ps: usize) -> CliResult<Measure> {
         }
         db.close()?;
     }
+    reset_peak();
     let t = Instant::now();
     let stats = sync_tiers(Box::new(a.clone()), Box::new(b.clone()), &LastWriterWins)?;
     let secs = t.elapsed().as_secs_f64();
+    let peak = peak_rss_mb();
     let (pa, pb) = (partitions(&a), partitions(&b));
     let mut verified =
         pa == pb && meta_of(&a).root() == meta_of(&b).root() && stats.errors.is_empty();
@@ -280,7 +306,14 @@ fn w3(n: usize, ps: usize) -> CliResult<Measure> {
     extra.insert("conflicts".into(), json!(stats.conflicts));
     extra.insert("entities_changed".into(), json!(stats.entities_changed));
     let changed = (n / 100) * 2 + n / 1000 * 2;
-    Ok(measure("W3", n, ps, secs, changed as f64, verified, extra))
+    Ok(measure(
+        peak,
+        ("W3", n, ps),
+        secs,
+        changed as f64,
+        verified,
+        extra,
+    ))
 }
 
 fn w4(n: usize, ps: usize) -> CliResult<Measure> {
@@ -288,6 +321,7 @@ fn w4(n: usize, ps: usize) -> CliResult<Measure> {
     let b = copy_of(&a);
     sync_tiers(Box::new(a.clone()), Box::new(b.clone()), &LastWriterWins)?;
     let rounds = 1000;
+    reset_peak();
     let mut times = Vec::with_capacity(rounds);
     let mut verified = true;
     for _ in 0..rounds {
@@ -296,12 +330,13 @@ fn w4(n: usize, ps: usize) -> CliResult<Measure> {
         times.push(t.elapsed().as_secs_f64());
         verified &= stats == datasync::SyncStats::default();
     }
+    let peak = peak_rss_mb();
     times.sort_by(f64::total_cmp);
     let median = times[rounds / 2];
     let mut extra = Map::new();
     extra.insert("rounds".into(), json!(rounds));
     extra.insert("median_ms".into(), json!(median * 1e3));
-    Ok(measure("W4", n, ps, median, 1.0, verified, extra))
+    Ok(measure(peak, ("W4", n, ps), median, 1.0, verified, extra))
 }
 
 fn w5(n: usize, ps: usize) -> CliResult<Measure> {
@@ -338,6 +373,7 @@ fn w5(n: usize, ps: usize) -> CliResult<Measure> {
     list_calls.store(0, Ordering::Relaxed);
     let updates = 10_000;
     let targets = 2000.min(n);
+    reset_peak();
     let t = Instant::now();
     for u in 0..updates {
         let i = u % targets;
@@ -347,6 +383,7 @@ fn w5(n: usize, ps: usize) -> CliResult<Measure> {
     }
     ds.drain_events()?;
     let secs = t.elapsed().as_secs_f64();
+    let peak = peak_rss_mb();
     let expected = |i: usize| (updates - targets + i) as f64;
     let seen = last_seen.lock().unwrap_or_else(|p| p.into_inner());
     let mut verified = (0..watched).all(|i| seen.get(&ids[i]) == Some(&expected(i)));
@@ -369,7 +406,14 @@ fn w5(n: usize, ps: usize) -> CliResult<Measure> {
         json!(list_calls.load(Ordering::Relaxed)),
     );
     drop(subs);
-    Ok(measure("W5", n, ps, secs, updates as f64, verified, extra))
+    Ok(measure(
+        peak,
+        ("W5", n, ps),
+        secs,
+        updates as f64,
+        verified,
+        extra,
+    ))
 }
 
 fn run_one(workload: &str, n: usize, ps: usize) -> CliResult<Measure> {

@@ -65,7 +65,8 @@ enum Job {
 struct Subs {
     next_id: u64,
     all: HashMap<u64, Arc<Sub>>,
-    by_entity: HashMap<(String, String), Vec<u64>>,
+    /// Single observers by entity name, then id (looked up without allocating).
+    by_entity: HashMap<String, HashMap<String, Vec<u64>>>,
     lists: BTreeSet<u64>,
 }
 
@@ -180,7 +181,9 @@ impl Registry {
             match &sub.target {
                 Target::One { name, id: eid } => subs
                     .by_entity
-                    .entry((name.clone(), eid.clone()))
+                    .entry(name.clone())
+                    .or_default()
+                    .entry(eid.clone())
                     .or_default()
                     .push(id),
                 Target::All { .. } => {
@@ -235,11 +238,15 @@ impl Registry {
             };
             match &sub.target {
                 Target::One { name, id: eid } => {
-                    let key = (name.clone(), eid.clone());
-                    if let Some(ids) = subs.by_entity.get_mut(&key) {
-                        ids.retain(|x| *x != id);
-                        if ids.is_empty() {
-                            subs.by_entity.remove(&key);
+                    if let Some(by_id) = subs.by_entity.get_mut(name) {
+                        if let Some(ids) = by_id.get_mut(eid) {
+                            ids.retain(|x| *x != id);
+                            if ids.is_empty() {
+                                by_id.remove(eid);
+                            }
+                        }
+                        if by_id.is_empty() {
+                            subs.by_entity.remove(name);
                         }
                     }
                 }
@@ -328,7 +335,7 @@ fn run(registry: Weak<Registry>, source: Weak<dyn Source>) {
                             .iter()
                             .enumerate()
                             .filter_map(|(i, c)| {
-                                let ids = subs.by_entity.get(&(c.name.clone(), c.id.clone()))?;
+                                let ids = subs.by_entity.get(&c.name)?.get(&c.id)?;
                                 Some((
                                     i,
                                     ids.iter()

@@ -179,8 +179,7 @@ fn sync_key(
     // The upper tier may change while we work (saves on the store tier); a write back
     // to it happens only if it did not (step 5 of the algorithm).
     let upper_guard = upper.generation(key);
-    let lu = upper.load_partition(key, eu.as_ref().map(|e| e.hash.as_str()))?;
-    let ll = lower.load_partition(key, el.as_ref().map(|e| e.hash.as_str()))?;
+    let (lu, ll) = load_both(upper, lower, key, eu.as_ref(), el.as_ref())?;
     let guard = lu.as_ref().map_or(upper_guard, |l| l.generation);
     let (merged, upper_hash, lower_hash, changed_upper, changed_lower, conflicts) = match (lu, ll) {
         (None, None) => {
@@ -302,6 +301,43 @@ fn copy_raw(
     out.stats.keys_copied += 1;
     out.stats.bytes_written += bytes.len() as u64;
     Ok(true)
+}
+
+/// Below this many bytes on each side, parsing on a second thread costs more than it saves.
+const PARALLEL_PARSE_BYTES: usize = 64 * 1024;
+
+/// Reads a key from both tiers (adapter calls on this thread), then parses both sides,
+/// at once on two threads when both are large.
+fn load_both(
+    upper: &Tier,
+    lower: &Tier,
+    key: &str,
+    eu: Option<&MetaEntry>,
+    el: Option<&MetaEntry>,
+) -> Result<(Option<Loaded>, Option<Loaded>)> {
+    let (ru, rl) = (upper.load_raw(key)?, lower.load_raw(key)?);
+    let (hu, hl) = (eu.map(|e| e.hash.as_str()), el.map(|e| e.hash.as_str()));
+    let finish = |raw: Option<crate::tier::Raw>,
+                  tier: &Tier,
+                  hash: Option<&str>|
+     -> Result<Option<Loaded>> {
+        raw.map(|r| r.finish(tier.label, key, hash)).transpose()
+    };
+    let big = |r: &Option<crate::tier::Raw>| {
+        r.as_ref()
+            .is_some_and(|r| r.weight() >= PARALLEL_PARSE_BYTES)
+    };
+    if big(&ru) && big(&rl) {
+        return std::thread::scope(|scope| {
+            let upper_side = scope.spawn(|| finish(ru, upper, hu));
+            let lower_side = finish(rl, lower, hl);
+            let upper_side = upper_side
+                .join()
+                .map_err(|_| crate::Error::Internal("parsing a partition panicked".into()))?;
+            Ok((upper_side?, lower_side?))
+        });
+    }
+    Ok((finish(ru, upper, hu)?, finish(rl, lower, hl)?))
 }
 
 fn all_slots(partition: &Partition) -> Vec<SlotChange> {
