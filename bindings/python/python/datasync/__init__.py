@@ -305,7 +305,8 @@ class _QueryObserver(_native.QueryObserver):
         self._fn = fn
 
     def on_results(self, entities_json: List[str]) -> None:
-        _call_observer(self._fn, [json.loads(e) for e in entities_json])
+        # One parse of the whole list is several times faster than one per entity.
+        _call_observer(self._fn, json.loads("[" + ",".join(entities_json) + "]"))
 
 
 class Subscription:
