@@ -683,15 +683,12 @@ impl Inner {
                     .unsynced
                     .extend(failed.iter().cloned());
                 let stats = outcome.stats.clone();
+                let first_error = outcome.first_error.clone();
                 self.publish(outcome);
-                if let Some(first) = failed.first() {
-                    if !stats.errors.is_empty() {
-                        return Err(Error::Internal(format!(
-                            "{} partition(s) not synced, first {first:?}: {}",
-                            failed.len(),
-                            stats.errors[0]
-                        )));
-                    }
+                // A key that could not be synced (corrupt data) fails the flush with
+                // its own error; the other keys were synced.
+                if let Some(e) = first_error {
+                    return Err(e);
                 }
                 Ok(stats)
             }

@@ -135,3 +135,32 @@ fn corrupt_bytes_from_an_adapter_are_reported_with_their_key() {
         .unwrap()
         .contains(&"app.Post".to_string()));
 }
+
+#[test]
+fn flush_over_a_corrupted_local_partition_fails_with_its_key_and_keeps_the_rest() {
+    let local = MemoryPersistence::new();
+    let ds = DataSync::open(manual("app").local(local.clone())).unwrap();
+    let users = ds.repo("User").unwrap();
+    let posts = ds.repo("Post").unwrap();
+    users.save(&json!({"n": 1})).unwrap();
+    ds.flush().unwrap();
+    local.poke("app.User", b"{torn");
+    users.save(&json!({"n": 2})).unwrap();
+    let post = posts.save(&json!({"n": 1})).unwrap();
+    let err = ds.flush().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert!(err.to_string().contains("app.User"), "{err}");
+    assert!(
+        String::from_utf8_lossy(&local.snapshot()["app.Post"]).contains(&post),
+        "the healthy partition was not flushed"
+    );
+    assert_eq!(
+        users.query(&QueryOptions::default()).unwrap().len(),
+        2,
+        "the store lost a write"
+    );
+    assert!(
+        ds.status().pending_keys >= 1,
+        "the failed key is no longer pending"
+    );
+}

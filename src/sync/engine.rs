@@ -66,6 +66,8 @@ pub(crate) struct PairOutcome {
     pub upper_keys_changed: Vec<String>,
     /// Keys that could not be synced (they stay pending).
     pub failed_keys: Vec<String>,
+    /// The first error met on a key (the pair went on with the other keys).
+    pub first_error: Option<crate::error::Error>,
 }
 
 pub(crate) struct SyncCtx<'a> {
@@ -126,6 +128,7 @@ fn sync_keys(
         match sync_key(upper, lower, key, ctx, out) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::Corrupt => {
+                out.first_error.get_or_insert_with(|| e.clone());
                 log::error!(target: "datasync::sync", "{e}");
                 out.stats.errors.push(e.to_string());
                 out.failed_keys.push(key.clone());
