@@ -2,7 +2,7 @@
 //! repositories (the entity-facing API).
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -977,10 +977,10 @@ impl std::fmt::Debug for Repository {
     }
 }
 
+/// Handles are shared across threads.
 #[allow(dead_code)]
 fn _assert_send_sync() {
     fn is<T: Send + Sync>() {}
     is::<DataSync>();
     is::<Repository>();
-    let _ = BTreeMap::<(), ()>::new();
 }

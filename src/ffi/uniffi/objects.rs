@@ -318,7 +318,17 @@ impl Repository {
     ) -> FfiResult<Arc<Subscription>> {
         let options = QueryOptions::try_from(query)?;
         let sub = self.core.observe_all(options, move |entities| {
-            let list = entities.iter().map(|e| e.json().to_string()).collect();
+            let mut list = String::with_capacity(
+                2 + entities.iter().map(|e| e.json().len() + 1).sum::<usize>(),
+            );
+            list.push('[');
+            for (i, e) in entities.iter().enumerate() {
+                if i > 0 {
+                    list.push(',');
+                }
+                list.push_str(e.json());
+            }
+            list.push(']');
             if let Err(e) = observer.on_results(list) {
                 log::warn!(target: "datasync::ffi", "query observer failed: {e}");
             }

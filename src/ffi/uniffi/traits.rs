@@ -63,11 +63,12 @@ pub trait EntityObserver: Send + Sync {
     fn on_change(&self, entity_json: Option<String>) -> FfiResult<()>;
 }
 
-/// Receives a query's full result list: first the current one, then after changes
-/// (bursts coalesced). Called on the dispatcher thread.
+/// Receives a query's full result list, as one JSON array: first the current one,
+/// then after changes (bursts coalesced). Called on the dispatcher thread. One string
+/// crosses the binding instead of one per entity, and parses in one call.
 #[uniffi::export(with_foreign)]
 pub trait QueryObserver: Send + Sync {
-    fn on_results(&self, entities_json: Vec<String>) -> FfiResult<()>;
+    fn on_results(&self, entities_json: String) -> FfiResult<()>;
 }
 
 /// Receives the library's log records. Called on whichever thread logs; must not

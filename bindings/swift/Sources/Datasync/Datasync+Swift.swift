@@ -27,6 +27,11 @@ enum EntityCoding {
     static func decode(_ text: String) -> Entity {
         (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? Entity ?? [:]
     }
+
+    /// A JSON array of entities, as the query observer delivers it.
+    static func decodeList(_ text: String) -> [Entity] {
+        (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [Entity] ?? []
+    }
 }
 
 extension DataSync {
@@ -53,8 +58,8 @@ private final class EntityStreamObserver: EntityObserver, @unchecked Sendable {
 private final class QueryStreamObserver: QueryObserver, @unchecked Sendable {
     let continuation: AsyncStream<[Entity]>.Continuation
     init(_ continuation: AsyncStream<[Entity]>.Continuation) { self.continuation = continuation }
-    func onResults(entitiesJson: [String]) throws {
-        continuation.yield(entitiesJson.map(EntityCoding.decode))
+    func onResults(entitiesJson: String) throws {
+        continuation.yield(EntityCoding.decodeList(entitiesJson))
     }
 }
 

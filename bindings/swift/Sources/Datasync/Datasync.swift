@@ -2414,17 +2414,19 @@ public func FfiConverterTypeMemoryTier_lower(_ value: MemoryTier) -> UInt64 {
 
 
 /**
- * Receives a query's full result list: first the current one, then after changes
- * (bursts coalesced). Called on the dispatcher thread.
+ * Receives a query's full result list, as one JSON array: first the current one,
+ * then after changes (bursts coalesced). Called on the dispatcher thread. One string
+ * crosses the binding instead of one per entity, and parses in one call.
  */
 public protocol QueryObserver: AnyObject, Sendable {
     
-    func onResults(entitiesJson: [String]) throws 
+    func onResults(entitiesJson: String) throws 
     
 }
 /**
- * Receives a query's full result list: first the current one, then after changes
- * (bursts coalesced). Called on the dispatcher thread.
+ * Receives a query's full result list, as one JSON array: first the current one,
+ * then after changes (bursts coalesced). Called on the dispatcher thread. One string
+ * crosses the binding instead of one per entity, and parses in one call.
  */
 open class QueryObserverImpl: QueryObserver, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -2479,11 +2481,11 @@ open class QueryObserverImpl: QueryObserver, @unchecked Sendable {
     
 
     
-open func onResults(entitiesJson: [String])throws   {try rustCallWithError(FfiConverterTypeDataSyncError_lift) {
+open func onResults(entitiesJson: String)throws   {try rustCallWithError(FfiConverterTypeDataSyncError_lift) {
         uniffiCallStatus in
     uniffi_datasync_fn_method_queryobserver_on_results(
             self.uniffiCloneHandle(),
-        FfiConverterSequenceString.lower(entitiesJson),uniffiCallStatus
+        FfiConverterString.lower(entitiesJson),uniffiCallStatus
     )
 }
 }
@@ -2528,7 +2530,7 @@ fileprivate struct UniffiCallbackInterfaceQueryObserver {
                     throw UniffiInternalError.unexpectedStaleHandle
                 }
                 return try uniffiObj.onResults(
-                     entitiesJson: try FfiConverterSequenceString.lift(entitiesJson)
+                     entitiesJson: try FfiConverterString.lift(entitiesJson)
                 )
             }
 
@@ -4781,7 +4783,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_datasync_checksum_method_loggerregistration_remove() != 14284) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_datasync_checksum_method_queryobserver_on_results() != 35261) {
+    if (uniffi_datasync_checksum_method_queryobserver_on_results() != 33801) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_datasync_checksum_constructor_datasync_open() != 12471) {

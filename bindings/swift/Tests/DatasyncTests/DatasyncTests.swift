@@ -99,8 +99,8 @@ final class DatasyncTests: XCTestCase {
             let ds: DataSync
             var refused = 0
             init(_ audit: Repository, _ ds: DataSync) { self.audit = audit; self.ds = ds }
-            func onResults(entitiesJson: [String]) throws {
-                _ = try audit.save(["count": entitiesJson.count])
+            func onResults(entitiesJson: String) throws {
+                _ = try audit.save(["count": EntityCoding.decodeList(entitiesJson).count])
                 do { try ds.shutdown() } catch DataSyncError.WouldDeadlock { refused += 1 }
             }
         }

@@ -22,6 +22,7 @@ import kotlinx.coroutines.flow.Flow
 import kotlinx.coroutines.flow.buffer
 import kotlinx.coroutines.flow.callbackFlow
 import kotlinx.serialization.json.Json
+import kotlinx.serialization.json.jsonArray
 import kotlinx.serialization.json.JsonArray
 import kotlinx.serialization.json.JsonElement
 import kotlinx.serialization.json.JsonNull
@@ -126,7 +127,8 @@ class Repo internal constructor(val handle: Repository) {
         sort: List<Sort> = emptyList(),
         listener: (List<JsonObject>) -> Unit,
     ): Subscription = handle.observeAll(buildQuery(where, sort, null, null, null, null), object : QueryObserver {
-        override fun onResults(entitiesJson: List<String>) = listener(entitiesJson.map(::parseEntity))
+        override fun onResults(entitiesJson: String) =
+            listener(Json.parseToJsonElement(entitiesJson).jsonArray.map { it.jsonObject })
     })
 
     /** The entity as a cold [Flow]: the current value, then every change; unsubscribes when collection stops. */

@@ -1282,7 +1282,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_datasync_checksum_method_loggerregistration_remove() and 0xFFFF) != 14284) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_datasync_checksum_method_queryobserver_on_results() and 0xFFFF) != 35261) {
+    if ((lib.uniffi_datasync_checksum_method_queryobserver_on_results() and 0xFFFF) != 33801) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_datasync_checksum_constructor_datasync_open() and 0xFFFF) != 12471) {
@@ -4577,19 +4577,21 @@ public object FfiConverterTypeMemoryTier: FfiConverter<MemoryTier, Long> {
 
 
 /**
- * Receives a query's full result list: first the current one, then after changes
- * (bursts coalesced). Called on the dispatcher thread.
+ * Receives a query's full result list, as one JSON array: first the current one,
+ * then after changes (bursts coalesced). Called on the dispatcher thread. One string
+ * crosses the binding instead of one per entity, and parses in one call.
  */
 public interface QueryObserver {
     
-    fun `onResults`(`entitiesJson`: List<kotlin.String>)
+    fun `onResults`(`entitiesJson`: kotlin.String)
     
     companion object
 }
 
 /**
- * Receives a query's full result list: first the current one, then after changes
- * (bursts coalesced). Called on the dispatcher thread.
+ * Receives a query's full result list, as one JSON array: first the current one,
+ * then after changes (bursts coalesced). Called on the dispatcher thread. One string
+ * crosses the binding instead of one per entity, and parses in one call.
  */
 open class QueryObserverImpl: Disposable, AutoCloseable, QueryObserver
 {
@@ -4693,14 +4695,14 @@ open class QueryObserverImpl: Disposable, AutoCloseable, QueryObserver
     }
 
     
-    @Throws(DataSyncException::class)override fun `onResults`(`entitiesJson`: List<kotlin.String>)
+    @Throws(DataSyncException::class)override fun `onResults`(`entitiesJson`: kotlin.String)
         = 
     callWithHandle {
     uniffiRustCallWithError(DataSyncException) { _status ->
     UniffiLib.uniffi_datasync_fn_method_queryobserver_on_results(
         it,
         
-        FfiConverterSequenceString.lower(`entitiesJson`),_status)
+        FfiConverterString.lower(`entitiesJson`),_status)
 }
     }
     
@@ -4729,7 +4731,7 @@ internal object uniffiCallbackInterfaceQueryObserver {
             val uniffiObj = FfiConverterTypeQueryObserver.handleMap.get(uniffiHandle)
             val makeCall = { ->
                 uniffiObj.`onResults`(
-                    FfiConverterSequenceString.lift(`entitiesJson`),
+                    FfiConverterString.lift(`entitiesJson`),
                 )
             }
             val writeReturn = { _: Unit -> Unit }
