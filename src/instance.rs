@@ -19,6 +19,7 @@ use crate::meta::{Meta, MetaEntry};
 use crate::observe::{Change, Registry, Source, Subscription};
 use crate::partition::{hash_bytes, Partition, Slot};
 use crate::query::QueryOptions;
+pub use crate::status::Status;
 use crate::strategy::{partition_key, Candidates, KeyStrategy};
 use crate::sync::engine::{sync_pair, PairOutcome, Scope, SyncCtx, SyncStats};
 use crate::sync::worker::{Job, Worker};
@@ -31,22 +32,6 @@ pub enum TierId {
     Store,
     Local,
     Cloud,
-}
-
-/// What an app can see of the instance's sync state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Status {
-    /// Whether the last attempt to reach the cloud succeeded (true without a cloud).
-    pub online: bool,
-    /// When the chain last synced without error.
-    pub last_sync: Option<String>,
-    /// The last sync error, if the last attempt failed.
-    pub last_error: Option<String>,
-    /// Partitions written in the store and not yet synced below.
-    pub pending_keys: usize,
-    /// Consecutive failed cloud attempts.
-    pub failures: u32,
-    pub closed: bool,
 }
 
 pub(crate) struct Inner {
@@ -188,10 +173,20 @@ impl DataSync {
 
     /// The sync status.
     pub fn status(&self) -> Status {
-        let mut status = self.inner.status.lock().clone();
-        status.pending_keys = self.inner.store.state.lock().unsynced.len();
-        status.closed = self.inner.closed.load(Ordering::Acquire);
-        status
+        self.inner.status_now()
+    }
+
+    /// Observes the sync status: `callback` gets the current status first, then the
+    /// new one after every chain sync (success or failure), on the dispatcher thread.
+    pub fn observe_status(
+        &self,
+        callback: impl FnMut(&Status) + Send + 'static,
+    ) -> Result<Subscription> {
+        self.inner.check_open()?;
+        Ok(self
+            .inner
+            .registry
+            .observe_status(self.inner.status_now(), Box::new(callback)))
     }
 
     /// Flushes, stops the worker and the dispatcher, and joins them. Idempotent;
@@ -762,6 +757,7 @@ impl Inner {
                 status.last_error = None;
                 status.last_sync = Some(format_millis(now_millis()));
                 drop(status);
+                self.registry.publish_status(self.status_now());
                 self.worker
                     .schedule_chain(Some(Instant::now() + self.chain_interval));
                 Ok(stats)
@@ -774,6 +770,7 @@ impl Inner {
                     status.last_error = Some(e.to_string());
                     status.failures
                 };
+                self.registry.publish_status(self.status_now());
                 let delay = backoff(self.retry_base, self.retry_max, failures);
                 log::warn!(target: "datasync::sync", "cloud sync failed ({e}); retrying in {delay:?}");
                 self.worker.schedule_chain(Some(Instant::now() + delay));
@@ -782,6 +779,16 @@ impl Inner {
                 Ok(stats)
             }
         }
+    }
+}
+
+impl Inner {
+    /// The status as an app sees it now.
+    fn status_now(&self) -> Status {
+        let mut status = self.status.lock().clone();
+        status.pending_keys = self.store.state.lock().unsynced.len();
+        status.closed = self.closed.load(Ordering::Acquire);
+        status
     }
 }
 

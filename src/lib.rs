@@ -18,6 +18,7 @@ pub mod observe;
 pub mod partition;
 pub mod persistence;
 pub mod query;
+mod status;
 pub mod strategy;
 pub mod sync;
 mod tier;

@@ -79,3 +79,35 @@ fn close_flushes_and_joins() {
     );
     assert!(ds.status().closed);
 }
+
+#[test]
+fn status_observers_see_going_offline_and_coming_back() {
+    use std::sync::{Arc, Mutex};
+    let cloud = Probe::new();
+    let config = Config::new("app")
+        .local(MemoryPersistence::new())
+        .cloud(cloud.clone())
+        .cloud_sync_interval(Duration::from_secs(3600))
+        .store_sync_delay(Duration::from_secs(3600))
+        .sync_on_open(false);
+    let ds = DataSync::open(config).unwrap();
+    let seen: Arc<Mutex<Vec<(bool, u32)>>> = Arc::default();
+    let sink = seen.clone();
+    let sub = ds
+        .observe_status(move |s| sink.lock().unwrap().push((s.online, s.failures)))
+        .unwrap();
+    ds.repo("User").unwrap().save(&json!({"n": 1})).unwrap();
+    cloud.fail(true);
+    ds.sync_now().unwrap();
+    cloud.fail(false);
+    ds.sync_now().unwrap();
+    ds.drain_events().unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![(true, 0), (false, 1), (true, 0)]
+    );
+    sub.unsubscribe();
+    ds.sync_now().unwrap();
+    ds.drain_events().unwrap();
+    assert_eq!(seen.lock().unwrap().len(), 3, "called after unsubscribe");
+}

@@ -8,12 +8,15 @@ use crate::entity::Entity;
 use crate::error::{Error, Result};
 use crate::lock::{Condvar, Mutex};
 use crate::query::QueryOptions;
+use crate::status::Status;
 use crate::strategy::Candidates;
 
 /// Called with the entity (`None` when absent or deleted).
 pub type EntityCallback = Box<dyn FnMut(Option<&Entity>) + Send>;
 /// Called with the full matching list.
 pub type ListCallback = Box<dyn FnMut(&[Entity]) + Send>;
+/// Called with the sync status.
+pub type StatusCallback = Box<dyn FnMut(&Status) + Send>;
 
 /// One entity that changed in the store tier.
 #[derive(Debug, Clone)]
@@ -40,11 +43,13 @@ enum Target {
         query: QueryOptions,
         candidates: Candidates,
     },
+    Status,
 }
 
 enum Callback {
     One(EntityCallback),
     All(ListCallback),
+    Status(StatusCallback),
 }
 
 struct Sub {
@@ -58,6 +63,10 @@ enum Job {
     Changes(Vec<Change>),
     /// First delivery; single observers carry the value read when they subscribed.
     Initial(u64, Option<Option<Entity>>),
+    /// First delivery of a status observer.
+    InitialStatus(u64, Status),
+    /// A new sync status, for every status observer.
+    Status(Status),
     Barrier(mpsc::Sender<()>),
 }
 
@@ -68,6 +77,7 @@ struct Subs {
     /// Single observers by entity name, then id (looked up without allocating).
     by_entity: HashMap<String, HashMap<String, Vec<u64>>>,
     lists: BTreeSet<u64>,
+    statuses: BTreeSet<u64>,
 }
 
 #[derive(Default)]
@@ -167,7 +177,7 @@ impl Registry {
         self: &Arc<Self>,
         target: Target,
         callback: Callback,
-        initial: Option<Option<Entity>>,
+        initial: impl FnOnce(u64) -> Job,
     ) -> Subscription {
         let sub = Arc::new(Sub {
             target,
@@ -189,12 +199,18 @@ impl Registry {
                 Target::All { .. } => {
                     subs.lists.insert(id);
                 }
+                Target::Status => {
+                    subs.statuses.insert(id);
+                }
             }
+            let counted = !matches!(sub.target, Target::Status);
             subs.all.insert(id, sub);
+            if counted {
+                self.count.fetch_add(1, Ordering::AcqRel);
+            }
             id
         };
-        self.count.fetch_add(1, Ordering::AcqRel);
-        self.push(Job::Initial(id, initial));
+        self.push(initial(id));
         Subscription {
             id,
             registry: Arc::downgrade(self),
@@ -212,7 +228,9 @@ impl Registry {
             name: name.to_string(),
             id: id.to_string(),
         };
-        self.add(target, Callback::One(callback), Some(current))
+        self.add(target, Callback::One(callback), |id| {
+            Job::Initial(id, Some(current))
+        })
     }
 
     pub fn observe_all(
@@ -227,7 +245,25 @@ impl Registry {
             query,
             candidates,
         };
-        self.add(target, Callback::All(callback), None)
+        self.add(target, Callback::All(callback), |id| Job::Initial(id, None))
+    }
+
+    /// Observes the sync status, starting from `current`.
+    pub fn observe_status(
+        self: &Arc<Self>,
+        current: Status,
+        callback: StatusCallback,
+    ) -> Subscription {
+        self.add(Target::Status, Callback::Status(callback), |id| {
+            Job::InitialStatus(id, current)
+        })
+    }
+
+    /// Queues a new status for the status observers.
+    pub fn publish_status(&self, status: Status) {
+        if !self.subs.lock().statuses.is_empty() {
+            self.push(Job::Status(status));
+        }
     }
 
     fn remove(&self, id: u64) {
@@ -253,10 +289,15 @@ impl Registry {
                 Target::All { .. } => {
                     subs.lists.remove(&id);
                 }
+                Target::Status => {
+                    subs.statuses.remove(&id);
+                }
+            }
+            if !matches!(sub.target, Target::Status) {
+                self.count.fetch_sub(1, Ordering::AcqRel);
             }
             sub
         };
-        self.count.fetch_sub(1, Ordering::AcqRel);
         sub.active.store(false, Ordering::Release);
         // Wait for a running call to end, unless it is this thread's own (a callback
         // unsubscribing itself): then `active` stops the next one.
@@ -401,6 +442,32 @@ fn run(registry: Weak<Registry>, source: Weak<dyn Source>) {
                         Target::All { .. } => {
                             lists.insert(id);
                         }
+                        Target::Status => {}
+                    }
+                }
+                Job::InitialStatus(id, status) => {
+                    if let Some(sub) = reg.sub(id) {
+                        deliver(&sub, |cb| {
+                            if let Callback::Status(f) = cb {
+                                f(&status)
+                            }
+                        });
+                    }
+                }
+                Job::Status(status) => {
+                    let subs: Vec<Arc<Sub>> = {
+                        let subs = reg.subs.lock();
+                        subs.statuses
+                            .iter()
+                            .filter_map(|id| subs.all.get(id).cloned())
+                            .collect()
+                    };
+                    for sub in subs {
+                        deliver(&sub, |cb| {
+                            if let Callback::Status(f) = cb {
+                                f(&status)
+                            }
+                        });
                     }
                 }
                 Job::Barrier(tx) => barriers.push(tx),
