@@ -15,7 +15,7 @@ use crate::entity::{validate_name, Entity};
 use crate::error::{Error, Result};
 use crate::id;
 use crate::lock::{Condvar, Mutex};
-use crate::meta::{Meta, MetaEntry};
+use crate::meta::Meta;
 use crate::observe::{Change, Registry, Source, Subscription};
 use crate::partition::{hash_bytes, Partition, Slot};
 use crate::query::QueryOptions;
@@ -368,16 +368,7 @@ impl Inner {
                 match cloud.load_partition(key, None) {
                     Ok(Some(loaded)) => {
                         if let Some(local) = &self.local {
-                            let entry = MetaEntry {
-                                hash: loaded.hash.clone(),
-                                updated_at: now_millis(),
-                                entities: loaded.partition.counts(),
-                            };
-                            let bytes = loaded
-                                .bytes
-                                .clone()
-                                .unwrap_or_else(|| loaded.partition.to_canonical());
-                            local.write_partition(key, &loaded.partition, &bytes, &entry, None)?;
+                            local.write_partition(key, &loaded, now_millis(), None)?;
                             local.persist_meta(now_millis())?;
                         }
                         found = Some(loaded);
@@ -390,15 +381,9 @@ impl Inner {
             }
         }
         if let Some(loaded) = found {
-            let entry = MetaEntry {
-                hash: loaded.hash.clone(),
-                updated_at: now_millis(),
-                entities: loaded.partition.counts(),
-            };
-            let bytes = loaded.bytes.unwrap_or_default();
             if !self
                 .store
-                .write_partition(key, &loaded.partition, &bytes, &entry, Some(guard))?
+                .write_partition(key, &loaded, now_millis(), Some(guard))?
             {
                 // Written meanwhile (a sync brought it up): the store already has it.
                 log::debug!(target: "datasync::instance", "{key:?} changed while hydrating; keeping the store's");

@@ -96,7 +96,7 @@ impl Raw {
                 Ok(Loaded {
                     hash: hash_bytes(&bytes),
                     partition,
-                    bytes: Some(bytes),
+                    bytes,
                     generation,
                     rewrite: false,
                 })
@@ -110,7 +110,7 @@ impl Raw {
                     return Ok(Loaded {
                         partition,
                         hash,
-                        bytes: Some(bytes),
+                        bytes,
                         generation: 0,
                         rewrite: false,
                     });
@@ -120,7 +120,7 @@ impl Raw {
                 Ok(Loaded {
                     hash: hash_bytes(&canonical),
                     partition,
-                    bytes: Some(canonical),
+                    bytes: canonical,
                     generation: 0,
                     rewrite,
                 })
@@ -134,16 +134,29 @@ pub(crate) struct Loaded {
     pub partition: Partition,
     /// Hash of the canonical bytes.
     pub hash: String,
-    /// Canonical bytes, when they were at hand.
-    pub bytes: Option<Vec<u8>>,
+    /// The canonical bytes.
+    pub bytes: Vec<u8>,
     /// Store tier: the key's generation when read.
     pub generation: u64,
     /// The stored bytes are not canonical (a host wrote them): write them again.
     pub rewrite: bool,
 }
 
+impl Loaded {
+    /// The metadata entry describing this partition.
+    pub fn entry(&self, now: Millis) -> MetaEntry {
+        MetaEntry {
+            hash: self.hash.clone(),
+            updated_at: now,
+            entities: self.partition.counts(),
+        }
+    }
+}
+
 pub(crate) struct Tier {
     pub label: &'static str,
+    /// The store tier (typed, per-entity access) rather than a blob tier.
+    is_store: bool,
     /// Other writers may change this tier (a shared cloud, or a tier synced standalone):
     /// its metadata is re-read on every sync.
     pub shared: bool,
@@ -156,6 +169,7 @@ impl Tier {
         let is_store = matches!(io, Io::Store(_));
         Tier {
             label,
+            is_store,
             shared,
             io: Mutex::new(io),
             state: Mutex::new(TierState {
@@ -166,7 +180,7 @@ impl Tier {
     }
 
     pub fn is_store(&self) -> bool {
-        matches!(*self.io.lock(), Io::Store(_))
+        self.is_store
     }
 
     fn adapter_err(&self, key: &str) -> impl Fn(crate::persistence::AdapterError) -> Error + '_ {
@@ -273,12 +287,8 @@ impl Tier {
         for key in keys.iter().filter(|k| !k.starts_with('!')) {
             match self.load_partition(key, None) {
                 Ok(Some(loaded)) => {
-                    let entry = MetaEntry {
-                        hash: loaded.hash,
-                        updated_at: meta.updated_at,
-                        entities: loaded.partition.counts(),
-                    };
-                    meta.entries.insert(key.clone(), entry);
+                    meta.entries
+                        .insert(key.clone(), loaded.entry(meta.updated_at));
                 }
                 Ok(None) => {}
                 Err(e) => log::error!(target: "datasync::tier", "while rebuilding metadata: {e}"),
@@ -289,32 +299,12 @@ impl Tier {
     }
 
     /// Store tier: recompute the entries of keys written since they were last hashed.
+    /// A key written again meanwhile stays stale; the next refresh takes it.
     pub fn refresh_store_entries(&self) -> Result<()> {
-        let stale: Vec<String> = std::mem::take(&mut self.state.lock().stale)
-            .into_iter()
-            .collect();
-        for (i, key) in stale.iter().enumerate() {
-            match self.load_partition(key, None) {
-                Ok(loaded) => {
-                    let mut state = self.state.lock();
-                    // A write since the load leaves the key stale; the next refresh takes it.
-                    if let Some(loaded) = loaded
-                        .filter(|l| state.generation.get(key).copied().unwrap_or(0) == l.generation)
-                    {
-                        let entry = MetaEntry {
-                            hash: loaded.hash,
-                            updated_at: now_millis(),
-                            entities: loaded.partition.counts(),
-                        };
-                        state.meta.entries.insert(key.clone(), entry);
-                    } else if state.generation.contains_key(key) {
-                        state.stale.insert(key.clone());
-                    }
-                }
-                Err(e) => {
-                    self.state.lock().stale.extend(stale[i..].iter().cloned());
-                    return Err(e);
-                }
+        let stale: Vec<String> = self.state.lock().stale.iter().cloned().collect();
+        for key in &stale {
+            if let Some(loaded) = self.load_partition(key, None)? {
+                self.settle_entry(key, &loaded, now_millis());
             }
         }
         Ok(())
@@ -352,11 +342,11 @@ impl Tier {
     pub fn write_partition(
         &self,
         key: &str,
-        partition: &Partition,
-        bytes: &[u8],
-        entry: &MetaEntry,
+        loaded: &Loaded,
+        now: Millis,
         guard: Option<u64>,
     ) -> Result<bool> {
+        let entry = loaded.entry(now);
         let mut io = self.io.lock();
         match &mut *io {
             Io::Store(store) => {
@@ -366,25 +356,27 @@ impl Tier {
                     }
                 }
                 store
-                    .store_partition(key, partition)
+                    .store_partition(key, &loaded.partition)
                     .map_err(self.adapter_err(key))?;
                 let mut state = self.state.lock();
                 *state.generation.entry(key.to_string()).or_insert(0) += 1;
                 state.present.insert(key.to_string());
-                state.meta.entries.insert(key.to_string(), entry.clone());
+                state.meta.entries.insert(key.to_string(), entry);
                 state.stale.remove(key);
             }
             Io::Blobs(blobs) => {
-                blobs.store(key, bytes).map_err(self.adapter_err(key))?;
+                blobs
+                    .store(key, &loaded.bytes)
+                    .map_err(self.adapter_err(key))?;
                 drop(io);
-                self.set_entry(key, entry.clone());
+                self.set_entry(key, entry);
             }
         }
         Ok(true)
     }
 
-    /// Records an entry without writing the partition (metadata repair). On the store
-    /// tier the entry is current only if nothing was written since `loaded` was read.
+    /// Records an entry without writing the partition (metadata repair of a blob tier;
+    /// the store tier uses [`Tier::settle_entry`]).
     pub fn set_entry(&self, key: &str, entry: MetaEntry) {
         let mut state = self.state.lock();
         state.meta.entries.insert(key.to_string(), entry);
@@ -406,12 +398,10 @@ impl Tier {
     pub fn settle_entry(&self, key: &str, loaded: &Loaded, now: Millis) {
         let mut state = self.state.lock();
         if state.generation.get(key).copied().unwrap_or(0) == loaded.generation {
-            let entry = MetaEntry {
-                hash: loaded.hash.clone(),
-                updated_at: now,
-                entities: loaded.partition.counts(),
-            };
-            state.meta.entries.insert(key.to_string(), entry);
+            state
+                .meta
+                .entries
+                .insert(key.to_string(), loaded.entry(now));
             state.stale.remove(key);
         }
     }

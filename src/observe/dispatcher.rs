@@ -337,14 +337,19 @@ impl Registry {
 }
 
 fn deliver(sub: &Sub, f: impl FnOnce(&mut Callback)) {
-    let mut call = sub.call.lock();
-    if !sub.active.load(Ordering::Acquire) {
-        return;
-    }
-    if let Some(callback) = call.as_mut() {
-        if catch_unwind(AssertUnwindSafe(|| f(callback))).is_err() {
-            log::error!(target: "datasync::observe", "an observer callback panicked; the dispatcher goes on");
+    let panicked = {
+        let mut call = sub.call.lock();
+        if !sub.active.load(Ordering::Acquire) {
+            return;
         }
+        match call.as_mut() {
+            Some(callback) => catch_unwind(AssertUnwindSafe(|| f(callback))).is_err(),
+            None => false,
+        }
+    };
+    // Logged after the callback lock is released: a host logger is host code too.
+    if panicked {
+        log::error!(target: "datasync::observe", "an observer callback panicked; the dispatcher goes on");
     }
 }
 

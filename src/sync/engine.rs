@@ -145,14 +145,6 @@ fn sync_keys(
     Ok(())
 }
 
-fn entry_for(loaded: &Loaded, partition: &Partition, now: i64) -> MetaEntry {
-    MetaEntry {
-        hash: loaded.hash.clone(),
-        updated_at: now,
-        entities: partition.counts(),
-    }
-}
-
 fn sync_key(
     upper: &Tier,
     lower: &Tier,
@@ -221,7 +213,7 @@ fn sync_key(
             let merged = Loaded {
                 hash: hash_bytes(&bytes),
                 partition: m.partition,
-                bytes: Some(bytes),
+                bytes,
                 generation: 0,
                 rewrite: false,
             };
@@ -236,15 +228,10 @@ fn sync_key(
     // What we now believe the upper tier holds; a different entry at write time means
     // someone else wrote it meanwhile.
     let upper_seen = upper.entry(key).map(|e| e.hash);
-    let bytes = merged
-        .bytes
-        .clone()
-        .unwrap_or_else(|| merged.partition.to_canonical());
-    let entry = entry_for(&merged, &merged.partition, now);
     if lower_hash.as_deref() != Some(merged.hash.as_str()) {
-        lower.write_partition(key, &merged.partition, &bytes, &entry, None)?;
+        lower.write_partition(key, &merged, now, None)?;
         out.stats.entities_changed += changed_lower.len() as u64;
-        out.stats.bytes_written += bytes.len() as u64;
+        out.stats.bytes_written += merged.bytes.len() as u64;
     }
     if upper_hash.as_deref() == Some(merged.hash.as_str()) {
         return Ok(());
@@ -254,13 +241,13 @@ fn sync_key(
     } else {
         upper.entry(key).map(|e| e.hash) == upper_seen
     };
-    if !unchanged || !upper.write_partition(key, &merged.partition, &bytes, &entry, Some(guard))? {
+    if !unchanged || !upper.write_partition(key, &merged, now, Some(guard))? {
         out.stats.keys_skipped += 1;
         out.failed_keys.push(key.to_string());
         return Ok(());
     }
     out.stats.entities_changed += changed_upper.len() as u64;
-    out.stats.bytes_written += bytes.len() as u64;
+    out.stats.bytes_written += merged.bytes.len() as u64;
     if let Some(clock) = ctx.clock {
         if let Some(max) = changed_upper.iter().map(|c| c.slot.instant()).max() {
             clock.observe(max);
@@ -362,7 +349,7 @@ fn repair_entry(tier: &Tier, key: &str, recorded: Option<&MetaEntry>, loaded: &L
     if tier.is_store() {
         tier.settle_entry(key, loaded, now);
     } else if recorded.map(|e| e.hash.as_str()) != Some(loaded.hash.as_str()) {
-        tier.set_entry(key, entry_for(loaded, &loaded.partition, now));
+        tier.set_entry(key, loaded.entry(now));
     }
 }
 
