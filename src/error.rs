@@ -22,6 +22,10 @@ pub enum Error {
     /// A logical or partition key the strategy or the library refuses.
     #[error("invalid key {0:?}: {1}")]
     InvalidKey(String, String),
+    /// The strategy does not let this instance read or write the partition
+    /// (DESIGN §11: `candidate_keys` is the authorisation hook).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     /// A configuration value that cannot work.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
@@ -70,6 +74,7 @@ pub enum ErrorKind {
     InvalidName,
     InvalidId,
     InvalidKey,
+    Forbidden,
     InvalidConfig,
     InvalidQuery,
     Adapter,
@@ -89,6 +94,7 @@ impl Error {
             Error::InvalidName(..) => ErrorKind::InvalidName,
             Error::InvalidId(..) => ErrorKind::InvalidId,
             Error::InvalidKey(..) => ErrorKind::InvalidKey,
+            Error::Forbidden(_) => ErrorKind::Forbidden,
             Error::InvalidConfig(_) => ErrorKind::InvalidConfig,
             Error::InvalidQuery(_) => ErrorKind::InvalidQuery,
             Error::Adapter { .. } => ErrorKind::Adapter,

@@ -39,6 +39,9 @@ pub enum datasync_status {
     /// Any other bad argument: an unknown tier or level number, a vtable without a
     /// required function.
     DATASYNC_INVALID_ARGUMENT = 109,
+    /// The key strategy does not let this instance read or write the partition an id
+    /// names.
+    DATASYNC_FORBIDDEN = 110,
     /// An adapter (built-in or a host vtable) reported a failure.
     DATASYNC_ADAPTER = 200,
     /// A tier holds bytes that are not a valid partition or metadata document.
@@ -59,7 +62,7 @@ pub enum datasync_status {
 
 impl datasync_status {
     /// Every status, for lookups by number.
-    pub const ALL: [datasync_status; 18] = [
+    pub const ALL: [datasync_status; 19] = [
         datasync_status::DATASYNC_OK,
         datasync_status::DATASYNC_NULL_ARGUMENT,
         datasync_status::DATASYNC_INVALID_UTF8,
@@ -71,6 +74,7 @@ impl datasync_status {
         datasync_status::DATASYNC_INVALID_CONFIG,
         datasync_status::DATASYNC_INVALID_QUERY,
         datasync_status::DATASYNC_INVALID_ARGUMENT,
+        datasync_status::DATASYNC_FORBIDDEN,
         datasync_status::DATASYNC_ADAPTER,
         datasync_status::DATASYNC_CORRUPT,
         datasync_status::DATASYNC_CALLBACK,
@@ -88,6 +92,7 @@ impl datasync_status {
             ErrorKind::InvalidName => datasync_status::DATASYNC_INVALID_NAME,
             ErrorKind::InvalidId => datasync_status::DATASYNC_INVALID_ID,
             ErrorKind::InvalidKey => datasync_status::DATASYNC_INVALID_KEY,
+            ErrorKind::Forbidden => datasync_status::DATASYNC_FORBIDDEN,
             ErrorKind::InvalidConfig => datasync_status::DATASYNC_INVALID_CONFIG,
             ErrorKind::InvalidQuery => datasync_status::DATASYNC_INVALID_QUERY,
             ErrorKind::Adapter => datasync_status::DATASYNC_ADAPTER,
@@ -113,6 +118,7 @@ impl datasync_status {
             datasync_status::DATASYNC_INVALID_CONFIG => "DATASYNC_INVALID_CONFIG\0",
             datasync_status::DATASYNC_INVALID_QUERY => "DATASYNC_INVALID_QUERY\0",
             datasync_status::DATASYNC_INVALID_ARGUMENT => "DATASYNC_INVALID_ARGUMENT\0",
+            datasync_status::DATASYNC_FORBIDDEN => "DATASYNC_FORBIDDEN\0",
             datasync_status::DATASYNC_ADAPTER => "DATASYNC_ADAPTER\0",
             datasync_status::DATASYNC_CORRUPT => "DATASYNC_CORRUPT\0",
             datasync_status::DATASYNC_CALLBACK => "DATASYNC_CALLBACK\0",

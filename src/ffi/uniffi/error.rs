@@ -20,6 +20,9 @@ pub enum DataSyncError {
     InvalidId { id: String, reason: String },
     #[error("invalid key {key:?}: {reason}")]
     InvalidKey { key: String, reason: String },
+    /// The strategy does not let this instance read or write that partition.
+    #[error("forbidden: {reason}")]
+    Forbidden { reason: String },
     #[error("invalid configuration: {reason}")]
     InvalidConfig { reason: String },
     #[error("invalid query: {reason}")]
@@ -59,6 +62,7 @@ impl From<Error> for DataSyncError {
             Error::InvalidName(name, reason) => DataSyncError::InvalidName { name, reason },
             Error::InvalidId(id, reason) => DataSyncError::InvalidId { id, reason },
             Error::InvalidKey(key, reason) => DataSyncError::InvalidKey { key, reason },
+            Error::Forbidden(reason) => DataSyncError::Forbidden { reason },
             Error::InvalidConfig(reason) => DataSyncError::InvalidConfig { reason },
             Error::InvalidQuery(reason) => DataSyncError::InvalidQuery { reason },
             Error::Adapter { tier, key, message } => DataSyncError::Adapter {
@@ -87,6 +91,7 @@ impl From<DataSyncError> for Error {
             DataSyncError::InvalidName { name, reason } => Error::InvalidName(name, reason),
             DataSyncError::InvalidId { id, reason } => Error::InvalidId(id, reason),
             DataSyncError::InvalidKey { key, reason } => Error::InvalidKey(key, reason),
+            DataSyncError::Forbidden { reason } => Error::Forbidden(reason),
             DataSyncError::InvalidConfig { reason } => Error::InvalidConfig(reason),
             DataSyncError::InvalidQuery { reason } => Error::InvalidQuery(reason),
             DataSyncError::Adapter { tier, key, reason } => Error::Adapter {

@@ -3694,6 +3694,11 @@ enum DataSyncError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError 
     )
     case InvalidKey(key: String, reason: String
     )
+    /**
+     * The strategy does not let this instance read or write that partition.
+     */
+    case Forbidden(reason: String
+    )
     case InvalidConfig(reason: String
     )
     case InvalidQuery(reason: String
@@ -3771,30 +3776,33 @@ public struct FfiConverterTypeDataSyncError: FfiConverterRustBuffer {
             key: try FfiConverterString.read(from: &buf), 
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 6: return .InvalidConfig(
+        case 6: return .Forbidden(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 7: return .InvalidQuery(
+        case 7: return .InvalidConfig(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 8: return .Adapter(
+        case 8: return .InvalidQuery(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 9: return .Adapter(
             tier: try FfiConverterString.read(from: &buf), 
             key: try FfiConverterString.read(from: &buf), 
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 9: return .Corrupt(
+        case 10: return .Corrupt(
             tier: try FfiConverterString.read(from: &buf), 
             key: try FfiConverterString.read(from: &buf), 
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 10: return .Closed
-        case 11: return .WouldDeadlock(
+        case 11: return .Closed
+        case 12: return .WouldDeadlock(
             call: try FfiConverterString.read(from: &buf)
             )
-        case 12: return .Callback(
+        case 13: return .Callback(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 13: return .Internal(
+        case 14: return .Internal(
             reason: try FfiConverterString.read(from: &buf)
             )
 
@@ -3837,46 +3845,51 @@ public struct FfiConverterTypeDataSyncError: FfiConverterRustBuffer {
             FfiConverterString.write(reason, into: &buf)
             
         
-        case let .InvalidConfig(reason):
+        case let .Forbidden(reason):
             writeInt(&buf, Int32(6))
             FfiConverterString.write(reason, into: &buf)
             
         
-        case let .InvalidQuery(reason):
+        case let .InvalidConfig(reason):
             writeInt(&buf, Int32(7))
             FfiConverterString.write(reason, into: &buf)
             
         
-        case let .Adapter(tier,key,reason):
+        case let .InvalidQuery(reason):
             writeInt(&buf, Int32(8))
-            FfiConverterString.write(tier, into: &buf)
-            FfiConverterString.write(key, into: &buf)
             FfiConverterString.write(reason, into: &buf)
             
         
-        case let .Corrupt(tier,key,reason):
+        case let .Adapter(tier,key,reason):
             writeInt(&buf, Int32(9))
             FfiConverterString.write(tier, into: &buf)
             FfiConverterString.write(key, into: &buf)
             FfiConverterString.write(reason, into: &buf)
             
         
-        case .Closed:
+        case let .Corrupt(tier,key,reason):
             writeInt(&buf, Int32(10))
+            FfiConverterString.write(tier, into: &buf)
+            FfiConverterString.write(key, into: &buf)
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case .Closed:
+            writeInt(&buf, Int32(11))
         
         
         case let .WouldDeadlock(call):
-            writeInt(&buf, Int32(11))
+            writeInt(&buf, Int32(12))
             FfiConverterString.write(call, into: &buf)
             
         
         case let .Callback(reason):
-            writeInt(&buf, Int32(12))
+            writeInt(&buf, Int32(13))
             FfiConverterString.write(reason, into: &buf)
             
         
         case let .Internal(reason):
-            writeInt(&buf, Int32(13))
+            writeInt(&buf, Int32(14))
             FfiConverterString.write(reason, into: &buf)
             
         }

@@ -6127,6 +6127,17 @@ sealed class DataSyncException: kotlin.Exception() {
             get() = "key=${ `key` }, reason=${ `reason` }"
     }
     
+    /**
+     * The strategy does not let this instance read or write that partition.
+     */
+    class Forbidden(
+        
+        val `reason`: kotlin.String
+        ) : DataSyncException() {
+        override val message
+            get() = "reason=${ `reason` }"
+    }
+    
     class InvalidConfig(
         
         val `reason`: kotlin.String
@@ -6249,30 +6260,33 @@ public object FfiConverterTypeDataSyncError : FfiConverterRustBuffer<DataSyncExc
                 FfiConverterString.read(buf),
                 FfiConverterString.read(buf),
                 )
-            6 -> DataSyncException.InvalidConfig(
+            6 -> DataSyncException.Forbidden(
                 FfiConverterString.read(buf),
                 )
-            7 -> DataSyncException.InvalidQuery(
+            7 -> DataSyncException.InvalidConfig(
                 FfiConverterString.read(buf),
                 )
-            8 -> DataSyncException.Adapter(
-                FfiConverterString.read(buf),
-                FfiConverterString.read(buf),
+            8 -> DataSyncException.InvalidQuery(
                 FfiConverterString.read(buf),
                 )
-            9 -> DataSyncException.Corrupt(
+            9 -> DataSyncException.Adapter(
                 FfiConverterString.read(buf),
                 FfiConverterString.read(buf),
                 FfiConverterString.read(buf),
                 )
-            10 -> DataSyncException.Closed()
-            11 -> DataSyncException.WouldDeadlock(
+            10 -> DataSyncException.Corrupt(
+                FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
                 FfiConverterString.read(buf),
                 )
-            12 -> DataSyncException.Callback(
+            11 -> DataSyncException.Closed()
+            12 -> DataSyncException.WouldDeadlock(
                 FfiConverterString.read(buf),
                 )
-            13 -> DataSyncException.Internal(
+            13 -> DataSyncException.Callback(
+                FfiConverterString.read(buf),
+                )
+            14 -> DataSyncException.Internal(
                 FfiConverterString.read(buf),
                 )
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
@@ -6307,6 +6321,11 @@ public object FfiConverterTypeDataSyncError : FfiConverterRustBuffer<DataSyncExc
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`key`)
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is DataSyncException.Forbidden -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
                 + FfiConverterString.allocationSize(value.`reason`)
             )
             is DataSyncException.InvalidConfig -> (
@@ -6385,46 +6404,51 @@ public object FfiConverterTypeDataSyncError : FfiConverterRustBuffer<DataSyncExc
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
-            is DataSyncException.InvalidConfig -> {
+            is DataSyncException.Forbidden -> {
                 buf.putInt(6)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
-            is DataSyncException.InvalidQuery -> {
+            is DataSyncException.InvalidConfig -> {
                 buf.putInt(7)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
-            is DataSyncException.Adapter -> {
+            is DataSyncException.InvalidQuery -> {
                 buf.putInt(8)
-                FfiConverterString.write(value.`tier`, buf)
-                FfiConverterString.write(value.`key`, buf)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
-            is DataSyncException.Corrupt -> {
+            is DataSyncException.Adapter -> {
                 buf.putInt(9)
                 FfiConverterString.write(value.`tier`, buf)
                 FfiConverterString.write(value.`key`, buf)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
-            is DataSyncException.Closed -> {
+            is DataSyncException.Corrupt -> {
                 buf.putInt(10)
+                FfiConverterString.write(value.`tier`, buf)
+                FfiConverterString.write(value.`key`, buf)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is DataSyncException.Closed -> {
+                buf.putInt(11)
                 Unit
             }
             is DataSyncException.WouldDeadlock -> {
-                buf.putInt(11)
+                buf.putInt(12)
                 FfiConverterString.write(value.`call`, buf)
                 Unit
             }
             is DataSyncException.Callback -> {
-                buf.putInt(12)
+                buf.putInt(13)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
             is DataSyncException.Internal -> {
-                buf.putInt(13)
+                buf.putInt(14)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
