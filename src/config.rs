@@ -112,7 +112,10 @@ impl Config {
 
     pub(crate) fn validate(&self) -> Result<()> {
         let p = &self.prefix;
-        if p.is_empty() || p.len() > 128 || p.starts_with('!') || p.chars().any(|c| c.is_control())
+        if p.is_empty()
+            || p.len() > 128
+            || crate::meta::is_reserved(p)
+            || p.chars().any(|c| c.is_control())
         {
             return Err(Error::InvalidConfig(format!(
                 "prefix {p:?} must be 1-128 characters, not start with '!', and hold no control characters"

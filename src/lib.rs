@@ -5,24 +5,22 @@
 //! last-writer-wins sync; observers see every change. See README.md and DESIGN.md.
 
 pub mod adapters;
-pub mod clock;
 pub mod config;
-pub mod entity;
 pub mod error;
 pub mod ffi;
-pub mod id;
 mod instance;
 mod lock;
-pub mod meta;
+pub mod model;
 pub mod observe;
-pub mod partition;
 pub mod persistence;
-pub mod query;
 mod status;
-pub mod strategy;
 pub mod sync;
 mod tier;
 
+// The model's modules keep their short paths (`datasync::partition::Partition`).
+pub use model::{clock, entity, id, meta, partition, query, strategy};
+
+#[cfg(feature = "uniffi")]
 uniffi::setup_scaffolding!();
 
 pub use adapters::{DirOptions, DirPersistence, MemoryPersistence, MemoryStore};
@@ -40,6 +38,7 @@ pub use strategy::{
 };
 pub use sync::engine::{sync_tiers, SyncStats};
 pub use sync::{ConflictResolver, LastWriterWins};
+pub use tier::audit;
 
 /// The README's Rust examples, compiled as doctests.
 #[cfg(doctest)]

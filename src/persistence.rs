@@ -55,6 +55,13 @@ pub trait Persistence: Send {
     fn keys(&mut self) -> AdapterResult<Option<Vec<String>>> {
         Ok(None)
     }
+    /// The library has just stored a metadata document (and its root) that describes
+    /// every partition it wrote through this adapter before: an adapter that guards
+    /// against a crash between partition and metadata writes (the directory tier's
+    /// recovery marker) may let go of that guard now. Default: nothing to do.
+    fn commit(&mut self) -> AdapterResult<()> {
+        Ok(())
+    }
 }
 
 /// The fast primary tier: blobs plus per-entity access.

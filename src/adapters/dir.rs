@@ -13,9 +13,10 @@
 //! file is detected on load and names its own key. A write goes to a temporary file,
 //! is fsynced, renamed over the old file, and the directory is fsynced: a crash leaves
 //! the old or the new content, never a mix. Between the first partition write and the
-//! next metadata write a `recovering` marker exists; opening a directory that still
-//! has it rebuilds the metadata from the partition files, so a crash between the two
-//! never leaves metadata that disagrees with the partitions.
+//! library's next [`Persistence::commit`] (it calls it once the metadata describing
+//! those partitions is stored) a `recovering` marker exists; opening a directory that
+//! still has it rebuilds the metadata from the partition files, so a crash between the
+//! two never leaves metadata that disagrees with the partitions.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -26,10 +27,10 @@ use std::sync::Arc;
 
 use crate::clock::now_millis;
 use crate::error::{Error, Result};
-use crate::lock::Mutex;
-use crate::meta::{Meta, MetaEntry, META_KEY, ROOT_KEY};
-use crate::partition::Partition;
+use crate::lock::{Level, Mutex};
+use crate::meta::{is_reserved, META_KEY, ROOT_KEY};
 use crate::persistence::{AdapterError, AdapterResult, Persistence};
+use crate::tier::audit::audit;
 
 const MAGIC: &[u8; 5] = b"DSB1\n";
 const CHECKSUM_LEN: usize = 32;
@@ -63,7 +64,7 @@ struct Shared {
     options: DirOptions,
     /// Keeps the lock for as long as any handle lives.
     _lock: File,
-    /// Handles that wrote partitions since they last wrote the metadata.
+    /// Handles that wrote partitions since they last committed.
     dirty: Mutex<BTreeSet<u64>>,
     next_handle: AtomicU64,
     next_tmp: AtomicU64,
@@ -78,8 +79,6 @@ struct Shared {
 pub struct DirPersistence {
     shared: Arc<Shared>,
     handle: u64,
-    /// This handle wrote the metadata document since it last became dirty.
-    meta_written: bool,
 }
 
 impl std::fmt::Debug for DirPersistence {
@@ -96,7 +95,6 @@ impl Clone for DirPersistence {
         DirPersistence {
             shared: self.shared.clone(),
             handle: self.shared.next_handle.fetch_add(1, Ordering::Relaxed),
-            meta_written: false,
         }
     }
 }
@@ -150,15 +148,11 @@ impl DirPersistence {
             blobs,
             options,
             _lock: lock,
-            dirty: Mutex::new(BTreeSet::new()),
+            dirty: Mutex::ordered(Level::AdapterInner, BTreeSet::new()),
             next_handle: AtomicU64::new(1),
             next_tmp: AtomicU64::new(0),
         });
-        let mut this = DirPersistence {
-            shared,
-            handle: 0,
-            meta_written: false,
-        };
+        let mut this = DirPersistence { shared, handle: 0 };
         this.remove_temporaries()
             .map_err(|e| open_err("clean", &this.shared.blobs, e))?;
         if this.shared.dir.join(MARKER_FILE).exists() {
@@ -170,11 +164,6 @@ impl DirPersistence {
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.shared.dir
-    }
-
-    /// The options the directory was opened with.
-    pub fn options(&self) -> DirOptions {
-        self.shared.options
     }
 
     /// The file that holds `key`.
@@ -224,33 +213,13 @@ impl DirPersistence {
             )
         };
         let keys = self.list_keys().map_err(err)?;
-        let now = now_millis();
-        let mut meta = Meta {
-            updated_at: now,
-            ..Meta::default()
-        };
-        for key in keys.iter().filter(|k| !k.starts_with('!')) {
-            let bytes = match self.load(key) {
-                Ok(Some(bytes)) => bytes,
-                Ok(None) => continue,
-                Err(e) => {
-                    log::error!(target: "datasync::dir", "{e}");
-                    continue;
-                }
-            };
-            match Partition::parse(&bytes, false) {
-                Ok(partition) => {
-                    let canonical = partition.to_canonical();
-                    meta.entries.insert(
-                        key.clone(),
-                        MetaEntry::describe(&partition, &canonical, now),
-                    );
-                }
-                Err(why) => {
-                    log::error!(target: "datasync::dir", "partition {key:?} does not parse ({why}); left out of the rebuilt metadata")
-                }
-            }
+        let found = audit(&dir.display().to_string(), Some(keys), None, None, |key| {
+            self.load(key).map_err(|e| Error::adapter("dir", key, e))
+        });
+        for problem in &found.problems {
+            log::error!(target: "datasync::dir", "{problem}; left out of the rebuilt metadata");
         }
+        let meta = found.rebuilt;
         log::warn!(
             target: "datasync::dir",
             "{}: the last writer stopped before its metadata was written; rebuilt it from {} partition(s)",
@@ -281,7 +250,6 @@ impl DirPersistence {
     /// Records that this handle is about to write a partition: the marker exists
     /// (durably) before the partition does.
     fn mark_dirty(&mut self) -> AdapterResult<()> {
-        self.meta_written = false;
         let mut dirty = self.shared.dirty.lock();
         if dirty.contains(&self.handle) {
             return Ok(());
@@ -301,7 +269,8 @@ impl DirPersistence {
         Ok(())
     }
 
-    /// This handle's metadata is written: the marker goes once no handle is dirty.
+    /// This handle's partitions are described by stored metadata: the marker goes once
+    /// no handle is dirty.
     fn mark_clean(&mut self) -> AdapterResult<()> {
         let mut dirty = self.shared.dirty.lock();
         if !dirty.remove(&self.handle) || !dirty.is_empty() {
@@ -425,7 +394,7 @@ impl Persistence for DirPersistence {
                     "corrupt file {} for key {key:?} ({why}); {moved}",
                     path.display()
                 );
-                if key.starts_with('!') {
+                if is_reserved(key) {
                     // The library's own metadata: it is rebuilt from the partitions.
                     log::error!(target: "datasync::dir", "{message}; the metadata will be rebuilt");
                     Ok(None)
@@ -438,26 +407,14 @@ impl Persistence for DirPersistence {
     }
 
     fn store(&mut self, key: &str, bytes: &[u8]) -> AdapterResult<()> {
-        if key == ROOT_KEY {
-            self.write_file(key, bytes)?;
-            if self.meta_written {
-                self.mark_clean()?;
-            }
-            return Ok(());
-        }
-        if key == META_KEY {
-            self.write_file(key, bytes)?;
-            self.meta_written = true;
-            return Ok(());
-        }
-        if !key.starts_with('!') {
+        if !is_reserved(key) {
             self.mark_dirty()?;
         }
         self.write_file(key, bytes)
     }
 
     fn clear(&mut self, key: &str) -> AdapterResult<()> {
-        if !key.starts_with('!') {
+        if !is_reserved(key) {
             self.mark_dirty()?;
         }
         let path = self.file_of(key);
@@ -473,6 +430,10 @@ impl Persistence for DirPersistence {
 
     fn keys(&mut self) -> AdapterResult<Option<Vec<String>>> {
         self.list_keys().map(Some)
+    }
+
+    fn commit(&mut self) -> AdapterResult<()> {
+        self.mark_clean()
     }
 }
 

@@ -4,10 +4,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
-
 use crate::clock::Millis;
 use crate::entity::Entity;
+use crate::lock::{Level, Mutex};
+use crate::meta::is_reserved;
 use crate::partition::{Partition, Slot};
 use crate::persistence::{AdapterError, AdapterResult, Persistence, Store};
 
@@ -33,7 +33,7 @@ impl Persistence for MemoryStore {
     }
 
     fn store(&mut self, key: &str, bytes: &[u8]) -> AdapterResult<()> {
-        if key.starts_with('!') {
+        if is_reserved(key) {
             self.blobs.insert(key.to_string(), bytes.to_vec());
             return Ok(());
         }
@@ -103,9 +103,17 @@ impl Store for MemoryStore {
 
 /// Blobs in a shared map. Clones share the same map, so one value can serve as the
 /// cloud of two instances, and a test can look inside.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MemoryPersistence {
     blobs: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
+}
+
+impl Default for MemoryPersistence {
+    fn default() -> Self {
+        MemoryPersistence {
+            blobs: Arc::new(Mutex::ordered(Level::AdapterInner, BTreeMap::new())),
+        }
+    }
 }
 
 impl MemoryPersistence {

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use datasync::clock::format_millis;
+use datasync::meta::is_reserved;
 use datasync::meta::{Meta, META_KEY};
 use datasync::{
     sync_tiers, Candidates, Config, DataSync, DirPersistence, KeyStrategy, LastWriterWins,
@@ -116,7 +117,7 @@ fn peak_rss_mb() -> f64 {
 fn partitions(tier: &MemoryPersistence) -> HashMap<String, Partition> {
     tier.snapshot()
         .into_iter()
-        .filter(|(k, _)| !k.starts_with('!'))
+        .filter(|(k, _)| !is_reserved(k))
         .filter_map(|(k, b)| Some((k, Partition::parse(&b, false).ok()?)))
         .collect()
 }

@@ -52,6 +52,10 @@ impl Persistence for Link {
         self.check()?;
         self.cloud.keys()
     }
+    fn commit(&mut self) -> AdapterResult<()> {
+        self.check()?;
+        self.cloud.commit()
+    }
 }
 
 struct Device {
@@ -216,10 +220,42 @@ fn at(ms: i64) -> String {
     format_millis(ms)[11..].to_string()
 }
 
-pub fn run(dir: Option<PathBuf>) -> CliResult<u8> {
-    let started = Instant::now();
-    let _temp;
-    let base = match dir {
+/// The checks the demo makes, printed as they pass or fail.
+#[derive(Default)]
+struct Checks(Vec<String>);
+
+impl Checks {
+    fn expect(&mut self, ok: bool, what: String) {
+        let mark = if ok { "ok" } else { "FAILED" };
+        say(&format!("[{mark}] {what}"));
+        if !ok {
+            self.0.push(what);
+        }
+    }
+}
+
+/// The entities the story follows.
+struct Ids {
+    alice: String,
+    milk: String,
+    flights: String,
+    plants: String,
+}
+
+/// When each offline edit and delete happened.
+struct Stamps {
+    alice_phone: i64,
+    alice_laptop: i64,
+    milk_edit: i64,
+    milk_delete: i64,
+    flights_delete: i64,
+    flights_edit: i64,
+}
+
+/// The demo's directory: the one given (new or empty), or a temporary one removed at
+/// the end (kept alive by the returned guard).
+fn demo_dir(dir: Option<PathBuf>) -> CliResult<(PathBuf, Option<tempfile::TempDir>)> {
+    match dir {
         Some(dir) => {
             if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
                 return Err(format!(
@@ -229,17 +265,20 @@ pub fn run(dir: Option<PathBuf>) -> CliResult<u8> {
                 .into());
             }
             std::fs::create_dir_all(&dir)?;
-            dir
+            Ok((dir, None))
         }
         None => {
             let temp = tempfile::Builder::new()
                 .prefix("datasync-demo-")
                 .tempdir()?;
-            let path = temp.path().to_path_buf();
-            _temp = temp;
-            path
+            Ok((temp.path().to_path_buf(), Some(temp)))
         }
-    };
+    }
+}
+
+pub fn run(dir: Option<PathBuf>) -> CliResult<u8> {
+    let started = Instant::now();
+    let (base, _temp) = demo_dir(dir)?;
     println!(
         "datasync demo: two devices (phone, laptop) share a cloud, all three on disk in {}",
         base.display()
@@ -248,15 +287,46 @@ pub fn run(dir: Option<PathBuf>) -> CliResult<u8> {
     let cloud = DirPersistence::open(base.join("cloud"))?;
     let phone = Device::open("phone", &base, &cloud)?;
     let laptop = Device::open("laptop", &base, &cloud)?;
-    let mut failures: Vec<String> = Vec::new();
-    let mut expect = |ok: bool, what: String| {
-        let mark = if ok { "ok" } else { "FAILED" };
-        say(&format!("[{mark}] {what}"));
-        if !ok {
-            failures.push(what);
-        }
-    };
+    let mut checks = Checks::default();
 
+    let (mut ids, seen, subs) = online(&phone, &laptop)?;
+    let stamps = offline(&phone, &laptop, &mut ids, &seen, &mut checks)?;
+    let stats = reconnect(&phone, &laptop, &seen)?;
+    conflicts(&phone, &laptop, &ids, &stamps, &mut checks)?;
+    final_state(&phone, &laptop, &stats)?;
+    converged_in_memory(&phone, &laptop, &mut checks)?;
+    drop(subs);
+    let (phone_local, laptop_local) = (phone.local.clone(), laptop.local.clone());
+    phone.ds.close()?;
+    laptop.ds.close()?;
+    drop((phone, laptop));
+    converged_on_disk(
+        [
+            ("phone/", phone_local),
+            ("laptop/", laptop_local),
+            ("cloud/", cloud),
+        ],
+        &mut checks,
+    )?;
+
+    println!();
+    if checks.0.is_empty() {
+        println!(
+            "Converged: every tier agrees, every conflict resolved by the rules ({:.1} s).",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(0)
+    } else {
+        println!("NOT converged: {} check(s) failed:", checks.0.len());
+        for f in &checks.0 {
+            println!("  {f}");
+        }
+        Ok(1)
+    }
+}
+
+/// Step 1: online, the phone creates data, both sync, the laptop starts observing.
+fn online(phone: &Device, laptop: &Device) -> CliResult<(Ids, Seen, (Subscription, Subscription))> {
     step(
         1,
         "Online. The phone creates a user and two tasks; both devices sync.",
@@ -269,63 +339,100 @@ pub fn run(dir: Option<PathBuf>) -> CliResult<u8> {
     phone.sync()?;
     laptop.sync()?;
     let seen = Seen::default();
-    let _subs = observe(&laptop, &alice, &seen)?;
+    let subs = observe(laptop, &alice, &seen)?;
     say("laptop starts observing Alice and the task list; observers get the current value first");
-    seen.show(&laptop)?;
+    seen.show(laptop)?;
+    let ids = Ids {
+        alice,
+        milk,
+        flights,
+        plants: String::new(),
+    };
+    Ok((ids, seen, subs))
+}
 
+/// Step 2: both offline, conflicting edits and deletes.
+fn offline(
+    phone: &Device,
+    laptop: &Device,
+    ids: &mut Ids,
+    seen: &Seen,
+    checks: &mut Checks,
+) -> CliResult<Stamps> {
     step(2, "Both go offline and keep working.");
     phone.set_online(false);
     laptop.set_online(false);
+    let (users, tasks) = (phone.ds.repo("User")?, phone.ds.repo("Task")?);
     let (l_users, l_tasks) = (laptop.ds.repo("User")?, laptop.ds.repo("Task")?);
+    let Ids {
+        alice,
+        milk,
+        flights,
+        ..
+    } = &*ids;
     users.save(&json!({"id": alice, "name": "Alice (phone)", "email": "alice@example.com"}))?;
-    let t_alice_phone = phone.stamp("User", &alice)?;
+    let alice_phone = phone.stamp("User", alice)?;
     say(&format!(
         "phone renames Alice to \"Alice (phone)\" at {}",
-        at(t_alice_phone)
+        at(alice_phone)
     ));
     tick();
     l_users.save(&json!({"id": alice, "name": "Alice Liddell", "email": "alice@example.com"}))?;
-    let t_alice_laptop = laptop.stamp("User", &alice)?;
+    let alice_laptop = laptop.stamp("User", alice)?;
     say(&format!(
         "laptop renames Alice to \"Alice Liddell\" at {}",
-        at(t_alice_laptop)
+        at(alice_laptop)
     ));
     tick();
     l_tasks.save(&json!({"id": milk, "title": "Buy milk", "done": true}))?;
-    let t_milk_edit = laptop.stamp("Task", &milk)?;
+    let milk_edit = laptop.stamp("Task", milk)?;
     say(&format!(
         "laptop marks \"Buy milk\" done at {}",
-        at(t_milk_edit)
+        at(milk_edit)
     ));
     tick();
-    tasks.delete(&milk)?;
-    let t_milk_delete = phone.deleted_at("Task", &milk)?;
+    tasks.delete(milk)?;
+    let milk_delete = phone.deleted_at("Task", milk)?;
     say(&format!(
         "phone deletes \"Buy milk\" at {}",
-        at(t_milk_delete)
+        at(milk_delete)
     ));
-    tasks.delete(&flights)?;
-    let t_flights_delete = phone.deleted_at("Task", &flights)?;
+    tasks.delete(flights)?;
+    let flights_delete = phone.deleted_at("Task", flights)?;
     say(&format!(
         "phone deletes \"Book flights\" at {}",
-        at(t_flights_delete)
+        at(flights_delete)
     ));
     tick();
     l_tasks.save(&json!({"id": flights, "title": "Book flights", "done": true}))?;
-    let t_flights_edit = laptop.stamp("Task", &flights)?;
+    let flights_edit = laptop.stamp("Task", flights)?;
     say(&format!(
         "laptop, not knowing, marks \"Book flights\" done at {}",
-        at(t_flights_edit)
+        at(flights_edit)
     ));
-    let plants = l_tasks.save(&json!({"title": "Water plants", "done": false}))?;
-    say(&format!("laptop adds Task \"Water plants\" ({plants})"));
-    seen.show(&laptop)?;
-    let offline = phone.sync()?;
-    expect(
-        offline.offline,
+    ids.plants = l_tasks.save(&json!({"title": "Water plants", "done": false}))?;
+    say(&format!(
+        "laptop adds Task \"Water plants\" ({})",
+        ids.plants
+    ));
+    seen.show(laptop)?;
+    let stats = phone.sync()?;
+    checks.expect(
+        stats.offline,
         "an offline sync reports offline and loses nothing".into(),
     );
+    Ok(Stamps {
+        alice_phone,
+        alice_laptop,
+        milk_edit,
+        milk_delete,
+        flights_delete,
+        flights_edit,
+    })
+}
 
+/// Step 3: back online, the three syncs that settle everything; their stats summed.
+fn reconnect(phone: &Device, laptop: &Device, seen: &Seen) -> CliResult<SyncStats> {
     step(
         3,
         "Back online: phone syncs, laptop syncs, phone syncs again.",
@@ -334,7 +441,7 @@ pub fn run(dir: Option<PathBuf>) -> CliResult<u8> {
     laptop.set_online(true);
     let mut stats = phone.sync()?;
     let laptop_stats = laptop.sync()?;
-    seen.show(&laptop)?;
+    seen.show(laptop)?;
     let again = phone.sync()?;
     for s in [laptop_stats, again] {
         stats.keys_copied += s.keys_copied;
@@ -343,36 +450,43 @@ pub fn run(dir: Option<PathBuf>) -> CliResult<u8> {
         stats.entities_changed += s.entities_changed;
         stats.bytes_written += s.bytes_written;
     }
+    Ok(stats)
+}
 
+/// Step 4: every conflict checked against the documented rules.
+fn conflicts(
+    phone: &Device,
+    laptop: &Device,
+    ids: &Ids,
+    t: &Stamps,
+    checks: &mut Checks,
+) -> CliResult<()> {
     step(4, "Conflicts, resolved by the documented rules (later updatedAt wins; equal instants: delete wins).");
-    let final_alice = |d: &Device| -> CliResult<String> {
-        Ok(d.get("User", &alice)?
-            .map(|e| title_of(&e))
-            .unwrap_or_default())
-    };
-    let alice_winner = if t_alice_laptop > t_alice_phone {
+    let alice_winner = if t.alice_laptop > t.alice_phone {
         "Alice Liddell"
     } else {
         "Alice (phone)"
     };
-    for d in [&phone, &laptop] {
-        expect(
-            final_alice(d)? == alice_winner,
+    let milk_deleted = t.milk_delete >= t.milk_edit;
+    let flights_kept = t.flights_edit > t.flights_delete;
+    for d in [phone, laptop] {
+        let alice = d.get("User", &ids.alice)?.map(|e| title_of(&e));
+        checks.expect(
+            alice.as_deref() == Some(alice_winner),
             format!(
                 "Alice on the {}: both renamed her, the later rename wins: {alice_winner:?}",
                 d.name
             ),
         );
     }
-    let milk_deleted = t_milk_delete >= t_milk_edit;
-    for d in [&phone, &laptop] {
-        expect(
-            d.get("Task", &milk)?.is_none() == milk_deleted,
+    for d in [phone, laptop] {
+        checks.expect(
+            d.get("Task", &ids.milk)?.is_none() == milk_deleted,
             format!(
                 "\"Buy milk\" on the {}: edited at {}, deleted at {} -> {}",
                 d.name,
-                at(t_milk_edit),
-                at(t_milk_delete),
+                at(t.milk_edit),
+                at(t.milk_delete),
                 if milk_deleted {
                     "the delete wins"
                 } else {
@@ -381,15 +495,14 @@ pub fn run(dir: Option<PathBuf>) -> CliResult<u8> {
             ),
         );
     }
-    let flights_kept = t_flights_edit > t_flights_delete;
-    for d in [&phone, &laptop] {
-        expect(
-            d.get("Task", &flights)?.is_some() == flights_kept,
+    for d in [phone, laptop] {
+        checks.expect(
+            d.get("Task", &ids.flights)?.is_some() == flights_kept,
             format!(
                 "\"Book flights\" on the {}: deleted at {}, edited at {} -> {}",
                 d.name,
-                at(t_flights_delete),
-                at(t_flights_edit),
+                at(t.flights_delete),
+                at(t.flights_edit),
                 if flights_kept {
                     "the later edit wins: it is back"
                 } else {
@@ -399,20 +512,24 @@ pub fn run(dir: Option<PathBuf>) -> CliResult<u8> {
         );
     }
     let edit = laptop
-        .get("Task", &plants)?
+        .get("Task", &ids.plants)?
         .ok_or("Water plants is missing")?;
     let tie = LastWriterWins.resolve(
         "Task",
         &Slot::Active(edit.clone()),
         &Slot::Deleted(edit.updated_at()),
     );
-    expect(
+    checks.expect(
         matches!(tie, Slot::Deleted(_)),
         "an edit and a delete at the same instant: the delete wins (the default resolver, asked directly)".into(),
     );
+    Ok(())
+}
 
+/// Step 5: what each device now holds, and the sync totals.
+fn final_state(phone: &Device, laptop: &Device, stats: &SyncStats) -> CliResult<()> {
     step(5, "Final state.");
-    for d in [&phone, &laptop] {
+    for d in [phone, laptop] {
         let everyone: Vec<String> =
             d.ds.repo("User")?
                 .query(&QueryOptions::default())?
@@ -432,9 +549,12 @@ pub fn run(dir: Option<PathBuf>) -> CliResult<u8> {
         "sync totals: {} partition(s) copied, {} merged, {} conflict(s) resolved, {} entity change(s), {} bytes written",
         stats.keys_copied, stats.keys_merged, stats.conflicts, stats.entities_changed, stats.bytes_written
     ));
-
     say("(a conflict here is any id whose two copies differed in a tier pair: store/local or local/cloud)");
+    Ok(())
+}
 
+/// Step 6, first half: the devices' tiers agree, as the instances see them.
+fn converged_in_memory(phone: &Device, laptop: &Device, checks: &mut Checks) -> CliResult<()> {
     step(
         6,
         "Convergence: every tier of both devices and the cloud hold the same data.",
@@ -450,38 +570,29 @@ pub fn run(dir: Option<PathBuf>) -> CliResult<u8> {
     for (what, root) in &roots {
         say(&format!("{what:<12} root {}", &root[..16]));
     }
-    expect(
+    checks.expect(
         roots.iter().all(|(_, r)| *r == roots[0].1),
         "all tiers report the same root".into(),
     );
-    let store_keys = |d: &Device| -> CliResult<Vec<(String, String)>> {
+    let hashes = |d: &Device, tier: TierId| -> CliResult<Vec<(String, String)>> {
         Ok(d.ds
-            .tier_meta(TierId::Store)?
+            .tier_meta(tier)?
             .entries
             .into_iter()
             .map(|(k, e)| (k, e.hash))
             .collect())
     };
-    let local_keys = |d: &Device| -> CliResult<Vec<(String, String)>> {
-        Ok(d.ds
-            .tier_meta(TierId::Local)?
-            .entries
-            .into_iter()
-            .map(|(k, e)| (k, e.hash))
-            .collect())
-    };
-    for d in [&phone, &laptop] {
-        let (store, local) = (store_keys(d)?, local_keys(d)?);
-        let held = store.iter().all(|entry| local.contains(entry));
-        expect(
-            held,
+    for d in [phone, laptop] {
+        let (store, local) = (hashes(d, TierId::Store)?, hashes(d, TierId::Local)?);
+        checks.expect(
+            store.iter().all(|entry| local.contains(entry)),
             format!(
                 "every partition in the {}'s store equals its local copy",
                 d.name
             ),
         );
         let audit = d.ds.audit()?;
-        expect(
+        checks.expect(
             audit.is_empty(),
             format!(
                 "audit of the {}'s tiers (hashes and counts recomputed): {} problem(s)",
@@ -493,19 +604,15 @@ pub fn run(dir: Option<PathBuf>) -> CliResult<u8> {
             say(&format!("    {problem}"));
         }
     }
-    drop(_subs);
-    let (phone_local, laptop_local) = (phone.local.clone(), laptop.local.clone());
-    phone.ds.close()?;
-    laptop.ds.close()?;
-    drop((phone, laptop));
+    Ok(())
+}
+
+/// Step 6, second half: the three directories, verified on disk once closed.
+fn converged_on_disk(dirs: [(&str, DirPersistence); 3], checks: &mut Checks) -> CliResult<()> {
     let mut disk_roots = Vec::new();
-    for (what, mut dir) in [
-        ("phone/", phone_local),
-        ("laptop/", laptop_local),
-        ("cloud/", cloud),
-    ] {
+    for (what, mut dir) in dirs {
         let report = examine(&mut dir)?;
-        expect(
+        checks.expect(
             report.problems.is_empty()
                 && report.recorded_root.as_deref() == Some(report.root.as_str()),
             format!(
@@ -519,23 +626,9 @@ pub fn run(dir: Option<PathBuf>) -> CliResult<u8> {
         }
         disk_roots.push(report.root);
     }
-    expect(
+    checks.expect(
         disk_roots.iter().all(|r| *r == disk_roots[0]),
         "the three directories hold identical partitions".into(),
     );
-
-    println!();
-    if failures.is_empty() {
-        println!(
-            "Converged: every tier agrees, every conflict resolved by the rules ({:.1} s).",
-            started.elapsed().as_secs_f64()
-        );
-        Ok(0)
-    } else {
-        println!("NOT converged: {} check(s) failed:", failures.len());
-        for f in &failures {
-            println!("  {f}");
-        }
-        Ok(1)
-    }
+    Ok(())
 }

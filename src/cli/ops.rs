@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use clap::Args;
+use datasync::meta::is_reserved;
 use datasync::{Config, DataSync, DirPersistence, Persistence, QueryOptions, SortKey};
 use serde_json::Value;
 
@@ -22,7 +23,7 @@ fn detect_prefix(dir: &mut DirPersistence) -> CliResult<Option<String>> {
     let keys = dir.keys()?.unwrap_or_default();
     let prefixes: std::collections::BTreeSet<&str> = keys
         .iter()
-        .filter(|k| !k.starts_with('!'))
+        .filter(|k| !is_reserved(k))
         .filter_map(|k| k.split_once('.').map(|(p, _)| p))
         .collect();
     Ok(match prefixes.len() {

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use datasync::meta::is_reserved;
 use datasync::meta::META_KEY;
 use datasync::{sync_tiers, AdapterResult, DirPersistence, LastWriterWins, Meta, Persistence};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -23,7 +24,7 @@ struct Progress {
 impl Persistence for Progress {
     fn load(&mut self, key: &str) -> AdapterResult<Option<Vec<u8>>> {
         let found = self.inner.load(key);
-        if !key.starts_with('!') {
+        if !is_reserved(key) {
             self.bar.inc(1);
         }
         found
@@ -36,6 +37,9 @@ impl Persistence for Progress {
     }
     fn keys(&mut self) -> AdapterResult<Option<Vec<String>>> {
         self.inner.keys()
+    }
+    fn commit(&mut self) -> AdapterResult<()> {
+        self.inner.commit()
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use parking_lot::RwLock;
+use crate::lock::RwLock;
 
 /// A host log sink: (level, target, message).
 pub type Sink = Arc<dyn Fn(log::Level, &str, &str) + Send + Sync>;

@@ -6,7 +6,7 @@ use std::thread::{self, JoinHandle, ThreadId};
 
 use crate::entity::Entity;
 use crate::error::{Error, Result};
-use crate::lock::{Condvar, Mutex};
+use crate::lock::{Condvar, Level, Mutex};
 use crate::query::QueryOptions;
 use crate::status::Status;
 use crate::strategy::Candidates;
@@ -182,7 +182,7 @@ impl Registry {
         let sub = Arc::new(Sub {
             target,
             active: AtomicBool::new(true),
-            call: Mutex::new(Some(callback)),
+            call: Mutex::ordered(Level::Callback, Some(callback)),
         });
         let id = {
             let mut subs = self.subs.lock();

@@ -176,86 +176,144 @@ fn sync_key(
     let upper_guard = upper.generation(key);
     let (lu, ll) = load_both(upper, lower, key, eu.as_ref(), el.as_ref())?;
     let guard = lu.as_ref().map_or(upper_guard, |l| l.generation);
-    let (merged, upper_hash, lower_hash, changed_upper, changed_lower, conflicts) = match (lu, ll) {
-        (None, None) => {
-            // Recorded but gone on both sides (e.g. a corrupt file moved aside): forget it.
-            if eu.is_some() {
-                upper.remove_entry(key);
+    let sides = Sides {
+        upper,
+        lower,
+        key,
+        now,
+    };
+    let Some(resolution) = sides.resolve(eu.as_ref(), el.as_ref(), lu, ll, ctx, out) else {
+        return Ok(());
+    };
+    sides.write_back(resolution, guard, ctx, out)
+}
+
+/// The two tiers of one key's sync.
+struct Sides<'a> {
+    upper: &'a Tier,
+    lower: &'a Tier,
+    key: &'a str,
+    now: i64,
+}
+
+/// What a key's sync decided: the partition both sides end with, and what it changes
+/// on each.
+struct Resolution {
+    merged: Loaded,
+    /// The hash each side holds, when its stored bytes are canonical (then no write
+    /// is needed where it equals the merged one).
+    upper_hash: Option<String>,
+    lower_hash: Option<String>,
+    changed_upper: Vec<SlotChange>,
+    changed_lower: Vec<SlotChange>,
+}
+
+impl Sides<'_> {
+    /// Decides the partition of a key both sides hold, or one of them; `None` when
+    /// there is nothing to write (the recorded entries are repaired on the way).
+    fn resolve(
+        &self,
+        eu: Option<&MetaEntry>,
+        el: Option<&MetaEntry>,
+        lu: Option<Loaded>,
+        ll: Option<Loaded>,
+        ctx: &SyncCtx,
+        out: &mut PairOutcome,
+    ) -> Option<Resolution> {
+        let (key, now) = (self.key, self.now);
+        let canonical_hash = |l: &Loaded| (!l.rewrite).then(|| l.hash.clone());
+        match (lu, ll) {
+            (None, None) => {
+                // Recorded but gone on both sides (e.g. a corrupt file moved aside): forget it.
+                if eu.is_some() {
+                    self.upper.remove_entry(key);
+                }
+                if el.is_some() {
+                    self.lower.remove_entry(key);
+                }
+                None
             }
-            if el.is_some() {
-                lower.remove_entry(key);
+            (Some(a), None) => {
+                self.upper.repair_entry(key, eu, &a, now);
+                out.stats.keys_copied += 1;
+                Some(Resolution {
+                    upper_hash: canonical_hash(&a),
+                    lower_hash: None,
+                    changed_upper: Vec::new(),
+                    changed_lower: all_slots(&a.partition),
+                    merged: a,
+                })
             }
+            (None, Some(b)) => {
+                self.lower.repair_entry(key, el, &b, now);
+                out.stats.keys_copied += 1;
+                Some(Resolution {
+                    upper_hash: None,
+                    lower_hash: canonical_hash(&b),
+                    changed_upper: all_slots(&b.partition),
+                    changed_lower: Vec::new(),
+                    merged: b,
+                })
+            }
+            (Some(a), Some(b)) => {
+                self.upper.repair_entry(key, eu, &a, now);
+                self.lower.repair_entry(key, el, &b, now);
+                if a.hash == b.hash && !a.rewrite && !b.rewrite {
+                    return None;
+                }
+                out.stats.keys_merged += 1;
+                let m = merge(&a.partition, &b.partition, ctx.resolver);
+                out.stats.conflicts += m.conflicts;
+                Some(Resolution {
+                    upper_hash: canonical_hash(&a),
+                    lower_hash: canonical_hash(&b),
+                    merged: Loaded::new(m.partition),
+                    changed_upper: m.changed_a,
+                    changed_lower: m.changed_b,
+                })
+            }
+        }
+    }
+
+    /// Writes the decided partition where it differs: always to the lower tier, to the
+    /// upper one only if it did not change meanwhile (else the key is skipped, and
+    /// the next sync takes it).
+    fn write_back(
+        &self,
+        r: Resolution,
+        guard: u64,
+        ctx: &SyncCtx,
+        out: &mut PairOutcome,
+    ) -> Result<()> {
+        let (upper, lower, key, now) = (self.upper, self.lower, self.key, self.now);
+        // What we now believe the upper tier holds; a different entry at write time
+        // means someone else wrote it meanwhile.
+        let upper_seen = upper.entry(key).map(|e| e.hash);
+        if r.lower_hash.as_deref() != Some(r.merged.hash.as_str()) {
+            lower.write_partition(key, &r.merged, now, None)?;
+            out.stats.entities_changed += r.changed_lower.len() as u64;
+            out.stats.bytes_written += r.merged.bytes.len() as u64;
+        }
+        if r.upper_hash.as_deref() == Some(r.merged.hash.as_str()) {
             return Ok(());
         }
-        (Some(a), None) => {
-            repair_entry(upper, key, eu.as_ref(), &a, now);
-            out.stats.keys_copied += 1;
-            let changes = all_slots(&a.partition);
-            let hash = (!a.rewrite).then(|| a.hash.clone());
-            (a, hash, None, Vec::new(), changes, 0)
+        let unchanged = upper.is_store() || upper.entry(key).map(|e| e.hash) == upper_seen;
+        if !unchanged || !upper.write_partition(key, &r.merged, now, Some(guard))? {
+            out.stats.keys_skipped += 1;
+            out.failed_keys.push(key.to_string());
+            return Ok(());
         }
-        (None, Some(b)) => {
-            repair_entry(lower, key, el.as_ref(), &b, now);
-            out.stats.keys_copied += 1;
-            let changes = all_slots(&b.partition);
-            let hash = (!b.rewrite).then(|| b.hash.clone());
-            (b, None, hash, changes, Vec::new(), 0)
-        }
-        (Some(a), Some(b)) => {
-            repair_entry(upper, key, eu.as_ref(), &a, now);
-            repair_entry(lower, key, el.as_ref(), &b, now);
-            if a.hash == b.hash && !a.rewrite && !b.rewrite {
-                return Ok(());
+        out.stats.entities_changed += r.changed_upper.len() as u64;
+        out.stats.bytes_written += r.merged.bytes.len() as u64;
+        if let Some(clock) = ctx.clock {
+            if let Some(max) = r.changed_upper.iter().map(|c| c.slot.instant()).max() {
+                clock.observe(max);
             }
-            out.stats.keys_merged += 1;
-            let m = merge(&a.partition, &b.partition, ctx.resolver);
-            let bytes = m.partition.to_canonical();
-            let merged = Loaded {
-                hash: hash_bytes(&bytes),
-                partition: m.partition,
-                bytes,
-                generation: 0,
-                rewrite: false,
-            };
-            let (ha, hb) = (
-                (!a.rewrite).then_some(a.hash),
-                (!b.rewrite).then_some(b.hash),
-            );
-            (merged, ha, hb, m.changed_a, m.changed_b, m.conflicts)
         }
-    };
-    out.stats.conflicts += conflicts;
-    // What we now believe the upper tier holds; a different entry at write time means
-    // someone else wrote it meanwhile.
-    let upper_seen = upper.entry(key).map(|e| e.hash);
-    if lower_hash.as_deref() != Some(merged.hash.as_str()) {
-        lower.write_partition(key, &merged, now, None)?;
-        out.stats.entities_changed += changed_lower.len() as u64;
-        out.stats.bytes_written += merged.bytes.len() as u64;
+        out.upper_keys_changed.push(key.to_string());
+        out.upper_changes.push((key.to_string(), r.changed_upper));
+        Ok(())
     }
-    if upper_hash.as_deref() == Some(merged.hash.as_str()) {
-        return Ok(());
-    }
-    let unchanged = if upper.is_store() {
-        true
-    } else {
-        upper.entry(key).map(|e| e.hash) == upper_seen
-    };
-    if !unchanged || !upper.write_partition(key, &merged, now, Some(guard))? {
-        out.stats.keys_skipped += 1;
-        out.failed_keys.push(key.to_string());
-        return Ok(());
-    }
-    out.stats.entities_changed += changed_upper.len() as u64;
-    out.stats.bytes_written += merged.bytes.len() as u64;
-    if let Some(clock) = ctx.clock {
-        if let Some(max) = changed_upper.iter().map(|c| c.slot.instant()).max() {
-            clock.observe(max);
-        }
-    }
-    out.upper_keys_changed.push(key.to_string());
-    out.upper_changes.push((key.to_string(), changed_upper));
-    Ok(())
 }
 
 /// Copies trusted bytes to a tier that really lacks the key. Returns false (and
@@ -344,15 +402,6 @@ fn all_slots(partition: &Partition) -> Vec<SlotChange> {
         .collect()
 }
 
-/// Records the true entry of a key whose recorded one disagrees with its content.
-fn repair_entry(tier: &Tier, key: &str, recorded: Option<&MetaEntry>, loaded: &Loaded, now: i64) {
-    if tier.is_store() {
-        tier.settle_entry(key, loaded, now);
-    } else if recorded.map(|e| e.hash.as_str()) != Some(loaded.hash.as_str()) {
-        tier.set_entry(key, loaded.entry(now));
-    }
-}
-
 /// Syncs two standalone blob tiers (e.g. two directories) with the full algorithm:
 /// both sides' metadata are read from the adapters and written back.
 pub fn sync_tiers(
@@ -361,8 +410,8 @@ pub fn sync_tiers(
     resolver: &dyn ConflictResolver,
 ) -> Result<SyncStats> {
     let (ta, tb) = (
-        Tier::new("a", crate::tier::Io::Blobs(a), true),
-        Tier::new("b", crate::tier::Io::Blobs(b), true),
+        Tier::new("a", crate::tier::Adapter::Blobs(a), true),
+        Tier::new("b", crate::tier::Adapter::Blobs(b), true),
     );
     let ctx = SyncCtx {
         resolver,

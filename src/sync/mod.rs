@@ -1,5 +1,8 @@
-//! Synchronisation: the pure merge, one sync between two tiers, and the worker thread.
+//! Synchronisation: the pure merge (`merge.rs`), one sync between two tiers
+//! (`engine.rs`), the worker's loop over the chain with status and backoff
+//! (`chain.rs`), and the worker thread with its mailbox (`worker.rs`).
 
+pub(crate) mod chain;
 pub mod engine;
 pub mod merge;
 pub mod worker;

@@ -1,30 +1,27 @@
-//! Entity ids: `<logicalKey><sep><identifier>`, with a random nanoid-style identifier.
-
-use rand::RngCore;
+//! Entity ids: `<logicalKey><sep><identifier>`, with a random nanoid identifier.
 
 use crate::error::{Error, Result};
 
 /// The alphabet identifiers are drawn from (64 URL-safe characters).
 pub const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
 
+/// [`ALPHABET`] as the characters `nanoid` draws from.
+const ALPHABET_CHARS: [char; 64] = {
+    let mut chars = ['\0'; 64];
+    let mut i = 0;
+    while i < 64 {
+        chars[i] = ALPHABET[i] as char;
+        i += 1;
+    }
+    chars
+};
+
 /// Longest id or key accepted.
 pub const MAX_ID_LEN: usize = 1024;
 
 /// Appends a random identifier of `len` characters to `out`.
 pub fn push_identifier(out: &mut String, len: usize) {
-    let mut bytes = [0u8; 64];
-    let mut rng = rand::thread_rng();
-    let mut left = len;
-    while left > 0 {
-        let take = left.min(bytes.len());
-        rng.fill_bytes(&mut bytes[..take]);
-        out.extend(
-            bytes[..take]
-                .iter()
-                .map(|b| ALPHABET[(b & 63) as usize] as char),
-        );
-        left -= take;
-    }
+    out.push_str(&nanoid::format(nanoid::rngs::default, &ALPHABET_CHARS, len));
 }
 
 /// Generates a new id for an entity in `logical_key`.

@@ -13,6 +13,15 @@ pub const META_KEY: &str = "!datasync.meta";
 /// The reserved key of the root hash alone, so a no-op sync reads two short values.
 pub const ROOT_KEY: &str = "!datasync.root";
 
+/// The first character of every key the library keeps for itself (metadata, root).
+/// Partition keys start with the instance prefix, which may not start with it.
+pub const RESERVED_MARK: char = '!';
+
+/// Whether `key` is one of the library's own keys rather than a partition.
+pub fn is_reserved(key: &str) -> bool {
+    key.starts_with(RESERVED_MARK)
+}
+
 /// What the metadata says of one partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetaEntry {

@@ -1,0 +1,293 @@
+//! The instance handle (the seed's `DataOrchestrator`, without the singleton).
+//!
+//! - `repo.rs`: repositories, the entity-facing API (write planning, reads, queries);
+//! - `hydrate.rs`: loading a partition the store lacks from the tiers below.
+//!
+//! The sync worker's side (its loop, the chain, status and backoff) is
+//! `crate::sync::chain`.
+
+mod hydrate;
+mod repo;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::entity::{validate_name, Entity};
+use crate::error::{Error, Result};
+use crate::id;
+use crate::lock::{Condvar, Level, Mutex};
+use crate::meta::{Meta, ROOT_KEY};
+use crate::observe::{Registry, Source, Subscription};
+use crate::query::QueryOptions;
+pub use crate::status::Status;
+use crate::strategy::{partition_key, KeyStrategy};
+use crate::sync::engine::SyncStats;
+use crate::sync::worker::{Request, Worker};
+use crate::sync::ConflictResolver;
+use crate::tier::{audit::audit, Adapter, Tier};
+
+pub use repo::Repository;
+
+/// Which tier of an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TierId {
+    Store,
+    Local,
+    Cloud,
+}
+
+/// What every handle and repository of one instance shares.
+pub(crate) struct Inner {
+    pub prefix: String,
+    pub strategy: Arc<dyn KeyStrategy>,
+    pub resolver: Arc<dyn ConflictResolver>,
+    pub clock: Clock,
+    pub store: Tier,
+    pub local: Option<Tier>,
+    pub cloud: Option<Tier>,
+    pub registry: Arc<Registry>,
+    pub worker: Worker,
+    closed: AtomicBool,
+    pub status: Mutex<Status>,
+    /// Keys being hydrated; readers of those keys wait.
+    pub hydrating: Mutex<BTreeSet<String>>,
+    hydrated: Condvar,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub chain_interval: Duration,
+}
+
+/// An open datasync instance. Cheap to share by reference across threads; every
+/// method may be called from any thread. Dropping it closes it.
+pub struct DataSync {
+    inner: Arc<Inner>,
+}
+
+impl DataSync {
+    /// Opens an instance: validates the config, reads local metadata, starts the
+    /// sync worker and the dispatcher.
+    pub fn open(config: Config) -> Result<DataSync> {
+        config.validate()?;
+        let skew = config.max_clock_skew.as_millis() as Millis;
+        let first_chain = config.cloud.is_some().then(|| {
+            Instant::now()
+                + if config.sync_on_open {
+                    Duration::ZERO
+                } else {
+                    config.cloud_sync_interval
+                }
+        });
+        let inner = Arc::new(Inner {
+            prefix: config.prefix.clone(),
+            strategy: config.strategy.clone(),
+            resolver: config.resolver.clone(),
+            clock: Clock::with_source(skew, config.clock_source),
+            store: Tier::new("store", Adapter::Store(config.store), false),
+            local: config
+                .local
+                .map(|p| Tier::new("local", Adapter::Blobs(p), false)),
+            cloud: config
+                .cloud
+                .map(|p| Tier::new("cloud", Adapter::Blobs(p), true)),
+            registry: Registry::new(),
+            worker: Worker::new(config.store_sync_delay, first_chain),
+            closed: AtomicBool::new(false),
+            status: Mutex::new(Status {
+                online: true,
+                ..Status::default()
+            }),
+            hydrating: Mutex::ordered(Level::Hydrating, BTreeSet::new()),
+            hydrated: Condvar::new(),
+            retry_base: config.retry_base,
+            retry_max: config.retry_max,
+            chain_interval: config.cloud_sync_interval,
+        });
+        let source: Weak<dyn Source> = Arc::downgrade(&inner) as Weak<Inner>;
+        inner.registry.start(source, &inner.prefix)?;
+        if let Some(local) = &inner.local {
+            if let Err(e) = local.meta() {
+                inner.registry.shutdown();
+                return Err(e);
+            }
+        }
+        let weak = Arc::downgrade(&inner);
+        if let Err(e) = inner.worker.spawn(&inner.prefix, move |mailbox| {
+            crate::sync::chain::run(weak, mailbox)
+        }) {
+            inner.registry.shutdown();
+            return Err(e);
+        }
+        log::info!(target: "datasync::instance", "opened instance {:?}", inner.prefix);
+        Ok(DataSync { inner })
+    }
+
+    /// The repository of one entity name.
+    pub fn repo(&self, name: &str) -> Result<Repository> {
+        self.inner.check_open()?;
+        validate_name(name, self.inner.strategy.separator())?;
+        Ok(Repository::new(self.inner.clone(), name))
+    }
+
+    /// Runs the whole chain now (store → local → cloud, and changes back up) and
+    /// returns what it did. An unreachable cloud is reported in the stats
+    /// (`offline`, `errors`), not as an error.
+    pub fn sync_now(&self) -> Result<SyncStats> {
+        self.inner.check_open()?;
+        self.inner.worker.request(Request::SyncNow)
+    }
+
+    /// Returns once every write made before the call is durable in the tier below
+    /// the store (local, or the cloud when there is no local tier).
+    pub fn flush(&self) -> Result<()> {
+        self.inner.check_open()?;
+        self.inner.worker.request(Request::Flush).map(|_| ())
+    }
+
+    /// Blocks until observers have been called for every change made before the call.
+    pub fn drain_events(&self) -> Result<()> {
+        self.inner.check_open()?;
+        self.inner.registry.drain()
+    }
+
+    /// The sync status.
+    pub fn status(&self) -> Status {
+        self.inner.status_now()
+    }
+
+    /// Observes the sync status: `callback` gets the current status first, then the
+    /// new one after every chain sync (success or failure), on the dispatcher thread.
+    pub fn observe_status(
+        &self,
+        callback: impl FnMut(&Status) + Send + 'static,
+    ) -> Result<Subscription> {
+        self.inner.check_open()?;
+        Ok(self
+            .inner
+            .registry
+            .observe_status(self.inner.status_now(), Box::new(callback)))
+    }
+
+    /// Flushes, stops the worker and the dispatcher, and joins them. Idempotent;
+    /// every other call fails with [`Error::Closed`] afterwards. Observers still
+    /// queued are called before it returns.
+    pub fn close(&self) -> Result<()> {
+        let inner = &self.inner;
+        if inner.registry.on_dispatcher() || inner.worker.on_worker() {
+            return Err(Error::WouldDeadlock("close".into()));
+        }
+        if inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        inner.worker.shutdown();
+        inner.registry.shutdown();
+        // Release the adapters now (a directory's lock, a host's resources), not when
+        // the last handle goes: the same storage can be reopened right after close.
+        for tier in inner.tiers() {
+            tier.release();
+        }
+        log::info!(target: "datasync::instance", "closed instance {:?}", inner.prefix);
+        Ok(())
+    }
+
+    /// The metadata of one tier, with every hash brought up to date.
+    pub fn tier_meta(&self, tier: TierId) -> Result<Meta> {
+        self.inner.check_open()?;
+        self.inner.tier(tier)?.meta()
+    }
+
+    /// The partition keys a tier holds, according to its metadata.
+    pub fn tier_keys(&self, tier: TierId) -> Result<Vec<String>> {
+        Ok(self.tier_meta(tier)?.entries.into_keys().collect())
+    }
+
+    /// Recomputes every hash and count of every tier from its partitions and lists
+    /// where the metadata disagrees (empty when everything is true).
+    pub fn audit(&self) -> Result<Vec<String>> {
+        self.inner.check_open()?;
+        let mut problems = Vec::new();
+        for tier in self.inner.tiers() {
+            let meta = tier.meta()?;
+            let root = if tier.is_store() {
+                None
+            } else {
+                tier.load(ROOT_KEY)?
+            };
+            let found = audit(tier.label, None, Some(&meta), root.as_deref(), |key| {
+                tier.load(key)
+            });
+            problems.extend(found.problems);
+        }
+        Ok(problems)
+    }
+}
+
+impl Drop for DataSync {
+    fn drop(&mut self) {
+        if let Err(e) = self.close() {
+            log::warn!(target: "datasync::instance", "instance dropped without closing: {e}");
+        }
+    }
+}
+
+use crate::clock::Millis;
+
+impl Inner {
+    pub fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn tier(&self, id: TierId) -> Result<&Tier> {
+        match id {
+            TierId::Store => Some(&self.store),
+            TierId::Local => self.local.as_ref(),
+            TierId::Cloud => self.cloud.as_ref(),
+        }
+        .ok_or_else(|| Error::InvalidConfig(format!("this instance has no {id:?} tier")))
+    }
+
+    /// The tiers present, fastest first.
+    fn tiers(&self) -> impl Iterator<Item = &Tier> {
+        [Some(&self.store), self.local.as_ref(), self.cloud.as_ref()]
+            .into_iter()
+            .flatten()
+    }
+
+    fn sep(&self) -> char {
+        self.strategy.separator()
+    }
+
+    fn key_of_id(&self, id: &str) -> Result<String> {
+        let (logical, _) = id::parse(id, self.sep())?;
+        Ok(partition_key(&self.prefix, self.sep(), logical))
+    }
+}
+
+impl Source for Inner {
+    fn current(&self, name: &str, id: &str) -> Result<Option<Entity>> {
+        self.read(name, id)
+    }
+
+    fn list(&self, name: &str, query: &QueryOptions) -> Result<Vec<Entity>> {
+        self.select(name, query)
+    }
+}
+
+/// Handles are shared across threads.
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<DataSync>();
+    is::<Repository>();
+}

@@ -1,0 +1,390 @@
+//! Repositories: the entity-facing API for one entity name. Writes are planned
+//! (ids, keys, `createdAt`) before the store is locked, then applied under one lock
+//! with one dirty mark per key and one event batch.
+
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::Inner;
+use crate::clock::{format_millis, parse_millis, Millis};
+use crate::entity::Entity;
+use crate::error::{Error, Result};
+use crate::id;
+use crate::observe::{Change, Subscription};
+use crate::partition::Slot;
+use crate::persistence::Store;
+use crate::query::QueryOptions;
+use crate::strategy::{partition_key, Candidates};
+use crate::tier::Adapter;
+
+/// The entity-facing API for one entity name.
+#[derive(Clone)]
+pub struct Repository {
+    inner: Arc<Inner>,
+    name: String,
+}
+
+enum Op<'a> {
+    /// The caller's object, borrowed; copied only when the strategy must see a
+    /// `createdAt` the caller did not give.
+    Save(Cow<'a, Map<String, Value>>),
+    Delete(String),
+}
+
+struct Planned<'a> {
+    key: String,
+    id: String,
+    op: Op<'a>,
+    /// `createdAt` as it will be written, when known before the write.
+    created: Option<Millis>,
+    /// Whether `created` was issued by the clock for a new entity (reused as `updatedAt`).
+    issued: bool,
+}
+
+impl Inner {
+    fn plan<'a>(&self, name: &str, op: Op<'a>) -> Result<Planned<'a>> {
+        match op {
+            Op::Delete(id) => {
+                let key = self.key_of_id(&id)?;
+                Ok(Planned {
+                    key,
+                    id,
+                    op: Op::Delete(String::new()),
+                    created: None,
+                    issued: false,
+                })
+            }
+            Op::Save(mut object) => {
+                let mut created = match object.get("createdAt") {
+                    None => None,
+                    Some(value) => {
+                        Some(value.as_str().and_then(parse_millis).ok_or_else(|| {
+                            Error::InvalidEntity(format!(
+                                "\"createdAt\" must be an instant, got {value}"
+                            ))
+                        })?)
+                    }
+                };
+                match object.get("id") {
+                    Some(Value::String(id)) => {
+                        let id = id.clone();
+                        let key = self.key_of_id(&id)?;
+                        Ok(Planned {
+                            key,
+                            id,
+                            op: Op::Save(object),
+                            created,
+                            issued: false,
+                        })
+                    }
+                    Some(other) => Err(Error::InvalidId(
+                        other.to_string(),
+                        "an id must be a string".into(),
+                    )),
+                    None => {
+                        let mut issued = false;
+                        if created.is_none() {
+                            let stamp = self.clock.stamp(Millis::MIN);
+                            created = Some(stamp);
+                            issued = true;
+                            object
+                                .to_mut()
+                                .insert("createdAt".into(), Value::String(format_millis(stamp)));
+                        }
+                        let logical = self.strategy.logical_key(name, &object)?;
+                        id::validate_logical_key(&logical, self.sep())?;
+                        let id = id::generate(&logical, self.sep(), self.strategy.id_length());
+                        let key = partition_key(&self.prefix, self.sep(), &logical);
+                        Ok(Planned {
+                            key,
+                            id,
+                            op: Op::Save(object),
+                            created,
+                            issued,
+                        })
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies saves and deletes of one entity name: one store lock, one dirty mark
+    /// per key, one event batch.
+    fn write(&self, name: &str, ops: Vec<Op<'_>>) -> Result<Vec<(String, bool)>> {
+        self.check_open()?;
+        let planned: Vec<Planned> = ops
+            .into_iter()
+            .map(|op| self.plan(name, op))
+            .collect::<Result<_>>()?;
+        let keys: BTreeSet<&str> = planned.iter().map(|p| p.key.as_str()).collect();
+        for key in &keys {
+            self.ensure_present(key)?;
+        }
+        let observed = self.registry.has_subscribers();
+        let mut changes = Vec::new();
+        let mut results = Vec::with_capacity(planned.len());
+        let mut touched: BTreeSet<String> = BTreeSet::new();
+        let outcome = self.store.with_adapter(|adapter| {
+            let Adapter::Store(store) = adapter else {
+                return Err(Error::Internal("store tier without a store".into()));
+            };
+            let applied = || -> Result<()> {
+                for p in planned {
+                    let (slot, existed) = self.apply(store.as_mut(), name, &p)?;
+                    if !touched.contains(&p.key) {
+                        touched.insert(p.key.clone());
+                    }
+                    if observed {
+                        changes.push(Change {
+                            key: p.key.clone(),
+                            name: name.to_string(),
+                            id: p.id.clone(),
+                            entity: slot.entity().cloned(),
+                        });
+                    }
+                    results.push((p.id, existed));
+                }
+                Ok(())
+            };
+            let outcome = applied();
+            // Mark what was written (even if a later write of the batch failed) while
+            // the store is still locked: a sync that read the key before this write
+            // must see the new generation and not write its older merge back.
+            self.store.mark_written(touched.iter().map(String::as_str));
+            outcome
+        });
+        if !touched.is_empty() {
+            self.worker.note_write();
+        }
+        self.registry.publish(changes);
+        outcome.map(|_| results)
+    }
+
+    /// Applies one planned save or delete to the store; returns the new slot and
+    /// whether the entity existed before.
+    fn apply(&self, store: &mut dyn Store, name: &str, p: &Planned<'_>) -> Result<(Slot, bool)> {
+        let err = |e| Error::adapter("store", &p.key, e);
+        let previous = store.get(&p.key, name, &p.id).map_err(err)?;
+        let existed = previous.as_ref().is_some_and(|s| s.entity().is_some());
+        let slot = match &p.op {
+            Op::Save(object) => {
+                let (floor, version, before) = match &previous {
+                    Some(Slot::Active(e)) => (e.updated_at(), e.version() + 1, Some(e)),
+                    Some(Slot::Deleted(at)) => (at + 1, 1, None),
+                    None => (Millis::MIN, 1, None),
+                };
+                let stamp = match (p.created, p.issued, &previous) {
+                    (Some(issued), true, None) => issued,
+                    _ => self.clock.stamp(floor),
+                };
+                let created = p
+                    .created
+                    .or_else(|| before.and_then(|e| e.created_at()))
+                    .unwrap_or(stamp);
+                let entity = Entity::build(object, &p.id, created, stamp, version)?;
+                store.save(&p.key, name, &entity).map_err(err)?;
+                Slot::Active(entity)
+            }
+            Op::Delete(_) => {
+                let floor = previous.as_ref().map_or(Millis::MIN, Slot::instant);
+                let stamp = self.clock.stamp(floor);
+                store.delete(&p.key, name, &p.id, stamp).map_err(err)?;
+                Slot::Deleted(stamp)
+            }
+        };
+        Ok((slot, existed))
+    }
+
+    pub(crate) fn get(&self, name: &str, id: &str) -> Result<Option<Entity>> {
+        self.check_open()?;
+        self.read(name, id)
+    }
+
+    /// Reads one entity (also after close, for the dispatcher's last deliveries).
+    pub(crate) fn read(&self, name: &str, id: &str) -> Result<Option<Entity>> {
+        let key = self.key_of_id(id)?;
+        self.ensure_present(&key)?;
+        let slot = self.store.with_store(&key, |s| s.get(&key, name, id))?;
+        Ok(slot.and_then(|s| s.entity().cloned()))
+    }
+
+    pub(crate) fn candidate_keys(&self, name: &str, query: &QueryOptions) -> Result<Candidates> {
+        self.strategy
+            .candidate_keys(&self.prefix, name, query.filter.as_ref())
+    }
+
+    fn resolve_keys(&self, candidates: &Candidates) -> Result<Vec<String>> {
+        match candidates {
+            Candidates::Keys(keys) => Ok(keys.clone()),
+            Candidates::Prefix(prefix) => {
+                let mut keys: BTreeSet<String> = self.store.held_keys(prefix).into_iter().collect();
+                if let Some(local) = &self.local {
+                    keys.extend(local.recorded_keys_with_prefix(prefix));
+                }
+                Ok(keys.into_iter().collect())
+            }
+        }
+    }
+
+    pub(crate) fn query(&self, name: &str, query: &QueryOptions) -> Result<Vec<Entity>> {
+        self.check_open()?;
+        self.select(name, query)
+    }
+
+    /// Runs a query (also after close, for the dispatcher's last deliveries).
+    pub(crate) fn select(&self, name: &str, query: &QueryOptions) -> Result<Vec<Entity>> {
+        let candidates = self.candidate_keys(name, query)?;
+        let keys = self.resolve_keys(&candidates)?;
+        let mut all = Vec::new();
+        for key in &keys {
+            self.ensure_present(key)?;
+            all.extend(self.store.with_store(key, |s| s.get_all(key, name))?);
+        }
+        Ok(query.apply(all))
+    }
+}
+
+fn object_of(value: &Value) -> Result<Cow<'_, Map<String, Value>>> {
+    match value {
+        Value::Object(map) => Ok(Cow::Borrowed(map)),
+        other => Err(Error::InvalidEntity(format!(
+            "an entity must be a JSON object, got {}",
+            kind_of(other)
+        ))),
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl Repository {
+    pub(super) fn new(inner: Arc<Inner>, name: &str) -> Repository {
+        Repository {
+            inner,
+            name: name.to_string(),
+        }
+    }
+
+    /// The entity name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Saves an entity (a JSON object) and returns its id. Generates the id when
+    /// absent, sets `createdAt` when absent, `updatedAt` from the instance clock and
+    /// `version` = previous + 1. The caller's value is not changed.
+    pub fn save(&self, entity: &Value) -> Result<String> {
+        let mut out = self
+            .inner
+            .write(&self.name, vec![Op::Save(object_of(entity)?)])?;
+        Ok(out.pop().map(|(id, _)| id).unwrap_or_default())
+    }
+
+    /// Saves an entity given as JSON text.
+    pub fn save_json(&self, json: &str) -> Result<String> {
+        self.save(&serde_json::from_str::<Value>(json)?)
+    }
+
+    /// Saves several entities at once: one lock, one event batch. Either every
+    /// entity is valid and all are saved, or none is.
+    pub fn save_many(&self, entities: &[Value]) -> Result<Vec<String>> {
+        let ops = entities
+            .iter()
+            .map(|e| object_of(e).map(Op::Save))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(self
+            .inner
+            .write(&self.name, ops)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// The entity with this id, if it exists.
+    pub fn get(&self, id: &str) -> Result<Option<Entity>> {
+        self.inner.get(&self.name, id)
+    }
+
+    /// Deletes an entity: records a tombstone (even for an id not known here, so the
+    /// delete still reaches other tiers). Returns whether it existed.
+    pub fn delete(&self, id: &str) -> Result<bool> {
+        let mut out = self
+            .inner
+            .write(&self.name, vec![Op::Delete(id.to_string())])?;
+        Ok(out.pop().is_some_and(|(_, existed)| existed))
+    }
+
+    /// Deletes several entities at once; returns how many existed.
+    pub fn delete_many<S: AsRef<str>>(&self, ids: &[S]) -> Result<usize> {
+        let ops = ids
+            .iter()
+            .map(|id| Op::Delete(id.as_ref().to_string()))
+            .collect();
+        Ok(self
+            .inner
+            .write(&self.name, ops)?
+            .into_iter()
+            .filter(|(_, existed)| *existed)
+            .count())
+    }
+
+    /// The entities matching `query`.
+    pub fn query(&self, query: &QueryOptions) -> Result<Vec<Entity>> {
+        self.inner.query(&self.name, query)
+    }
+
+    /// Observes one entity: `callback` gets its current value first (`None` if
+    /// absent), then every change (`None` on delete), on the dispatcher thread.
+    pub fn observe(
+        &self,
+        id: &str,
+        callback: impl FnMut(Option<&Entity>) + Send + 'static,
+    ) -> Result<Subscription> {
+        self.inner.check_open()?;
+        let key = self.inner.key_of_id(id)?;
+        self.inner.ensure_present(&key)?;
+        // Read the current value and register under the store's lock: every write
+        // after it is routed to the new observer, every write before it is in the value.
+        self.inner.store.with_store(&key, |s| {
+            let current = s.get(&key, &self.name, id)?;
+            let current = current.and_then(|slot| slot.entity().cloned());
+            Ok(self
+                .inner
+                .registry
+                .observe(&self.name, id, current, Box::new(callback)))
+        })
+    }
+
+    /// Observes a query: `callback` gets the full matching list first, then the new
+    /// list after changes that may affect it (bursts coalesced; the last call always
+    /// carries the final state).
+    pub fn observe_all(
+        &self,
+        query: QueryOptions,
+        callback: impl FnMut(&[Entity]) + Send + 'static,
+    ) -> Result<Subscription> {
+        self.inner.check_open()?;
+        let candidates = self.inner.candidate_keys(&self.name, &query)?;
+        Ok(self
+            .inner
+            .registry
+            .observe_all(&self.name, query, candidates, Box::new(callback)))
+    }
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Repository({:?})", self.name)
+    }
+}

@@ -1,0 +1,237 @@
+//! The sync worker's side of an instance: its loop, the two syncs it runs (the store
+//! with the tier below; local with the cloud), the status they leave, and the backoff
+//! after a failed cloud sync.
+
+use std::sync::Weak;
+use std::time::{Duration, Instant};
+
+use crate::clock::{format_millis, now_millis};
+use crate::error::Result;
+use crate::instance::{Inner, Status};
+use crate::observe::Change;
+use crate::sync::engine::{sync_pair, PairOutcome, Scope, SyncCtx, SyncStats};
+use crate::sync::worker::{Mailbox, Request};
+use crate::tier::Tier;
+
+/// The worker thread's body: one turn after another until the instance closes.
+pub(crate) fn run(inner: Weak<Inner>, mut mailbox: Mailbox) {
+    loop {
+        let Some(this) = inner.upgrade() else { return };
+        let turn = mailbox.next_turn();
+        if turn.flush_due && turn.requests.is_empty() {
+            if let Err(e) = this.sync_store(None) {
+                log::warn!(target: "datasync::sync", "store sync failed: {e}");
+            }
+        }
+        for (request, reply) in turn.requests {
+            let result = match request {
+                Request::Flush => this.sync_store(None),
+                Request::SyncNow => this.sync_store(None).and_then(|mut stats| {
+                    stats.absorb(this.sync_chain(&mut mailbox)?);
+                    Ok(stats)
+                }),
+            };
+            let _ = reply.send(result);
+        }
+        if turn.chain_due {
+            if let Err(e) = this.sync_chain(&mut mailbox) {
+                log::warn!(target: "datasync::sync", "chain sync failed: {e}");
+            }
+        }
+        if turn.shutdown {
+            if let Err(e) = this.sync_store(None) {
+                log::error!(target: "datasync::sync", "last flush before closing failed: {e}");
+            }
+            return;
+        }
+    }
+}
+
+/// The delay before the next cloud attempt after `failures` failures in a row:
+/// base * 2^(failures-1), capped at `max`.
+fn nominal_delay(base: Duration, max: Duration, failures: u32) -> Duration {
+    base.saturating_mul(1u32 << failures.saturating_sub(1).min(20))
+        .min(max)
+}
+
+/// Exponential backoff with jitter: the nominal delay ±25 %, never over `max`.
+fn backoff(base: Duration, max: Duration, failures: u32) -> Duration {
+    let jitter = rand::random::<f64>() * 0.5 + 0.75;
+    nominal_delay(base, max, failures).mul_f64(jitter).min(max)
+}
+
+impl Inner {
+    /// The status as an app sees it now.
+    pub(crate) fn status_now(&self) -> Status {
+        let mut status = self.status.lock().clone();
+        status.pending_keys = self.store.unsynced_count();
+        status.closed = self.is_closed();
+        status
+    }
+
+    fn sync_ctx(&self) -> SyncCtx<'_> {
+        SyncCtx {
+            resolver: self.resolver.as_ref(),
+            clock: Some(&self.clock),
+        }
+    }
+
+    /// The pair right below the store: store ↔ local, or store ↔ cloud.
+    fn store_pair_lower(&self) -> Option<&Tier> {
+        self.local.as_ref().or(self.cloud.as_ref())
+    }
+
+    /// Syncs the store's written keys (or `keys`) down one tier, publishing changes
+    /// the sync made in the store.
+    fn sync_store(&self, keys: Option<Vec<String>>) -> Result<SyncStats> {
+        let Some(lower) = self.store_pair_lower() else {
+            self.store.take_unsynced();
+            return Ok(SyncStats::default());
+        };
+        let keys = keys.unwrap_or_else(|| self.store.take_unsynced());
+        if keys.is_empty() {
+            return Ok(SyncStats::default());
+        }
+        match sync_pair(
+            &self.store,
+            lower,
+            Scope::Keys(keys.clone()),
+            &self.sync_ctx(),
+        ) {
+            Ok(outcome) => {
+                self.store
+                    .requeue_unsynced(outcome.failed_keys.iter().cloned());
+                let stats = outcome.stats.clone();
+                let first_error = outcome.first_error.clone();
+                self.publish(outcome);
+                // A key that could not be synced (corrupt data) fails the flush with
+                // its own error; the other keys were synced.
+                match first_error {
+                    Some(e) => Err(e),
+                    None => Ok(stats),
+                }
+            }
+            Err(e) => {
+                self.store.requeue_unsynced(keys);
+                Err(e)
+            }
+        }
+    }
+
+    /// Hands the changes a sync made in the store to the observers.
+    fn publish(&self, outcome: PairOutcome) {
+        let changes: Vec<Change> = outcome
+            .upper_changes
+            .into_iter()
+            .flat_map(|(key, slots)| {
+                slots.into_iter().map(move |c| Change {
+                    key: key.clone(),
+                    name: c.name,
+                    id: c.id,
+                    entity: c.slot.entity().cloned(),
+                })
+            })
+            .collect();
+        self.registry.publish(changes);
+    }
+
+    /// Local ↔ cloud in full, returning the keys it changed in local that the store
+    /// holds (to bring up). Without a local tier: store ↔ cloud over what the store holds.
+    fn sync_cloud(&self, cloud: &Tier) -> Result<(SyncStats, Vec<String>)> {
+        let ctx = self.sync_ctx();
+        match &self.local {
+            Some(local) => {
+                let outcome = sync_pair(local, cloud, Scope::Full, &ctx)?;
+                let held = {
+                    // Lock order: `hydrating` before the store's state (as in `ensure_present`).
+                    let hydrating = self.hydrating.lock();
+                    self.store
+                        .held_among(&outcome.upper_keys_changed, &hydrating)
+                };
+                Ok((outcome.stats, held))
+            }
+            None => {
+                let held = self.store.held_keys("");
+                let outcome = sync_pair(&self.store, cloud, Scope::Keys(held), &ctx)?;
+                let stats = outcome.stats.clone();
+                self.publish(outcome);
+                Ok((stats, Vec::new()))
+            }
+        }
+    }
+
+    /// The periodic chain: the cloud sync, then changed partitions the store holds
+    /// brought up. A failing cloud is reported in the stats and the status and
+    /// retried with backoff; it is not an error.
+    fn sync_chain(&self, mailbox: &mut Mailbox) -> Result<SyncStats> {
+        let mut stats = SyncStats::default();
+        let Some(cloud) = &self.cloud else {
+            return Ok(stats);
+        };
+        match self.sync_cloud(cloud) {
+            Ok((cloud_stats, held)) => {
+                stats.absorb(cloud_stats);
+                if !held.is_empty() {
+                    stats.absorb(self.sync_store(Some(held))?);
+                }
+                {
+                    let mut status = self.status.lock();
+                    status.online = true;
+                    status.failures = 0;
+                    status.last_error = None;
+                    status.last_sync = Some(format_millis(now_millis()));
+                }
+                self.registry.publish_status(self.status_now());
+                mailbox.schedule_chain(Instant::now() + self.chain_interval);
+                Ok(stats)
+            }
+            Err(e) => {
+                let failures = {
+                    let mut status = self.status.lock();
+                    status.online = false;
+                    status.failures = status.failures.saturating_add(1);
+                    status.last_error = Some(e.to_string());
+                    status.failures
+                };
+                self.registry.publish_status(self.status_now());
+                let delay = backoff(self.retry_base, self.retry_max, failures);
+                log::warn!(target: "datasync::sync", "cloud sync failed ({e}); retrying in {delay:?}");
+                mailbox.schedule_chain(Instant::now() + delay);
+                stats.offline = true;
+                stats.errors.push(e.to_string());
+                Ok(stats)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_grow_and_stop_at_their_cap() {
+        let (base, max) = (Duration::from_millis(100), Duration::from_secs(5));
+        let nominal: Vec<Duration> = (1..=12).map(|f| nominal_delay(base, max, f)).collect();
+        assert_eq!(nominal[0], base);
+        for pair in nominal.windows(2) {
+            assert!(
+                pair[1] == (pair[0] * 2).min(max),
+                "{pair:?}: each failure doubles the delay up to the cap"
+            );
+        }
+        assert_eq!(*nominal.last().unwrap(), max);
+        assert_eq!(nominal_delay(base, max, u32::MAX), max);
+        for failures in 1..=40u32 {
+            let n = nominal_delay(base, max, failures);
+            for _ in 0..20 {
+                let delay = backoff(base, max, failures);
+                assert!(delay <= max, "failure {failures}: {delay:?} over the cap");
+                assert!(
+                    delay >= n.mul_f64(0.75) && delay <= n.mul_f64(1.25),
+                    "failure {failures}: {delay:?} is not within 25 % of {n:?}"
+                );
+            }
+        }
+    }
+}

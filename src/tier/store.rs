@@ -1,0 +1,177 @@
+//! The store tier's own state: which partitions it holds, which were written since
+//! they were last hashed or synced, and a write counter per key (the guard against a
+//! sync writing back an older merge over a newer save).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use super::{Loaded, Marks, Tier, TierState};
+use crate::clock::{now_millis, Millis};
+use crate::error::Result;
+use crate::meta::MetaEntry;
+
+#[derive(Default)]
+pub(super) struct StoreMarks {
+    /// Keys whose entry must be recomputed.
+    pub stale: BTreeSet<String>,
+    /// Keys written since their last sync to the tier below.
+    pub unsynced: BTreeSet<String>,
+    /// Keys the store holds (hydrated or written).
+    pub present: HashSet<String>,
+    /// A write counter per key.
+    pub generation: HashMap<String, u64>,
+}
+
+impl TierState {
+    fn store_marks(&mut self) -> &mut StoreMarks {
+        match &mut self.marks {
+            Marks::Store(marks) => marks,
+            Marks::Blobs(_) => unreachable!("store marks asked of a blob tier"),
+        }
+    }
+
+    fn store_marks_ref(&self) -> Option<&StoreMarks> {
+        match &self.marks {
+            Marks::Store(marks) => Some(marks),
+            Marks::Blobs(_) => None,
+        }
+    }
+}
+
+fn insert_absent(set: &mut HashSet<String>, key: &str) {
+    if !set.contains(key) {
+        set.insert(key.to_string());
+    }
+}
+
+impl Tier {
+    /// Records writes to `keys` (new generation, stale entry, to sync). Called while
+    /// the store adapter is still locked, so a sync that read a key before the write
+    /// sees the new generation.
+    pub fn mark_written<'a>(&self, keys: impl IntoIterator<Item = &'a str>) {
+        let mut state = self.state.lock();
+        let marks = state.store_marks();
+        for key in keys {
+            match marks.generation.get_mut(key) {
+                Some(g) => *g += 1,
+                None => {
+                    marks.generation.insert(key.to_string(), 1);
+                }
+            }
+            if !marks.stale.contains(key) {
+                marks.stale.insert(key.to_string());
+            }
+            if !marks.unsynced.contains(key) {
+                marks.unsynced.insert(key.to_string());
+            }
+            insert_absent(&mut marks.present, key);
+        }
+    }
+
+    /// A partition written by the library itself (hydration, sync): new generation,
+    /// fresh entry.
+    pub(super) fn record_store_write(&self, key: &str, entry: MetaEntry) {
+        let mut state = self.state.lock();
+        let marks = state.store_marks();
+        *marks.generation.entry(key.to_string()).or_insert(0) += 1;
+        insert_absent(&mut marks.present, key);
+        marks.stale.remove(key);
+        state.meta.entries.insert(key.to_string(), entry);
+    }
+
+    /// Store tier: the write counter of a key (0 for a key never written; always 0 on
+    /// a blob tier).
+    pub fn generation(&self, key: &str) -> u64 {
+        let state = self.state.lock();
+        state
+            .store_marks_ref()
+            .and_then(|m| m.generation.get(key).copied())
+            .unwrap_or(0)
+    }
+
+    /// Store tier: records the entry of a partition just read, unless it was written
+    /// since (then it stays stale).
+    pub fn settle_entry(&self, key: &str, loaded: &Loaded, now: Millis) {
+        let mut state = self.state.lock();
+        let marks = state.store_marks();
+        if marks.generation.get(key).copied().unwrap_or(0) == loaded.generation {
+            marks.stale.remove(key);
+            state
+                .meta
+                .entries
+                .insert(key.to_string(), loaded.entry(now));
+        }
+    }
+
+    /// Store tier: recompute the entries of keys written since they were last hashed.
+    /// A key written again meanwhile stays stale; the next refresh takes it.
+    pub(super) fn refresh_store_entries(&self) -> Result<()> {
+        let stale: Vec<String> = {
+            let mut state = self.state.lock();
+            state.store_marks().stale.iter().cloned().collect()
+        };
+        for key in &stale {
+            if let Some(loaded) = self.load_partition(key, None)? {
+                self.settle_entry(key, &loaded, now_millis());
+            }
+        }
+        Ok(())
+    }
+
+    /// Store tier: whether the store holds partition `key`.
+    pub fn holds(&self, key: &str) -> bool {
+        let state = self.state.lock();
+        state
+            .store_marks_ref()
+            .is_some_and(|m| m.present.contains(key))
+    }
+
+    /// Store tier: notes that the store holds `key` (hydrated, possibly empty).
+    pub fn mark_present(&self, key: &str) {
+        insert_absent(&mut self.state.lock().store_marks().present, key);
+    }
+
+    /// Store tier: the keys it holds, optionally only those starting with `prefix`.
+    pub fn held_keys(&self, prefix: &str) -> Vec<String> {
+        let state = self.state.lock();
+        state
+            .store_marks_ref()
+            .map(|m| {
+                m.present
+                    .iter()
+                    .filter(|k| k.starts_with(prefix))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Store tier: which of `keys` it holds or is about to (`loading`).
+    pub fn held_among(&self, keys: &[String], loading: &BTreeSet<String>) -> Vec<String> {
+        let state = self.state.lock();
+        let Some(marks) = state.store_marks_ref() else {
+            return Vec::new();
+        };
+        keys.iter()
+            .filter(|k| marks.present.contains(*k) || loading.contains(*k))
+            .cloned()
+            .collect()
+    }
+
+    /// Store tier: takes the keys written since their last sync below.
+    pub fn take_unsynced(&self) -> Vec<String> {
+        std::mem::take(&mut self.state.lock().store_marks().unsynced)
+            .into_iter()
+            .collect()
+    }
+
+    /// Store tier: keys whose sync below failed; they stay pending.
+    pub fn requeue_unsynced(&self, keys: impl IntoIterator<Item = String>) {
+        self.state.lock().store_marks().unsynced.extend(keys);
+    }
+
+    /// Store tier: how many written partitions wait for a sync below.
+    pub fn unsynced_count(&self) -> usize {
+        let state = self.state.lock();
+        state.store_marks_ref().map_or(0, |m| m.unsynced.len())
+    }
+}
