@@ -26,6 +26,7 @@ stage() {
 }
 
 stage "rust (cargo test)" cargo test
+stage "feature builds" bash scripts/check-features.sh
 stage "c and c++" bash tests/c/run.sh
 stage "python bindings" bash bindings/python/run-tests.sh
 stage "kotlin bindings" bash bindings/kotlin/run-tests.sh

@@ -185,8 +185,10 @@ impl Condvar {
 }
 
 /// A read-write lock (readers share); a leaf of the order.
+#[cfg(any(feature = "capi", feature = "uniffi"))]
 pub(crate) struct RwLock<T>(parking_lot::RwLock<T>);
 
+#[cfg(any(feature = "capi", feature = "uniffi"))]
 impl<T> RwLock<T> {
     pub const fn new(value: T) -> RwLock<T> {
         RwLock(parking_lot::const_rwlock(value))

@@ -73,13 +73,3 @@ pub fn remove_sink(id: u64) {
         bridge.sinks.write().retain(|(i, _)| *i != id);
     }
 }
-
-/// The seed's one-letter level names: v, i, w, e.
-pub fn level_letter(level: log::Level) -> char {
-    match level {
-        log::Level::Trace | log::Level::Debug => 'v',
-        log::Level::Info => 'i',
-        log::Level::Warn => 'w',
-        log::Level::Error => 'e',
-    }
-}
