@@ -30,55 +30,76 @@ enum Command {
     },
     /// Partitions, entity counts, tombstones, sizes, hashes and the root of a directory tier.
     Inspect {
+        /// The directory tier to inspect (it is not changed).
         dir: PathBuf,
         /// One JSON document (root, partitions, problems) for scripts.
         #[arg(long)]
         json: bool,
     },
     /// Recompute every hash and count; exit 1 and list what is wrong if anything is.
-    Verify { dir: PathBuf },
+    Verify {
+        /// The directory tier to verify (it is not changed).
+        dir: PathBuf,
+    },
     /// Reconcile two directory tiers with the library's sync (last writer wins).
     Sync {
+        /// A directory tier.
         dir_a: PathBuf,
         /// Created if it does not exist (a fresh copy of DIR_A).
         dir_b: PathBuf,
     },
     /// Save an entity given as a JSON object; prints its id.
     Put {
+        /// The directory tier (created if it does not exist).
         dir: PathBuf,
+        /// The entity name, e.g. User.
         entity: String,
+        /// The entity as a JSON object; with an "id" it updates that entity.
         json: String,
         #[command(flatten)]
         prefix: cli::ops::PrefixArg,
     },
     /// Print an entity as JSON; exit 1 when it does not exist.
     Get {
+        /// The directory tier.
         dir: PathBuf,
+        /// The entity name, e.g. User.
         entity: String,
+        /// The entity's id, as `put` printed it.
         id: String,
         #[command(flatten)]
         prefix: cli::ops::PrefixArg,
     },
     /// Delete an entity (a tombstone is recorded even for an unknown id).
     Delete {
+        /// The directory tier.
         dir: PathBuf,
+        /// The entity name, e.g. User.
         entity: String,
+        /// The entity's id.
         id: String,
         #[command(flatten)]
         prefix: cli::ops::PrefixArg,
     },
     /// Print the matching entities as a JSON array.
     Query {
+        /// The directory tier.
         dir: PathBuf,
+        /// The entity name, e.g. User.
         entity: String,
         /// Keep entities whose FIELD equals VALUE (VALUE is JSON, or else a string).
         #[arg(long = "where", value_name = "FIELD=VALUE")]
         where_: Vec<String>,
-        /// Sort by FIELD, ascending, or descending with `:desc`; repeat for more fields.
-        #[arg(long, value_name = "FIELD[:desc]")]
+        /// Sort by FIELD, ascending (`:asc`, the default) or descending (`:desc`);
+        /// repeat for more fields.
+        #[arg(long, value_name = "FIELD[:asc|:desc]")]
         sort: Vec<String>,
-        #[arg(long)]
+        /// Print at most N entities.
+        #[arg(long, value_name = "N")]
         limit: Option<usize>,
+        /// Skip the first N matching entities.
+        #[arg(long, value_name = "N")]
+        offset: Option<usize>,
         #[command(flatten)]
         prefix: cli::ops::PrefixArg,
     },
@@ -172,8 +193,19 @@ fn main() -> ExitCode {
             where_,
             sort,
             limit,
+            offset,
             prefix,
-        } => cli::ops::query(&dir, &entity, &where_, &sort, limit, prefix),
+        } => cli::ops::query(
+            &dir,
+            &entity,
+            &cli::ops::QueryArgs {
+                wheres: where_,
+                sorts: sort,
+                limit,
+                offset,
+            },
+            prefix,
+        ),
         Command::CrashWriter { dir, run, max_ops } => cli::crash::run(&dir, run, max_ops),
     };
     match result {

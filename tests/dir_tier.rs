@@ -407,7 +407,11 @@ fn a_lost_partition_that_no_tier_holds_leaves_the_metadata() {
 
     let ds = quiet(tmp.path(), &cloud);
     assert!(ds.repo("Note").unwrap().get(&note).is_err());
-    assert_eq!(ds.repo("Note").unwrap().get(&note).unwrap(), None);
+    // Moved aside, the partition is still known: reads fail, naming it, rather than
+    // answer "absent".
+    let err = ds.repo("Note").unwrap().get(&note).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert!(err.to_string().contains("app.Note"), "{err}");
     ds.sync_now().unwrap();
     assert!(ds.audit().unwrap().is_empty(), "{:?}", ds.audit());
     assert!(!ds

@@ -48,16 +48,22 @@ fn caller_ids_are_kept_and_parsed() {
         users.get("User.alice").unwrap().unwrap().value()["name"],
         "Alice"
     );
-    // A caller id may name another partition than the strategy would pick.
-    users
+    // A caller id may not name a partition the strategy never gives this name (its
+    // queries would never look there): refused, and nothing is written.
+    let err = users
         .save(&json!({"id": "Archive.bob", "name": "Bob"}))
-        .unwrap();
-    let mut keys = ds.tier_keys(datasync::TierId::Store).unwrap();
-    keys.sort();
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidId, "{err}");
     assert_eq!(
-        keys,
-        vec!["app.Archive".to_string(), "app.User".to_string()]
+        users.get("Archive.bob").unwrap_err().kind(),
+        ErrorKind::InvalidId
     );
+    assert_eq!(
+        users.delete("Archive.bob").unwrap_err().kind(),
+        ErrorKind::InvalidId
+    );
+    let keys = ds.tier_keys(datasync::TierId::Store).unwrap();
+    assert_eq!(keys, vec!["app.User".to_string()]);
 }
 
 #[test]

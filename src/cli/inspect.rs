@@ -3,12 +3,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use datasync::audit::{audit, short};
 use datasync::meta::{META_KEY, ROOT_KEY};
-use datasync::partition::{hash_bytes, Counts};
-use datasync::{DirPersistence, Meta, MetaEntry, Partition, Persistence};
+use datasync::partition::Counts;
+use datasync::{DirPersistence, Meta, Persistence};
 use serde::Serialize;
 
-use super::{existing_dir, CliResult};
+use super::{existing_tier, CliResult};
 
 /// One partition as found on disk.
 #[derive(Debug, Clone, Serialize)]
@@ -42,11 +43,11 @@ pub struct Report {
     pub problems: Vec<String>,
 }
 
-/// Reads a directory tier through the adapter and checks it, changing nothing
+/// Reads a directory tier and checks it with the library's audit, changing nothing
 /// (except the recovery that opening a directory performs after a crash).
 pub fn examine(dir: &mut DirPersistence) -> CliResult<Report> {
     let mut problems = Vec::new();
-    let keys = dir.keys()?.unwrap_or_default();
+    let listed = dir.keys()?;
     let meta = match dir.read(META_KEY) {
         Ok(None) => None,
         Ok(Some(bytes)) => match Meta::parse(&bytes) {
@@ -61,86 +62,37 @@ pub fn examine(dir: &mut DirPersistence) -> CliResult<Report> {
             None
         }
     };
-    let mut found = Meta::default();
-    let mut partitions = Vec::new();
-    for key in keys.iter().filter(|k| !k.starts_with('!')) {
-        let bytes = match dir.read(key) {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => continue,
-            Err(e) => {
-                problems.push(e.to_string());
-                continue;
-            }
-        };
-        let partition = match Partition::parse(&bytes, false) {
-            Ok(p) => p,
-            Err(why) => {
-                problems.push(format!("partition {key:?} does not parse: {why}"));
-                continue;
-            }
-        };
-        let canonical = partition.to_canonical();
-        if canonical != bytes {
-            problems.push(format!("partition {key:?} is not stored in canonical form"));
+    let root = match dir.read(ROOT_KEY) {
+        Ok(root) => root,
+        Err(e) => {
+            problems.push(e.to_string());
+            None
         }
-        let entry = MetaEntry::describe(&partition, &canonical, 0);
-        match meta.as_ref().map(|m| m.entries.get(key)) {
-            Some(None) => problems.push(format!("partition {key:?} is missing from the metadata")),
-            Some(Some(recorded)) => {
-                if recorded.hash != entry.hash {
-                    problems.push(format!(
-                        "partition {key:?}: hash {} differs from the recorded {}",
-                        short(&entry.hash),
-                        short(&recorded.hash)
-                    ));
-                }
-                if recorded.entities != entry.entities {
-                    problems.push(format!(
-                        "partition {key:?}: counts differ from the metadata"
-                    ));
-                }
-            }
-            None => {}
-        }
-        partitions.push(PartitionReport {
-            key: key.clone(),
-            hash: hash_bytes(&canonical),
-            bytes: bytes.len(),
-            entities: entry.entities.clone(),
-            file: dir.file_of(key).display().to_string(),
-        });
-        found.entries.insert(key.clone(), entry);
+    };
+    let found = audit("dir", listed, meta.as_ref(), root.as_deref(), |key| {
+        dir.read(key)
+    });
+    problems.extend(found.problems);
+    if meta.is_none() && !found.partitions.is_empty() && problems.is_empty() {
+        problems.push("partitions exist but the metadata is missing".into());
     }
-    match &meta {
-        Some(meta) => {
-            for key in meta
-                .entries
-                .keys()
-                .filter(|k| !found.entries.contains_key(*k))
-            {
-                problems.push(format!(
-                    "partition {key:?} is in the metadata but its file is missing or unreadable"
-                ));
-            }
-            match dir.read(ROOT_KEY) {
-                Ok(Some(root)) if root != meta.root().as_bytes() => {
-                    problems.push("the stored root differs from the metadata's".into())
-                }
-                Ok(_) => {}
-                Err(e) => problems.push(e.to_string()),
-            }
-        }
-        None if !partitions.is_empty() && problems.is_empty() => {
-            problems.push("partitions exist but the metadata is missing".into())
-        }
-        None => {}
-    }
+    let partitions = found
+        .partitions
+        .into_iter()
+        .map(|p| PartitionReport {
+            file: dir.file_of(&p.key).display().to_string(),
+            key: p.key,
+            hash: p.entry.hash,
+            bytes: p.bytes,
+            entities: p.entry.entities,
+        })
+        .collect();
     let quarantined = std::fs::read_dir(dir.path().join("corrupt"))
         .map(|d| d.count())
         .unwrap_or(0);
     Ok(Report {
         dir: dir.path().display().to_string(),
-        root: found.root(),
+        root: found.rebuilt.root(),
         recorded_root: meta.as_ref().map(Meta::root),
         updated_at: meta
             .as_ref()
@@ -149,10 +101,6 @@ pub fn examine(dir: &mut DirPersistence) -> CliResult<Report> {
         quarantined,
         problems,
     })
-}
-
-fn short(hash: &str) -> &str {
-    &hash[..hash.len().min(12)]
 }
 
 fn describe_counts(entities: &BTreeMap<String, Counts>) -> String {
@@ -173,7 +121,7 @@ fn describe_counts(entities: &BTreeMap<String, Counts>) -> String {
 }
 
 pub fn inspect(path: &Path, json: bool) -> CliResult<u8> {
-    existing_dir(path)?;
+    existing_tier(path)?;
     let mut dir = DirPersistence::open(path)?;
     let report = examine(&mut dir)?;
     if json {
@@ -227,7 +175,7 @@ pub fn inspect(path: &Path, json: bool) -> CliResult<u8> {
 }
 
 pub fn verify(path: &Path) -> CliResult<u8> {
-    existing_dir(path)?;
+    existing_tier(path)?;
     let mut dir = DirPersistence::open(path)?;
     let report = examine(&mut dir)?;
     if report.problems.is_empty() {

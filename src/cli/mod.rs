@@ -20,3 +20,17 @@ pub fn existing_dir(dir: &std::path::Path) -> CliResult<()> {
     }
     Ok(())
 }
+
+/// Fails unless `dir` is an existing directory tier. Nothing is created or changed
+/// when it is not (opening a directory as a tier would create `blobs/` and a lock).
+pub fn existing_tier(dir: &std::path::Path) -> CliResult<()> {
+    existing_dir(dir)?;
+    if !dir.join("blobs").is_dir() {
+        return Err(format!(
+            "{} is not a datasync tier (it has no blobs/ directory)",
+            dir.display()
+        )
+        .into());
+    }
+    Ok(())
+}

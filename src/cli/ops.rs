@@ -5,10 +5,12 @@ use std::path::Path;
 
 use clap::Args;
 use datasync::meta::is_reserved;
-use datasync::{Config, DataSync, DirPersistence, Persistence, QueryOptions, SortKey};
-use serde_json::Value;
+use datasync::{
+    Candidates, Config, DataSync, DirPersistence, KeyStrategy, Persistence, QueryOptions, SortKey,
+};
+use serde_json::{Map, Value};
 
-use super::{existing_dir, CliResult};
+use super::{existing_dir, existing_tier, CliResult};
 
 /// The key prefix option shared by the entity commands.
 #[derive(Args, Debug, Clone, Default)]
@@ -32,6 +34,50 @@ fn detect_prefix(dir: &mut DirPersistence) -> CliResult<Option<String>> {
     })
 }
 
+/// The command's key strategy. It cannot know the strategy a directory was written
+/// with, so it reads every partition of an entity name the directory holds
+/// (`<prefix>.<Name>` and `<prefix>.<Name>.<anything>`: global, date and field
+/// partitions alike), accepts ids in any of them, and puts new entities in
+/// `<prefix>.<Name>`.
+struct DirectoryStrategy {
+    /// The directory's partition keys.
+    keys: Vec<String>,
+}
+
+impl KeyStrategy for DirectoryStrategy {
+    fn logical_key(
+        &self,
+        entity_name: &str,
+        _entity: &Map<String, Value>,
+    ) -> datasync::Result<String> {
+        Ok(entity_name.to_string())
+    }
+
+    fn candidate_keys(
+        &self,
+        prefix: &str,
+        entity_name: &str,
+        _filter: Option<&Value>,
+    ) -> datasync::Result<Candidates> {
+        let own = format!("{prefix}.{entity_name}");
+        let mut keys: Vec<String> = self
+            .keys
+            .iter()
+            .filter(|k| self.could_hold(prefix, entity_name, k) && **k != own)
+            .cloned()
+            .collect();
+        keys.push(own);
+        Ok(Candidates::Keys(keys))
+    }
+
+    fn could_hold(&self, prefix: &str, entity_name: &str, key: &str) -> bool {
+        key.strip_prefix(prefix)
+            .and_then(|k| k.strip_prefix('.'))
+            .and_then(|k| k.strip_prefix(entity_name))
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+    }
+}
+
 /// Runs `f` on an instance over `path`, then flushes and closes it.
 fn with_instance<T>(
     path: &Path,
@@ -39,15 +85,23 @@ fn with_instance<T>(
     prefix: PrefixArg,
     f: impl FnOnce(&DataSync) -> CliResult<T>,
 ) -> CliResult<T> {
-    if !create {
-        existing_dir(path)?;
+    if create {
+        if path.exists() {
+            existing_dir(path)?;
+        }
+    } else {
+        existing_tier(path)?;
     }
     let mut dir = DirPersistence::open(path)?;
     let prefix = match prefix.prefix {
         Some(p) => p,
         None => detect_prefix(&mut dir)?.unwrap_or_else(|| "app".to_string()),
     };
-    let instance = DataSync::open(Config::new(prefix).local(dir))?;
+    let keys = dir.keys()?.unwrap_or_default();
+    let strategy = DirectoryStrategy {
+        keys: keys.into_iter().filter(|k| !is_reserved(k)).collect(),
+    };
+    let instance = DataSync::open(Config::new(prefix).strategy(strategy).local(dir))?;
     let result = f(&instance);
     let flushed = instance.flush();
     instance.close()?;
@@ -88,16 +142,19 @@ pub fn delete(path: &Path, entity: &str, id: &str, prefix: PrefixArg) -> CliResu
     Ok(0)
 }
 
-pub fn query(
-    path: &Path,
-    entity: &str,
-    wheres: &[String],
-    sorts: &[String],
-    limit: Option<usize>,
-    prefix: PrefixArg,
-) -> CliResult<u8> {
+/// What `query` selects.
+pub struct QueryArgs {
+    /// `FIELD=VALUE` clauses.
+    pub wheres: Vec<String>,
+    /// `FIELD`, `FIELD:asc` or `FIELD:desc`.
+    pub sorts: Vec<String>,
+    pub limit: Option<usize>,
+    pub offset: Option<usize>,
+}
+
+pub fn query(path: &Path, entity: &str, args: &QueryArgs, prefix: PrefixArg) -> CliResult<u8> {
     let mut options = QueryOptions::default();
-    for clause in wheres {
+    for clause in &args.wheres {
         let (field, value) = clause
             .split_once('=')
             .ok_or_else(|| format!("--where {clause:?}: expected FIELD=VALUE"))?;
@@ -105,18 +162,37 @@ pub fn query(
             serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()));
         options = options.where_eq(field, value);
     }
-    for sort in sorts {
-        options = options.sort_by(match sort.rsplit_once(':') {
-            Some((field, "desc")) => SortKey::desc(field),
-            Some((field, "asc")) => SortKey::asc(field),
-            _ => SortKey::asc(sort.as_str()),
-        });
+    for sort in &args.sorts {
+        // The library's own reading of "FIELD[:asc|:desc]": an unknown order is an error.
+        let key: SortKey = serde_json::from_value(Value::String(sort.clone()))
+            .map_err(|e| format!("--sort {sort:?}: {e}"))?;
+        options = options.sort_by(key);
     }
-    if let Some(limit) = limit {
+    if let Some(limit) = args.limit {
         options = options.limit(limit);
     }
+    if let Some(offset) = args.offset {
+        options = options.offset(offset);
+    }
     let found = with_instance(path, false, prefix, |ds| {
-        Ok(ds.repo(entity)?.query(&options)?)
+        let repo = ds.repo(entity)?;
+        let found = repo.query(&options)?;
+        // A sort field that no matching entity has sorts everything as missing: say so.
+        if !args.sorts.is_empty() {
+            let all = repo.query(&QueryOptions {
+                where_: options.where_.clone(),
+                ..QueryOptions::default()
+            })?;
+            for key in &options.sort {
+                if !all.is_empty() && all.iter().all(|e| e.value().get(&key.field).is_none()) {
+                    eprintln!(
+                        "datasync: no matching {entity} has the field {:?}; the sort on it did nothing",
+                        key.field
+                    );
+                }
+            }
+        }
+        Ok(found)
     })?;
     let texts: Vec<&str> = found.iter().map(|e| e.json()).collect();
     println!("[{}]", texts.join(","));

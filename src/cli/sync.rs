@@ -8,7 +8,7 @@ use datasync::meta::META_KEY;
 use datasync::{sync_tiers, AdapterResult, DirPersistence, LastWriterWins, Meta, Persistence};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{existing_dir, CliResult};
+use super::{existing_tier, CliResult};
 
 /// Below this many differing partitions the sync is quick and shows no progress bar.
 const PROGRESS_FROM: usize = 50;
@@ -63,7 +63,7 @@ fn received(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>)
 }
 
 pub fn run(path_a: &Path, path_b: &Path) -> CliResult<u8> {
-    existing_dir(path_a)?;
+    existing_tier(path_a)?;
     if path_a.canonicalize()?
         == path_b
             .canonicalize()

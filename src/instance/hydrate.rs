@@ -4,7 +4,8 @@
 
 use super::Inner;
 use crate::clock::now_millis;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
+use crate::tier::{Loaded, Tier};
 
 impl Inner {
     /// Makes sure the store holds partition `key`, loading it the first time.
@@ -35,37 +36,79 @@ impl Inner {
 
     fn hydrate(&self, key: &str) -> Result<()> {
         let guard = self.store.generation(key);
-        let mut found = None;
-        if let Some(local) = &self.local {
-            let expected = local.entry(key).map(|e| e.hash);
-            found = local.load_partition(key, expected.as_deref())?;
-        }
+        let (mut found, damaged) = match &self.local {
+            Some(local) => self.load_local(local, key)?,
+            None => (None, None),
+        };
         if found.is_none() {
-            if let Some(cloud) = self.cloud.as_ref().filter(|_| self.status.lock().online) {
-                match cloud.load_partition(key, None) {
-                    Ok(Some(loaded)) => {
-                        if let Some(local) = &self.local {
-                            local.write_partition(key, &loaded, now_millis(), None)?;
-                            local.persist_meta(now_millis())?;
-                        }
-                        found = Some(loaded);
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        log::warn!(target: "datasync::instance", "cannot hydrate {key:?} from the cloud: {e}")
-                    }
+            found = self.load_from_cloud(key)?;
+        }
+        match (found, damaged) {
+            (Some(loaded), _) => {
+                if !self
+                    .store
+                    .write_partition(key, &loaded, now_millis(), Some(guard))?
+                {
+                    // Written meanwhile (a sync brought it up): the store already has it.
+                    log::debug!(target: "datasync::instance", "{key:?} changed while hydrating; keeping the store's");
                 }
+                Ok(())
+            }
+            // Known to exist, unreadable here, and no other tier restored it: reading
+            // it as absent would be a wrong answer.
+            (None, Some(why)) => Err(Error::corrupt(
+                "local",
+                key,
+                format!(
+                    "{why}; reads of it fail until a sync with a tier that holds it restores it"
+                ),
+            )),
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// Reads a partition from the local tier and checks it against the local
+    /// metadata. A partition the metadata records that is missing, damaged, or not
+    /// the recorded one (an older copy put back) is marked damaged and comes back as
+    /// the reason, so that the cloud can restore it.
+    fn load_local(&self, local: &Tier, key: &str) -> Result<(Option<Loaded>, Option<String>)> {
+        let expected = local.entry(key).map(|e| e.hash);
+        let why = match local.load_partition(key, expected.as_deref()) {
+            Ok(Some(loaded)) => match &expected {
+                Some(hash) if *hash != loaded.hash => format!(
+                    "partition {key:?} is not the one its metadata records (an older copy, or changed outside datasync)"
+                ),
+                _ => return Ok((Some(loaded), None)),
+            },
+            Ok(None) if expected.is_some() => format!(
+                "partition {key:?} is recorded in the metadata but missing (moved aside as corrupt?)"
+            ),
+            Ok(None) => return Ok((None, None)),
+            Err(e) if e.kind() == ErrorKind::Corrupt => e.to_string(),
+            Err(e) => return Err(e),
+        };
+        local.mark_damaged(key, now_millis());
+        Ok((None, Some(why)))
+    }
+
+    /// Reads a partition from the cloud (when online), writing it down to local.
+    fn load_from_cloud(&self, key: &str) -> Result<Option<Loaded>> {
+        let Some(cloud) = self.cloud.as_ref().filter(|_| self.status.lock().online) else {
+            return Ok(None);
+        };
+        match cloud.load_partition(key, None) {
+            Ok(Some(loaded)) => {
+                if let Some(local) = &self.local {
+                    local.write_partition(key, &loaded, now_millis(), None)?;
+                    local.persist_meta(now_millis())?;
+                }
+                Ok(Some(loaded))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                log::warn!(target: "datasync::instance", "cannot hydrate {key:?} from the cloud: {e}");
+                Ok(None)
             }
         }
-        if let Some(loaded) = found {
-            if !self
-                .store
-                .write_partition(key, &loaded, now_millis(), Some(guard))?
-            {
-                // Written meanwhile (a sync brought it up): the store already has it.
-                log::debug!(target: "datasync::instance", "{key:?} changed while hydrating; keeping the store's");
-            }
-        }
-        Ok(())
     }
 }

@@ -176,7 +176,10 @@ impl DataSync {
     /// queued are called before it returns.
     pub fn close(&self) -> Result<()> {
         let inner = &self.inner;
-        if inner.registry.on_dispatcher() || inner.worker.on_worker() {
+        if inner.registry.on_dispatcher()
+            || inner.worker.on_worker()
+            || crate::tier::in_adapter_call()
+        {
             return Err(Error::WouldDeadlock("close".into()));
         }
         if inner.closed.swap(true, Ordering::AcqRel) {
@@ -236,12 +239,19 @@ impl Drop for DataSync {
 use crate::clock::Millis;
 
 impl Inner {
+    /// Every call of the public API starts here: the instance must be open, and the
+    /// call must not come from inside an adapter call (a host persistence callback
+    /// calling back in could wait on the lock that call holds).
     pub fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
-            Err(Error::Closed)
-        } else {
-            Ok(())
+            return Err(Error::Closed);
         }
+        if crate::tier::in_adapter_call() {
+            return Err(Error::WouldDeadlock(
+                "a datasync call from inside a persistence adapter callback".into(),
+            ));
+        }
+        Ok(())
     }
 
     pub fn is_closed(&self) -> bool {

@@ -58,6 +58,7 @@ impl Inner {
                 })
             }
             Op::Save(mut object) => {
+                check_reserved_types(&object)?;
                 let mut created = match object.get("createdAt") {
                     None => None,
                     Some(value) => {
@@ -120,6 +121,10 @@ impl Inner {
             .map(|op| self.plan(name, op))
             .collect::<Result<_>>()?;
         let keys: BTreeSet<&str> = planned.iter().map(|p| p.key.as_str()).collect();
+        let allowed = self.strategy.candidate_keys(&self.prefix, name, None)?;
+        for p in &planned {
+            self.check_key(name, &p.key, &p.id, &allowed)?;
+        }
         for key in &keys {
             self.ensure_present(key)?;
         }
@@ -205,10 +210,51 @@ impl Inner {
 
     /// Reads one entity (also after close, for the dispatcher's last deliveries).
     pub(crate) fn read(&self, name: &str, id: &str) -> Result<Option<Entity>> {
-        let key = self.key_of_id(id)?;
+        let key = self.key_for(name, id)?;
         self.ensure_present(&key)?;
         let slot = self.store.with_store(&key, |s| s.get(&key, name, id))?;
         Ok(slot.and_then(|s| s.entity().cloned()))
+    }
+
+    /// The partition of `id`, an entity of `name`, once checked (see [`Inner::check_key`]).
+    pub(crate) fn key_for(&self, name: &str, id: &str) -> Result<String> {
+        let key = self.key_of_id(id)?;
+        let allowed = self.strategy.candidate_keys(&self.prefix, name, None)?;
+        self.check_key(name, &key, id, &allowed)?;
+        Ok(key)
+    }
+
+    /// DESIGN §11: the partition an id names must be one the strategy could give an
+    /// entity of `name` (else `InvalidId`: an id cannot move an entity into another
+    /// name's partition), and one of `allowed`, the partitions of `name` this
+    /// instance may read and write (else `Forbidden`).
+    fn check_key(&self, name: &str, key: &str, id: &str, allowed: &Candidates) -> Result<()> {
+        if !self.strategy.could_hold(&self.prefix, name, key) {
+            return Err(Error::InvalidId(
+                id.to_string(),
+                format!("it names partition {key:?}, which the key strategy never gives a {name}"),
+            ));
+        }
+        if !allowed.covers(key) {
+            return Err(Error::Forbidden(format!(
+                "{name} {id:?} is in partition {key:?}, which this instance's key strategy does not let it read or write"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether a partition holding entities of `names` may be synced here: one of the
+    /// names has it among the partitions this instance may read (an empty partition
+    /// names nobody and is harmless).
+    pub(crate) fn may_read_partition(&self, key: &str, names: &[&str]) -> bool {
+        names.is_empty()
+            || names.iter().any(|name| {
+                self.strategy.could_hold(&self.prefix, name, key)
+                    && self
+                        .strategy
+                        .candidate_keys(&self.prefix, name, None)
+                        .is_ok_and(|c| c.covers(key))
+            })
     }
 
     pub(crate) fn candidate_keys(&self, name: &str, query: &QueryOptions) -> Result<Candidates> {
@@ -245,6 +291,26 @@ impl Inner {
         }
         Ok(query.apply(all))
     }
+}
+
+/// The library sets `updatedAt` and `version` itself, but a value of the wrong type
+/// is the caller's mistake and is refused rather than silently replaced.
+fn check_reserved_types(object: &Map<String, Value>) -> Result<()> {
+    if let Some(v) = object.get("version") {
+        if v.as_u64().is_none_or(|n| n < 1) {
+            return Err(Error::InvalidEntity(format!(
+                "\"version\" must be an integer >= 1, got {v}"
+            )));
+        }
+    }
+    if let Some(v) = object.get("updatedAt") {
+        if v.as_str().and_then(parse_millis).is_none() {
+            return Err(Error::InvalidEntity(format!(
+                "\"updatedAt\" must be an instant (YYYY-MM-DDTHH:MM:SS.sssZ), got {v}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn object_of(value: &Value) -> Result<Cow<'_, Map<String, Value>>> {
@@ -352,7 +418,7 @@ impl Repository {
         callback: impl FnMut(Option<&Entity>) + Send + 'static,
     ) -> Result<Subscription> {
         self.inner.check_open()?;
-        let key = self.inner.key_of_id(id)?;
+        let key = self.inner.key_for(&self.name, id)?;
         self.inner.ensure_present(&key)?;
         // Read the current value and register under the store's lock: every write
         // after it is routed to the new observer, every write before it is in the value.

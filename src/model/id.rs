@@ -21,7 +21,16 @@ pub const MAX_ID_LEN: usize = 1024;
 
 /// Appends a random identifier of `len` characters to `out`.
 pub fn push_identifier(out: &mut String, len: usize) {
-    out.push_str(&nanoid::format(nanoid::rngs::default, &ALPHABET_CHARS, len));
+    out.push_str(&nanoid::format(random_bytes, &ALPHABET_CHARS, len));
+}
+
+/// nanoid's random source: the thread's cryptographically secure generator, seeded
+/// once per thread (nanoid's own default seeds a new generator from the OS for every
+/// id, a system call per save).
+fn random_bytes(len: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; len];
+    rand::Rng::fill(&mut rand::thread_rng(), &mut bytes[..]);
+    bytes
 }
 
 /// Generates a new id for an entity in `logical_key`.

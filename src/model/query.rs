@@ -53,19 +53,25 @@ impl<'de> Deserialize<'de> for SortKey {
                 order: Option<String>,
             },
         }
+        // In the text form everything after the last ':' is the order; a field
+        // whose name holds ':' uses the object form.
         let (field, order) = match Form::deserialize(d)? {
             Form::Text(t) => match t.rsplit_once(':') {
-                Some((f, o)) if o == "asc" || o == "desc" => (f.to_string(), Some(o.to_string())),
-                _ => (t, None),
+                Some((f, o)) => (f.to_string(), Some(o.to_string())),
+                None => (t, None),
             },
             Form::Object { field, order } => (field, order),
         };
-        let order = match order.as_deref() {
+        if field.is_empty() {
+            return Err(serde::de::Error::custom("a sort field must not be empty"));
+        }
+        let order = match order.as_deref().map(str::to_ascii_lowercase).as_deref() {
             None | Some("asc") | Some("ascending") => Order::Asc,
             Some("desc") | Some("descending") => Order::Desc,
-            Some(other) => {
+            Some(_) => {
                 return Err(serde::de::Error::custom(format!(
-                    "unknown sort order {other:?}"
+                    "unknown sort order {:?} (use asc or desc)",
+                    order.unwrap_or_default()
                 )))
             }
         };

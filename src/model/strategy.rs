@@ -47,12 +47,31 @@ pub trait KeyStrategy: Send + Sync {
     fn logical_key(&self, entity_name: &str, entity: &Map<String, Value>) -> Result<String>;
 
     /// The partitions a query over `entity_name` with the strategy `filter` reads.
+    /// Without a filter: every partition of `entity_name` this instance may read and
+    /// write, which `get`, `observe`, `save`, `delete` and sync also respect (DESIGN
+    /// §11).
     fn candidate_keys(
         &self,
         prefix: &str,
         entity_name: &str,
         filter: Option<&Value>,
     ) -> Result<Candidates>;
+
+    /// Whether partition `key` has the shape of one this strategy gives entities of
+    /// `entity_name`, whoever may read it. A caller-supplied id must name such a
+    /// partition, or the call fails with `InvalidId`: an id cannot move an entity into
+    /// another name's partition. The default accepts every key; the built-in
+    /// strategies check the name and the key's shape.
+    fn could_hold(&self, prefix: &str, entity_name: &str, key: &str) -> bool {
+        let _ = (prefix, entity_name, key);
+        true
+    }
+}
+
+/// The rest of `key` after `<prefix><sep><entity_name><sep>`, if it starts so.
+fn key_suffix<'k>(key: &'k str, prefix: &str, sep: char, entity_name: &str) -> Option<&'k str> {
+    let rest = key.strip_prefix(prefix)?.strip_prefix(sep)?;
+    rest.strip_prefix(entity_name)?.strip_prefix(sep)
 }
 
 /// Builds the partition key `<prefix><sep><logical>`.
@@ -101,6 +120,12 @@ impl KeyStrategy for GlobalStrategy {
             self.separator(),
             entity_name,
         )]))
+    }
+
+    fn could_hold(&self, prefix: &str, entity_name: &str, key: &str) -> bool {
+        key.strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix(self.separator()))
+            == Some(entity_name)
     }
 }
 
@@ -212,6 +237,22 @@ impl KeyStrategy for DateStrategy {
         }
         Ok(Candidates::Keys(keys))
     }
+
+    fn could_hold(&self, prefix: &str, entity_name: &str, key: &str) -> bool {
+        let Some(period) = key_suffix(key, prefix, self.separator(), entity_name) else {
+            return false;
+        };
+        let shape: &[u8] = match self.granularity {
+            DateGranularity::Year => b"dddd",
+            DateGranularity::Month => b"dddd-dd",
+            DateGranularity::Day => b"dddd-dd-dd",
+        };
+        period.len() == shape.len()
+            && period.bytes().zip(shape).all(|(c, s)| match s {
+                b'd' => c.is_ascii_digit(),
+                _ => c == *s,
+            })
+    }
 }
 
 /// Partitions by the value of one field: `<prefix>.<Name>.<value>`.
@@ -281,6 +322,10 @@ impl KeyStrategy for FieldStrategy {
             keys.push(format!("{base}{text}"));
         }
         Ok(Candidates::Keys(keys))
+    }
+
+    fn could_hold(&self, prefix: &str, entity_name: &str, key: &str) -> bool {
+        key_suffix(key, prefix, self.separator(), entity_name).is_some_and(|v| !v.is_empty())
     }
 }
 

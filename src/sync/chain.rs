@@ -6,10 +6,10 @@ use std::sync::Weak;
 use std::time::{Duration, Instant};
 
 use crate::clock::{format_millis, now_millis};
-use crate::error::Result;
+use crate::error::{ErrorKind, Result};
 use crate::instance::{Inner, Status};
 use crate::observe::Change;
-use crate::sync::engine::{sync_pair, PairOutcome, Scope, SyncCtx, SyncStats};
+use crate::sync::engine::{sync_pair, PairOutcome, ReadFilter, Scope, SyncCtx, SyncStats};
 use crate::sync::worker::{Mailbox, Request};
 use crate::tier::Tier;
 
@@ -19,17 +19,14 @@ pub(crate) fn run(inner: Weak<Inner>, mut mailbox: Mailbox) {
         let Some(this) = inner.upgrade() else { return };
         let turn = mailbox.next_turn();
         if turn.flush_due && turn.requests.is_empty() {
-            if let Err(e) = this.sync_store(None) {
+            if let Err(e) = this.flush(&mut mailbox) {
                 log::warn!(target: "datasync::sync", "store sync failed: {e}");
             }
         }
         for (request, reply) in turn.requests {
             let result = match request {
-                Request::Flush => this.sync_store(None),
-                Request::SyncNow => this.sync_store(None).and_then(|mut stats| {
-                    stats.absorb(this.sync_chain(&mut mailbox)?);
-                    Ok(stats)
-                }),
+                Request::Flush => this.flush(&mut mailbox),
+                Request::SyncNow => this.sync_now(&mut mailbox),
             };
             let _ = reply.send(result);
         }
@@ -60,6 +57,12 @@ fn backoff(base: Duration, max: Duration, failures: u32) -> Duration {
     nominal_delay(base, max, failures).mul_f64(jitter).min(max)
 }
 
+impl ReadFilter for Inner {
+    fn may_read(&self, key: &str, names: &[&str]) -> bool {
+        self.may_read_partition(key, names)
+    }
+}
+
 impl Inner {
     /// The status as an app sees it now.
     pub(crate) fn status_now(&self) -> Status {
@@ -73,7 +76,45 @@ impl Inner {
         SyncCtx {
             resolver: self.resolver.as_ref(),
             clock: Some(&self.clock),
+            may_read: Some(self),
         }
+    }
+
+    /// Makes the store's writes durable in the tier below. Without a local tier that
+    /// is the cloud, and a failure there makes the instance offline (and retried with
+    /// backoff) like a failed chain sync.
+    fn flush(&self, mailbox: &mut Mailbox) -> Result<SyncStats> {
+        let result = self.sync_store(None);
+        if let Err(e) = &result {
+            if self.store_writes_to_cloud() && e.kind() != ErrorKind::Corrupt {
+                self.cloud_failed(e, mailbox);
+            }
+        }
+        result
+    }
+
+    /// The whole chain now. An unreachable cloud is reported in the stats
+    /// (`offline`, `errors`), not as an error.
+    fn sync_now(&self, mailbox: &mut Mailbox) -> Result<SyncStats> {
+        match self.flush(mailbox) {
+            Ok(mut stats) => {
+                stats.absorb(self.sync_chain(mailbox)?);
+                Ok(stats)
+            }
+            Err(e) if self.store_writes_to_cloud() && e.kind() != ErrorKind::Corrupt => {
+                Ok(SyncStats {
+                    offline: true,
+                    errors: vec![e.to_string()],
+                    ..SyncStats::default()
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the tier right below the store is the cloud (no local tier).
+    fn store_writes_to_cloud(&self) -> bool {
+        self.local.is_none() && self.cloud.is_some()
     }
 
     /// The pair right below the store: store ↔ local, or store ↔ cloud.
@@ -151,11 +192,22 @@ impl Inner {
                 Ok((outcome.stats, held))
             }
             None => {
+                // Every partition the store holds, the pending writes among them.
+                let pending = self.store.take_unsynced();
                 let held = self.store.held_keys("");
-                let outcome = sync_pair(&self.store, cloud, Scope::Keys(held), &ctx)?;
-                let stats = outcome.stats.clone();
-                self.publish(outcome);
-                Ok((stats, Vec::new()))
+                match sync_pair(&self.store, cloud, Scope::Keys(held), &ctx) {
+                    Ok(outcome) => {
+                        self.store
+                            .requeue_unsynced(outcome.failed_keys.iter().cloned());
+                        let stats = outcome.stats.clone();
+                        self.publish(outcome);
+                        Ok((stats, Vec::new()))
+                    }
+                    Err(e) => {
+                        self.store.requeue_unsynced(pending);
+                        Err(e)
+                    }
+                }
             }
         }
     }
@@ -186,22 +238,28 @@ impl Inner {
                 Ok(stats)
             }
             Err(e) => {
-                let failures = {
-                    let mut status = self.status.lock();
-                    status.online = false;
-                    status.failures = status.failures.saturating_add(1);
-                    status.last_error = Some(e.to_string());
-                    status.failures
-                };
-                self.registry.publish_status(self.status_now());
-                let delay = backoff(self.retry_base, self.retry_max, failures);
-                log::warn!(target: "datasync::sync", "cloud sync failed ({e}); retrying in {delay:?}");
-                mailbox.schedule_chain(Instant::now() + delay);
+                self.cloud_failed(&e, mailbox);
                 stats.offline = true;
                 stats.errors.push(e.to_string());
                 Ok(stats)
             }
         }
+    }
+
+    /// The cloud could not be reached: the instance is offline, observers hear it,
+    /// and the chain runs again after a backoff (it takes the pending writes along).
+    fn cloud_failed(&self, e: &crate::Error, mailbox: &mut Mailbox) {
+        let failures = {
+            let mut status = self.status.lock();
+            status.online = false;
+            status.failures = status.failures.saturating_add(1);
+            status.last_error = Some(e.to_string());
+            status.failures
+        };
+        self.registry.publish_status(self.status_now());
+        let delay = backoff(self.retry_base, self.retry_max, failures);
+        log::warn!(target: "datasync::sync", "cloud sync failed ({e}); retrying in {delay:?}");
+        mailbox.schedule_chain(Instant::now() + delay);
     }
 }
 

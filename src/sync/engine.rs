@@ -27,6 +27,9 @@ pub struct SyncStats {
     pub conflicts: u64,
     /// Partition bytes written.
     pub bytes_written: u64,
+    /// Partitions left out because the key strategy does not let this instance read
+    /// them (partial sync, DESIGN §11).
+    pub keys_refused: u64,
     /// Whether a tier could not be reached (the rest kept working).
     pub offline: bool,
     /// Errors met, each naming its tier and key.
@@ -42,6 +45,7 @@ impl SyncStats {
         self.entities_changed += other.entities_changed;
         self.conflicts += other.conflicts;
         self.bytes_written += other.bytes_written;
+        self.keys_refused += other.keys_refused;
         self.offline |= other.offline;
         self.errors.extend(other.errors);
     }
@@ -73,6 +77,15 @@ pub(crate) struct PairOutcome {
 pub(crate) struct SyncCtx<'a> {
     pub resolver: &'a dyn ConflictResolver,
     pub clock: Option<&'a Clock>,
+    /// In a full sync, whether a partition (with the entity names either side
+    /// records in it) may be read here; the others are left out.
+    pub may_read: Option<&'a dyn ReadFilter>,
+}
+
+/// Which partitions a full sync may bring to this instance (DESIGN §11).
+pub(crate) trait ReadFilter {
+    /// Whether `key`, holding entities of `names`, may be read here.
+    fn may_read(&self, key: &str, names: &[&str]) -> bool;
 }
 
 /// Syncs `upper` with `lower`. An adapter failure that makes a tier unreachable ends
@@ -91,7 +104,11 @@ pub(crate) fn sync_pair(
                 return Ok(out);
             }
             let (mu, ml) = (upper.meta()?, lower.meta()?);
-            differing_keys(&mu, &ml)
+            let keys = differing_keys(&mu, &ml);
+            match ctx.may_read {
+                Some(may_read) => readable_keys(keys, &mu, &ml, may_read, &mut out.stats),
+                None => keys,
+            }
         }
         Scope::Keys(keys) => {
             // Store entries of written keys are stale; `sync_key` hashes them as it
@@ -116,6 +133,29 @@ fn differing_keys(a: &Meta, b: &Meta) -> Vec<String> {
         .collect()
 }
 
+/// The keys this instance may read; the others are counted as refused.
+fn readable_keys(
+    keys: Vec<String>,
+    a: &Meta,
+    b: &Meta,
+    filter: &dyn ReadFilter,
+    stats: &mut SyncStats,
+) -> Vec<String> {
+    let (allowed, refused): (Vec<String>, Vec<String>) = keys.into_iter().partition(|key| {
+        let names: BTreeSet<&str> = [a.entries.get(key), b.entries.get(key)]
+            .into_iter()
+            .flatten()
+            .flat_map(|e| e.entities.keys().map(String::as_str))
+            .collect();
+        filter.may_read(key, &names.into_iter().collect::<Vec<_>>())
+    });
+    if !refused.is_empty() {
+        log::info!(target: "datasync::sync", "left out {} partition(s) the key strategy does not let this instance read (first: {:?})", refused.len(), refused[0]);
+        stats.keys_refused += refused.len() as u64;
+    }
+    allowed
+}
+
 fn sync_keys(
     upper: &Tier,
     lower: &Tier,
@@ -128,6 +168,14 @@ fn sync_keys(
         match sync_key(upper, lower, key, ctx, out) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::Corrupt => {
+                // The damaged side is marked so that the next sync restores it.
+                if let crate::Error::Corrupt { tier, .. } = &e {
+                    for side in [upper, lower] {
+                        if side.label == tier && !side.is_store() {
+                            side.mark_damaged(key, now_millis());
+                        }
+                    }
+                }
                 out.first_error.get_or_insert_with(|| e.clone());
                 log::error!(target: "datasync::sync", "{e}");
                 out.stats.errors.push(e.to_string());
@@ -416,6 +464,7 @@ pub fn sync_tiers(
     let ctx = SyncCtx {
         resolver,
         clock: None,
+        may_read: None,
     };
     let outcome = sync_pair(&ta, &tb, Scope::Full, &ctx)?;
     Ok(outcome.stats)

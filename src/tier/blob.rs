@@ -14,7 +14,34 @@ pub(super) struct BlobMarks {
     pub meta_changed: bool,
 }
 
+/// The hash recorded for a partition that exists but cannot be read as its metadata
+/// says (its file is missing, damaged, or an older copy). It equals no real hash, so
+/// every sync compares the key again and restores it from a tier that holds it, and
+/// reads of it fail until then.
+pub(crate) const DAMAGED: &str = "damaged";
+
 impl Tier {
+    /// Records that partition `key` exists but cannot be read as recorded (see
+    /// [`DAMAGED`]) and stores the metadata so that the next sync, in this process
+    /// or another, restores it.
+    pub fn mark_damaged(&self, key: &str, now: Millis) {
+        {
+            let mut state = self.state.lock();
+            let Some(entry) = state.meta.entries.get_mut(key) else {
+                return;
+            };
+            if entry.hash == DAMAGED {
+                return;
+            }
+            entry.hash = DAMAGED.to_string();
+            state.note_meta_changed();
+        }
+        log::error!(target: "datasync::tier", "{} partition {key:?} is unreadable; reads of it fail until a sync restores it", self.label);
+        if let Err(e) = self.persist_meta(now) {
+            log::warn!(target: "datasync::tier", "cannot record that {key:?} is damaged: {e}");
+        }
+    }
+
     /// Whether the metadata held in memory is the adapter's (read once for a tier no
     /// one else writes).
     fn meta_is_current(&self) -> bool {

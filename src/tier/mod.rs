@@ -147,6 +147,48 @@ impl Loaded {
     }
 }
 
+thread_local! {
+    /// How many adapter calls this thread is inside (a host callback that calls back
+    /// into the library runs at depth > 0).
+    static ADAPTER_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether this thread is inside a call to a tier's adapter: a library call made
+/// from there (a host persistence callback calling back in) could wait on the very
+/// lock the call holds, so the instance refuses it with `WouldDeadlock`.
+pub(crate) fn in_adapter_call() -> bool {
+    ADAPTER_DEPTH.with(|d| d.get() > 0)
+}
+
+/// A tier's adapter, locked, with this thread counted as inside an adapter call.
+pub(crate) struct AdapterGuard<'a>(crate::lock::MutexGuard<'a, Adapter>);
+
+impl<'a> AdapterGuard<'a> {
+    fn new(guard: crate::lock::MutexGuard<'a, Adapter>) -> Self {
+        ADAPTER_DEPTH.with(|d| d.set(d.get() + 1));
+        AdapterGuard(guard)
+    }
+}
+
+impl Drop for AdapterGuard<'_> {
+    fn drop(&mut self) {
+        ADAPTER_DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+    }
+}
+
+impl std::ops::Deref for AdapterGuard<'_> {
+    type Target = Adapter;
+    fn deref(&self) -> &Adapter {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for AdapterGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Adapter {
+        &mut self.0
+    }
+}
+
 pub(crate) struct Tier {
     pub label: &'static str,
     /// Other writers may change this tier (a shared cloud, or a tier synced standalone):
@@ -186,9 +228,13 @@ impl Tier {
         move |e| Error::adapter(self.label, &key, e)
     }
 
+    fn lock_adapter(&self) -> AdapterGuard<'_> {
+        AdapterGuard::new(self.adapter.lock())
+    }
+
     /// Runs `f` with the adapter, calls serialised.
     pub fn with_adapter<R>(&self, f: impl FnOnce(&mut Adapter) -> R) -> R {
-        f(&mut self.adapter.lock())
+        f(&mut self.lock_adapter())
     }
 
     /// Runs `f` with the store adapter (per-entity access); an error on a blob tier.
@@ -262,7 +308,7 @@ impl Tier {
     /// Reads one partition without parsing it (the adapter call; parsing is
     /// [`Raw::finish`], pure, so two sides can be parsed at once).
     pub fn load_raw(&self, key: &str) -> Result<Option<Raw>> {
-        let mut adapter = self.adapter.lock();
+        let mut adapter = self.lock_adapter();
         match &mut *adapter {
             Adapter::Store(store) => {
                 let partition = store.load_partition(key).map_err(self.adapter_err(key))?;
@@ -287,7 +333,7 @@ impl Tier {
         guard: Option<u64>,
     ) -> Result<bool> {
         let entry = loaded.entry(now);
-        let mut adapter = self.adapter.lock();
+        let mut adapter = self.lock_adapter();
         match &mut *adapter {
             Adapter::Store(store) => {
                 if guard.is_some_and(|guard| self.generation(key) != guard) {
@@ -362,7 +408,7 @@ impl Tier {
     /// dropped after the tier's lock is released.
     pub fn release(&self) {
         let old = {
-            let mut adapter = self.adapter.lock();
+            let mut adapter = self.lock_adapter();
             let closed = match &*adapter {
                 Adapter::Store(_) => Adapter::Store(Box::new(Released)),
                 Adapter::Blobs(_) => Adapter::Blobs(Box::new(Released)),
