@@ -3,4 +3,5 @@
 
 pub mod c;
 pub mod log_bridge;
+pub(crate) mod shared;
 pub mod uniffi;
