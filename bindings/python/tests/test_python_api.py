@@ -214,3 +214,21 @@ def test_defaults_come_from_the_library():
         assert instance.repo("User").all() == []
     with pytest.raises(datasync.InvalidConfig):
         datasync.open("app", retry_base=-1)
+
+
+def test_custom_strategy_without_separator_or_length_gets_the_library_defaults(ds):
+    class ByName(datasync.KeyStrategy):
+        def logical_key(self, entity_name, entity):
+            return entity_name
+
+        def candidate_keys(self, prefix, entity_name, filter):
+            return [f"{prefix}.{entity_name}"]
+
+    builtin_id = ds.repo("User").save({})
+    with datasync.open("app", strategy=ByName()) as custom:
+        custom_id = custom.repo("User").save({"n": 1})
+        assert [p["n"] for p in custom.repo("User").all()] == [1]
+    assert custom_id.startswith("User.")
+    assert len(custom_id) == len(builtin_id), "the same id shape as the built-in strategies"
+    with pytest.raises(datasync.InvalidConfig):
+        datasync.open("app", strategy=type("Bad", (ByName,), {"id_length": -3})())

@@ -16,6 +16,7 @@ use crate::error::Error;
 use crate::ffi::shared::list_json;
 use crate::persistence::Persistence;
 use crate::query::QueryOptions;
+use crate::strategy::KeyStrategy;
 
 /// An in-memory blob tier that several instances may share (a stand-in cloud in
 /// tests and demos). Cloning the handle shares the data.
@@ -86,11 +87,12 @@ pub enum StrategySpec {
     /// By the value of one field (e.g. `region`); filter `{"values": [...]}`.
     Field { field: String },
     /// A strategy the host implements. `separator` is one character, not a letter,
-    /// digit, `_` or `-`; `id_length` is 8..=64.
+    /// digit, `_` or `-`; `id_length` is 8..=64. Either one `None`: the library's
+    /// default (that of the built-in strategies).
     Host {
         strategy: Arc<dyn HostKeyStrategy>,
-        separator: String,
-        id_length: u32,
+        separator: Option<String>,
+        id_length: Option<u32>,
     },
 }
 
@@ -191,17 +193,24 @@ impl OpenOptions {
                 separator,
                 id_length,
             } => {
-                let mut chars = separator.chars();
-                let (Some(sep), None) = (chars.next(), chars.next()) else {
-                    return Err(Error::InvalidConfig(format!(
-                        "separator {separator:?} must be one character"
-                    ))
-                    .into());
+                let defaults = crate::GlobalStrategy;
+                let separator = match separator {
+                    None => defaults.separator(),
+                    Some(text) => {
+                        let mut chars = text.chars();
+                        let (Some(sep), None) = (chars.next(), chars.next()) else {
+                            return Err(Error::InvalidConfig(format!(
+                                "separator {text:?} must be one character"
+                            ))
+                            .into());
+                        };
+                        sep
+                    }
                 };
                 Arc::new(StrategyBridge {
                     host: strategy,
-                    separator: sep,
-                    id_length: id_length as usize,
+                    separator,
+                    id_length: id_length.map_or(defaults.id_length(), |n| n as usize),
                 })
             }
         };

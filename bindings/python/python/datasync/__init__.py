@@ -462,11 +462,12 @@ class Prefix:
 
 
 class KeyStrategy(ABC):
-    """A custom key strategy: subclass it. ``separator`` and ``id_length`` are read
-    once, when the instance opens."""
+    """A custom key strategy: subclass it. ``separator`` (one character) and
+    ``id_length`` (8 to 64) are read once, when the instance opens; left None, they
+    are the library's defaults (those of the built-in strategies)."""
 
-    separator: str = "."
-    id_length: int = 16
+    separator: Optional[str] = None
+    id_length: Optional[int] = None
 
     @abstractmethod
     def logical_key(self, entity_name: str, entity: Entity) -> str:
@@ -527,7 +528,10 @@ def _strategy_spec(strategy: Optional[StrategyLike]) -> Optional[Any]:
     if isinstance(strategy, FieldStrategy):
         return _native.StrategySpec.FIELD(strategy.field)
     if isinstance(strategy, KeyStrategy):
-        return _native.StrategySpec.HOST(_StrategyAdapter(strategy), strategy.separator, int(strategy.id_length))
+        id_length = strategy.id_length
+        if id_length is not None and (isinstance(id_length, bool) or not isinstance(id_length, int) or id_length < 0):
+            raise InvalidConfig(f"invalid configuration: id_length must be a positive int, not {id_length!r}", reason=f"id_length is {id_length!r}")
+        return _native.StrategySpec.HOST(_StrategyAdapter(strategy), strategy.separator, id_length)
     raise TypeError(f"unknown strategy {strategy!r}")
 
 

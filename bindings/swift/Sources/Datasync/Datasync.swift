@@ -4413,9 +4413,10 @@ public enum StrategySpec {
     )
     /**
      * A strategy the host implements. `separator` is one character, not a letter,
-     * digit, `_` or `-`; `id_length` is 8..=64.
+     * digit, `_` or `-`; `id_length` is 8..=64. Either one `None`: the library's
+     * default (that of the built-in strategies).
      */
-    case host(strategy: HostKeyStrategy, separator: String, idLength: UInt32
+    case host(strategy: HostKeyStrategy, separator: String?, idLength: UInt32?
     )
 
 
@@ -4446,7 +4447,7 @@ public struct FfiConverterTypeStrategySpec: FfiConverterRustBuffer {
         case 3: return .field(field: try FfiConverterString.read(from: &buf)
         )
         
-        case 4: return .host(strategy: try FfiConverterTypeHostKeyStrategy.read(from: &buf), separator: try FfiConverterString.read(from: &buf), idLength: try FfiConverterUInt32.read(from: &buf)
+        case 4: return .host(strategy: try FfiConverterTypeHostKeyStrategy.read(from: &buf), separator: try FfiConverterOptionString.read(from: &buf), idLength: try FfiConverterOptionUInt32.read(from: &buf)
         )
         
         default: throw UniffiInternalError.unexpectedEnumCase
@@ -4474,8 +4475,8 @@ public struct FfiConverterTypeStrategySpec: FfiConverterRustBuffer {
         case let .host(strategy,separator,idLength):
             writeInt(&buf, Int32(4))
             FfiConverterTypeHostKeyStrategy.write(strategy, into: &buf)
-            FfiConverterString.write(separator, into: &buf)
-            FfiConverterUInt32.write(idLength, into: &buf)
+            FfiConverterOptionString.write(separator, into: &buf)
+            FfiConverterOptionUInt32.write(idLength, into: &buf)
             
         }
     }
@@ -4668,6 +4669,30 @@ public func FfiConverterTypeTierSpec_lower(_ value: TierSpec) -> RustBuffer {
     return FfiConverterTypeTierSpec.lower(value)
 }
 
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionUInt32: FfiConverterRustBuffer {
+    typealias SwiftType = UInt32?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterUInt32.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterUInt32.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
 
 #if swift(>=5.8)
 @_documentation(visibility: private)

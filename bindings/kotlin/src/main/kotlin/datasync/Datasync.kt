@@ -120,10 +120,10 @@ sealed interface Candidates {
 
 /** A custom key strategy: which partition an entity goes to, which partitions a query reads. */
 interface KeyStrategy {
-    /** One character, not a letter, digit, `_` or `-`; read once, when the instance opens. */
-    val separator: String get() = "."
-    /** Length of the random part of new ids, 8..=64; read once. */
-    val idLength: Int get() = 16
+    /** One character, not a letter, digit, `_` or `-`; read once, when the instance opens. Null: the library's default. */
+    val separator: String? get() = null
+    /** Length of the random part of new ids, 8..=64; read once. Null: the library's default. */
+    val idLength: Int? get() = null
 
     /** The partition (without prefix) of an entity about to be saved. Must be pure. */
     fun logicalKey(entityName: String, entity: JsonObject): String
@@ -156,8 +156,9 @@ object Strategy {
 
     /** A strategy the app implements. */
     fun custom(strategy: KeyStrategy): StrategySpec {
-        require(strategy.idLength > 0) { "idLength must be positive, not ${strategy.idLength}" }
-        return StrategySpec.Host(StrategyBridge(strategy), strategy.separator, strategy.idLength.toUInt())
+        val idLength = strategy.idLength
+        require(idLength == null || idLength > 0) { "idLength must be positive, not $idLength" }
+        return StrategySpec.Host(StrategyBridge(strategy), strategy.separator, idLength?.toUInt())
     }
 }
 

@@ -396,6 +396,10 @@ class KotlinLayerTest {
                 assertTrue(threads.isNotEmpty())
                 assertTrue(threads.none { it == caller }, "ran on $threads, the caller is $caller")
                 assertTrue(threads.all { it.startsWith("DefaultDispatcher-worker") }, "$threads")
+                // No separator or idLength given: the library's defaults, as for a built-in strategy.
+                val builtin = Datasync.open("app").use { it.repo("User").save(mapOf("n" to 1)) }
+                assertTrue(id.startsWith("User."))
+                assertEquals(builtin.length, id.length)
             }
         }
     }

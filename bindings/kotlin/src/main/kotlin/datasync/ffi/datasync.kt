@@ -7076,12 +7076,13 @@ sealed class StrategySpec: Disposable  {
     
     /**
      * A strategy the host implements. `separator` is one character, not a letter,
-     * digit, `_` or `-`; `id_length` is 8..=64.
+     * digit, `_` or `-`; `id_length` is 8..=64. Either one `None`: the library's
+     * default (that of the built-in strategies).
      */
     data class Host(
         val `strategy`: datasync.ffi.HostKeyStrategy, 
-        val `separator`: kotlin.String, 
-        val `idLength`: kotlin.UInt) : StrategySpec()
+        val `separator`: kotlin.String?, 
+        val `idLength`: kotlin.UInt?) : StrategySpec()
         
     {
         
@@ -7145,8 +7146,8 @@ public object FfiConverterTypeStrategySpec : FfiConverterRustBuffer<StrategySpec
                 )
             4 -> StrategySpec.Host(
                 FfiConverterTypeHostKeyStrategy.read(buf),
-                FfiConverterString.read(buf),
-                FfiConverterUInt.read(buf),
+                FfiConverterOptionalString.read(buf),
+                FfiConverterOptionalUInt.read(buf),
                 )
             else -> throw RuntimeException("invalid enum value, something is very wrong!!")
         }
@@ -7178,8 +7179,8 @@ public object FfiConverterTypeStrategySpec : FfiConverterRustBuffer<StrategySpec
             (
                 4UL
                 + FfiConverterTypeHostKeyStrategy.allocationSize(value.`strategy`)
-                + FfiConverterString.allocationSize(value.`separator`)
-                + FfiConverterUInt.allocationSize(value.`idLength`)
+                + FfiConverterOptionalString.allocationSize(value.`separator`)
+                + FfiConverterOptionalUInt.allocationSize(value.`idLength`)
             )
         }
     }
@@ -7203,8 +7204,8 @@ public object FfiConverterTypeStrategySpec : FfiConverterRustBuffer<StrategySpec
             is StrategySpec.Host -> {
                 buf.putInt(4)
                 FfiConverterTypeHostKeyStrategy.write(value.`strategy`, buf)
-                FfiConverterString.write(value.`separator`, buf)
-                FfiConverterUInt.write(value.`idLength`, buf)
+                FfiConverterOptionalString.write(value.`separator`, buf)
+                FfiConverterOptionalUInt.write(value.`idLength`, buf)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
@@ -7402,6 +7403,38 @@ public object FfiConverterTypeTierSpec : FfiConverterRustBuffer<TierSpec>{
 }
 
 
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalUInt: FfiConverterRustBuffer<kotlin.UInt?> {
+    override fun read(buf: ByteBuffer): kotlin.UInt? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterUInt.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.UInt?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterUInt.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.UInt?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterUInt.write(value, buf)
+        }
+    }
+}
 
 
 
