@@ -27,4 +27,6 @@ elif ! diff -q "$generated/datasync/ffi/datasync.kt" "$committed" >/dev/null; th
 fi
 
 cd "$here"
-exec mvn -B -ntp test -Ddatasync.library.path="$CARGO_TARGET_DIR/debug" "$@"
+# No library path on the command line: the pom finds target/debug (or
+# $CARGO_TARGET_DIR/debug) itself, as it does for a user's plain `mvn test`.
+exec mvn -B -ntp test "$@"

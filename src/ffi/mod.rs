@@ -5,5 +5,7 @@
 pub mod c;
 #[cfg(any(feature = "capi", feature = "uniffi"))]
 pub mod log_bridge;
+#[cfg(any(feature = "capi", feature = "uniffi"))]
+pub(crate) mod shared;
 #[cfg(feature = "uniffi")]
 pub mod uniffi;

@@ -1,5 +1,6 @@
 """Shared fixtures: a dict-backed Python adapter with fault injection."""
 
+import json
 import threading
 from typing import Dict, List, Optional
 
@@ -59,3 +60,16 @@ def cloud():
 def device(cloud, **kwargs):
     """An instance with a local memory tier and the shared cloud; no periodic sync."""
     return datasync.open("app", local=datasync.MemoryTier(), cloud=cloud, cloud_sync_interval=3600, **kwargs)
+
+
+EPOCH = "2026-01-01T00:00:00.000Z"
+
+
+def doc(uid, title, updated_at, version):
+    """A Doc entity as a tier stores it, with explicit instants."""
+    return {"id": uid, "createdAt": EPOCH, "updatedAt": updated_at, "version": version, "title": title}
+
+
+def partition(name, *entities):
+    """The canonical partition blob holding these entities of one name."""
+    return json.dumps({name: {e["id"]: e for e in entities}}, sort_keys=True, separators=(",", ":")).encode()

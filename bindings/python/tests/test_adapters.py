@@ -1,4 +1,5 @@
 import threading
+import time
 
 import pytest
 
@@ -41,32 +42,47 @@ def test_raising_local_adapter_is_an_adapter_error():
         assert "app.User" in local.blobs
 
 
-def test_adapter_never_called_from_two_threads_at_once(cloud):
+def test_adapter_never_called_from_two_threads_at_once():
     active = []
     overlaps = []
+    calls = []
 
     class Watching(DictPersistence):
         def _check(self):
             if active:
                 overlaps.append(threading.current_thread().name)
             active.append(1)
+            calls.append(1)
             try:
+                time.sleep(0.0005)  # widen the window an overlap would need
                 super()._check()
             finally:
                 active.pop()
 
     watched = Watching()
-    with device(watched) as a, device(watched) as b:
-        def work(instance):
-            for i in range(10):
-                instance.repo("N").save({"i": i})
-                instance.sync_now()
+    errors = []
 
-        ts = [threading.Thread(target=work, args=(x,)) for x in (a, a)]
+    def work(instance, w):
+        try:
+            for i in range(8):
+                instance.repo("N").save({"w": w, "i": i})
+                instance.sync_now()
+        except BaseException as e:  # noqa: BLE001 - re-raised below
+            errors.append(e)
+
+    # Three instances share one cloud adapter; two threads drive each.
+    with device(watched) as a, device(watched) as b, device(watched) as c:
+        ts = [threading.Thread(target=work, args=(x, w)) for w, x in enumerate((a, a, b, b, c, c))]
         for t in ts:
             t.start()
         for t in ts:
             t.join()
+        if errors:
+            raise errors[0]
+        for x in (a, b, c):
+            x.sync_now()
+        assert len(a.repo("N").all()) == 48
+    assert len(calls) > 50
     assert overlaps == []
 
 

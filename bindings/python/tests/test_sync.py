@@ -3,7 +3,7 @@ import json
 import pytest
 
 import datasync
-from conftest import DictPersistence, device
+from conftest import DictPersistence, device, doc, partition
 
 
 def test_two_devices_converge_through_a_python_cloud(cloud):
@@ -25,22 +25,34 @@ def test_two_devices_converge_through_a_python_cloud(cloud):
         assert phone.audit() == [] and laptop.audit() == []
 
 
-def test_later_edit_wins_everywhere(cloud):
-    with device(cloud) as a, device(cloud) as b:
-        uid = a.repo("Doc").save({"title": "v1"})
-        a.sync_now()
-        b.sync_now()
-        a.repo("Doc").save({"id": uid, "title": "from a"})
-        first = a.repo("Doc").get(uid)["updatedAt"]
-        b.repo("Doc").save({"id": uid, "title": "from b"})
-        assert b.repo("Doc").get(uid)["updatedAt"] >= first
-        for _ in range(2):
-            a.sync_now()
-            b.sync_now()
-        # b wrote last (or in the same millisecond, where the greater bytes win).
-        assert a.repo("Doc").get(uid)["title"] == b.repo("Doc").get(uid)["title"] == "from b"
-        winner = b.repo("Doc").get(uid)
-        assert winner["version"] == 2
+UID = "Doc.abcdefghijklmnop"
+# The earlier edit has the greater version and the greater bytes, so only
+# last-writer-wins (not the equal-instant tie-break) picks the later one.
+EARLIER = doc(UID, "zz from a", "2026-01-01T00:00:01.000Z", 7)
+LATER = doc(UID, "from b", "2026-01-01T00:00:02.000Z", 2)
+
+
+def seeded_tiers():
+    """(local, cloud) pairs holding the two edits, each way round."""
+    for mine, theirs in ((EARLIER, LATER), (LATER, EARLIER)):
+        local, cloud = DictPersistence(), DictPersistence()
+        local.blobs["app.Doc"] = partition("Doc", mine)
+        cloud.blobs["app.Doc"] = partition("Doc", theirs)
+        yield local, cloud
+
+
+def stored(tier):
+    return json.loads(tier.blobs["app.Doc"])["Doc"][UID]
+
+
+def test_later_edit_wins_everywhere():
+    for local, cloud in seeded_tiers():
+        with datasync.open("app", local=local, cloud=cloud, cloud_sync_interval=3600) as ds:
+            ds.sync_now()
+            ds.sync_now()
+            assert ds.repo("Doc").get(UID) == LATER
+            assert ds.audit() == []
+        assert stored(local) == stored(cloud) == LATER
 
 
 def test_delete_after_edit_wins(cloud):
@@ -93,17 +105,20 @@ class BrokenResolver(datasync.ConflictResolver):
         raise ValueError("resolver bug")
 
 
-def test_raising_resolver_falls_back_to_last_writer_wins(cloud):
-    with device(cloud, resolver=BrokenResolver()) as a, device(cloud, resolver=BrokenResolver()) as b:
-        uid = a.repo("Doc").save({"t": 0})
-        a.sync_now()
-        b.sync_now()
-        a.repo("Doc").save({"id": uid, "t": "a"})
-        b.repo("Doc").save({"id": uid, "t": "b"})
-        for _ in range(2):
-            a.sync_now()
-            b.sync_now()
-        assert a.repo("Doc").get(uid) == b.repo("Doc").get(uid)
+def test_raising_resolver_falls_back_to_last_writer_wins():
+    calls = []
+
+    class Counting(BrokenResolver):
+        def resolve(self, entity_name, a, b):
+            calls.append(entity_name)
+            return super().resolve(entity_name, a, b)
+
+    for local, cloud in seeded_tiers():
+        with datasync.open("app", local=local, cloud=cloud, cloud_sync_interval=3600, resolver=Counting()) as ds:
+            ds.sync_now()
+            assert ds.repo("Doc").get(UID) == LATER, "the later edit, not the tie-break's pick"
+        assert stored(local) == stored(cloud) == LATER
+    assert calls and set(calls) == {"Doc"}, "the resolver was asked before the fallback"
 
 
 class TeamStrategy(datasync.KeyStrategy):

@@ -8,8 +8,8 @@ use super::boundary::{boundary, Failure};
 use super::config::datasync_config;
 use super::status::datasync_status;
 use super::strings::{need_out, str_in, string_out, write_out, write_string};
-use crate::entity::Entity;
 use crate::error::Error;
+use crate::ffi::shared::list_json;
 use crate::instance::{DataSync, Repository};
 use crate::query::QueryOptions;
 
@@ -38,20 +38,6 @@ pub(crate) unsafe fn repo(
     let ds = instance(handle)?;
     let name = str_in(name, "entity_name")?;
     Ok(ds.repo(name)?)
-}
-
-pub(crate) fn list_json(entities: &[Entity]) -> String {
-    let mut out =
-        String::with_capacity(2 + entities.iter().map(|e| e.json().len() + 1).sum::<usize>());
-    out.push('[');
-    for (i, e) in entities.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(e.json());
-    }
-    out.push(']');
-    out
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, Failure> {

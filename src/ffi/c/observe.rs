@@ -3,10 +3,11 @@
 use std::os::raw::{c_char, c_void};
 
 use super::boundary::{boundary, Failure};
-use super::instance::{datasync, list_json, repo};
+use super::instance::{datasync, repo};
 use super::status::datasync_status;
 use super::strings::{need_out, str_in, write_out};
 use super::vtable::datasync_destroy_fn;
+use crate::ffi::shared::list_json;
 use crate::observe::Subscription;
 use crate::query::QueryOptions;
 

@@ -10,12 +10,13 @@ use serde_json::{Map, Value};
 
 use super::boundary::Failure;
 use super::sink::datasync_bytes_sink;
-use crate::clock::{format_millis, parse_millis};
+use crate::clock::format_millis;
 use crate::error::{Error, Result};
-use crate::partition::{Partition, Slot};
+use crate::ffi::shared::{active_answer, conflict_id, deleted_answer, resolved_or_last_writer};
+use crate::partition::Slot;
 use crate::persistence::{AdapterError, AdapterResult, Persistence};
 use crate::strategy::{Candidates, KeyStrategy};
-use crate::sync::{ConflictResolver, LastWriterWins};
+use crate::sync::ConflictResolver;
 
 /// `destroy(userdata)`: releases the host's state. Called exactly once.
 #[allow(non_camel_case_types)]
@@ -499,12 +500,7 @@ impl HostResolver {
             return Err(format!("host resolve callback returned {code}"));
         }
         let text = sink.into_text("resolve")?;
-        let id = a
-            .entity()
-            .or(b.entity())
-            .map(|e| e.id().to_string())
-            .unwrap_or_else(|| "x".into());
-        parse_slot(entity_name, &id, &text)
+        parse_slot(entity_name, conflict_id(a, b).as_deref(), &text)
     }
 }
 
@@ -519,40 +515,25 @@ pub(crate) fn slot_json(slot: &Slot) -> String {
     }
 }
 
-/// Reads a slot written by a resolver; an active one must keep the entity's `id`.
+/// Reads a slot written by a resolver; an active one must keep the entity's `id`
+/// (`None` when both sides are deleted, so no active answer is usable).
 pub(crate) fn parse_slot(
     entity_name: &str,
-    id: &str,
+    id: Option<&str>,
     text: &str,
 ) -> std::result::Result<Slot, String> {
     let value: Value =
         serde_json::from_str(text).map_err(|e| format!("resolve wrote invalid JSON: {e}"))?;
     match (value.get("state").and_then(Value::as_str), value.get("entity"), value.get("deletedAt")) {
-        (Some("active"), Some(entity), None) => {
-            let mut top = Map::new();
-            let mut ids = Map::new();
-            ids.insert(id.to_string(), entity.clone());
-            top.insert(entity_name.to_string(), Value::Object(ids));
-            let bytes = serde_json::to_vec(&top).map_err(|e| e.to_string())?;
-            let partition = Partition::parse(&bytes, false).map_err(|e| format!("resolve wrote an invalid entity: {e}"))?;
-            partition.get(entity_name, id).cloned().ok_or_else(|| "resolve wrote no entity".to_string())
-        }
-        (Some("deleted"), None, Some(Value::String(at))) => parse_millis(at)
-            .map(Slot::Deleted)
-            .ok_or_else(|| format!("resolve wrote deletedAt {at:?}, not an instant")),
+        (Some("active"), Some(entity), None) => active_answer(entity_name, id, entity.clone()),
+        (Some("deleted"), None, Some(Value::String(at))) => deleted_answer(at),
         _ => Err(format!("resolve wrote {text:?}, not {{\"state\":\"active\",\"entity\":...}} or {{\"state\":\"deleted\",\"deletedAt\":...}}")),
     }
 }
 
 impl ConflictResolver for HostResolver {
     fn resolve(&self, entity_name: &str, a: &Slot, b: &Slot) -> Slot {
-        match self.call(entity_name, a, b) {
-            Ok(slot) => slot,
-            Err(why) => {
-                log::error!(target: "datasync::ffi", "conflict resolver failed ({why}); last writer wins instead");
-                LastWriterWins.resolve(entity_name, a, b)
-            }
-        }
+        resolved_or_last_writer(entity_name, a, b, self.call(entity_name, a, b))
     }
 }
 
@@ -563,23 +544,23 @@ mod tests {
     #[test]
     fn slots_round_trip_through_resolver_json() {
         let text = r#"{"state":"active","entity":{"id":"U.abc","updatedAt":"2026-01-01T00:00:00.000Z","version":2,"n":1}}"#;
-        let slot = parse_slot("User", "U.abc", text).unwrap();
+        let slot = parse_slot("User", Some("U.abc"), text).unwrap();
         assert_eq!(slot.entity().unwrap().version(), 2);
         assert_eq!(
-            parse_slot("User", "U.abc", &slot_json(&slot)).unwrap(),
+            parse_slot("User", Some("U.abc"), &slot_json(&slot)).unwrap(),
             slot
         );
         let deleted = parse_slot(
             "User",
-            "U.abc",
+            Some("U.abc"),
             r#"{"state":"deleted","deletedAt":"2026-01-01T00:00:00.000Z"}"#,
         )
         .unwrap();
         assert!(matches!(deleted, Slot::Deleted(_)));
         assert!(
-            parse_slot("User", "U.other", text).is_err(),
+            parse_slot("User", Some("U.other"), text).is_err(),
             "the id must be kept"
         );
-        assert!(parse_slot("User", "U.abc", r#"{"state":"gone"}"#).is_err());
+        assert!(parse_slot("User", Some("U.abc"), r#"{"state":"gone"}"#).is_err());
     }
 }

@@ -15,11 +15,12 @@ pub mod types;
 
 pub use error::DataSyncError;
 pub use objects::{
-    DataSync, MemoryTier, OpenOptions, Repository, StrategySpec, Subscription, TierSpec,
+    default_options, describe_error, DataSync, MemoryTier, OpenOptions, Repository, StrategySpec,
+    Subscription, TierSpec,
 };
 pub use traits::{
     EntityObserver, HostConflictResolver, HostKeyStrategy, HostLogger, HostPersistence,
-    QueryObserver,
+    QueryObserver, StatusObserver,
 };
 pub use types::{
     CandidateKeys, DateGranularity, LogLevel, Query, SlotState, SortField, Status, SyncStats,

@@ -1,20 +1,24 @@
 //! The objects hosts hold: the instance, its repositories, subscriptions, and the
 //! shareable in-memory tier. Each is a thin wrapper over the core API.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use crate::lock::Mutex;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use super::error::FfiResult;
+use super::error::{DataSyncError, FfiResult};
 use super::traits::{
     EntityObserver, HostConflictResolver, HostKeyStrategy, HostPersistence, PersistenceBridge,
-    QueryObserver, ResolverBridge, StrategyBridge,
+    QueryObserver, ResolverBridge, StatusObserver, StrategyBridge,
 };
 use super::types::{DateGranularity, Query, Status, SyncStats, TierKind};
 use crate::error::Error;
+use crate::ffi::shared::list_json;
 use crate::persistence::Persistence;
 use crate::query::QueryOptions;
+use crate::strategy::KeyStrategy;
 
 /// An in-memory blob tier that several instances may share (a stand-in cloud in
 /// tests and demos). Cloning the handle shares the data.
@@ -85,11 +89,12 @@ pub enum StrategySpec {
     /// By the value of one field (e.g. `region`); filter `{"values": [...]}`.
     Field { field: String },
     /// A strategy the host implements. `separator` is one character, not a letter,
-    /// digit, `_` or `-`; `id_length` is 8..=64.
+    /// digit, `_` or `-`; `id_length` is 8..=64. Either one `None`: the library's
+    /// default (that of the built-in strategies).
     Host {
         strategy: Arc<dyn HostKeyStrategy>,
-        separator: String,
-        id_length: u32,
+        separator: Option<String>,
+        id_length: Option<u32>,
     },
 }
 
@@ -110,36 +115,73 @@ pub struct OpenOptions {
     /// Last writer wins (deletes win ties) when absent.
     #[uniffi(default = None)]
     pub resolver: Option<Arc<dyn HostConflictResolver>>,
-    /// Delay after a write before the store syncs down (writes in between coalesce).
-    #[uniffi(default = 50)]
-    pub store_sync_delay_ms: u64,
+    /// Delay after a write before the store syncs down (writes in between
+    /// coalesce). `None` (every timing below too): the library's default, as
+    /// [`default_options`] reports it.
+    #[uniffi(default = None)]
+    pub store_sync_delay_ms: Option<u64>,
     /// How often local and cloud sync.
-    #[uniffi(default = 30000)]
-    pub cloud_sync_interval_ms: u64,
+    #[uniffi(default = None)]
+    pub cloud_sync_interval_ms: Option<u64>,
     /// First retry delay after a cloud failure; doubles up to `retry_max_ms`.
-    #[uniffi(default = 1000)]
-    pub retry_base_ms: u64,
-    #[uniffi(default = 300000)]
-    pub retry_max_ms: u64,
+    #[uniffi(default = None)]
+    pub retry_base_ms: Option<u64>,
+    #[uniffi(default = None)]
+    pub retry_max_ms: Option<u64>,
     /// Stamps further ahead of now than this are not adopted into the instance clock.
-    #[uniffi(default = 300000)]
-    pub max_clock_skew_ms: u64,
+    #[uniffi(default = None)]
+    pub max_clock_skew_ms: Option<u64>,
     /// Sync local and cloud as soon as the instance opens.
-    #[uniffi(default = true)]
-    pub sync_on_open: bool,
+    #[uniffi(default = None)]
+    pub sync_on_open: Option<bool>,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Options for `prefix` with every timing set to the library's default (read from
+/// the core's configuration, the one place defaults are kept) and no tiers.
+#[uniffi::export]
+pub fn default_options(prefix: String) -> OpenOptions {
+    let core = crate::Config::new(prefix.clone());
+    OpenOptions {
+        prefix,
+        local: None,
+        cloud: None,
+        strategy: None,
+        resolver: None,
+        store_sync_delay_ms: Some(millis(core.store_sync_delay)),
+        cloud_sync_interval_ms: Some(millis(core.cloud_sync_interval)),
+        retry_base_ms: Some(millis(core.retry_base)),
+        retry_max_ms: Some(millis(core.retry_max)),
+        max_clock_skew_ms: Some(millis(core.max_clock_skew)),
+        sync_on_open: Some(core.sync_on_open),
+    }
 }
 
 impl OpenOptions {
     fn into_config(self) -> FfiResult<crate::Config> {
-        let mut config = crate::Config::new(self.prefix)
-            .store_sync_delay(Duration::from_millis(self.store_sync_delay_ms))
-            .cloud_sync_interval(Duration::from_millis(self.cloud_sync_interval_ms))
-            .retry(
-                Duration::from_millis(self.retry_base_ms),
-                Duration::from_millis(self.retry_max_ms),
-            )
-            .sync_on_open(self.sync_on_open);
-        config.max_clock_skew = Duration::from_millis(self.max_clock_skew_ms);
+        let mut config = crate::Config::new(self.prefix);
+        let ms = Duration::from_millis;
+        if let Some(delay) = self.store_sync_delay_ms {
+            config.store_sync_delay = ms(delay);
+        }
+        if let Some(interval) = self.cloud_sync_interval_ms {
+            config.cloud_sync_interval = ms(interval);
+        }
+        if let Some(base) = self.retry_base_ms {
+            config.retry_base = ms(base);
+        }
+        if let Some(max) = self.retry_max_ms {
+            config.retry_max = ms(max);
+        }
+        if let Some(skew) = self.max_clock_skew_ms {
+            config.max_clock_skew = ms(skew);
+        }
+        if let Some(yes) = self.sync_on_open {
+            config.sync_on_open = yes;
+        }
         config.local = self.local.map(TierSpec::into_persistence).transpose()?;
         config.cloud = self.cloud.map(TierSpec::into_persistence).transpose()?;
         config.strategy = match self.strategy.unwrap_or(StrategySpec::Global) {
@@ -153,17 +195,24 @@ impl OpenOptions {
                 separator,
                 id_length,
             } => {
-                let mut chars = separator.chars();
-                let (Some(sep), None) = (chars.next(), chars.next()) else {
-                    return Err(Error::InvalidConfig(format!(
-                        "separator {separator:?} must be one character"
-                    ))
-                    .into());
+                let defaults = crate::GlobalStrategy;
+                let separator = match separator {
+                    None => defaults.separator(),
+                    Some(text) => {
+                        let mut chars = text.chars();
+                        let (Some(sep), None) = (chars.next(), chars.next()) else {
+                            return Err(Error::InvalidConfig(format!(
+                                "separator {text:?} must be one character"
+                            ))
+                            .into());
+                        };
+                        sep
+                    }
                 };
                 Arc::new(StrategyBridge {
                     host: strategy,
-                    separator: sep,
-                    id_length: id_length as usize,
+                    separator,
+                    id_length: id_length.map_or(defaults.id_length(), |n| n as usize),
                 })
             }
         };
@@ -217,6 +266,20 @@ impl DataSync {
 
     pub fn status(&self) -> Status {
         self.core.status().into()
+    }
+
+    /// Observes the sync status: the current status first, then the new one after
+    /// every chain sync (success or failure), on the dispatcher thread.
+    pub fn observe_status(
+        &self,
+        observer: Arc<dyn StatusObserver>,
+    ) -> FfiResult<Arc<Subscription>> {
+        let sub = self.core.observe_status(move |status| {
+            if let Err(e) = observer.on_status(status.clone().into()) {
+                log::warn!(target: "datasync::ffi", "status observer failed: {e}");
+            }
+        })?;
+        Ok(Subscription::wrap(sub))
     }
 
     /// The partition keys a tier holds.
@@ -318,17 +381,7 @@ impl Repository {
     ) -> FfiResult<Arc<Subscription>> {
         let options = QueryOptions::try_from(query)?;
         let sub = self.core.observe_all(options, move |entities| {
-            let mut list = String::with_capacity(
-                2 + entities.iter().map(|e| e.json().len() + 1).sum::<usize>(),
-            );
-            list.push('[');
-            for (i, e) in entities.iter().enumerate() {
-                if i > 0 {
-                    list.push(',');
-                }
-                list.push_str(e.json());
-            }
-            list.push(']');
+            let list = list_json(entities);
             if let Err(e) = observer.on_results(list) {
                 log::warn!(target: "datasync::ffi", "query observer failed: {e}");
             }
@@ -356,18 +409,22 @@ impl Subscription {
 impl Subscription {
     /// Stops the observer. Idempotent; may be called from inside the observer.
     pub fn unsubscribe(&self) {
-        let core = self.core.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let core = self.core.lock().take();
         // Dropped outside our lock.
         drop(core);
     }
 
     /// Whether the observer is still subscribed.
     pub fn is_active(&self) -> bool {
-        self.core
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        self.core.lock().is_some()
     }
+}
+
+/// The error as one sentence (what `Display` says in Rust), for wrappers whose
+/// exceptions show a message.
+#[uniffi::export]
+pub fn describe_error(error: DataSyncError) -> String {
+    error.to_string()
 }
 
 /// The library's version.

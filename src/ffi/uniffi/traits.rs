@@ -7,13 +7,14 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::error::{DataSyncError, FfiResult};
-use super::types::{CandidateKeys, LogLevel, SlotState};
-use crate::clock::{format_millis, parse_millis};
+use super::types::{CandidateKeys, LogLevel, SlotState, Status};
+use crate::clock::format_millis;
 use crate::error::{Error, Result};
-use crate::partition::{Partition, Slot};
+use crate::ffi::shared::{active_answer, conflict_id, deleted_answer, resolved_or_last_writer};
+use crate::partition::Slot;
 use crate::persistence::{AdapterError, AdapterResult, Persistence};
 use crate::strategy::{Candidates, KeyStrategy};
-use crate::sync::{ConflictResolver, LastWriterWins};
+use crate::sync::ConflictResolver;
 
 /// Bulk blob storage supplied by the host (a local database, a cloud bucket...).
 ///
@@ -69,6 +70,13 @@ pub trait EntityObserver: Send + Sync {
 #[uniffi::export(with_foreign)]
 pub trait QueryObserver: Send + Sync {
     fn on_results(&self, entities_json: String) -> FfiResult<()>;
+}
+
+/// Receives the instance's sync status: the current one first, then the new one
+/// after every chain sync (success or failure). Called on the dispatcher thread.
+#[uniffi::export(with_foreign)]
+pub trait StatusObserver: Send + Sync {
+    fn on_status(&self, status: Status) -> FfiResult<()>;
 }
 
 /// Receives the library's log records. Called on whichever thread logs; must not
@@ -157,73 +165,35 @@ fn slot_state(slot: &Slot) -> SlotState {
     }
 }
 
-/// Turns a resolver's answer back into a slot of entity `id` of `name`, checking it
-/// the way a partition read from a tier is checked.
-fn slot_from_state(name: &str, id: &str, state: SlotState) -> std::result::Result<Slot, String> {
-    match state {
-        SlotState::Deleted { deleted_at } => parse_millis(&deleted_at)
-            .map(Slot::Deleted)
-            .ok_or_else(|| format!("{deleted_at:?} is not an instant")),
-        SlotState::Active { entity_json } => {
-            let entity: Value =
-                serde_json::from_str(&entity_json).map_err(|e| format!("not JSON: {e}"))?;
-            if entity.get("id").and_then(Value::as_str) != Some(id) {
-                return Err(format!("the merged entity must keep the id {id:?}"));
-            }
-            let mut ids = Map::new();
-            ids.insert(id.to_string(), entity);
-            let mut names = Map::new();
-            names.insert(name.to_string(), Value::Object(ids));
-            let bytes = serde_json::to_vec(&Value::Object(names)).map_err(|e| e.to_string())?;
-            let partition = Partition::parse(&bytes, false)?;
-            partition
-                .get(name, id)
-                .cloned()
-                .ok_or_else(|| "the merged entity was lost".to_string())
-        }
-    }
-}
-
-fn slot_id(a: &Slot, b: &Slot) -> Option<String> {
-    a.entity().or(b.entity()).map(|e| e.id().to_string())
-}
-
 impl ConflictResolver for ResolverBridge {
     fn resolve(&self, entity_name: &str, a: &Slot, b: &Slot) -> Slot {
-        let answer = self
+        let answer = match self
             .0
-            .resolve(entity_name.to_string(), slot_state(a), slot_state(b));
-        let chosen = match answer {
+            .resolve(entity_name.to_string(), slot_state(a), slot_state(b))
+        {
             Err(e) => Err(e.host_reason()),
-            Ok(SlotState::Deleted { deleted_at }) => {
-                slot_from_state(entity_name, "", SlotState::Deleted { deleted_at })
-            }
-            Ok(active) => match slot_id(a, b) {
-                Some(id) => slot_from_state(entity_name, &id, active),
-                None => Err("both sides are deleted; an active result has nothing to merge".into()),
-            },
+            Ok(SlotState::Deleted { deleted_at }) => deleted_answer(&deleted_at),
+            Ok(SlotState::Active { entity_json }) => serde_json::from_str(&entity_json)
+                .map_err(|e| format!("the answer is not JSON: {e}"))
+                .and_then(|entity| {
+                    active_answer(entity_name, conflict_id(a, b).as_deref(), entity)
+                }),
         };
-        match chosen {
-            Ok(slot) => slot,
-            Err(why) => {
-                log::warn!(target: "datasync::ffi", "conflict resolver failed ({why}); last writer wins");
-                LastWriterWins.resolve(entity_name, a, b)
-            }
-        }
+        resolved_or_last_writer(entity_name, a, b, answer)
     }
 }
 
 /// Collects every log record of the library to a host logger until removed.
 #[derive(uniffi::Object)]
 pub struct LoggerRegistration {
-    id: std::sync::Mutex<Option<u64>>,
+    id: crate::lock::Mutex<Option<u64>>,
 }
 
 #[uniffi::export]
 impl LoggerRegistration {
     /// Stops forwarding records to this logger. Idempotent.
     pub fn remove(&self) {
-        let id = self.id.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let id = self.id.lock().take();
         if let Some(id) = id {
             crate::ffi::log_bridge::remove_sink(id);
         }
@@ -250,6 +220,6 @@ pub fn add_logger(logger: Arc<dyn HostLogger>, max_level: LogLevel) -> Arc<Logge
         });
     let id = crate::ffi::log_bridge::add_sink(sink, floor);
     Arc::new(LoggerRegistration {
-        id: std::sync::Mutex::new(Some(id)),
+        id: crate::lock::Mutex::new(Some(id)),
     })
 }

@@ -108,6 +108,8 @@ pub struct SyncStats {
     pub conflicts: u64,
     /// Partition bytes written.
     pub bytes_written: u64,
+    /// Partitions left out: the key strategy does not let this instance read them.
+    pub keys_refused: u64,
     /// Whether a tier could not be reached (the rest kept working).
     pub offline: bool,
     /// Errors met, each naming its tier and key.
@@ -124,6 +126,7 @@ impl From<crate::SyncStats> for SyncStats {
             entities_changed: s.entities_changed,
             conflicts: s.conflicts,
             bytes_written: s.bytes_written,
+            keys_refused: s.keys_refused,
             offline: s.offline,
             errors: s.errors,
         }

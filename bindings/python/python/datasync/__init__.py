@@ -20,18 +20,24 @@ The generated low-level bindings live in :mod:`datasync._native`.
 from __future__ import annotations
 
 import atexit
+import functools
+import inspect
 import json
 import logging
+import math
+import re
 import threading
 import weakref
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from datetime import datetime, timezone
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from . import _native
 
+# `open` is deliberately not here: `from datasync import *` must not shadow the
+# builtin. Call it as `datasync.open(...)`.
 __all__ = [
-    "open",
     "DataSync",
     "Repository",
     "Subscription",
@@ -45,9 +51,29 @@ __all__ = [
     "ConflictResolver",
     "Deleted",
     "Prefix",
+    "Query",
     "SyncStats",
     "Status",
+    "DataSyncError",
+    "InvalidJson",
+    "InvalidEntity",
+    "InvalidName",
+    "InvalidId",
+    "InvalidKey",
+    "Forbidden",
+    "InvalidConfig",
+    "InvalidQuery",
+    "Adapter",
+    "Corrupt",
+    "Closed",
+    "WouldDeadlock",
+    "Callback",
+    "Internal",
     "Error",
+    "DISPATCHER_THREAD",
+    "default_options",
+    "parse_instant",
+    "format_instant",
     "add_logger",
     "shutdown_all",
 ]
@@ -58,13 +84,253 @@ Entity = Dict[str, Any]
 SortSpec = Union[str, Tuple[str, str]]
 """A sort field: ``"name"``, ``"name:desc"`` or ``("name", "desc")``."""
 
-Error = _native.DataSyncError
-"""Every error the library raises; subclasses name the kind (``Error.InvalidId``, ...)."""
-
-SyncStats = _native.SyncStats
-Status = _native.Status
+DISPATCHER_THREAD = "datasync-dispatcher"
+"""The name observers see as ``threading.current_thread().name``."""
 
 _log = logging.getLogger("datasync")
+
+
+# ---------------------------------------------------------------- errors
+
+
+class DataSyncError(Exception):
+    """Every error the library raises. ``str(e)`` is a sentence; the fields of its
+    kind (``reason``, ``id``, ``tier``, ``key``, ...) are attributes. Each kind is a
+    subclass that is also the matching builtin, so ``except ValueError`` catches bad
+    input and ``except OSError`` a failing tier."""
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+
+class InvalidJson(DataSyncError, ValueError):
+    """A value that JSON cannot hold (NaN, an integer past 64 bits, a lone surrogate)."""
+
+
+class InvalidEntity(DataSyncError, ValueError):
+    """Not a JSON object, or a reserved field of the wrong type."""
+
+
+class InvalidName(DataSyncError, ValueError):
+    """An entity name the library refuses."""
+
+
+class InvalidId(DataSyncError, ValueError):
+    """An id that does not parse, or names a partition its entity cannot be in."""
+
+
+class InvalidKey(DataSyncError, ValueError):
+    """A partition key the strategy cannot use."""
+
+
+class InvalidConfig(DataSyncError, ValueError):
+    """Options :func:`open` refuses."""
+
+
+class InvalidQuery(DataSyncError, ValueError):
+    """Query options that are wrong (a negative limit, an unknown sort order...)."""
+
+
+class Forbidden(DataSyncError, PermissionError):
+    """The key strategy does not let this instance read or write that partition."""
+
+
+class Adapter(DataSyncError, OSError):
+    """A tier's adapter failed (for the cloud tier sync reports it as offline)."""
+
+
+class Corrupt(DataSyncError, OSError):
+    """A tier holds bytes that are not a valid partition or metadata document. An
+    ``OSError`` like :class:`Adapter`: both say a tier cannot be used as it is."""
+
+
+class Closed(DataSyncError, RuntimeError):
+    """The instance was closed."""
+
+
+class WouldDeadlock(DataSyncError, RuntimeError):
+    """A blocking call made from the thread it would wait on (``close`` in an observer)."""
+
+
+class Callback(DataSyncError, RuntimeError):
+    """A host callback (strategy, resolver) raised or returned something unusable."""
+
+
+class Internal(DataSyncError, RuntimeError):
+    """A bug in the library."""
+
+
+_KINDS = {
+    cls.__name__: cls
+    for cls in (
+        InvalidJson, InvalidEntity, InvalidName, InvalidId, InvalidKey, InvalidConfig, InvalidQuery,
+        Forbidden, Adapter, Corrupt, Closed, WouldDeadlock, Callback, Internal,
+    )
+}
+for _name, _cls in _KINDS.items():
+    # The older spelling `datasync.Error.InvalidId` keeps working.
+    setattr(DataSyncError, _name, _cls)
+
+Error = DataSyncError
+"""The older name of :class:`DataSyncError`."""
+
+
+def _from_native(e: Any) -> DataSyncError:
+    cls = _KINDS[type(e).__name__]
+    names = [p for p in inspect.signature(type(e).__init__).parameters if p != "self"]
+    return cls(_native.describe_error(e), **{n: getattr(e, n) for n in names})
+
+
+def _translated(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Raises the library's errors as :class:`DataSyncError` subclasses."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except _native.DataSyncError as e:
+            raise _from_native(e) from None
+
+    return call
+
+
+_PREFIXES = {InvalidJson: "invalid JSON", InvalidEntity: "invalid entity", InvalidQuery: "invalid query"}
+
+
+def _refuse(cls: type, reason: str) -> DataSyncError:
+    return cls(f"{_PREFIXES[cls]}: {reason}", reason=reason)
+
+
+# ---------------------------------------------------------------- instants and JSON
+
+
+_INSTANT = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})\.(\d{3})Z")
+
+
+def format_instant(when: datetime) -> str:
+    """An aware ``datetime`` as the library writes instants
+    (``YYYY-MM-DDTHH:MM:SS.sssZ``, UTC, milliseconds; finer digits are dropped).
+    A naive datetime is refused: its time zone would be a guess."""
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError(f"{when!r} has no time zone; give one (e.g. tzinfo=timezone.utc)")
+    u = when.astimezone(timezone.utc)
+    return f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}.{u.microsecond // 1000:03d}Z"
+
+
+def parse_instant(text: str) -> datetime:
+    """An instant the library wrote (``createdAt``, ``updatedAt``, ``Status.last_sync``)
+    as an aware UTC ``datetime``."""
+    m = _INSTANT.fullmatch(text) if isinstance(text, str) else None
+    if m is None:
+        raise ValueError(f"{text!r} is not an instant like 2026-01-31T12:00:00.000Z")
+    y, mo, d, h, mi, sec, ms = (int(g) for g in m.groups())
+    return datetime(y, mo, d, h, mi, sec, ms * 1000, tzinfo=timezone.utc)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return format_instant(value)
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
+
+
+_INT_MIN, _INT_END = -(2**63), 2**64
+# Only a run of 19+ digits can be an integer past 64 bits: the walk below is then needed.
+_LONG_DIGITS = re.compile(r"\d{19}")
+
+
+def _bad_value(value: Any, path: str) -> Optional[str]:
+    """Why `value` cannot cross as JSON exactly, or None."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return None
+    if isinstance(value, int):
+        if not _INT_MIN <= value < _INT_END:
+            return f"{path} is {value}, outside the 64-bit range JSON numbers keep exactly here (pass it as a string)"
+        return None
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return f"{path} is {value}, which JSON cannot hold"
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            return f"{path} is a datetime without a time zone; give one (e.g. tzinfo=timezone.utc)"
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            why = _bad_value(v, f"{path}[{k!r}]")
+            if why:
+                return why
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            why = _bad_value(v, f"{path}[{i}]")
+            if why:
+                return why
+    return None
+
+
+def _dumps(value: Any, what: str, kind: type = InvalidJson) -> str:
+    """`value` as JSON text; aware datetimes become instants. NaN, infinities,
+    integers past 64 bits and naive datetimes are refused with `kind`; values JSON
+    has no type for raise ``TypeError``."""
+    try:
+        text = json.dumps(value, default=_json_default, allow_nan=False)
+    except ValueError:
+        raise _refuse(kind, _bad_value(value, what) or f"{what} is not JSON") from None
+    if _LONG_DIGITS.search(text):
+        why = _bad_value(value, what)
+        if why:
+            raise _refuse(kind, why)
+    return text
+
+
+# ---------------------------------------------------------------- records
+
+
+def _record(cls: type, native: Any) -> Any:
+    return cls(**{f.name: getattr(native, f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class SyncStats:
+    """What a sync did."""
+
+    keys_compared: int
+    keys_copied: int
+    keys_merged: int
+    keys_skipped: int
+    entities_changed: int
+    conflicts: int
+    bytes_written: int
+    offline: bool
+    errors: List[str]
+
+
+@dataclass(frozen=True)
+class Status:
+    """The instance's sync state. ``last_sync`` is an instant (see :func:`parse_instant`)."""
+
+    online: bool
+    last_sync: Optional[str]
+    last_error: Optional[str]
+    pending_keys: int
+    failures: int
+    closed: bool
+
+
+def default_options() -> Dict[str, Any]:
+    """The library's defaults for :func:`open`'s timings (seconds) and
+    ``sync_on_open``, as keyword arguments, read from the library itself."""
+    native = _native.default_options("app")
+    return {
+        "store_sync_delay": native.store_sync_delay_ms / 1000,
+        "cloud_sync_interval": native.cloud_sync_interval_ms / 1000,
+        "retry_base": native.retry_base_ms / 1000,
+        "retry_max": native.retry_max_ms / 1000,
+        "max_clock_skew": native.max_clock_skew_ms / 1000,
+        "sync_on_open": native.sync_on_open,
+    }
 
 
 # ---------------------------------------------------------------- tiers
@@ -75,6 +341,9 @@ class MemoryTier:
 
     def __init__(self) -> None:
         self._native = _native.MemoryTier()
+
+    def __repr__(self) -> str:
+        return f"MemoryTier(keys={len(self.keys())})"
 
     def keys(self) -> List[str]:
         """Every stored key, partitions and metadata, sorted."""
@@ -101,7 +370,9 @@ class Persistence(ABC):
     """Blob storage supplied by the app: subclass it and pass an instance as
     ``local`` or ``cloud``.
 
-    The library never calls one adapter from two threads at once. Raising any
+    The library never calls one adapter from two threads at once, also when
+    several instances share it (the package serialises calls per adapter object),
+    so an adapter need not be thread-safe. Raising any
     exception reports a failure (for the cloud tier: offline); it never crashes
     the library. An adapter must not call back into the library.
     """
@@ -123,22 +394,44 @@ class Persistence(ABC):
         return None
 
 
+_adapter_locks: "weakref.WeakKeyDictionary[Persistence, threading.Lock]" = weakref.WeakKeyDictionary()
+_adapter_locks_lock = threading.Lock()
+
+
+def _calls_lock(host: Persistence) -> threading.Lock:
+    """One lock per adapter object, shared by every instance that uses it: each
+    instance serialises its own calls, this serialises them across instances."""
+    with _adapter_locks_lock:
+        try:
+            lock = _adapter_locks.get(host)
+            if lock is None:
+                lock = _adapter_locks[host] = threading.Lock()
+            return lock
+        except TypeError:  # not hashable or not weak-referenceable: per instance
+            return threading.Lock()
+
+
 class _PersistenceAdapter(_native.HostPersistence):
     def __init__(self, host: Persistence) -> None:
         self._host = host
+        self._calls = _calls_lock(host)
 
     def load(self, key: str) -> Optional[bytes]:
-        data = self._host.load(key)
+        with self._calls:
+            data = self._host.load(key)
         return None if data is None else bytes(data)
 
     def store(self, key: str, data: bytes) -> None:
-        self._host.store(key, bytes(data))
+        with self._calls:
+            self._host.store(key, bytes(data))
 
     def clear(self, key: str) -> None:
-        self._host.clear(key)
+        with self._calls:
+            self._host.clear(key)
 
     def keys(self) -> Optional[List[str]]:
-        keys = self._host.keys()
+        with self._calls:
+            keys = self._host.keys()
         return None if keys is None else [str(k) for k in keys]
 
 
@@ -151,7 +444,7 @@ def _tier_spec(tier: Optional[TierLike]) -> Optional[Any]:
     if isinstance(tier, MemoryTier):
         return _native.TierSpec.MEMORY(tier._native)
     if isinstance(tier, DirectoryTier):
-        return _native.TierSpec.DIRECTORY(str(tier.path), tier.durable)
+        return _native.TierSpec.DIRECTORY(str(tier.path), bool(tier.durable))
     if isinstance(tier, Persistence):
         return _native.TierSpec.HOST(_PersistenceAdapter(tier))
     raise TypeError(f"a tier must be a MemoryTier, DirectoryTier or Persistence, not {type(tier).__name__}")
@@ -169,11 +462,12 @@ class Prefix:
 
 
 class KeyStrategy(ABC):
-    """A custom key strategy: subclass it. ``separator`` and ``id_length`` are read
-    once, when the instance opens."""
+    """A custom key strategy: subclass it. ``separator`` (one character) and
+    ``id_length`` (8 to 64) are read once, when the instance opens; left None, they
+    are the library's defaults (those of the built-in strategies)."""
 
-    separator: str = "."
-    id_length: int = 16
+    separator: Optional[str] = None
+    id_length: Optional[int] = None
 
     @abstractmethod
     def logical_key(self, entity_name: str, entity: Entity) -> str:
@@ -234,7 +528,10 @@ def _strategy_spec(strategy: Optional[StrategyLike]) -> Optional[Any]:
     if isinstance(strategy, FieldStrategy):
         return _native.StrategySpec.FIELD(strategy.field)
     if isinstance(strategy, KeyStrategy):
-        return _native.StrategySpec.HOST(_StrategyAdapter(strategy), strategy.separator, int(strategy.id_length))
+        id_length = strategy.id_length
+        if id_length is not None and (isinstance(id_length, bool) or not isinstance(id_length, int) or id_length < 0):
+            raise InvalidConfig(f"invalid configuration: id_length must be a positive int, not {id_length!r}", reason=f"id_length is {id_length!r}")
+        return _native.StrategySpec.HOST(_StrategyAdapter(strategy), strategy.separator, id_length)
     raise TypeError(f"unknown strategy {strategy!r}")
 
 
@@ -271,7 +568,7 @@ def _side(state: Any) -> Side:
 def _state(side: Side) -> Any:
     if isinstance(side, Deleted):
         return _native.SlotState.DELETED(side.at)
-    return _native.SlotState.ACTIVE(json.dumps(side))
+    return _native.SlotState.ACTIVE(_dumps(side, "the resolved entity"))
 
 
 class _ResolverAdapter(_native.HostConflictResolver):
@@ -286,15 +583,25 @@ class _ResolverAdapter(_native.HostConflictResolver):
 
 
 def _call_observer(fn: Callable[..., Any], value: Any) -> None:
+    thread = threading.current_thread()
+    if thread.name != DISPATCHER_THREAD:
+        # Python knows the library's thread only as "Dummy-N": name it once.
+        thread.name = DISPATCHER_THREAD
     try:
         fn(value)
     except Exception:  # noqa: BLE001 - an observer failure is logged, never fatal
         _log.exception("datasync observer %r raised", fn)
 
 
+def _callable(fn: Any) -> Any:
+    if not callable(fn):
+        raise TypeError(f"an observer must be callable, not {type(fn).__name__}")
+    return fn
+
+
 class _EntityObserver(_native.EntityObserver):
     def __init__(self, fn: Callable[[Optional[Entity]], Any]) -> None:
-        self._fn = fn
+        self._fn = _callable(fn)
 
     def on_change(self, entity_json: Optional[str]) -> None:
         _call_observer(self._fn, None if entity_json is None else json.loads(entity_json))
@@ -302,11 +609,19 @@ class _EntityObserver(_native.EntityObserver):
 
 class _QueryObserver(_native.QueryObserver):
     def __init__(self, fn: Callable[[List[Entity]], Any]) -> None:
-        self._fn = fn
+        self._fn = _callable(fn)
 
     def on_results(self, entities_json: str) -> None:
         # The list arrives as one JSON array: one string across, one parse.
         _call_observer(self._fn, json.loads(entities_json))
+
+
+class _StatusObserver(_native.StatusObserver):
+    def __init__(self, fn: Callable[[Status], Any]) -> None:
+        self._fn = _callable(fn)
+
+    def on_status(self, status: Any) -> None:
+        _call_observer(self._fn, _record(Status, status))
 
 
 class Subscription:
@@ -344,26 +659,64 @@ def _sort_field(spec: SortSpec) -> Any:
         field, order = spec
     order = order.lower()
     if order not in ("asc", "desc", "ascending", "descending"):
-        raise ValueError(f"sort order must be 'asc' or 'desc', not {order!r}")
+        raise _refuse(InvalidQuery, f"sort order must be 'asc' or 'desc', not {order!r}")
     return _native.SortField(field=field, descending=order.startswith("desc"))
 
 
+def _count(value: Optional[int], what: str) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise _refuse(InvalidQuery, f"{what} must be 0 or more, not {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Query:
+    """What a query selects; every field is optional. Checked when built."""
+
+    where: Optional[Dict[str, Any]] = None
+    """Shallow field equality (``{"team": "core"}``)."""
+    sort: Sequence[SortSpec] = ()
+    """Sort fields in order, e.g. ``[("age", "desc"), "name"]``."""
+    limit: Optional[int] = None
+    offset: Optional[int] = None
+    ids: Optional[Sequence[str]] = None
+    """Only these ids."""
+    filter: Any = None
+    """The key strategy's filter (e.g. a date range ``{"from": ..., "to": ...}``)."""
+
+    def __post_init__(self) -> None:
+        _count(self.limit, "limit")
+        _count(self.offset, "offset")
+        object.__setattr__(self, "sort", tuple(self.sort or ()))
+        if self.ids is not None:
+            object.__setattr__(self, "ids", tuple(self.ids))
+
+    def _native(self) -> Any:
+        return _native.Query(
+            ids=None if self.ids is None else list(self.ids),
+            where_json=None if self.where is None else _dumps(self.where, "where", InvalidQuery),
+            sort=[_sort_field(s) for s in self.sort],
+            limit=self.limit,
+            offset=self.offset,
+            filter_json=None if self.filter is None else _dumps(self.filter, "filter", InvalidQuery),
+        )
+
+
 def _query(
-    where: Optional[Dict[str, Any]] = None,
+    where: Union[None, Dict[str, Any], Query] = None,
     sort: Optional[Sequence[SortSpec]] = None,
     limit: Optional[int] = None,
     offset: Optional[int] = None,
     ids: Optional[Iterable[str]] = None,
     filter: Any = None,
 ) -> Any:
-    return _native.Query(
-        ids=None if ids is None else list(ids),
-        where_json=None if where is None else json.dumps(where),
-        sort=[_sort_field(s) for s in (sort or [])],
-        limit=limit,
-        offset=offset,
-        filter_json=None if filter is None else json.dumps(filter),
-    )
+    if isinstance(where, Query):
+        return where._native()
+    return Query(where, tuple(sort or ()), limit, offset, None if ids is None else tuple(ids), filter)._native()
 
 
 # ---------------------------------------------------------------- instance
@@ -381,31 +734,39 @@ class Repository:
     def name(self) -> str:
         return self._native.name()
 
+    @_translated
     def save(self, entity: Entity) -> str:
         """Saves an entity and returns its id (generated when absent). The dict
-        passed in is not changed."""
-        return self._native.save(json.dumps(entity))
+        passed in is not changed. Aware ``datetime`` values (e.g. ``createdAt``)
+        are stored as instants; NaN, infinities and integers past 64 bits raise
+        :class:`InvalidJson`."""
+        return self._native.save(_dumps(entity, "the entity"))
 
+    @_translated
     def save_many(self, entities: Iterable[Entity]) -> List[str]:
         """Saves several entities at once (all or none); returns their ids."""
-        return list(self._native.save_many([json.dumps(e) for e in entities]))
+        return list(self._native.save_many([_dumps(e, "the entity") for e in entities]))
 
+    @_translated
     def get(self, id: str) -> Optional[Entity]:
         """The entity with this id, or None."""
         text = self._native.get(id)
         return None if text is None else json.loads(text)
 
+    @_translated
     def delete(self, id: str) -> bool:
         """Deletes an entity; returns whether it existed."""
         return self._native.delete(id)
 
+    @_translated
     def delete_many(self, ids: Iterable[str]) -> int:
         """Deletes several entities; returns how many existed."""
         return int(self._native.delete_many(list(ids)))
 
+    @_translated
     def query(
         self,
-        where: Optional[Dict[str, Any]] = None,
+        where: Union[None, Dict[str, Any], Query] = None,
         sort: Optional[Sequence[SortSpec]] = None,
         limit: Optional[int] = None,
         offset: Optional[int] = None,
@@ -414,7 +775,8 @@ class Repository:
     ) -> List[Entity]:
         """The entities matching shallow field equality ``where``, sorted by
         ``sort`` (e.g. ``[("age", "desc"), "name"]``), paged by ``limit``/``offset``;
-        ``filter`` is the key strategy's (e.g. a date range)."""
+        ``filter`` is the key strategy's (e.g. a date range). A :class:`Query` may
+        be passed instead of the keywords."""
         texts = self._native.query(_query(where, sort, limit, offset, ids, filter))
         return [json.loads(t) for t in texts]
 
@@ -422,15 +784,18 @@ class Repository:
         """Every entity of this name."""
         return self.query()
 
+    @_translated
     def observe(self, id: str, fn: Callable[[Optional[Entity]], Any]) -> Subscription:
         """Calls ``fn`` with the entity's current value (None if absent), then with
-        each change (None on delete), on the dispatcher thread."""
+        each change (None on delete), on the dispatcher thread. A ``fn`` that is not
+        callable is a ``TypeError`` here, not later."""
         return Subscription(self._native.observe(id, _EntityObserver(fn)), self._owner)
 
+    @_translated
     def observe_all(
         self,
         fn: Callable[[List[Entity]], Any],
-        where: Optional[Dict[str, Any]] = None,
+        where: Union[None, Dict[str, Any], Query] = None,
         sort: Optional[Sequence[SortSpec]] = None,
         limit: Optional[int] = None,
         offset: Optional[int] = None,
@@ -439,8 +804,9 @@ class Repository:
     ) -> Subscription:
         """Calls ``fn`` with the full matching list, then with the new list after
         changes (bursts coalesced; the last call carries the final state)."""
+        observer = _QueryObserver(fn)
         query = _query(where, sort, limit, offset, ids, filter)
-        return Subscription(self._native.observe_all(query, _QueryObserver(fn)), self._owner)
+        return Subscription(self._native.observe_all(query, observer), self._owner)
 
     def __repr__(self) -> str:
         return f"Repository({self.name!r})"
@@ -461,19 +827,23 @@ class DataSync:
         with _live_lock:
             _live.add(self)
 
+    @_translated
     def repo(self, name: str) -> Repository:
         """The repository of one entity name."""
         return Repository(self._native.repo(name), self)
 
+    @_translated
     def sync_now(self) -> SyncStats:
         """Runs the whole sync chain now and returns what it did. An unreachable
         cloud shows in ``stats.offline`` / ``stats.errors``, not as an exception."""
-        return self._native.sync_now()
+        return _record(SyncStats, self._native.sync_now())
 
+    @_translated
     def flush(self) -> None:
         """Returns once every earlier write is durable in the tier below the store."""
         self._native.flush()
 
+    @_translated
     def drain_events(self) -> None:
         """Returns once observers have been called for every earlier change."""
         self._native.drain_events()
@@ -481,22 +851,33 @@ class DataSync:
     @property
     def status(self) -> Status:
         """Online state, last sync, pending keys, failures, closed."""
-        return self._native.status()
+        return _record(Status, self._native.status())
 
+    @_translated
+    def observe_status(self, fn: Callable[[Status], Any]) -> Subscription:
+        """Calls ``fn`` with the current :class:`Status`, then with the new one after
+        every chain sync (success or failure), on the dispatcher thread."""
+        return Subscription(self._native.observe_status(_StatusObserver(fn)), self)
+
+    @_translated
     def tier_keys(self, tier: str) -> List[str]:
         """The partition keys of ``"store"``, ``"local"`` or ``"cloud"``."""
-        kind = {"store": _native.TierKind.STORE, "local": _native.TierKind.LOCAL, "cloud": _native.TierKind.CLOUD}[tier]
-        return list(self._native.tier_keys(kind))
+        kinds = {"store": _native.TierKind.STORE, "local": _native.TierKind.LOCAL, "cloud": _native.TierKind.CLOUD}
+        if tier not in kinds:
+            raise ValueError(f"tier must be one of {sorted(kinds)}, not {tier!r}")
+        return list(self._native.tier_keys(kinds[tier]))
 
+    @_translated
     def audit(self) -> List[str]:
         """Disagreements between every tier's metadata and its partitions (empty
         when all is well)."""
         return list(self._native.audit())
 
+    @_translated
     def close(self) -> None:
         """Flushes, runs queued observer calls, stops the threads. Idempotent;
-        other calls raise ``Error.Closed`` afterwards. Calling it from an observer
-        raises ``Error.WouldDeadlock``."""
+        other calls raise :class:`Closed` afterwards. Calling it from an observer
+        raises :class:`WouldDeadlock`."""
         self._native.shutdown()
         self._subscriptions.clear()
         with _live_lock:
@@ -516,6 +897,7 @@ class DataSync:
         return f"DataSync(prefix={self.prefix!r})"
 
 
+@_translated
 def open(
     prefix: str,
     *,
@@ -523,19 +905,24 @@ def open(
     cloud: Optional[TierLike] = None,
     strategy: Optional[StrategyLike] = None,
     resolver: Optional[ConflictResolver] = None,
-    store_sync_delay: float = 0.05,
-    cloud_sync_interval: float = 30.0,
-    retry_base: float = 1.0,
-    retry_max: float = 300.0,
-    max_clock_skew: float = 300.0,
-    sync_on_open: bool = True,
+    store_sync_delay: Optional[float] = None,
+    cloud_sync_interval: Optional[float] = None,
+    retry_base: Optional[float] = None,
+    retry_max: Optional[float] = None,
+    max_clock_skew: Optional[float] = None,
+    sync_on_open: Optional[bool] = None,
 ) -> DataSync:
     """Opens an instance. ``local`` and ``cloud`` are optional tiers (a
     :class:`MemoryTier`, a :class:`DirectoryTier` or a :class:`Persistence`
-    subclass); durations are in seconds."""
+    subclass); durations are in seconds, and each one left out (None) keeps the
+    library's default (:func:`default_options` lists them)."""
 
-    def ms(seconds: float) -> int:
-        return max(0, int(round(seconds * 1000)))
+    def ms(seconds: Optional[float], what: str) -> Optional[int]:
+        if seconds is None:
+            return None
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
+            raise InvalidConfig(f"invalid configuration: {what} must be a number of seconds, 0 or more, not {seconds!r}", reason=f"{what} is {seconds!r}")
+        return int(round(seconds * 1000))
 
     options = _native.OpenOptions(
         prefix=prefix,
@@ -543,12 +930,12 @@ def open(
         cloud=_tier_spec(cloud),
         strategy=_strategy_spec(strategy),
         resolver=None if resolver is None else _ResolverAdapter(resolver),
-        store_sync_delay_ms=ms(store_sync_delay),
-        cloud_sync_interval_ms=ms(cloud_sync_interval),
-        retry_base_ms=ms(retry_base),
-        retry_max_ms=ms(retry_max),
-        max_clock_skew_ms=ms(max_clock_skew),
-        sync_on_open=sync_on_open,
+        store_sync_delay_ms=ms(store_sync_delay, "store_sync_delay"),
+        cloud_sync_interval_ms=ms(cloud_sync_interval, "cloud_sync_interval"),
+        retry_base_ms=ms(retry_base, "retry_base"),
+        retry_max_ms=ms(retry_max, "retry_max"),
+        max_clock_skew_ms=ms(max_clock_skew, "max_clock_skew"),
+        sync_on_open=None if sync_on_open is None else bool(sync_on_open),
     )
     return DataSync(_native.DataSync.open(options), prefix)
 
@@ -606,6 +993,10 @@ def add_logger(fn: Optional[Callable[[str, str, str], Any]] = None, level: str =
     def to_logging(lvl: str, target: str, text: str) -> None:
         logging.getLogger(target.replace("::", ".")).log(_PY_LEVELS[_LEVELS[lvl]], text)
 
+    if fn is not None and not callable(fn):
+        raise TypeError(f"a logger must be callable, not {type(fn).__name__}")
+    if level not in _LEVELS:
+        raise ValueError(f"level must be one of {sorted(_LEVELS)}, not {level!r}")
     native = _native.add_logger(_Logger(fn or to_logging), _LEVELS[level])
     with _live_lock:
         _loggers.append(native)

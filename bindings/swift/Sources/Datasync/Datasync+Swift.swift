@@ -47,6 +47,27 @@ extension DataSync {
     }
 }
 
+private final class StatusStreamObserver: StatusObserver, @unchecked Sendable {
+    let continuation: AsyncStream<Status>.Continuation
+    init(_ continuation: AsyncStream<Status>.Continuation) { self.continuation = continuation }
+    func onStatus(status: Status) throws {
+        continuation.yield(status)
+    }
+}
+
+extension DataSync {
+    /// The sync status: the current one, then the new one after every chain sync
+    /// (success or failure). Values are produced on the dispatcher thread; the
+    /// stream ends the subscription when it terminates.
+    public func statuses() throws -> AsyncStream<Status> {
+        var continuation: AsyncStream<Status>.Continuation!
+        let stream = AsyncStream<Status> { continuation = $0 }
+        let subscription = try observeStatus(observer: StatusStreamObserver(continuation))
+        continuation.onTermination = { _ in subscription.unsubscribe() }
+        return stream
+    }
+}
+
 private final class EntityStreamObserver: EntityObserver, @unchecked Sendable {
     let continuation: AsyncStream<Entity?>.Continuation
     init(_ continuation: AsyncStream<Entity?>.Continuation) { self.continuation = continuation }

@@ -614,6 +614,12 @@ public protocol DataSyncProtocol: AnyObject, Sendable {
     func flush() throws 
     
     /**
+     * Observes the sync status: the current status first, then the new one after
+     * every chain sync (success or failure), on the dispatcher thread.
+     */
+    func observeStatus(observer: StatusObserver) throws  -> Subscription
+    
+    /**
      * The repository of one entity name.
      */
     func repo(name: String) throws  -> Repository
@@ -743,6 +749,20 @@ open func flush()throws   {try rustCallWithError(FfiConverterTypeDataSyncError_l
             self.uniffiCloneHandle(),uniffiCallStatus
     )
 }
+}
+    
+    /**
+     * Observes the sync status: the current status first, then the new one after
+     * every chain sync (success or failure), on the dispatcher thread.
+     */
+open func observeStatus(observer: StatusObserver)throws  -> Subscription  {
+    return try  FfiConverterTypeSubscription_lift(try rustCallWithError(FfiConverterTypeDataSyncError_lift) {
+        uniffiCallStatus in
+    uniffi_datasync_fn_method_datasync_observe_status(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeStatusObserver_lower(observer),uniffiCallStatus
+    )
+})
 }
     
     /**
@@ -2898,6 +2918,213 @@ public func FfiConverterTypeRepository_lower(_ value: Repository) -> UInt64 {
 
 
 /**
+ * Receives the instance's sync status: the current one first, then the new one
+ * after every chain sync (success or failure). Called on the dispatcher thread.
+ */
+public protocol StatusObserver: AnyObject, Sendable {
+    
+    func onStatus(status: Status) throws 
+    
+}
+/**
+ * Receives the instance's sync status: the current one first, then the new one
+ * after every chain sync (success or failure). Called on the dispatcher thread.
+ */
+open class StatusObserverImpl: StatusObserver, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_datasync_fn_clone_statusobserver(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_datasync_fn_free_statusobserver(handle, $0) }
+    }
+
+    
+
+    
+open func onStatus(status: Status)throws   {try rustCallWithError(FfiConverterTypeDataSyncError_lift) {
+        uniffiCallStatus in
+    uniffi_datasync_fn_method_statusobserver_on_status(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeStatus_lower(status),uniffiCallStatus
+    )
+}
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfaceStatusObserver {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceStatusObserver = UniffiVTableCallbackInterfaceStatusObserver(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypeStatusObserver.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface StatusObserver: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypeStatusObserver.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface StatusObserver: handle missing in uniffiClone")
+            }
+        },
+        onStatus: { (
+            uniffiHandle: UInt64,
+            status: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeStatusObserver.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return try uniffiObj.onStatus(
+                     status: try FfiConverterTypeStatus_lift(status)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCallWithError(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn,
+                lowerError: FfiConverterTypeDataSyncError_lower
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceStatusObserver> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceStatusObserver>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitStatusObserver() {
+    uniffi_datasync_fn_init_callback_vtable_statusobserver(UniffiCallbackInterfaceStatusObserver.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeStatusObserver: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<StatusObserver>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = StatusObserver
+
+    public static func lift(_ handle: UInt64) throws -> StatusObserver {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return StatusObserverImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: StatusObserver) -> UInt64 {
+         if let rustImpl = value as? StatusObserverImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> StatusObserver {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: StatusObserver, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeStatusObserver_lift(_ handle: UInt64) throws -> StatusObserver {
+    return try FfiConverterTypeStatusObserver.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeStatusObserver_lower(_ value: StatusObserver) -> UInt64 {
+    return FfiConverterTypeStatusObserver.lower(value)
+}
+
+
+
+
+
+
+/**
  * A live observer. `unsubscribe` (idempotent) or dropping it stops it: once that
  * returns, the observer is not called again.
  */
@@ -3067,26 +3294,28 @@ public struct OpenOptions {
      */
     public var resolver: HostConflictResolver?
     /**
-     * Delay after a write before the store syncs down (writes in between coalesce).
+     * Delay after a write before the store syncs down (writes in between
+     * coalesce). `None` (every timing below too): the library's default, as
+     * [`default_options`] reports it.
      */
-    public var storeSyncDelayMs: UInt64
+    public var storeSyncDelayMs: UInt64?
     /**
      * How often local and cloud sync.
      */
-    public var cloudSyncIntervalMs: UInt64
+    public var cloudSyncIntervalMs: UInt64?
     /**
      * First retry delay after a cloud failure; doubles up to `retry_max_ms`.
      */
-    public var retryBaseMs: UInt64
-    public var retryMaxMs: UInt64
+    public var retryBaseMs: UInt64?
+    public var retryMaxMs: UInt64?
     /**
      * Stamps further ahead of now than this are not adopted into the instance clock.
      */
-    public var maxClockSkewMs: UInt64
+    public var maxClockSkewMs: UInt64?
     /**
      * Sync local and cloud as soon as the instance opens.
      */
-    public var syncOnOpen: Bool
+    public var syncOnOpen: Bool?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -3107,20 +3336,22 @@ public struct OpenOptions {
          * Last writer wins (deletes win ties) when absent.
          */resolver: HostConflictResolver? = nil, 
         /**
-         * Delay after a write before the store syncs down (writes in between coalesce).
-         */storeSyncDelayMs: UInt64 = UInt64(50), 
+         * Delay after a write before the store syncs down (writes in between
+         * coalesce). `None` (every timing below too): the library's default, as
+         * [`default_options`] reports it.
+         */storeSyncDelayMs: UInt64? = nil, 
         /**
          * How often local and cloud sync.
-         */cloudSyncIntervalMs: UInt64 = UInt64(30000), 
+         */cloudSyncIntervalMs: UInt64? = nil, 
         /**
          * First retry delay after a cloud failure; doubles up to `retry_max_ms`.
-         */retryBaseMs: UInt64 = UInt64(1000), retryMaxMs: UInt64 = UInt64(300000), 
+         */retryBaseMs: UInt64? = nil, retryMaxMs: UInt64? = nil, 
         /**
          * Stamps further ahead of now than this are not adopted into the instance clock.
-         */maxClockSkewMs: UInt64 = UInt64(300000), 
+         */maxClockSkewMs: UInt64? = nil, 
         /**
          * Sync local and cloud as soon as the instance opens.
-         */syncOnOpen: Bool = true) {
+         */syncOnOpen: Bool? = nil) {
         self.prefix = prefix
         self.local = local
         self.cloud = cloud
@@ -3155,12 +3386,12 @@ public struct FfiConverterTypeOpenOptions: FfiConverterRustBuffer {
                 cloud: FfiConverterOptionTypeTierSpec.read(from: &buf), 
                 strategy: FfiConverterOptionTypeStrategySpec.read(from: &buf), 
                 resolver: FfiConverterOptionTypeHostConflictResolver.read(from: &buf), 
-                storeSyncDelayMs: FfiConverterUInt64.read(from: &buf), 
-                cloudSyncIntervalMs: FfiConverterUInt64.read(from: &buf), 
-                retryBaseMs: FfiConverterUInt64.read(from: &buf), 
-                retryMaxMs: FfiConverterUInt64.read(from: &buf), 
-                maxClockSkewMs: FfiConverterUInt64.read(from: &buf), 
-                syncOnOpen: FfiConverterBool.read(from: &buf)
+                storeSyncDelayMs: FfiConverterOptionUInt64.read(from: &buf), 
+                cloudSyncIntervalMs: FfiConverterOptionUInt64.read(from: &buf), 
+                retryBaseMs: FfiConverterOptionUInt64.read(from: &buf), 
+                retryMaxMs: FfiConverterOptionUInt64.read(from: &buf), 
+                maxClockSkewMs: FfiConverterOptionUInt64.read(from: &buf), 
+                syncOnOpen: FfiConverterOptionBool.read(from: &buf)
         )
     }
 
@@ -3170,12 +3401,12 @@ public struct FfiConverterTypeOpenOptions: FfiConverterRustBuffer {
         FfiConverterOptionTypeTierSpec.write(value.cloud, into: &buf)
         FfiConverterOptionTypeStrategySpec.write(value.strategy, into: &buf)
         FfiConverterOptionTypeHostConflictResolver.write(value.resolver, into: &buf)
-        FfiConverterUInt64.write(value.storeSyncDelayMs, into: &buf)
-        FfiConverterUInt64.write(value.cloudSyncIntervalMs, into: &buf)
-        FfiConverterUInt64.write(value.retryBaseMs, into: &buf)
-        FfiConverterUInt64.write(value.retryMaxMs, into: &buf)
-        FfiConverterUInt64.write(value.maxClockSkewMs, into: &buf)
-        FfiConverterBool.write(value.syncOnOpen, into: &buf)
+        FfiConverterOptionUInt64.write(value.storeSyncDelayMs, into: &buf)
+        FfiConverterOptionUInt64.write(value.cloudSyncIntervalMs, into: &buf)
+        FfiConverterOptionUInt64.write(value.retryBaseMs, into: &buf)
+        FfiConverterOptionUInt64.write(value.retryMaxMs, into: &buf)
+        FfiConverterOptionUInt64.write(value.maxClockSkewMs, into: &buf)
+        FfiConverterOptionBool.write(value.syncOnOpen, into: &buf)
     }
 }
 
@@ -4182,9 +4413,10 @@ public enum StrategySpec {
     )
     /**
      * A strategy the host implements. `separator` is one character, not a letter,
-     * digit, `_` or `-`; `id_length` is 8..=64.
+     * digit, `_` or `-`; `id_length` is 8..=64. Either one `None`: the library's
+     * default (that of the built-in strategies).
      */
-    case host(strategy: HostKeyStrategy, separator: String, idLength: UInt32
+    case host(strategy: HostKeyStrategy, separator: String?, idLength: UInt32?
     )
 
 
@@ -4215,7 +4447,7 @@ public struct FfiConverterTypeStrategySpec: FfiConverterRustBuffer {
         case 3: return .field(field: try FfiConverterString.read(from: &buf)
         )
         
-        case 4: return .host(strategy: try FfiConverterTypeHostKeyStrategy.read(from: &buf), separator: try FfiConverterString.read(from: &buf), idLength: try FfiConverterUInt32.read(from: &buf)
+        case 4: return .host(strategy: try FfiConverterTypeHostKeyStrategy.read(from: &buf), separator: try FfiConverterOptionString.read(from: &buf), idLength: try FfiConverterOptionUInt32.read(from: &buf)
         )
         
         default: throw UniffiInternalError.unexpectedEnumCase
@@ -4243,8 +4475,8 @@ public struct FfiConverterTypeStrategySpec: FfiConverterRustBuffer {
         case let .host(strategy,separator,idLength):
             writeInt(&buf, Int32(4))
             FfiConverterTypeHostKeyStrategy.write(strategy, into: &buf)
-            FfiConverterString.write(separator, into: &buf)
-            FfiConverterUInt32.write(idLength, into: &buf)
+            FfiConverterOptionString.write(separator, into: &buf)
+            FfiConverterOptionUInt32.write(idLength, into: &buf)
             
         }
     }
@@ -4441,6 +4673,30 @@ public func FfiConverterTypeTierSpec_lower(_ value: TierSpec) -> RustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionUInt32: FfiConverterRustBuffer {
+    typealias SwiftType = UInt32?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterUInt32.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterUInt32.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionUInt64: FfiConverterRustBuffer {
     typealias SwiftType = UInt64?
 
@@ -4457,6 +4713,30 @@ fileprivate struct FfiConverterOptionUInt64: FfiConverterRustBuffer {
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterUInt64.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionBool: FfiConverterRustBuffer {
+    typealias SwiftType = Bool?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterBool.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterBool.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }
@@ -4656,6 +4936,30 @@ fileprivate struct FfiConverterSequenceTypeSortField: FfiConverterRustBuffer {
     }
 }
 /**
+ * Options for `prefix` with every timing set to the library's default (read from
+ * the core's configuration, the one place defaults are kept) and no tiers.
+ */
+public func defaultOptions(prefix: String) -> OpenOptions  {
+    return try!  FfiConverterTypeOpenOptions_lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_datasync_fn_func_default_options(
+        FfiConverterString.lower(prefix),uniffiCallStatus
+    )
+})
+}
+/**
+ * The error as one sentence (what `Display` says in Rust), for wrappers whose
+ * exceptions show a message.
+ */
+public func describeError(error: DataSyncError) -> String  {
+    return try!  FfiConverterString.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_datasync_fn_func_describe_error(
+        FfiConverterTypeDataSyncError_lower(error),uniffiCallStatus
+    )
+})
+}
+/**
  * The library's version.
  */
 public func libraryVersion() -> String  {
@@ -4694,6 +4998,12 @@ private let initializationResult: InitializationResult = {
     if bindings_contract_version != scaffolding_contract_version {
         return InitializationResult.contractVersionMismatch
     }
+    if (uniffi_datasync_checksum_func_default_options() != 25449) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_datasync_checksum_func_describe_error() != 29314) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_datasync_checksum_func_library_version() != 24139) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -4707,6 +5017,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_datasync_checksum_method_datasync_flush() != 21478) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_datasync_checksum_method_datasync_observe_status() != 30463) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_datasync_checksum_method_datasync_repo() != 201) {
@@ -4799,6 +5112,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_datasync_checksum_method_queryobserver_on_results() != 33801) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_datasync_checksum_method_statusobserver_on_status() != 24860) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_datasync_checksum_constructor_datasync_open() != 12471) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -4812,6 +5128,7 @@ private let initializationResult: InitializationResult = {
     uniffiCallbackInitHostLogger()
     uniffiCallbackInitHostPersistence()
     uniffiCallbackInitQueryObserver()
+    uniffiCallbackInitStatusObserver()
     return InitializationResult.ok
 }()
 

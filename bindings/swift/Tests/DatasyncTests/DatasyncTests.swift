@@ -17,6 +17,31 @@ final class MapCloud: HostPersistence, @unchecked Sendable {
     func keys() throws -> [String]? { try check(); return lock.withLock { blobs.keys.sorted() } }
     func setFailing(_ on: Bool) { lock.withLock { failing = on } }
     func has(_ key: String) -> Bool { lock.withLock { blobs[key] != nil } }
+    func seed(_ key: String, _ bytes: Data) { lock.withLock { blobs[key] = bytes } }
+    func blob(_ key: String) -> Data? { lock.withLock { blobs[key] } }
+}
+
+let uid = "Doc.abcdefghijklmnop"
+
+func doc(_ title: String, _ updatedAt: String, _ version: Int) -> Entity {
+    ["id": uid, "createdAt": "2026-01-01T00:00:00.000Z", "updatedAt": updatedAt, "version": version, "title": title]
+}
+
+// The earlier edit has the greater version and the greater bytes, so only
+// last-writer-wins (not the equal-instant tie-break) picks the later one.
+let earlier = doc("zz from a", "2026-01-01T00:00:01.000Z", 7)
+let later = doc("from b", "2026-01-01T00:00:02.000Z", 2)
+
+/// A canonical partition blob holding one Doc (keys sorted at every depth).
+func partition(_ entity: Entity) throws -> Data {
+    try JSONSerialization.data(withJSONObject: ["Doc": [uid: entity]], options: [.sortedKeys])
+}
+
+func storedTitle(_ tier: MapCloud) -> String? {
+    guard let data = tier.blob("app.Doc"),
+          let top = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
+          let docs = top["Doc"] as? [String: Any], let entity = docs[uid] as? Entity else { return nil }
+    return entity["title"] as? String
 }
 
 func device(_ cloud: MapCloud) throws -> DataSync {
@@ -124,11 +149,43 @@ final class DatasyncTests: XCTestCase {
         XCTAssertFalse(try a.syncNow().offline)
         _ = try b.syncNow()
         XCTAssertEqual(try b.repo(name: "User").entity(id)?["name"] as? String, "Alice")
-        try a.repo(name: "User").save(["id": id, "name": "from a"])
-        try b.repo(name: "User").save(["id": id, "name": "from b"])
-        for _ in 0..<2 { _ = try a.syncNow(); _ = try b.syncNow() }
-        XCTAssertEqual(try a.repo(name: "User").entity(id)?["name"] as? String, "from b")
         XCTAssertEqual(try a.audit(), [])
+    }
+
+    func testLaterEditWinsByItsInstant() throws {
+        for (mine, theirs) in [(earlier, later), (later, earlier)] {
+            let local = MapCloud()
+            let cloud = MapCloud()
+            local.seed("app.Doc", try partition(mine))
+            cloud.seed("app.Doc", try partition(theirs))
+            let ds = try DataSync.open(options: OpenOptions(
+                prefix: "app", local: .host(adapter: local), cloud: .host(adapter: cloud),
+                cloudSyncIntervalMs: 3_600_000))
+            for _ in 0..<2 { _ = try ds.syncNow() }
+            let winner = try ds.repo(name: "Doc").entity(uid)
+            XCTAssertEqual(winner?["title"] as? String, "from b")
+            XCTAssertEqual(winner?["version"] as? Int, 2)
+            XCTAssertEqual(try ds.audit(), [])
+            try ds.shutdown()
+            XCTAssertEqual(storedTitle(local), "from b")
+            XCTAssertEqual(storedTitle(cloud), "from b")
+        }
+    }
+
+    func testStatusStreamDeliversCurrentThenEachSync() async throws {
+        let cloud = MapCloud()
+        let ds = try device(cloud)
+        defer { try? ds.shutdown() }
+        var statuses = try ds.statuses().makeAsyncIterator()
+        let current = await statuses.next()
+        XCTAssertEqual(current?.closed, false)
+        cloud.setFailing(true)
+        _ = try ds.syncNow()
+        var sawOffline = false
+        while let status = await statuses.next() {
+            if !status.online { sawOffline = true; break }
+        }
+        XCTAssertTrue(sawOffline)
     }
 
     func testThrowingCloudMeansOffline() throws {

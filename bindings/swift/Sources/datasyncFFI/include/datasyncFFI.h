@@ -313,6 +313,13 @@ typedef void (*UniffiCallbackInterfaceQueryObserverMethod0)(uint64_t, RustBuffer
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_STATUS_OBSERVER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_STATUS_OBSERVER_METHOD0
+typedef void (*UniffiCallbackInterfaceStatusObserverMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_ENTITY_OBSERVER
 #define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_ENTITY_OBSERVER
 typedef struct UniffiVTableCallbackInterfaceEntityObserver {
@@ -371,6 +378,15 @@ typedef struct UniffiVTableCallbackInterfaceQueryObserver {
 } UniffiVTableCallbackInterfaceQueryObserver;
 
 #endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_STATUS_OBSERVER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_STATUS_OBSERVER
+typedef struct UniffiVTableCallbackInterfaceStatusObserver {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceStatusObserverMethod0 _Nonnull onStatus;
+} UniffiVTableCallbackInterfaceStatusObserver;
+
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_CLONE_DATASYNC
 #define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_CLONE_DATASYNC
 uint64_t uniffi_datasync_fn_clone_datasync(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -399,6 +415,11 @@ void uniffi_datasync_fn_method_datasync_drain_events(uint64_t ptr, RustCallStatu
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_DATASYNC_FLUSH
 #define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_DATASYNC_FLUSH
 void uniffi_datasync_fn_method_datasync_flush(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_DATASYNC_OBSERVE_STATUS
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_DATASYNC_OBSERVE_STATUS
+uint64_t uniffi_datasync_fn_method_datasync_observe_status(uint64_t ptr, uint64_t observer, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_DATASYNC_REPO
@@ -687,6 +708,36 @@ void uniffi_datasync_fn_init_callback_vtable_queryobserver(const UniffiVTableCal
 void uniffi_datasync_fn_method_queryobserver_on_results(uint64_t ptr, RustBuffer entities_json, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_CLONE_STATUSOBSERVER
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_CLONE_STATUSOBSERVER
+uint64_t uniffi_datasync_fn_clone_statusobserver(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_FREE_STATUSOBSERVER
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_FREE_STATUSOBSERVER
+void uniffi_datasync_fn_free_statusobserver(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_INIT_CALLBACK_VTABLE_STATUSOBSERVER
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_INIT_CALLBACK_VTABLE_STATUSOBSERVER
+void uniffi_datasync_fn_init_callback_vtable_statusobserver(const UniffiVTableCallbackInterfaceStatusObserver* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_STATUSOBSERVER_ON_STATUS
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_STATUSOBSERVER_ON_STATUS
+void uniffi_datasync_fn_method_statusobserver_on_status(uint64_t ptr, RustBuffer status, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_FUNC_DEFAULT_OPTIONS
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_FUNC_DEFAULT_OPTIONS
+RustBuffer uniffi_datasync_fn_func_default_options(RustBuffer prefix, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_FUNC_DESCRIBE_ERROR
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_FUNC_DESCRIBE_ERROR
+RustBuffer uniffi_datasync_fn_func_describe_error(RustBuffer error, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_FUNC_LIBRARY_VERSION
 #define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_FUNC_LIBRARY_VERSION
 RustBuffer uniffi_datasync_fn_func_library_version(RustCallStatus *_Nonnull out_status
@@ -958,6 +1009,18 @@ void ffi_datasync_rust_future_free_void(uint64_t handle
 void ffi_datasync_rust_future_complete_void(uint64_t handle, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_FUNC_DEFAULT_OPTIONS
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_FUNC_DEFAULT_OPTIONS
+uint16_t uniffi_datasync_checksum_func_default_options(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_FUNC_DESCRIBE_ERROR
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_FUNC_DESCRIBE_ERROR
+uint16_t uniffi_datasync_checksum_func_describe_error(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_FUNC_LIBRARY_VERSION
 #define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_FUNC_LIBRARY_VERSION
 uint16_t uniffi_datasync_checksum_func_library_version(void
@@ -985,6 +1048,12 @@ uint16_t uniffi_datasync_checksum_method_datasync_drain_events(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_DATASYNC_FLUSH
 #define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_DATASYNC_FLUSH
 uint16_t uniffi_datasync_checksum_method_datasync_flush(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_DATASYNC_OBSERVE_STATUS
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_DATASYNC_OBSERVE_STATUS
+uint16_t uniffi_datasync_checksum_method_datasync_observe_status(void
     
 );
 #endif
@@ -1165,6 +1234,12 @@ uint16_t uniffi_datasync_checksum_method_loggerregistration_remove(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_QUERYOBSERVER_ON_RESULTS
 #define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_QUERYOBSERVER_ON_RESULTS
 uint16_t uniffi_datasync_checksum_method_queryobserver_on_results(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_STATUSOBSERVER_ON_STATUS
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_STATUSOBSERVER_ON_STATUS
+uint16_t uniffi_datasync_checksum_method_statusobserver_on_status(void
     
 );
 #endif

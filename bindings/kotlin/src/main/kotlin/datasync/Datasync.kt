@@ -1,26 +1,36 @@
 // The idiomatic Kotlin layer over the generated bindings (package datasync.ffi):
-// entities as JsonObject, observers as Flow, instances as AutoCloseable.
+// entities as JsonObject, observers as Flow, host policies as Kotlin interfaces,
+// blocking calls also as suspend functions, instances as AutoCloseable.
 package datasync
 
+import datasync.ffi.CandidateKeys
 import datasync.ffi.DataSync
+import datasync.ffi.DateGranularity
 import datasync.ffi.EntityObserver
 import datasync.ffi.HostConflictResolver
+import datasync.ffi.HostKeyStrategy
+import datasync.ffi.HostPersistence
+import datasync.ffi.MemoryTier
 import datasync.ffi.OpenOptions
 import datasync.ffi.Query
 import datasync.ffi.QueryObserver
 import datasync.ffi.Repository
+import datasync.ffi.SlotState
 import datasync.ffi.SortField
 import datasync.ffi.Status
+import datasync.ffi.StatusObserver
 import datasync.ffi.StrategySpec
 import datasync.ffi.Subscription
 import datasync.ffi.SyncStats
 import datasync.ffi.TierKind
 import datasync.ffi.TierSpec
+import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.channels.Channel
 import kotlinx.coroutines.channels.awaitClose
 import kotlinx.coroutines.flow.Flow
 import kotlinx.coroutines.flow.buffer
 import kotlinx.coroutines.flow.callbackFlow
+import kotlinx.coroutines.withContext
 import kotlinx.serialization.json.Json
 import kotlinx.serialization.json.jsonArray
 import kotlinx.serialization.json.JsonArray
@@ -33,27 +43,129 @@ import kotlinx.serialization.json.jsonObject
 /** Opens instances. */
 object Datasync {
     /**
-     * Opens an instance. [local] and [cloud] are optional tiers
-     * (`TierSpec.Memory`, `TierSpec.Directory`, `TierSpec.Host`); [configure] may
-     * change the remaining options (timings, `syncOnOpen`).
+     * Opens an instance. [local] and [cloud] are optional tiers (see [Tier]);
+     * [strategy] groups entities into partitions (see [Strategy]; global when null);
+     * [resolver] replaces last-writer-wins. [configure] may change the remaining
+     * options (timings in milliseconds, `syncOnOpen`); each one left null keeps the
+     * library's default, which `datasync.ffi.defaultOptions(prefix)` reports.
      */
     fun open(
         prefix: String,
         local: TierSpec? = null,
         cloud: TierSpec? = null,
         strategy: StrategySpec? = null,
-        resolver: HostConflictResolver? = null,
+        resolver: ConflictResolver? = null,
         configure: OpenOptions.() -> Unit = {},
     ): Instance {
-        val options = OpenOptions(prefix = prefix, local = local, cloud = cloud, strategy = strategy, resolver = resolver)
+        val options = OpenOptions(
+            prefix = prefix,
+            local = local,
+            cloud = cloud,
+            strategy = strategy,
+            resolver = resolver?.let(::ResolverBridge),
+        )
         options.configure()
         return Instance(DataSync.open(options))
     }
 }
 
+/** The tiers an instance may keep below its in-memory store. */
+object Tier {
+    /** A shareable in-memory tier (pass the same [MemoryTier] to several instances). */
+    fun memory(tier: MemoryTier = MemoryTier()): TierSpec = TierSpec.Memory(tier)
+
+    /** The crash-safe directory store; [durable] syncs files to disk before a write counts as done. */
+    fun directory(path: String, durable: Boolean = true): TierSpec = TierSpec.Directory(path, durable)
+
+    /** A tier the app implements. */
+    fun host(adapter: HostPersistence): TierSpec = TierSpec.Host(adapter)
+}
+
+/** One entity's state as a [ConflictResolver] sees it. */
+sealed interface Side {
+    data class Active(val entity: JsonObject) : Side
+    /** Deleted at this instant (`YYYY-MM-DDTHH:MM:SS.sssZ`). */
+    data class Deleted(val at: String) : Side
+}
+
+/**
+ * Chooses between two different states of one entity during sync. Must be
+ * deterministic and symmetric (`resolve(a, b) == resolve(b, a)`); a merge must keep
+ * the id. When it throws or returns something unusable, last-writer-wins decides.
+ */
+fun interface ConflictResolver {
+    fun resolve(entityName: String, a: Side, b: Side): Side
+}
+
+private fun side(state: SlotState): Side = when (state) {
+    is SlotState.Active -> Side.Active(parseEntity(state.entityJson))
+    is SlotState.Deleted -> Side.Deleted(state.deletedAt)
+}
+
+private class ResolverBridge(val host: ConflictResolver) : HostConflictResolver {
+    override fun resolve(entityName: String, a: SlotState, b: SlotState): SlotState =
+        when (val winner = host.resolve(entityName, side(a), side(b))) {
+            is Side.Active -> SlotState.Active(winner.entity.toString())
+            is Side.Deleted -> SlotState.Deleted(winner.at)
+        }
+}
+
+/** The partitions a query reads, as a [KeyStrategy] reports them. */
+sealed interface Candidates {
+    /** Exactly these partition keys. */
+    data class Keys(val keys: List<String>) : Candidates
+    /** Every known partition key that starts with [prefix]. */
+    data class Prefix(val prefix: String) : Candidates
+}
+
+/** A custom key strategy: which partition an entity goes to, which partitions a query reads. */
+interface KeyStrategy {
+    /** One character, not a letter, digit, `_` or `-`; read once, when the instance opens. Null: the library's default. */
+    val separator: String? get() = null
+    /** Length of the random part of new ids, 8..=64; read once. Null: the library's default. */
+    val idLength: Int? get() = null
+
+    /** The partition (without prefix) of an entity about to be saved. Must be pure. */
+    fun logicalKey(entityName: String, entity: JsonObject): String
+
+    /** The partitions a query over [entityName] reads: only those the caller may read. */
+    fun candidateKeys(prefix: String, entityName: String, filter: JsonElement?): Candidates
+}
+
+private class StrategyBridge(val host: KeyStrategy) : HostKeyStrategy {
+    override fun logicalKey(entityName: String, entityJson: String): String =
+        host.logicalKey(entityName, parseEntity(entityJson))
+
+    override fun candidateKeys(prefix: String, entityName: String, filterJson: String?): CandidateKeys =
+        when (val c = host.candidateKeys(prefix, entityName, filterJson?.let(Json::parseToJsonElement))) {
+            is Candidates.Keys -> CandidateKeys.Keys(c.keys)
+            is Candidates.Prefix -> CandidateKeys.Prefix(c.prefix)
+        }
+}
+
+/** How entities are grouped into partitions. */
+object Strategy {
+    /** One partition per entity name (the default). */
+    val global: StrategySpec get() = StrategySpec.Global
+
+    /** By the year, month or day of `createdAt`; query with `filter = mapOf("from" to ..., "to" to ...)`. */
+    fun date(granularity: DateGranularity = DateGranularity.MONTH): StrategySpec = StrategySpec.Date(granularity)
+
+    /** By the value of one field; query with `filter = mapOf("values" to listOf(...))`. */
+    fun field(name: String): StrategySpec = StrategySpec.Field(name)
+
+    /** A strategy the app implements. */
+    fun custom(strategy: KeyStrategy): StrategySpec {
+        val idLength = strategy.idLength
+        require(idLength == null || idLength > 0) { "idLength must be positive, not $idLength" }
+        return StrategySpec.Host(StrategyBridge(strategy), strategy.separator, idLength?.toUInt())
+    }
+}
+
 /**
  * An open instance, usable from any thread. [close] shuts it down (flushes, runs
- * queued observer calls, joins its threads) and frees the handle.
+ * queued observer calls, joins its threads) and frees the handle. Blocking calls
+ * have `suspend` twins under [suspending], which run them on [Dispatchers.IO].
  */
 class Instance internal constructor(val handle: DataSync) : AutoCloseable {
     fun repo(name: String): Repo = Repo(handle.repo(name))
@@ -69,12 +181,27 @@ class Instance internal constructor(val handle: DataSync) : AutoCloseable {
 
     val status: Status get() = handle.status()
 
+    /** Calls [listener] with the current status, then the new one after every chain sync, on the dispatcher thread. */
+    fun observeStatus(listener: (Status) -> Unit): Subscription =
+        handle.observeStatus(object : StatusObserver {
+            override fun onStatus(status: Status) = listener(status)
+        })
+
+    /** The status as a cold [Flow]: the current one, then one after every chain sync. */
+    fun statuses(): Flow<Status> = callbackFlow {
+        val sub = observeStatus { trySend(it) }
+        awaitClose { sub.unsubscribe(); sub.close() }
+    }.buffer(Channel.UNLIMITED)
+
     fun tierKeys(tier: TierKind): List<String> = handle.tierKeys(tier)
 
     fun audit(): List<String> = handle.audit()
 
     /** Shuts down without freeing the handle; later calls throw `DataSyncException.Closed`. */
     fun shutdown() = handle.shutdown()
+
+    /** The blocking calls as `suspend` functions on [Dispatchers.IO]. */
+    val suspending: SuspendingInstance get() = SuspendingInstance(this)
 
     override fun close() {
         try {
@@ -85,10 +212,19 @@ class Instance internal constructor(val handle: DataSync) : AutoCloseable {
     }
 }
 
+/** [Instance]'s blocking calls as `suspend` functions, each run on [Dispatchers.IO]. */
+class SuspendingInstance internal constructor(private val instance: Instance) {
+    suspend fun syncNow(): SyncStats = withContext(Dispatchers.IO) { instance.syncNow() }
+    suspend fun flush() = withContext(Dispatchers.IO) { instance.flush() }
+    suspend fun drainEvents() = withContext(Dispatchers.IO) { instance.drainEvents() }
+    suspend fun audit(): List<String> = withContext(Dispatchers.IO) { instance.audit() }
+    suspend fun shutdown() = withContext(Dispatchers.IO) { instance.shutdown() }
+}
+
 /** A sort field: ascending unless [descending]. */
 data class Sort(val field: String, val descending: Boolean = false)
 
-/** The entities of one name, as [JsonObject]s. */
+/** The entities of one name, as [JsonObject]s. Blocking calls have `suspend` twins under [suspending]. */
 class Repo internal constructor(val handle: Repository) {
     val name: String get() = handle.name()
 
@@ -121,12 +257,16 @@ class Repo internal constructor(val handle: Repository) {
             override fun onChange(entityJson: String?) = listener(entityJson?.let(::parseEntity))
         })
 
-    /** Calls [listener] with the matching list, then the new list after changes. */
+    /** Calls [listener] with the list matching the query options, then the new list after changes. */
     fun observeAll(
         where: Map<String, Any?>? = null,
         sort: List<Sort> = emptyList(),
+        limit: Int? = null,
+        offset: Int? = null,
+        ids: List<String>? = null,
+        filter: Any? = null,
         listener: (List<JsonObject>) -> Unit,
-    ): Subscription = handle.observeAll(buildQuery(where, sort, null, null, null, null), object : QueryObserver {
+    ): Subscription = handle.observeAll(buildQuery(where, sort, limit, offset, ids, filter), object : QueryObserver {
         override fun onResults(entitiesJson: String) =
             listener(Json.parseToJsonElement(entitiesJson).jsonArray.map { it.jsonObject })
     })
@@ -138,20 +278,53 @@ class Repo internal constructor(val handle: Repository) {
     }.buffer(Channel.UNLIMITED)
 
     /** The query's results as a cold [Flow]. */
-    fun changesAll(where: Map<String, Any?>? = null, sort: List<Sort> = emptyList()): Flow<List<JsonObject>> = callbackFlow {
-        val sub = observeAll(where, sort) { trySend(it) }
+    fun changesAll(
+        where: Map<String, Any?>? = null,
+        sort: List<Sort> = emptyList(),
+        limit: Int? = null,
+        offset: Int? = null,
+        ids: List<String>? = null,
+        filter: Any? = null,
+    ): Flow<List<JsonObject>> = callbackFlow {
+        val sub = observeAll(where, sort, limit, offset, ids, filter) { trySend(it) }
         awaitClose { sub.unsubscribe(); sub.close() }
     }.buffer(Channel.UNLIMITED)
+
+    /** The blocking calls as `suspend` functions on [Dispatchers.IO]. */
+    val suspending: SuspendingRepo get() = SuspendingRepo(this)
+}
+
+/** [Repo]'s blocking calls as `suspend` functions, each run on [Dispatchers.IO]. */
+class SuspendingRepo internal constructor(private val repo: Repo) {
+    suspend fun save(entity: JsonObject): String = withContext(Dispatchers.IO) { repo.save(entity) }
+    suspend fun save(entity: Map<String, Any?>): String = withContext(Dispatchers.IO) { repo.save(entity) }
+    suspend fun saveMany(entities: List<JsonObject>): List<String> = withContext(Dispatchers.IO) { repo.saveMany(entities) }
+    suspend fun get(id: String): JsonObject? = withContext(Dispatchers.IO) { repo.get(id) }
+    suspend fun delete(id: String): Boolean = withContext(Dispatchers.IO) { repo.delete(id) }
+    suspend fun deleteMany(ids: List<String>): Long = withContext(Dispatchers.IO) { repo.deleteMany(ids) }
+    suspend fun query(
+        where: Map<String, Any?>? = null,
+        sort: List<Sort> = emptyList(),
+        limit: Int? = null,
+        offset: Int? = null,
+        ids: List<String>? = null,
+        filter: Any? = null,
+    ): List<JsonObject> = withContext(Dispatchers.IO) { repo.query(where, sort, limit, offset, ids, filter) }
 }
 
 private fun parseEntity(text: String): JsonObject = Json.parseToJsonElement(text).jsonObject
+
+private fun count(value: Int?, what: String): ULong? {
+    require(value == null || value >= 0) { "$what must be 0 or more, not $value" }
+    return value?.toULong()
+}
 
 private fun buildQuery(where: Map<String, Any?>?, sort: List<Sort>, limit: Int?, offset: Int?, ids: List<String>?, filter: Any?) = Query(
     ids = ids,
     whereJson = where?.let { toJson(it).toString() },
     sort = sort.map { SortField(it.field, it.descending) },
-    limit = limit?.toULong(),
-    offset = offset?.toULong(),
+    limit = count(limit, "limit"),
+    offset = count(offset, "offset"),
     filterJson = filter?.let { toJson(it).toString() },
 )
 

@@ -1,26 +1,27 @@
 package datasync
 
-import datasync.ffi.CandidateKeys
 import datasync.ffi.DataSyncException
-import datasync.ffi.HostConflictResolver
-import datasync.ffi.HostKeyStrategy
 import datasync.ffi.HostPersistence
 import datasync.ffi.MemoryTier
-import datasync.ffi.SlotState
-import datasync.ffi.StrategySpec
 import datasync.ffi.TierKind
-import datasync.ffi.TierSpec
+import datasync.ffi.defaultOptions
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.async
 import kotlinx.coroutines.flow.first
+import kotlinx.coroutines.flow.map
 import kotlinx.coroutines.flow.take
 import kotlinx.coroutines.flow.toList
 import kotlinx.coroutines.runBlocking
+import kotlinx.coroutines.withTimeout
+import kotlinx.serialization.json.Json
 import kotlinx.serialization.json.JsonArray
+import kotlinx.serialization.json.JsonElement
+import kotlinx.serialization.json.JsonObject
 import kotlinx.serialization.json.JsonPrimitive
 import kotlinx.serialization.json.buildJsonObject
 import kotlinx.serialization.json.int
 import kotlinx.serialization.json.jsonArray
+import kotlinx.serialization.json.jsonObject
 import kotlinx.serialization.json.jsonPrimitive
 import kotlinx.serialization.json.put
 import org.junit.jupiter.api.Assertions.assertEquals
@@ -49,12 +50,36 @@ class MapCloud : HostPersistence {
     override fun keys(): List<String>? { check(); return blobs.keys.sorted() }
 }
 
-fun device(cloud: HostPersistence, resolver: HostConflictResolver? = null) = Datasync.open(
+fun device(cloud: HostPersistence, resolver: ConflictResolver? = null, local: HostPersistence? = null) = Datasync.open(
     "app",
-    local = TierSpec.Memory(MemoryTier()),
-    cloud = TierSpec.Host(cloud),
+    local = local?.let(Tier::host) ?: Tier.memory(),
+    cloud = Tier.host(cloud),
     resolver = resolver,
 ) { cloudSyncIntervalMs = 3_600_000uL; retryBaseMs = 3_600_000uL; retryMaxMs = 3_600_000uL }
+
+const val UID = "Doc.abcdefghijklmnop"
+
+fun doc(title: String, updatedAt: String, version: Int) = buildJsonObject {
+    put("id", UID); put("createdAt", "2026-01-01T00:00:00.000Z"); put("updatedAt", updatedAt)
+    put("version", version); put("title", title)
+}
+
+// The earlier edit has the greater version and the greater bytes, so only
+// last-writer-wins (not the equal-instant tie-break) picks the later one.
+val EARLIER = doc("zz from a", "2026-01-01T00:00:01.000Z", 7)
+val LATER = doc("from b", "2026-01-01T00:00:02.000Z", 2)
+
+/** A canonical partition blob holding one Doc (keys sorted at every depth). */
+fun partition(entity: JsonObject): ByteArray =
+    JsonObject(mapOf("Doc" to JsonObject(mapOf(UID to JsonObject(entity.toSortedMap()))))).toString().toByteArray()
+
+/** (local, cloud) pairs holding the two edits, each way round. */
+fun seededTiers() = listOf(EARLIER to LATER, LATER to EARLIER).map { (mine, theirs) ->
+    MapCloud().apply { blobs["app.Doc"] = partition(mine) } to MapCloud().apply { blobs["app.Doc"] = partition(theirs) }
+}
+
+fun stored(tier: MapCloud): JsonObject? =
+    Json.parseToJsonElement(String(tier.blobs["app.Doc"]!!)).jsonObject["Doc"]!!.jsonObject[UID]?.jsonObject
 
 fun name(e: kotlinx.serialization.json.JsonObject?) = e?.get("name")?.jsonPrimitive?.content
 
@@ -111,8 +136,8 @@ class CrudTest {
 
     @Test
     fun directoryTier(@org.junit.jupiter.api.io.TempDir dir: java.nio.file.Path) {
-        val id = Datasync.open("app", local = TierSpec.Directory(dir.toString(), false)).use { it.repo("User").save(mapOf("name" to "kept")) }
-        Datasync.open("app", local = TierSpec.Directory(dir.toString(), true)).use { ds ->
+        val id = Datasync.open("app", local = Tier.directory(dir.toString(), durable = false)).use { it.repo("User").save(mapOf("name" to "kept")) }
+        Datasync.open("app", local = Tier.directory(dir.toString())).use { ds ->
             assertEquals("kept", name(ds.repo("User").get(id)))
             assertEquals(emptyList<String>(), ds.audit())
         }
@@ -136,9 +161,11 @@ class ObserverTest {
         assertFalse(threads.contains(Thread.currentThread().id))
         sub.unsubscribe()
         sub.unsubscribe()
-        users.save(mapOf("name" to "c"))
+        assertFalse(sub.isActive())
+        // The SAME entity again: a broken unsubscribe would deliver it.
+        users.save(mapOf("id" to id, "name" to "c"))
         ds.drainEvents()
-        assertEquals(3, seen.size)
+        assertEquals(listOf("a", "b", null), seen.toList())
         sub.close()
     }
 
@@ -212,12 +239,6 @@ class SyncTest {
                 b.drainEvents()
                 assertEquals("Alice", seen.last())
                 assertEquals(a.tierKeys(TierKind.LOCAL), b.tierKeys(TierKind.LOCAL))
-                // Later edit wins on both.
-                a.repo("User").save(mapOf("id" to id, "name" to "from a"))
-                b.repo("User").save(mapOf("id" to id, "name" to "from b"))
-                repeat(2) { a.syncNow(); b.syncNow() }
-                assertEquals("from b", name(a.repo("User").get(id)))
-                assertEquals("from b", name(b.repo("User").get(id)))
                 // Delete after edit wins.
                 a.repo("User").save(mapOf("id" to id, "name" to "again"))
                 b.repo("User").delete(id)
@@ -227,6 +248,34 @@ class SyncTest {
                 sub.close()
             }
         }
+    }
+
+    @Test
+    fun laterEditWinsByItsInstant() {
+        for ((local, cloud) in seededTiers()) {
+            device(cloud, local = local).use { ds ->
+                repeat(2) { ds.syncNow() }
+                assertEquals(LATER, ds.repo("Doc").get(UID))
+                assertEquals(emptyList<String>(), ds.audit())
+            }
+            assertEquals(LATER, stored(local))
+            assertEquals(LATER, stored(cloud))
+        }
+    }
+
+    @Test
+    fun throwingResolverFallsBackToTheLaterEdit() {
+        val calls = java.util.concurrent.atomic.AtomicInteger()
+        val broken = ConflictResolver { _, _, _ -> calls.incrementAndGet(); throw IllegalStateException("resolver bug") }
+        for ((local, cloud) in seededTiers()) {
+            device(cloud, broken, local).use { ds ->
+                ds.syncNow()
+                assertEquals(LATER, ds.repo("Doc").get(UID))
+            }
+            assertEquals(LATER, stored(local))
+            assertEquals(LATER, stored(cloud))
+        }
+        assertTrue(calls.get() >= 2, "the resolver was asked before the fallback")
     }
 
     @Test
@@ -249,15 +298,16 @@ class SyncTest {
 
     @Test
     fun customResolverMergesTags() {
-        val resolver = object : HostConflictResolver {
-            override fun resolve(entityName: String, a: SlotState, b: SlotState): SlotState {
-                if (a !is SlotState.Active) return a
-                if (b !is SlotState.Active) return b
-                val x = kotlinx.serialization.json.Json.parseToJsonElement(a.entityJson) as kotlinx.serialization.json.JsonObject
-                val y = kotlinx.serialization.json.Json.parseToJsonElement(b.entityJson) as kotlinx.serialization.json.JsonObject
-                val later = listOf(x, y).maxWith(compareBy<kotlinx.serialization.json.JsonObject>({ it["updatedAt"]!!.jsonPrimitive.content }, { it["version"]!!.jsonPrimitive.int }, { it.toString() }))
-                val tags = (x["tags"]!!.jsonArray + y["tags"]!!.jsonArray).map { it.jsonPrimitive.content }.toSortedSet()
-                return SlotState.Active(kotlinx.serialization.json.JsonObject(later + ("tags" to JsonArray(tags.map(::JsonPrimitive)))).toString())
+        val resolver = ConflictResolver { _, a, b ->
+            when {
+                a !is Side.Active -> a
+                b !is Side.Active -> b
+                else -> {
+                    val (x, y) = a.entity to b.entity
+                    val later = listOf(x, y).maxWith(compareBy<JsonObject>({ it["updatedAt"]!!.jsonPrimitive.content }, { it["version"]!!.jsonPrimitive.int }, { it.toString() }))
+                    val tags = (x["tags"]!!.jsonArray + y["tags"]!!.jsonArray).map { it.jsonPrimitive.content }.toSortedSet()
+                    Side.Active(JsonObject(later + ("tags" to JsonArray(tags.map(::JsonPrimitive)))))
+                }
             }
         }
         val cloud = MapCloud()
@@ -277,16 +327,17 @@ class SyncTest {
 
     @Test
     fun kotlinKeyStrategyAndThrowingStrategy() {
-        val byTeam = object : HostKeyStrategy {
-            override fun logicalKey(entityName: String, entityJson: String): String {
-                val team = (kotlinx.serialization.json.Json.parseToJsonElement(entityJson) as kotlinx.serialization.json.JsonObject)["team"]
-                    ?: throw IllegalStateException("no team")
+        val byTeam = object : KeyStrategy {
+            override val separator = "/"
+            override val idLength = 12
+            override fun logicalKey(entityName: String, entity: JsonObject): String {
+                val team = entity["team"] ?: throw IllegalStateException("no team")
                 return "$entityName-${team.jsonPrimitive.content}"
             }
-            override fun candidateKeys(prefix: String, entityName: String, filterJson: String?): CandidateKeys =
-                CandidateKeys.Prefix("$prefix/$entityName-")
+            override fun candidateKeys(prefix: String, entityName: String, filter: JsonElement?): Candidates =
+                Candidates.Prefix("$prefix/$entityName-")
         }
-        Datasync.open("app", strategy = StrategySpec.Host(byTeam, "/", 12u)).use { ds ->
+        Datasync.open("app", strategy = Strategy.custom(byTeam)).use { ds ->
             val people = ds.repo("Person")
             val id = people.save(mapOf("name" to "a", "team" to "core"))
             assertTrue(id.startsWith("Person-core/"))
@@ -295,5 +346,91 @@ class SyncTest {
             assertEquals(2, people.query().size)
             assertThrows<DataSyncException.Callback> { people.save(mapOf("name" to "no team")) }
         }
+    }
+}
+
+class KotlinLayerTest {
+    @Test
+    fun statusFlowDeliversCurrentThenEachSync() {
+        val cloud = MapCloud()
+        device(cloud).use { ds ->
+            runBlocking {
+                assertFalse(ds.statuses().first().closed)
+                val online = async(Dispatchers.Default) { ds.statuses().map { it.online }.take(3).toList() }
+                ds.repo("User").save(mapOf("n" to 1))
+                // Each chain sync sends one status; sync until the collector has three.
+                withTimeout(30_000) {
+                    while (!online.isCompleted) {
+                        cloud.failing = !cloud.failing
+                        ds.suspending.syncNow()
+                        ds.suspending.drainEvents()
+                    }
+                }
+                assertTrue(online.await().contains(false), "a failed sync shows as offline")
+            }
+        }
+    }
+
+    @Test
+    fun suspendingCallsRunOnTheIoDispatcher() {
+        val threads = Collections.synchronizedList(mutableListOf<String>())
+        val recording = object : KeyStrategy {
+            override fun logicalKey(entityName: String, entity: JsonObject) = entityName
+            override fun candidateKeys(prefix: String, entityName: String, filter: JsonElement?): Candidates {
+                threads.add(Thread.currentThread().name)
+                return Candidates.Keys(listOf("$prefix.$entityName"))
+            }
+        }
+        Datasync.open("app", local = Tier.memory(), strategy = Strategy.custom(recording)).use { ds ->
+            val users = ds.repo("User")
+            runBlocking {
+                val caller = Thread.currentThread().name
+                val id = users.suspending.save(mapOf("name" to "a"))
+                assertEquals("a", name(users.suspending.get(id)))
+                assertEquals(listOf("a"), users.suspending.query().map(::name))
+                assertEquals(listOf(id), users.suspending.saveMany(listOf(users.get(id)!!)))
+                ds.suspending.flush()
+                assertEquals(emptyList<String>(), ds.suspending.audit())
+                assertTrue(users.suspending.delete(id))
+                assertEquals(0L, users.suspending.deleteMany(listOf(id)))
+                assertTrue(threads.isNotEmpty())
+                assertTrue(threads.none { it == caller }, "ran on $threads, the caller is $caller")
+                assertTrue(threads.all { it.startsWith("DefaultDispatcher-worker") }, "$threads")
+                // No separator or idLength given: the library's defaults, as for a built-in strategy.
+                val builtin = Datasync.open("app").use { it.repo("User").save(mapOf("n" to 1)) }
+                assertTrue(id.startsWith("User."))
+                assertEquals(builtin.length, id.length)
+            }
+        }
+    }
+
+    @Test
+    fun observeAllTakesQueryOptions(): Unit = Datasync.open("app").use { ds ->
+        val people = ds.repo("Person")
+        for ((n, team) in listOf("Cleo" to "web", "Bob" to "core", "Ann" to "core", "Dan" to "core")) {
+            people.save(mapOf("name" to n, "team" to team))
+        }
+        val lists = Collections.synchronizedList(mutableListOf<List<String?>>())
+        val sub = people.observeAll(where = mapOf("team" to "core"), sort = listOf(Sort("name")), limit = 2, offset = 1) { rows ->
+            lists.add(rows.map(::name))
+        }
+        ds.drainEvents()
+        assertEquals(listOf("Bob", "Dan"), lists.last())
+        people.save(mapOf("name" to "Bea", "team" to "core"))
+        ds.drainEvents()
+        assertEquals(listOf("Bea", "Bob"), lists.last())
+        sub.close()
+        runBlocking {
+            assertEquals(listOf("Ann"), people.changesAll(sort = listOf(Sort("name")), limit = 1).first().map(::name))
+        }
+        assertThrows<IllegalArgumentException> { people.query(limit = -1) }
+    }
+
+    @Test
+    fun defaultsComeFromTheLibrary() {
+        val defaults = defaultOptions("app")
+        assertTrue(defaults.retryBaseMs!! <= defaults.retryMaxMs!!)
+        assertTrue(defaults.cloudSyncIntervalMs!! > 0uL && defaults.storeSyncDelayMs!! > 0uL)
+        Datasync.open("app") { retryBaseMs = defaults.retryBaseMs; syncOnOpen = false }.use { assertEquals(emptyList<JsonObject>(), it.repo("User").query()) }
     }
 }

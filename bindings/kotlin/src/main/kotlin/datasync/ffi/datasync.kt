@@ -680,6 +680,9 @@ internal interface UniffiCallbackInterfaceHostPersistenceMethod3 : com.sun.jna.C
 internal interface UniffiCallbackInterfaceQueryObserverMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`entitiesJson`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
+internal interface UniffiCallbackInterfaceStatusObserverMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`status`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
 @Structure.FieldOrder("uniffiFree", "uniffiClone", "onChange")
 internal open class UniffiVTableCallbackInterfaceEntityObserver(
     @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
@@ -806,6 +809,25 @@ internal open class UniffiVTableCallbackInterfaceQueryObserver(
     }
 
 }
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "onStatus")
+internal open class UniffiVTableCallbackInterfaceStatusObserver(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `onStatus`: UniffiCallbackInterfaceStatusObserverMethod0? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `onStatus`: UniffiCallbackInterfaceStatusObserverMethod0? = null,
+    ): UniffiVTableCallbackInterfaceStatusObserver(`uniffiFree`,`uniffiClone`,`onStatus`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceStatusObserver) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `onStatus` = other.`onStatus`
+    }
+
+}
 
 // A JNA Library to expose the extern-C FFI definitions.
 // This is an implementation detail which will be called internally by the public API.
@@ -831,6 +853,10 @@ internal object IntegrityCheckingUniffiLib {
     }
 
     internal fun ensureInitialized() = Unit
+    external fun uniffi_datasync_checksum_func_default_options(
+    ): Int
+    external fun uniffi_datasync_checksum_func_describe_error(
+    ): Int
     external fun uniffi_datasync_checksum_func_library_version(
     ): Int
     external fun uniffi_datasync_checksum_func_add_logger(
@@ -840,6 +866,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_datasync_checksum_method_datasync_drain_events(
     ): Int
     external fun uniffi_datasync_checksum_method_datasync_flush(
+    ): Int
+    external fun uniffi_datasync_checksum_method_datasync_observe_status(
     ): Int
     external fun uniffi_datasync_checksum_method_datasync_repo(
     ): Int
@@ -901,6 +929,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_datasync_checksum_method_queryobserver_on_results(
     ): Int
+    external fun uniffi_datasync_checksum_method_statusobserver_on_status(
+    ): Int
     external fun uniffi_datasync_checksum_constructor_datasync_open(
     ): Int
     external fun uniffi_datasync_checksum_constructor_memorytier_new(
@@ -927,6 +957,7 @@ internal object UniffiLib {
         uniffiCallbackInterfaceHostLogger.register(this)
         uniffiCallbackInterfaceHostPersistence.register(this)
         uniffiCallbackInterfaceQueryObserver.register(this)
+        uniffiCallbackInterfaceStatusObserver.register(this)
         
     }
 
@@ -943,6 +974,8 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_datasync_fn_method_datasync_flush(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_datasync_fn_method_datasync_observe_status(`ptr`: Long,`observer`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
     external fun uniffi_datasync_fn_method_datasync_repo(`ptr`: Long,`name`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_datasync_fn_method_datasync_shutdown(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1057,6 +1090,18 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_datasync_fn_method_queryobserver_on_results(`ptr`: Long,`entitiesJson`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_datasync_fn_clone_statusobserver(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_datasync_fn_free_statusobserver(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_datasync_fn_init_callback_vtable_statusobserver(`vtable`: UniffiVTableCallbackInterfaceStatusObserver,
+    ): Unit
+    external fun uniffi_datasync_fn_method_statusobserver_on_status(`ptr`: Long,`status`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_datasync_fn_func_default_options(`prefix`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_datasync_fn_func_describe_error(`error`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_datasync_fn_func_library_version(uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_datasync_fn_func_add_logger(`logger`: Long,`maxLevel`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -1180,6 +1225,12 @@ private fun uniffiCheckContractApiVersion(lib: IntegrityCheckingUniffiLib) {
 }
 @Suppress("UNUSED_PARAMETER")
 private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
+    if ((lib.uniffi_datasync_checksum_func_default_options() and 0xFFFF) != 25449) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_datasync_checksum_func_describe_error() and 0xFFFF) != 29314) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_datasync_checksum_func_library_version() and 0xFFFF) != 24139) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1193,6 +1244,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_datasync_checksum_method_datasync_flush() and 0xFFFF) != 21478) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_datasync_checksum_method_datasync_observe_status() and 0xFFFF) != 30463) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_datasync_checksum_method_datasync_repo() and 0xFFFF) != 201) {
@@ -1283,6 +1337,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_datasync_checksum_method_queryobserver_on_results() and 0xFFFF) != 33801) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_datasync_checksum_method_statusobserver_on_status() and 0xFFFF) != 24860) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_datasync_checksum_constructor_datasync_open() and 0xFFFF) != 12471) {
@@ -1743,6 +1800,12 @@ public interface DataSyncInterface {
     fun `flush`()
     
     /**
+     * Observes the sync status: the current status first, then the new one after
+     * every chain sync (success or failure), on the dispatcher thread.
+     */
+    fun `observeStatus`(`observer`: StatusObserver): Subscription
+    
+    /**
      * The repository of one entity name.
      */
     fun `repo`(`name`: kotlin.String): Repository
@@ -1924,6 +1987,25 @@ open class DataSync: Disposable, AutoCloseable, DataSyncInterface
 }
     }
     
+    
+
+    
+    /**
+     * Observes the sync status: the current status first, then the new one after
+     * every chain sync (success or failure), on the dispatcher thread.
+     */
+    @Throws(DataSyncException::class)override fun `observeStatus`(`observer`: StatusObserver): Subscription {
+            return FfiConverterTypeSubscription.lift(
+    callWithHandle {
+    uniffiRustCallWithError(DataSyncException) { _status ->
+    UniffiLib.uniffi_datasync_fn_method_datasync_observe_status(
+        it,
+        
+        FfiConverterTypeStatusObserver.lower(`observer`),_status)
+}
+    }
+    )
+    }
     
 
     
@@ -5357,6 +5439,331 @@ public object FfiConverterTypeRepository: FfiConverter<Repository, Long> {
 
 
 /**
+ * Receives the instance's sync status: the current one first, then the new one
+ * after every chain sync (success or failure). Called on the dispatcher thread.
+ */
+public interface StatusObserver {
+    
+    fun `onStatus`(`status`: Status)
+    
+    companion object
+}
+
+/**
+ * Receives the instance's sync status: the current one first, then the new one
+ * after every chain sync (success or failure). Called on the dispatcher thread.
+ */
+open class StatusObserverImpl: Disposable, AutoCloseable, StatusObserver
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_datasync_fn_free_statusobserver(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_datasync_fn_clone_statusobserver(handle, status)
+        }
+    }
+
+    
+    @Throws(DataSyncException::class)override fun `onStatus`(`status`: Status)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(DataSyncException) { _status ->
+    UniffiLib.uniffi_datasync_fn_method_statusobserver_on_status(
+        it,
+        
+        FfiConverterTypeStatus.lower(`status`),_status)
+}
+    }
+    
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfaceStatusObserver {
+    internal object `onStatus`: UniffiCallbackInterfaceStatusObserverMethod0 {
+        override fun callback(`uniffiHandle`: Long,`status`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeStatusObserver.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`onStatus`(
+                    FfiConverterTypeStatus.lift(`status`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCallWithError(
+                uniffiCallStatus,
+                makeCall,
+                writeReturn,
+                { e: DataSyncException -> FfiConverterTypeDataSyncError.lower(e) }
+            )
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypeStatusObserver.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypeStatusObserver.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfaceStatusObserver.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `onStatus`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_datasync_fn_init_callback_vtable_statusobserver(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeStatusObserver: FfiConverter<StatusObserver, Long> {
+    internal val handleMap = UniffiHandleMap<StatusObserver>()
+
+    override fun lower(value: StatusObserver): Long {
+        if (value is StatusObserverImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
+    }
+
+    override fun lift(value: Long): StatusObserver {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return StatusObserverImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
+    }
+
+    override fun read(buf: ByteBuffer): StatusObserver {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: StatusObserver) = 8UL
+
+    override fun write(value: StatusObserver, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
  * A live observer. `unsubscribe` (idempotent) or dropping it stops it: once that
  * returns, the observer is not called again.
  */
@@ -5581,31 +5988,33 @@ data class OpenOptions (
     var `resolver`: HostConflictResolver? = null 
     , 
     /**
-     * Delay after a write before the store syncs down (writes in between coalesce).
+     * Delay after a write before the store syncs down (writes in between
+     * coalesce). `None` (every timing below too): the library's default, as
+     * [`default_options`] reports it.
      */
-    var `storeSyncDelayMs`: kotlin.ULong = 50uL 
+    var `storeSyncDelayMs`: kotlin.ULong? = null 
     , 
     /**
      * How often local and cloud sync.
      */
-    var `cloudSyncIntervalMs`: kotlin.ULong = 30000uL 
+    var `cloudSyncIntervalMs`: kotlin.ULong? = null 
     , 
     /**
      * First retry delay after a cloud failure; doubles up to `retry_max_ms`.
      */
-    var `retryBaseMs`: kotlin.ULong = 1000uL 
+    var `retryBaseMs`: kotlin.ULong? = null 
     , 
-    var `retryMaxMs`: kotlin.ULong = 300000uL 
+    var `retryMaxMs`: kotlin.ULong? = null 
     , 
     /**
      * Stamps further ahead of now than this are not adopted into the instance clock.
      */
-    var `maxClockSkewMs`: kotlin.ULong = 300000uL 
+    var `maxClockSkewMs`: kotlin.ULong? = null 
     , 
     /**
      * Sync local and cloud as soon as the instance opens.
      */
-    var `syncOnOpen`: kotlin.Boolean = true 
+    var `syncOnOpen`: kotlin.Boolean? = null 
     
 ): Disposable{
     
@@ -5645,12 +6054,12 @@ public object FfiConverterTypeOpenOptions: FfiConverterRustBuffer<OpenOptions> {
             FfiConverterOptionalTypeTierSpec.read(buf),
             FfiConverterOptionalTypeStrategySpec.read(buf),
             FfiConverterOptionalTypeHostConflictResolver.read(buf),
-            FfiConverterULong.read(buf),
-            FfiConverterULong.read(buf),
-            FfiConverterULong.read(buf),
-            FfiConverterULong.read(buf),
-            FfiConverterULong.read(buf),
-            FfiConverterBoolean.read(buf),
+            FfiConverterOptionalULong.read(buf),
+            FfiConverterOptionalULong.read(buf),
+            FfiConverterOptionalULong.read(buf),
+            FfiConverterOptionalULong.read(buf),
+            FfiConverterOptionalULong.read(buf),
+            FfiConverterOptionalBoolean.read(buf),
         )
     }
 
@@ -5660,12 +6069,12 @@ public object FfiConverterTypeOpenOptions: FfiConverterRustBuffer<OpenOptions> {
             FfiConverterOptionalTypeTierSpec.allocationSize(value.`cloud`) +
             FfiConverterOptionalTypeStrategySpec.allocationSize(value.`strategy`) +
             FfiConverterOptionalTypeHostConflictResolver.allocationSize(value.`resolver`) +
-            FfiConverterULong.allocationSize(value.`storeSyncDelayMs`) +
-            FfiConverterULong.allocationSize(value.`cloudSyncIntervalMs`) +
-            FfiConverterULong.allocationSize(value.`retryBaseMs`) +
-            FfiConverterULong.allocationSize(value.`retryMaxMs`) +
-            FfiConverterULong.allocationSize(value.`maxClockSkewMs`) +
-            FfiConverterBoolean.allocationSize(value.`syncOnOpen`)
+            FfiConverterOptionalULong.allocationSize(value.`storeSyncDelayMs`) +
+            FfiConverterOptionalULong.allocationSize(value.`cloudSyncIntervalMs`) +
+            FfiConverterOptionalULong.allocationSize(value.`retryBaseMs`) +
+            FfiConverterOptionalULong.allocationSize(value.`retryMaxMs`) +
+            FfiConverterOptionalULong.allocationSize(value.`maxClockSkewMs`) +
+            FfiConverterOptionalBoolean.allocationSize(value.`syncOnOpen`)
     )
 
     override fun write(value: OpenOptions, buf: ByteBuffer) {
@@ -5674,12 +6083,12 @@ public object FfiConverterTypeOpenOptions: FfiConverterRustBuffer<OpenOptions> {
             FfiConverterOptionalTypeTierSpec.write(value.`cloud`, buf)
             FfiConverterOptionalTypeStrategySpec.write(value.`strategy`, buf)
             FfiConverterOptionalTypeHostConflictResolver.write(value.`resolver`, buf)
-            FfiConverterULong.write(value.`storeSyncDelayMs`, buf)
-            FfiConverterULong.write(value.`cloudSyncIntervalMs`, buf)
-            FfiConverterULong.write(value.`retryBaseMs`, buf)
-            FfiConverterULong.write(value.`retryMaxMs`, buf)
-            FfiConverterULong.write(value.`maxClockSkewMs`, buf)
-            FfiConverterBoolean.write(value.`syncOnOpen`, buf)
+            FfiConverterOptionalULong.write(value.`storeSyncDelayMs`, buf)
+            FfiConverterOptionalULong.write(value.`cloudSyncIntervalMs`, buf)
+            FfiConverterOptionalULong.write(value.`retryBaseMs`, buf)
+            FfiConverterOptionalULong.write(value.`retryMaxMs`, buf)
+            FfiConverterOptionalULong.write(value.`maxClockSkewMs`, buf)
+            FfiConverterOptionalBoolean.write(value.`syncOnOpen`, buf)
     }
 }
 
@@ -6667,12 +7076,13 @@ sealed class StrategySpec: Disposable  {
     
     /**
      * A strategy the host implements. `separator` is one character, not a letter,
-     * digit, `_` or `-`; `id_length` is 8..=64.
+     * digit, `_` or `-`; `id_length` is 8..=64. Either one `None`: the library's
+     * default (that of the built-in strategies).
      */
     data class Host(
         val `strategy`: datasync.ffi.HostKeyStrategy, 
-        val `separator`: kotlin.String, 
-        val `idLength`: kotlin.UInt) : StrategySpec()
+        val `separator`: kotlin.String?, 
+        val `idLength`: kotlin.UInt?) : StrategySpec()
         
     {
         
@@ -6736,8 +7146,8 @@ public object FfiConverterTypeStrategySpec : FfiConverterRustBuffer<StrategySpec
                 )
             4 -> StrategySpec.Host(
                 FfiConverterTypeHostKeyStrategy.read(buf),
-                FfiConverterString.read(buf),
-                FfiConverterUInt.read(buf),
+                FfiConverterOptionalString.read(buf),
+                FfiConverterOptionalUInt.read(buf),
                 )
             else -> throw RuntimeException("invalid enum value, something is very wrong!!")
         }
@@ -6769,8 +7179,8 @@ public object FfiConverterTypeStrategySpec : FfiConverterRustBuffer<StrategySpec
             (
                 4UL
                 + FfiConverterTypeHostKeyStrategy.allocationSize(value.`strategy`)
-                + FfiConverterString.allocationSize(value.`separator`)
-                + FfiConverterUInt.allocationSize(value.`idLength`)
+                + FfiConverterOptionalString.allocationSize(value.`separator`)
+                + FfiConverterOptionalUInt.allocationSize(value.`idLength`)
             )
         }
     }
@@ -6794,8 +7204,8 @@ public object FfiConverterTypeStrategySpec : FfiConverterRustBuffer<StrategySpec
             is StrategySpec.Host -> {
                 buf.putInt(4)
                 FfiConverterTypeHostKeyStrategy.write(value.`strategy`, buf)
-                FfiConverterString.write(value.`separator`, buf)
-                FfiConverterUInt.write(value.`idLength`, buf)
+                FfiConverterOptionalString.write(value.`separator`, buf)
+                FfiConverterOptionalUInt.write(value.`idLength`, buf)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
@@ -7000,6 +7410,38 @@ public object FfiConverterTypeTierSpec : FfiConverterRustBuffer<TierSpec>{
 /**
  * @suppress
  */
+public object FfiConverterOptionalUInt: FfiConverterRustBuffer<kotlin.UInt?> {
+    override fun read(buf: ByteBuffer): kotlin.UInt? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterUInt.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.UInt?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterUInt.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.UInt?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterUInt.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalULong: FfiConverterRustBuffer<kotlin.ULong?> {
     override fun read(buf: ByteBuffer): kotlin.ULong? {
         if (buf.get().toInt() == 0) {
@@ -7022,6 +7464,38 @@ public object FfiConverterOptionalULong: FfiConverterRustBuffer<kotlin.ULong?> {
         } else {
             buf.put(1)
             FfiConverterULong.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalBoolean: FfiConverterRustBuffer<kotlin.Boolean?> {
+    override fun read(buf: ByteBuffer): kotlin.Boolean? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterBoolean.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.Boolean?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterBoolean.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.Boolean?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterBoolean.write(value, buf)
         }
     }
 }
@@ -7273,6 +7747,36 @@ public object FfiConverterSequenceTypeSortField: FfiConverterRustBuffer<List<Sor
         }
     }
 }
+        /**
+         * Options for `prefix` with every timing set to the library's default (read from
+         * the core's configuration, the one place defaults are kept) and no tiers.
+         */ fun `defaultOptions`(`prefix`: kotlin.String): OpenOptions {
+            return FfiConverterTypeOpenOptions.lift(
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_datasync_fn_func_default_options(
+    
+        
+        FfiConverterString.lower(`prefix`),_status)
+}
+    )
+    }
+    
+
+        /**
+         * The error as one sentence (what `Display` says in Rust), for wrappers whose
+         * exceptions show a message.
+         */ fun `describeError`(`error`: DataSyncException): kotlin.String {
+            return FfiConverterString.lift(
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_datasync_fn_func_describe_error(
+    
+        
+        FfiConverterTypeDataSyncError.lower(`error`),_status)
+}
+    )
+    }
+    
+
         /**
          * The library's version.
          */ fun `libraryVersion`(): kotlin.String {
