@@ -30,6 +30,7 @@ stage "c and c++" bash tests/c/run.sh
 stage "python bindings" bash bindings/python/run-tests.sh
 stage "kotlin bindings" bash bindings/kotlin/run-tests.sh
 stage "swift bindings" bash bindings/swift/run-tests.sh
+stage "fuzz (bounded)" bash scripts/fuzz.sh
 
 echo
 if [ "$failed" -gt 0 ]; then
