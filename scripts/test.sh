@@ -55,6 +55,7 @@ swift_stage() {
     rm -f "$log"
 }
 swift_stage
+stage "fuzz (bounded)" bash scripts/fuzz.sh
 
 echo
 if [ "$failed" -gt 0 ]; then

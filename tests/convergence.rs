@@ -1,16 +1,29 @@
 //! Property test against a tiny reference model: random saves, deletes, flushes and
-//! syncs on two instances (store + local each) sharing a cloud. With a clock where
-//! every reading is later than the one before, last-writer-wins means "the last
-//! operation on an entity wins", which is the whole model. After the final syncs,
-//! every tier equals the model and all roots are equal.
+//! syncs on two instances (store + local each) sharing a cloud, some of them run at
+//! the same time from several threads, under clocks the test sets.
+//!
+//! The clocks stand still until an operation moves them, and both devices draw from
+//! the same few instants, so equal instants across devices, a delete and an edit at
+//! the same instant, and stamps far beyond `max_clock_skew` are all common.
+//!
+//! The model: every write makes a slot (an entity or a tombstone; the test reads the
+//! one the write made from the store). A device's new slot always beats the one it
+//! replaces (DESIGN.md §4), so after the final syncs every tier holds, per entity, the
+//! last-writer-wins greatest of all slots ever written (§5: the later instant; at
+//! equal instants a delete, then the greater version, then the greater canonical
+//! bytes). The test also checks each stamp against the clock rules: never before the
+//! device's clock, and never dragged beyond `max_clock_skew` by another device.
 
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 
-use common::{audit_blobs, manual, stored_root, ticking};
+use common::{audit_blobs, manual, stored_root, SharedStore};
 use datasync::{DataSync, MemoryPersistence, Slot, TierId};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use serde_json::json;
 
 const ENTITIES: [(&str, &str); 5] = [
@@ -21,94 +34,272 @@ const ENTITIES: [(&str, &str); 5] = [
     ("Post", "Post.e1"),
 ];
 
+const DEVICES: usize = 2;
+const BASE: i64 = 1_767_225_600_000;
+const SKEW: i64 = 5 * 60_000;
+/// Instants a device clock can be set to: a few close ones (so devices meet on the
+/// same instant), one within `SKEW` ahead, and one far beyond it.
+const INSTANTS: [i64; 6] = [
+    BASE,
+    BASE + 1,
+    BASE + 2,
+    BASE + 7,
+    BASE + SKEW / 2,
+    BASE + 3_600_000,
+];
+
+/// One clock per device, read by `clock0` / `clock1` (a clock source is a plain
+/// function). Only the one test in this file moves them.
+static CLOCKS: [AtomicI64; DEVICES] = [AtomicI64::new(BASE), AtomicI64::new(BASE)];
+
+fn clock0() -> i64 {
+    CLOCKS[0].load(Ordering::SeqCst)
+}
+
+fn clock1() -> i64 {
+    CLOCKS[1].load(Ordering::SeqCst)
+}
+
 #[derive(Debug, Clone)]
 enum Op {
-    Save { dev: usize, entity: usize, n: u8 },
-    Delete { dev: usize, entity: usize },
+    Save {
+        dev: usize,
+        entity: usize,
+        n: u8,
+    },
+    Delete {
+        dev: usize,
+        entity: usize,
+    },
     Flush(usize),
     Sync(usize),
+    /// Sets a device's clock to one of `INSTANTS`.
+    Clock {
+        dev: usize,
+        instant: usize,
+    },
+    /// Operations run at once, one thread each (those that would touch the same
+    /// entity on the same device, or sync a device that also writes, are dropped).
+    Together(Vec<Op>),
+}
+
+fn write_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        // Few distinct values, so equal instants with equal versions often differ
+        // only in their bytes.
+        4 => (0..DEVICES, 0..ENTITIES.len(), 0..3u8).prop_map(|(dev, entity, n)| Op::Save { dev, entity, n }),
+        2 => (0..DEVICES, 0..ENTITIES.len()).prop_map(|(dev, entity)| Op::Delete { dev, entity }),
+        1 => (0..DEVICES).prop_map(Op::Flush),
+        2 => (0..DEVICES).prop_map(Op::Sync),
+    ]
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0..2usize, 0..ENTITIES.len(), any::<u8>()).prop_map(|(dev, entity, n)| Op::Save { dev, entity, n }),
-        2 => (0..2usize, 0..ENTITIES.len()).prop_map(|(dev, entity)| Op::Delete { dev, entity }),
-        1 => (0..2usize).prop_map(Op::Flush),
-        2 => (0..2usize).prop_map(Op::Sync),
+        9 => write_op(),
+        2 => (0..DEVICES, 0..INSTANTS.len()).prop_map(|(dev, instant)| Op::Clock { dev, instant }),
+        2 => proptest::collection::vec(write_op(), 2..4).prop_map(Op::Together),
     ]
 }
 
-fn run(ops: &[Op]) {
-    let cloud = MemoryPersistence::new();
-    let locals = [MemoryPersistence::new(), MemoryPersistence::new()];
-    let devices: Vec<DataSync> = locals
-        .iter()
-        .map(|local| {
-            DataSync::open(
-                manual("app")
-                    .local(local.clone())
+/// Last-writer-wins as DESIGN.md §5 states it: whether `a` beats `b`.
+fn beats(a: &Slot, b: &Slot) -> bool {
+    match (a, b) {
+        (Slot::Active(x), Slot::Active(y)) => {
+            (x.updated_at(), x.version(), x.json().as_bytes())
+                > (y.updated_at(), y.version(), y.json().as_bytes())
+        }
+        (Slot::Active(x), Slot::Deleted(at)) => x.updated_at() > *at,
+        (Slot::Deleted(at), Slot::Active(y)) => *at >= y.updated_at(),
+        (Slot::Deleted(x), Slot::Deleted(y)) => x > y,
+    }
+}
+
+fn key_of(entity: usize) -> String {
+    format!("app.{}", ENTITIES[entity].0)
+}
+
+struct World {
+    cloud: MemoryPersistence,
+    locals: Vec<MemoryPersistence>,
+    stores: Vec<SharedStore>,
+    devices: Vec<DataSync>,
+}
+
+impl World {
+    fn new() -> World {
+        for clock in &CLOCKS {
+            clock.store(BASE, Ordering::SeqCst);
+        }
+        let cloud = MemoryPersistence::new();
+        let locals: Vec<MemoryPersistence> =
+            (0..DEVICES).map(|_| MemoryPersistence::new()).collect();
+        let stores: Vec<SharedStore> = (0..DEVICES).map(|_| SharedStore::new()).collect();
+        let sources: [fn() -> i64; DEVICES] = [clock0, clock1];
+        let devices = (0..DEVICES)
+            .map(|dev| {
+                let mut config = manual("app")
+                    .store(stores[dev].clone())
+                    .local(locals[dev].clone())
                     .cloud(cloud.clone())
-                    .clock_source(ticking),
-            )
-            .unwrap()
-        })
-        .collect();
-    let mut model: BTreeMap<usize, Option<u8>> = BTreeMap::new();
-    for op in ops {
-        match *op {
-            Op::Save { dev, entity, n } => {
-                let (name, id) = ENTITIES[entity];
-                devices[dev]
-                    .repo(name)
-                    .unwrap()
-                    .save(&json!({"id": id, "n": n}))
-                    .unwrap();
-                model.insert(entity, Some(n));
+                    .clock_source(sources[dev]);
+                config.max_clock_skew = Duration::from_millis(SKEW as u64);
+                DataSync::open(config).unwrap()
+            })
+            .collect();
+        World {
+            cloud,
+            locals,
+            stores,
+            devices,
+        }
+    }
+
+    /// Runs one write and returns the slot it made, checked against the clock rules.
+    /// `latest` is the latest reading of this device's clock so far.
+    fn write(&self, op: &Op, latest: i64) -> Option<(usize, Slot)> {
+        let (dev, entity) = match *op {
+            Op::Save { dev, entity, .. } | Op::Delete { dev, entity } => (dev, entity),
+            Op::Flush(dev) => {
+                self.devices[dev].flush().unwrap();
+                return None;
             }
-            Op::Delete { dev, entity } => {
-                let (name, id) = ENTITIES[entity];
-                devices[dev].repo(name).unwrap().delete(id).unwrap();
-                model.insert(entity, None);
-            }
-            Op::Flush(dev) => devices[dev].flush().unwrap(),
             Op::Sync(dev) => {
-                devices[dev].sync_now().unwrap();
+                let stats = self.devices[dev].sync_now().unwrap();
+                assert!(stats.errors.is_empty(), "{stats:?}");
+                return None;
+            }
+            Op::Clock { .. } | Op::Together(_) => unreachable!("not a single write"),
+        };
+        let (name, id) = ENTITIES[entity];
+        let key = key_of(entity);
+        let store = &self.stores[dev];
+        let now = CLOCKS[dev].load(Ordering::SeqCst);
+        let repo = self.devices[dev].repo(name).unwrap();
+        // What this device holds before the write: it must lose to the new slot. (The
+        // store may not hold the partition yet; the write hydrates it first.)
+        repo.get(id).unwrap();
+        let before = store.slot(&key, name, id);
+        match *op {
+            Op::Save { n, .. } => {
+                repo.save(&json!({"id": id, "n": n})).unwrap();
+            }
+            _ => {
+                repo.delete(id).unwrap();
+            }
+        }
+        let slot = store
+            .slot(&key, name, id)
+            .expect("a write leaves a slot in the store");
+        match (op, &slot) {
+            (Op::Save { n, .. }, Slot::Active(e)) => assert_eq!(e.value()["n"], json!(n)),
+            (Op::Delete { .. }, Slot::Deleted(_)) => {}
+            other => panic!("{id}: the store holds another slot than written: {other:?}"),
+        }
+        let stamp = slot.instant();
+        assert!(
+            stamp >= now,
+            "{id}: stamp {stamp} is before the clock {now}"
+        );
+        let floor = before.as_ref().map_or(i64::MIN, |s| s.instant() + 1);
+        assert!(
+            stamp <= floor.max(latest + SKEW),
+            "{id}: stamp {stamp} was dragged beyond the skew bound (clock {latest}, previous {before:?})"
+        );
+        if let Some(before) = &before {
+            // An edit beats what it was made on; deleting a tombstone again may leave
+            // it as it was, never earlier.
+            let ok = match slot {
+                Slot::Active(_) => beats(&slot, before),
+                Slot::Deleted(_) => !beats(before, &slot),
+            };
+            assert!(
+                ok,
+                "{id}: the new slot {slot:?} loses to the one it replaced {before:?}"
+            );
+        }
+        Some((entity, slot))
+    }
+}
+
+fn run(ops: &[Op]) {
+    let world = World::new();
+    // Every slot ever written, per entity, and the latest reading of each clock.
+    let mut written: BTreeMap<usize, Vec<Slot>> = BTreeMap::new();
+    let mut latest = [BASE; DEVICES];
+    for op in ops {
+        match op {
+            Op::Clock { dev, instant } => {
+                CLOCKS[*dev].store(INSTANTS[*instant], Ordering::SeqCst);
+                latest[*dev] = latest[*dev].max(INSTANTS[*instant]);
+            }
+            Op::Together(batch) => {
+                let mut kept: Vec<&Op> = Vec::new();
+                for op in batch {
+                    let clash = kept.iter().any(|other| clashes(op, other));
+                    if !clash {
+                        kept.push(op);
+                    }
+                }
+                let world = &world;
+                let latest = &latest;
+                let slots: Vec<Option<(usize, Slot)>> = std::thread::scope(|scope| {
+                    let threads: Vec<_> = kept
+                        .iter()
+                        .map(|op| scope.spawn(move || world.write(op, latest[device(op)])))
+                        .collect();
+                    threads.into_iter().map(|t| t.join().unwrap()).collect()
+                });
+                for (entity, slot) in slots.into_iter().flatten() {
+                    written.entry(entity).or_default().push(slot);
+                }
+            }
+            op => {
+                if let Some((entity, slot)) = world.write(op, latest[device(op)]) {
+                    written.entry(entity).or_default().push(slot);
+                }
             }
         }
     }
+    let World {
+        cloud,
+        locals,
+        devices,
+        ..
+    } = &world;
     for dev in [0, 1, 0] {
         let stats = devices[dev].sync_now().unwrap();
         assert!(stats.errors.is_empty(), "{stats:?}");
     }
-    let partitions = audit_blobs(&cloud);
-    for local in &locals {
+    let partitions = audit_blobs(cloud);
+    for local in locals {
         assert_eq!(
             audit_blobs(local),
             partitions,
             "a local tier differs from the cloud"
         );
-        assert_eq!(stored_root(local), stored_root(&cloud));
+        assert_eq!(stored_root(local), stored_root(cloud));
     }
-    for (entity, expected) in &model {
+    for (entity, slots) in &written {
         let (name, id) = ENTITIES[*entity];
-        let key = format!("app.{name}");
-        let slot = partitions.get(&key).and_then(|p| p.get(name, id));
-        match (expected, slot) {
-            (Some(n), Some(Slot::Active(e))) => assert_eq!(e.value()["n"], json!(n), "{id}"),
-            (None, Some(Slot::Deleted(_))) => {}
-            other => panic!("{id}: model and cloud disagree: {other:?}"),
-        }
-        for ds in &devices {
-            let got = ds
-                .repo(name)
-                .unwrap()
-                .get(id)
-                .unwrap()
-                .map(|e| e.value()["n"].clone());
-            assert_eq!(got, expected.map(|n| json!(n)), "{id} in a store");
+        let winner = slots
+            .iter()
+            .reduce(|best, slot| if beats(slot, best) { slot } else { best })
+            .expect("at least one slot");
+        let slot = partitions
+            .get(&key_of(*entity))
+            .and_then(|p| p.get(name, id));
+        assert_eq!(
+            slot,
+            Some(winner),
+            "{id}: the cloud holds another winner than the model (written: {slots:?})"
+        );
+        for ds in devices {
+            let got = ds.repo(name).unwrap().get(id).unwrap();
+            assert_eq!(got.as_ref(), winner.entity(), "{id} in a store");
         }
     }
-    for ds in &devices {
+    for ds in devices {
         let store = ds.tier_meta(TierId::Store).unwrap();
         let local = ds.tier_meta(TierId::Local).unwrap();
         for (key, entry) in &store.entries {
@@ -122,8 +313,39 @@ fn run(ops: &[Op]) {
     }
 }
 
+fn device(op: &Op) -> usize {
+    match *op {
+        Op::Save { dev, .. } | Op::Delete { dev, .. } | Op::Flush(dev) | Op::Sync(dev) => dev,
+        Op::Clock { dev, .. } => dev,
+        Op::Together(_) => unreachable!("batches do not nest"),
+    }
+}
+
+/// Whether two operations of one batch cannot run at once and keep the model exact:
+/// writes of one entity on one device (each reads back its own slot), or a flush or
+/// sync of a device that also runs anything else in the batch.
+fn clashes(a: &Op, b: &Op) -> bool {
+    let entity = |op: &Op| match *op {
+        Op::Save { entity, .. } | Op::Delete { entity, .. } => Some(entity),
+        _ => None,
+    };
+    if device(a) != device(b) {
+        return false;
+    }
+    match (entity(a), entity(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => true,
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 1000,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/convergence.txt",
+        ))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn tiers_converge_on_the_model(ops in proptest::collection::vec(op(), 1..40)) {

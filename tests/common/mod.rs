@@ -163,3 +163,68 @@ pub fn put_partition(tier: &MemoryPersistence, key: &str, partition: &Partition)
     tier.poke(META_KEY, &meta.to_bytes());
     tier.poke(ROOT_KEY, meta.root().as_bytes());
 }
+
+/// A [`MemoryStore`](datasync::MemoryStore) that a test can look into while an
+/// instance uses it: clones share the same store.
+#[derive(Clone, Default)]
+pub struct SharedStore(pub Arc<Mutex<datasync::MemoryStore>>);
+
+impl SharedStore {
+    pub fn new() -> SharedStore {
+        SharedStore::default()
+    }
+
+    /// The slot (entity or tombstone) of one id, as the store holds it now.
+    pub fn slot(&self, key: &str, name: &str, id: &str) -> Option<datasync::Slot> {
+        use datasync::Store;
+        self.0
+            .lock()
+            .unwrap()
+            .get(key, name, id)
+            .expect("the memory store cannot fail")
+    }
+}
+
+impl Persistence for SharedStore {
+    fn load(&mut self, key: &str) -> AdapterResult<Option<Vec<u8>>> {
+        self.0.lock().unwrap().load(key)
+    }
+
+    fn store(&mut self, key: &str, bytes: &[u8]) -> AdapterResult<()> {
+        self.0.lock().unwrap().store(key, bytes)
+    }
+
+    fn clear(&mut self, key: &str) -> AdapterResult<()> {
+        self.0.lock().unwrap().clear(key)
+    }
+
+    fn keys(&mut self) -> AdapterResult<Option<Vec<String>>> {
+        self.0.lock().unwrap().keys()
+    }
+}
+
+impl datasync::Store for SharedStore {
+    fn get(&mut self, key: &str, name: &str, id: &str) -> AdapterResult<Option<datasync::Slot>> {
+        self.0.lock().unwrap().get(key, name, id)
+    }
+
+    fn get_all(&mut self, key: &str, name: &str) -> AdapterResult<Vec<datasync::Entity>> {
+        self.0.lock().unwrap().get_all(key, name)
+    }
+
+    fn save(&mut self, key: &str, name: &str, entity: &datasync::Entity) -> AdapterResult<()> {
+        self.0.lock().unwrap().save(key, name, entity)
+    }
+
+    fn delete(&mut self, key: &str, name: &str, id: &str, deleted_at: i64) -> AdapterResult<()> {
+        self.0.lock().unwrap().delete(key, name, id, deleted_at)
+    }
+
+    fn load_partition(&mut self, key: &str) -> AdapterResult<Option<Partition>> {
+        self.0.lock().unwrap().load_partition(key)
+    }
+
+    fn store_partition(&mut self, key: &str, partition: &Partition) -> AdapterResult<()> {
+        self.0.lock().unwrap().store_partition(key, partition)
+    }
+}
