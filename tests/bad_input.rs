@@ -164,3 +164,60 @@ fn flush_over_a_corrupted_local_partition_fails_with_its_key_and_keeps_the_rest(
         "the failed key is no longer pending"
     );
 }
+
+#[test]
+fn reserved_fields_of_the_wrong_type_are_refused_and_nothing_is_written() {
+    let ds = DataSync::open(Config::new("app")).unwrap();
+    let users = ds.repo("User").unwrap();
+    let id = users.save(&json!({"name": "Ann"})).unwrap();
+    for bad in [
+        json!({"version": "one"}),
+        json!({"version": -5}),
+        json!({"version": 1.5}),
+        json!({"version": 0}),
+        json!({"updatedAt": [1]}),
+        json!({"updatedAt": "yesterday"}),
+        json!({"createdAt": 7}),
+    ] {
+        let mut entity = bad.as_object().unwrap().clone();
+        entity.insert("name".into(), json!("changed"));
+        let err = users.save(&json!(entity)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidEntity, "{bad}: {err}");
+        // The same with an existing id: the stored entity is untouched.
+        entity.insert("id".into(), json!(id));
+        let err = users.save(&json!(entity)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidEntity, "{bad}: {err}");
+    }
+    let all = users.query(&QueryOptions::default()).unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].value()["name"], "Ann");
+    assert_eq!(all[0].version(), 1);
+    // Values of the right type are accepted (and replaced by the library's own).
+    users
+        .save(&json!({"id": id, "name": "Ann", "version": 7, "updatedAt": "2020-01-01T00:00:00.000Z"}))
+        .unwrap();
+    assert_eq!(users.get(&id).unwrap().unwrap().version(), 2);
+}
+
+#[test]
+fn an_unknown_sort_order_is_an_error() {
+    for bad in [
+        r#"{"sort":["a:up"]}"#,
+        r#"{"sort":["name:sideways"]}"#,
+        r#"{"sort":[":desc"]}"#,
+        r#"{"sort":[{"field":"a","order":"down"}]}"#,
+    ] {
+        let err = QueryOptions::from_json(bad).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidQuery, "{bad}: {err}");
+    }
+    let q = QueryOptions::from_json(r#"{"sort":["name:DESC","age:asc","plain"]}"#).unwrap();
+    let orders: Vec<_> = q.sort.iter().map(|k| (k.field.as_str(), k.order)).collect();
+    assert_eq!(
+        orders,
+        vec![
+            ("name", datasync::Order::Desc),
+            ("age", datasync::Order::Asc),
+            ("plain", datasync::Order::Asc)
+        ]
+    );
+}

@@ -288,3 +288,140 @@ fn sync_of_many_partitions() {
     ok(&["verify", p(&a)]);
     ok(&["verify", p(&b)]);
 }
+
+#[test]
+fn query_reads_every_partition_of_a_date_partitioned_tier() {
+    use datasync::{Config, DataSync, DateGranularity, DateStrategy};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tier");
+    let ds = DataSync::open(
+        Config::new("app")
+            .strategy(DateStrategy::new(DateGranularity::Month))
+            .local(DirPersistence::open(&dir).unwrap()),
+    )
+    .unwrap();
+    let logs = ds.repo("Log").unwrap();
+    let mut ids = Vec::new();
+    for (i, at) in ["2026-01-05T00:00:00.000Z", "2026-03-09T00:00:00.000Z"]
+        .iter()
+        .enumerate()
+    {
+        ids.push(
+            logs.save(&serde_json::json!({"n": i, "createdAt": at}))
+                .unwrap(),
+        );
+    }
+    ds.flush().unwrap();
+    ds.close().unwrap();
+    let found: Vec<Value> =
+        serde_json::from_str(&ok(&["query", p(&dir), "Log", "--sort", "n:desc"])).unwrap();
+    let seen: Vec<&str> = found.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(seen, vec![ids[1].as_str(), ids[0].as_str()]);
+    let got: Value = serde_json::from_str(&ok(&["get", p(&dir), "Log", &ids[0]])).unwrap();
+    assert_eq!(got["n"], 0);
+    let page: Vec<Value> = serde_json::from_str(&ok(&[
+        "query",
+        p(&dir),
+        "Log",
+        "--sort",
+        "n",
+        "--offset",
+        "1",
+        "--limit",
+        "5",
+    ]))
+    .unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0]["n"], 1);
+}
+
+#[test]
+fn sort_orders_are_checked_and_a_field_no_entity_has_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tier");
+    ok(&["put", p(&dir), "User", r#"{"name":"b"}"#]);
+    ok(&["put", p(&dir), "User", r#"{"name":"a"}"#]);
+    let (code, err) = fails(&["query", p(&dir), "User", "--sort", "name:up"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown sort order"), "{err}");
+    let out = ok(&["query", p(&dir), "User", "--sort", "name:DESC"]);
+    let names: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(names[0]["name"], "b");
+    let out = datasync(&["query", p(&dir), "User", "--sort", "nmae"]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nmae"),
+        "the misspelt field is reported: {err}"
+    );
+}
+
+#[test]
+fn inspect_and_verify_leave_a_directory_that_is_no_tier_untouched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plain = tmp.path().join("photos");
+    std::fs::create_dir_all(&plain).unwrap();
+    std::fs::write(plain.join("cat.jpg"), b"not a tier").unwrap();
+    for args in [
+        vec!["inspect", p(&plain)],
+        vec!["verify", p(&plain)],
+        vec!["query", p(&plain), "User"],
+        vec!["get", p(&plain), "User", "User.abcdefghijklmnop"],
+    ] {
+        let (code, err) = fails(&args);
+        assert_eq!(code, 2, "{args:?}");
+        assert!(err.contains("not a datasync tier"), "{args:?}: {err}");
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&plain)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["cat.jpg".to_string()], "nothing was created");
+}
+
+#[test]
+fn sync_restores_a_partition_moved_aside_as_corrupt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let id = ok(&["put", p(&a), "User", r#"{"name":"Ann"}"#]);
+    let id = id.trim();
+    ok(&["sync", p(&a), p(&b)]);
+    // Damage a's partition; a read moves it aside and fails, and so does the next.
+    let file = DirPersistence::open(&a).unwrap().file_of("app.User");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x20;
+    std::fs::write(&file, bytes).unwrap();
+    fails(&["get", p(&a), "User", id]);
+    let (code, err) = fails(&["get", p(&a), "User", id]);
+    assert_eq!(code, 2, "an unreadable partition is an error, not absent");
+    assert!(err.contains("app.User"), "{err}");
+    let out = datasync(&["verify", p(&a)]);
+    assert!(!out.status.success());
+    // The sync brings it back from b.
+    ok(&["sync", p(&a), p(&b)]);
+    ok(&["verify", p(&a)]);
+    let got: Value = serde_json::from_str(&ok(&["get", p(&a), "User", id])).unwrap();
+    assert_eq!(got["name"], "Ann");
+}
+
+#[test]
+fn every_argument_has_help() {
+    for command in ["inspect", "verify", "sync", "put", "get", "delete", "query"] {
+        let help = ok(&[command, "--help"]);
+        for line in help.lines().filter(|l| l.trim_start().starts_with('<')) {
+            let described = line.trim().split_once("  ").map(|(_, d)| d.trim());
+            assert!(
+                described.is_some_and(|d| !d.is_empty()),
+                "{command}: argument without help: {line:?}"
+            );
+        }
+        if command == "query" {
+            for flag in ["--limit", "--offset", "--sort", "--where"] {
+                let line = help.lines().find(|l| l.contains(flag)).unwrap();
+                assert!(line.trim().split_once("  ").is_some(), "{flag}: {line:?}");
+            }
+        }
+    }
+}

@@ -423,3 +423,42 @@ fn a_lost_partition_that_no_tier_holds_leaves_the_metadata() {
     let meta = meta_of(&mut DirPersistence::open(tmp.path()).unwrap());
     assert!(!meta.entries.contains_key("app.Note"));
 }
+
+#[test]
+fn a_partition_file_rolled_back_to_an_older_copy_is_not_served_silently() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cloud = MemoryPersistence::new();
+    let (user, _) = seed(tmp.path(), &cloud);
+    let file = DirPersistence::open(tmp.path())
+        .unwrap()
+        .file_of("app.User");
+    let older = fs::read(&file).unwrap();
+    let ds = instance(tmp.path(), Some(&cloud));
+    ds.repo("User")
+        .unwrap()
+        .save(&json!({"id": user, "name": "Alice, later"}))
+        .unwrap();
+    ds.sync_now().unwrap();
+    ds.close().unwrap();
+    // An older, valid copy of the file is put back (a backup restored by hand).
+    fs::write(&file, &older).unwrap();
+
+    let offline = quiet(tmp.path(), &MemoryPersistence::new());
+    let err = offline.repo("User").unwrap().get(&user).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert!(err.to_string().contains("app.User"), "{err}");
+    // Still refused on the next read: not "absent", not the older value.
+    assert_eq!(
+        offline.repo("User").unwrap().get(&user).unwrap_err().kind(),
+        ErrorKind::Corrupt
+    );
+    offline.close().unwrap();
+
+    // A sync with the cloud, which holds the later copy, repairs it.
+    let ds = quiet(tmp.path(), &cloud);
+    ds.sync_now().unwrap();
+    let alice = ds.repo("User").unwrap().get(&user).unwrap().unwrap();
+    assert_eq!(alice.value()["name"], "Alice, later");
+    assert!(ds.audit().unwrap().is_empty(), "{:?}", ds.audit());
+    ds.close().unwrap();
+}
