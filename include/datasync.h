@@ -101,7 +101,8 @@
  * - 3xx: the instance's lifecycle and threads;
  * - 9xx: the library itself (bugs, caught panics).
  *
- * `datasync_last_error_message()` describes the failure in words.
+ * `datasync_last_error_message()` describes the failure in words;
+ * `datasync_status_name()` names a code.
  */
 enum datasync_status
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -422,11 +423,6 @@ typedef struct datasync_observer {
    */
   datasync_destroy_fn destroy;
 } datasync_observer;
-
-/**
- * Every status, for lookups by number.
- */
-#define datasync_status_ALL { DATASYNC_OK, DATASYNC_NULL_ARGUMENT, DATASYNC_INVALID_UTF8, DATASYNC_INVALID_JSON, DATASYNC_INVALID_ENTITY, DATASYNC_INVALID_NAME, DATASYNC_INVALID_ID, DATASYNC_INVALID_KEY, DATASYNC_INVALID_CONFIG, DATASYNC_INVALID_QUERY, DATASYNC_INVALID_ARGUMENT, DATASYNC_FORBIDDEN, DATASYNC_ADAPTER, DATASYNC_CORRUPT, DATASYNC_CALLBACK, DATASYNC_CLOSED, DATASYNC_WOULD_DEADLOCK, DATASYNC_INTERNAL, DATASYNC_PANIC, }
 
 #ifdef __cplusplus
 extern "C" {
@@ -900,7 +896,7 @@ datasync_status datasync_bytes_sink_write_str(struct datasync_bytes_sink *sink,
 
 /**
  * The name of a status code (`"DATASYNC_INVALID_JSON"`), or `"DATASYNC_UNKNOWN"`
- * for a number that is no status.
+ * for a number that is no code.
  *
  * Ownership: the returned string is static; never free it.
  * Threads: any thread.

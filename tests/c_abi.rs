@@ -12,15 +12,32 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The status enum as plain Rust: the body of the `status_codes!` invocation in
+/// `src/ffi/c/status.rs`. cbindgen does not expand macros, so it gets this text as
+/// one more source file.
+fn status_enum_source() -> String {
+    let text = fs::read_to_string(root().join("src/ffi/c/status.rs")).unwrap();
+    let marker = "\nstatus_codes! {";
+    let at = text.find(marker).expect("status.rs invokes status_codes!") + marker.len() - 1;
+    let close = matching(text.as_bytes(), at);
+    text[at + 1..close].to_string()
+}
+
 fn generate_header() -> String {
     let root = root();
     let config =
         cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml parses");
+    let dir = std::env::temp_dir().join(format!("datasync-header-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let codes = dir.join("codes.rs");
+    fs::write(&codes, status_enum_source()).unwrap();
     let bindings = cbindgen::Builder::new()
         .with_config(config)
         .with_src(root.join("src/ffi/c/mod.rs"))
+        .with_src(&codes)
         .generate()
         .expect("cbindgen generates the header");
+    fs::remove_dir_all(&dir).unwrap();
     let mut out = Vec::new();
     bindings.write(&mut out);
     String::from_utf8(out).expect("the header is UTF-8")
@@ -257,4 +274,66 @@ fn a_panic_becomes_the_panic_status() {
         .to_str()
         .unwrap();
     assert!(message.contains("boom from the test"), "{message}");
+}
+
+/// The `NAME = value` lines of the enum `enum_name` in a C header.
+fn header_enum(header: &str, enum_name: &str) -> Vec<(String, u32)> {
+    let start = header
+        .find(&format!("enum {enum_name}"))
+        .unwrap_or_else(|| panic!("the header declares no enum {enum_name}"));
+    let open = start + header[start..].find('{').unwrap();
+    let close = open + header[open..].find("};").unwrap();
+    let mut codes = Vec::new();
+    let mut in_comment = false;
+    for line in header[open + 1..close].lines() {
+        let line = line.trim();
+        if line.starts_with("/*") {
+            in_comment = !line.ends_with("*/");
+            continue;
+        }
+        if in_comment {
+            in_comment = !line.ends_with("*/");
+            continue;
+        }
+        if line.is_empty() {
+            continue;
+        }
+        let (name, value) = line
+            .trim_end_matches(',')
+            .split_once('=')
+            .unwrap_or_else(|| panic!("not a NAME = value line: {line:?}"));
+        let value = value.trim().parse().unwrap_or_else(|_| panic!("{line:?}"));
+        codes.push((name.trim().to_string(), value));
+    }
+    codes
+}
+
+/// Every status constant of the committed header is in the Rust list with the same
+/// value, and every code of the list is in the header.
+#[test]
+fn header_codes_match_the_list() {
+    let header = fs::read_to_string(root().join("include/datasync.h")).unwrap();
+    let in_header = header_enum(&header, "datasync_status");
+    let in_rust: Vec<(String, u32)> = datasync_status::ALL
+        .iter()
+        .map(|c| (c.name().trim_end_matches('\0').to_string(), *c as u32))
+        .collect();
+    for code in &in_header {
+        assert!(
+            in_rust.contains(code),
+            "the header has {code:?}, the Rust list does not"
+        );
+    }
+    for code in &in_rust {
+        assert!(
+            in_header.contains(code),
+            "the Rust list has {code:?}, the header does not"
+        );
+    }
+    assert!(in_rust.contains(&("DATASYNC_FORBIDDEN".to_string(), 110)));
+    // The parser sees a changed value.
+    let tampered = header.replace("DATASYNC_FORBIDDEN = 110", "DATASYNC_FORBIDDEN = 111");
+    assert!(
+        !header_enum(&tampered, "datasync_status").contains(&("DATASYNC_FORBIDDEN".into(), 110))
+    );
 }
