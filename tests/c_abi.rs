@@ -5,8 +5,8 @@ use std::ffi::CStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use datasync::ffi::c::boundary::{datasync_debug_panic, datasync_last_error_message};
-use datasync::ffi::c::status::datasync_status;
+use datasync::ffi::c::boundary::{datasync_debug_panic, datasync_error_message};
+use datasync::ffi::c::status::datasync_code;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -269,8 +269,8 @@ fn every_export_documents_ownership_and_threads() {
 #[test]
 fn a_panic_becomes_the_panic_status() {
     let status = unsafe { datasync_debug_panic(c"boom from the test".as_ptr()) };
-    assert_eq!(status, datasync_status::DATASYNC_PANIC);
-    let message = unsafe { CStr::from_ptr(datasync_last_error_message()) }
+    assert_eq!(status, datasync_code::DATASYNC_PANIC);
+    let message = unsafe { CStr::from_ptr(datasync_error_message()) }
         .to_str()
         .unwrap();
     assert!(message.contains("boom from the test"), "{message}");
@@ -313,8 +313,8 @@ fn header_enum(header: &str, enum_name: &str) -> Vec<(String, u32)> {
 #[test]
 fn header_codes_match_the_list() {
     let header = fs::read_to_string(root().join("include/datasync.h")).unwrap();
-    let in_header = header_enum(&header, "datasync_status");
-    let in_rust: Vec<(String, u32)> = datasync_status::ALL
+    let in_header = header_enum(&header, "datasync_code");
+    let in_rust: Vec<(String, u32)> = datasync_code::ALL
         .iter()
         .map(|c| (c.name().trim_end_matches('\0').to_string(), *c as u32))
         .collect();
@@ -333,7 +333,39 @@ fn header_codes_match_the_list() {
     assert!(in_rust.contains(&("DATASYNC_FORBIDDEN".to_string(), 110)));
     // The parser sees a changed value.
     let tampered = header.replace("DATASYNC_FORBIDDEN = 110", "DATASYNC_FORBIDDEN = 111");
-    assert!(
-        !header_enum(&tampered, "datasync_status").contains(&("DATASYNC_FORBIDDEN".into(), 110))
-    );
+    assert!(!header_enum(&tampered, "datasync_code").contains(&("DATASYNC_FORBIDDEN".into(), 110)));
+}
+
+/// Export names follow `datasync_<object>_<verb>`, with one of the objects the
+/// header's conventions list (and `datasync_version`).
+#[test]
+fn export_names_follow_the_scheme() {
+    let objects = [
+        "instance",
+        "entity",
+        "config",
+        "memory",
+        "subscription",
+        "logger",
+        "bytes_sink",
+        "string",
+        "error",
+        "code",
+        "debug",
+    ];
+    for e in all_exports() {
+        if e.name == "datasync_version" {
+            continue;
+        }
+        let rest = e.name.strip_prefix("datasync_").unwrap_or_default();
+        let verb = objects
+            .iter()
+            .find_map(|o| rest.strip_prefix(o).and_then(|r| r.strip_prefix('_')));
+        assert!(
+            verb.is_some_and(|v| !v.is_empty()),
+            "{}: {} is not datasync_<object>_<verb> with a known object",
+            e.file,
+            e.name
+        );
+    }
 }

@@ -10,21 +10,21 @@ static long stat_of(const char *json, const char *field) {
     return at ? strtol(at + strlen(needle), NULL, 10) : -1;
 }
 
-static char *sync_stats(datasync *ds) {
+static char *sync_stats(datasync_instance *ds) {
     char *stats = NULL;
-    CHECK_OK(datasync_sync_now(ds, &stats));
+    CHECK_OK(datasync_instance_sync_now(ds, &stats));
     return stats;
 }
 
-static char *get(datasync *ds, const char *name, const char *id) {
+static char *get(datasync_instance *ds, const char *name, const char *id) {
     char *json = NULL;
-    CHECK_OK(datasync_get(ds, name, id, &json));
+    CHECK_OK(datasync_entity_get(ds, name, id, &json));
     return json;
 }
 
-static void check_audit(datasync *ds) {
+static void check_audit(datasync_instance *ds) {
     char *audit = NULL;
-    CHECK_OK(datasync_audit(ds, &audit));
+    CHECK_OK(datasync_instance_audit(ds, &audit));
     CHECK(audit != NULL && strcmp(audit, "[]") == 0);
     if (audit && strcmp(audit, "[]") != 0) fprintf(stderr, "audit: %s\n", audit);
     datasync_string_free(audit);
@@ -35,13 +35,13 @@ static void test_two_devices(void) {
     hstore_init(&cloud);
     hstore_init(&local_a);
     hstore_init(&local_b);
-    datasync *a = open_with("app", &local_a, &cloud);
-    datasync *b = open_with("app", &local_b, &cloud);
+    datasync_instance *a = open_with("app", &local_a, &cloud);
+    datasync_instance *b = open_with("app", &local_b, &cloud);
     CHECK(a != NULL && b != NULL);
 
     char *alice = NULL, *bob = NULL;
-    CHECK_OK(datasync_save(a, "User", "{\"name\":\"Alice\"}", &alice));
-    CHECK_OK(datasync_save(a, "User", "{\"name\":\"Bob\"}", &bob));
+    CHECK_OK(datasync_entity_save(a, "User", "{\"name\":\"Alice\"}", &alice));
+    CHECK_OK(datasync_entity_save(a, "User", "{\"name\":\"Bob\"}", &bob));
 
     char *stats = sync_stats(a);
     CHECK(stat_of(stats, "keys_copied") >= 1 && contains(stats, "\"offline\":false"));
@@ -60,13 +60,13 @@ static void test_two_devices(void) {
     /* Concurrent edits of Alice: the later one (B's) wins on both devices. */
     char edit[200];
     snprintf(edit, sizeof edit, "{\"id\":\"%s\",\"name\":\"Alice (A)\"}", alice);
-    CHECK_OK(datasync_save(a, "User", edit, NULL));
+    CHECK_OK(datasync_entity_save(a, "User", edit, NULL));
     snprintf(edit, sizeof edit, "{\"id\":\"%s\",\"name\":\"Alice (B)\"}", alice);
-    CHECK_OK(datasync_save(b, "User", edit, NULL));
+    CHECK_OK(datasync_entity_save(b, "User", edit, NULL));
     /* B edits Bob, then A deletes him: the later delete wins. */
     snprintf(edit, sizeof edit, "{\"id\":\"%s\",\"name\":\"Bob (B)\"}", bob);
-    CHECK_OK(datasync_save(b, "User", edit, NULL));
-    CHECK_OK(datasync_delete(a, "User", bob, NULL));
+    CHECK_OK(datasync_entity_save(b, "User", edit, NULL));
+    CHECK_OK(datasync_entity_delete(a, "User", bob, NULL));
 
     datasync_string_free(sync_stats(a));
     stats = sync_stats(b);
@@ -104,29 +104,29 @@ static void test_two_devices(void) {
 
     /* An unreachable cloud: sync reports offline, the instance keeps working. */
     hstore_fail(&cloud, 5, 5);
-    CHECK_OK(datasync_save(a, "User", "{\"name\":\"Offline Olga\"}", NULL));
+    CHECK_OK(datasync_entity_save(a, "User", "{\"name\":\"Offline Olga\"}", NULL));
     stats = sync_stats(a);
     CHECK(contains(stats, "\"offline\":true") && contains(stats, "host load callback returned 5"));
     datasync_string_free(stats);
     char *status = NULL;
-    CHECK_OK(datasync_sync_status(a, &status));
+    CHECK_OK(datasync_instance_status(a, &status));
     CHECK(contains(status, "\"online\":false") && contains(status, "\"failures\":1"));
     datasync_string_free(status);
-    CHECK_OK(datasync_query(a, "User", "{\"where\":{\"name\":\"Offline Olga\"}}", &json));
+    CHECK_OK(datasync_entity_query(a, "User", "{\"where\":{\"name\":\"Offline Olga\"}}", &json));
     CHECK(occurrences(json, "\"id\":") == 1);
     datasync_string_free(json);
     hstore_fail(&cloud, 0, 0);
     datasync_string_free(sync_stats(a));
-    CHECK_OK(datasync_sync_status(a, &status));
+    CHECK_OK(datasync_instance_status(a, &status));
     CHECK(contains(status, "\"online\":true"));
     datasync_string_free(status);
     datasync_string_free(sync_stats(b));
-    CHECK_OK(datasync_query(b, "User", "{\"where\":{\"name\":\"Offline Olga\"}}", &json));
+    CHECK_OK(datasync_entity_query(b, "User", "{\"where\":{\"name\":\"Offline Olga\"}}", &json));
     CHECK(occurrences(json, "\"id\":") == 1);
     datasync_string_free(json);
 
-    datasync_free(a);
-    datasync_free(b);
+    datasync_instance_free(a);
+    datasync_instance_free(b);
     CHECK(hstore_destroyed(&cloud) == 2 && hstore_destroyed(&local_a) == 1 && hstore_destroyed(&local_b) == 1);
     datasync_string_free(alice);
     datasync_string_free(bob);
@@ -157,7 +157,7 @@ static void test_tie_rules(void) {
              at, at);
     hstore_put_text(&cloud, "tie.Item", text);
 
-    datasync *ds = open_with("tie", &local, &cloud);
+    datasync_instance *ds = open_with("tie", &local, &cloud);
     CHECK(ds != NULL);
     char *stats = sync_stats(ds);
     CHECK(stat_of(stats, "conflicts") == 2);
@@ -174,7 +174,7 @@ static void test_tie_rules(void) {
     free(l);
     free(c);
     check_audit(ds);
-    datasync_free(ds);
+    datasync_instance_free(ds);
     hstore_free(&cloud);
     hstore_free(&local);
 }
@@ -214,9 +214,9 @@ static void resolver_destroy(void *userdata) {
     pthread_mutex_unlock(&st->lock);
 }
 
-static datasync *open_resolving(hstore *cloud, resolver_state *st) {
+static datasync_instance *open_resolving(hstore *cloud, resolver_state *st) {
     datasync_config *cfg = NULL;
-    datasync *ds = NULL;
+    datasync_instance *ds = NULL;
     CHECK_OK(datasync_config_new("jobs", &cfg));
     datasync_resolver_vtable rv = {st, by_priority, resolver_destroy};
     CHECK_OK(datasync_config_set_resolver(cfg, &rv));
@@ -225,7 +225,7 @@ static datasync *open_resolving(hstore *cloud, resolver_state *st) {
     CHECK_OK(datasync_config_set_persistence(cfg, DATASYNC_TIER_CLOUD, &pv));
     CHECK_OK(datasync_config_set_cloud_sync_interval(cfg, 3600 * 1000));
     CHECK_OK(datasync_config_set_sync_on_open(cfg, false));
-    CHECK_OK(datasync_open(cfg, &ds));
+    CHECK_OK(datasync_instance_open(cfg, &ds));
     return ds;
 }
 
@@ -235,18 +235,18 @@ static void test_host_resolver(void) {
     resolver_state st;
     memset(&st, 0, sizeof st);
     pthread_mutex_init(&st.lock, NULL);
-    datasync *a = open_resolving(&cloud, &st);
-    datasync *b = open_resolving(&cloud, &st);
+    datasync_instance *a = open_resolving(&cloud, &st);
+    datasync_instance *b = open_resolving(&cloud, &st);
 
     char *id = NULL;
-    CHECK_OK(datasync_save(a, "Job", "{\"priority\":5,\"by\":\"nobody\"}", &id));
+    CHECK_OK(datasync_entity_save(a, "Job", "{\"priority\":5,\"by\":\"nobody\"}", &id));
     datasync_string_free(sync_stats(a));
     datasync_string_free(sync_stats(b));
     char edit[200];
     snprintf(edit, sizeof edit, "{\"id\":\"%s\",\"priority\":9,\"by\":\"A\"}", id);
-    CHECK_OK(datasync_save(a, "Job", edit, NULL));
+    CHECK_OK(datasync_entity_save(a, "Job", edit, NULL));
     snprintf(edit, sizeof edit, "{\"id\":\"%s\",\"priority\":1,\"by\":\"B\"}", id);
-    CHECK_OK(datasync_save(b, "Job", edit, NULL)); /* later, but lower priority */
+    CHECK_OK(datasync_entity_save(b, "Job", edit, NULL)); /* later, but lower priority */
     datasync_string_free(sync_stats(a));
     datasync_string_free(sync_stats(b));
     datasync_string_free(sync_stats(a));
@@ -258,8 +258,8 @@ static void test_host_resolver(void) {
     pthread_mutex_lock(&st.lock);
     CHECK(st.calls >= 1 && st.destroyed == 0);
     pthread_mutex_unlock(&st.lock);
-    datasync_free(a);
-    datasync_free(b);
+    datasync_instance_free(a);
+    datasync_instance_free(b);
     CHECK(st.destroyed == 2);
     datasync_string_free(id);
     pthread_mutex_destroy(&st.lock);
@@ -270,24 +270,24 @@ static void test_host_resolver(void) {
 static void test_shared_memory_cloud(void) {
     datasync_memory *mem = NULL;
     CHECK_OK(datasync_memory_new(&mem));
-    datasync *ds[2] = {NULL, NULL};
+    datasync_instance *ds[2] = {NULL, NULL};
     for (int i = 0; i < 2; i++) {
         datasync_config *cfg = NULL;
         CHECK_OK(datasync_config_new("mem", &cfg));
         CHECK_OK(datasync_config_set_memory(cfg, DATASYNC_TIER_CLOUD, mem));
         CHECK_OK(datasync_config_set_sync_on_open(cfg, false));
-        CHECK_OK(datasync_open(cfg, &ds[i]));
+        CHECK_OK(datasync_instance_open(cfg, &ds[i]));
     }
     datasync_memory_free(mem); /* the tiers keep the map alive */
     char *id = NULL;
-    CHECK_OK(datasync_save(ds[0], "Msg", "{\"text\":\"hi\"}", &id));
+    CHECK_OK(datasync_entity_save(ds[0], "Msg", "{\"text\":\"hi\"}", &id));
     datasync_string_free(sync_stats(ds[0]));
     char *json = get(ds[1], "Msg", id); /* hydrated from the cloud */
     CHECK(contains(json, "\"text\":\"hi\""));
     datasync_string_free(json);
     datasync_string_free(id);
-    datasync_free(ds[0]);
-    datasync_free(ds[1]);
+    datasync_instance_free(ds[0]);
+    datasync_instance_free(ds[1]);
 }
 
 int main(void) {

@@ -1,5 +1,5 @@
 //! Status codes: what every fallible export returns. The one list below makes the
-//! enum, [`datasync_status::ALL`] and [`datasync_status::name`]; the header gets the enum
+//! enum, [`datasync_code::ALL`] and [`datasync_code::name`]; the header gets the enum
 //! from the same list (tests/c_abi.rs hands the macro's input to cbindgen, which does
 //! not expand macros) and a test checks the header's codes against `ALL`.
 
@@ -43,12 +43,12 @@ status_codes! {
     /// - 3xx: the instance's lifecycle and threads;
     /// - 9xx: the library itself (bugs, caught panics).
     ///
-    /// `datasync_last_error_message()` describes the failure in words;
-    /// `datasync_status_name()` names a code.
+    /// `datasync_error_message()` describes the failure in words;
+    /// `datasync_code_name()` names a code.
     #[allow(non_camel_case_types)]
     #[repr(u32)]
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum datasync_status {
+    pub enum datasync_code {
         /// Success.
         DATASYNC_OK = 0,
         /// A required pointer argument was NULL.
@@ -83,8 +83,8 @@ status_codes! {
         DATASYNC_CALLBACK = 202,
         /// The instance is closed.
         DATASYNC_CLOSED = 300,
-        /// A blocking call was made from a thread it would wait on (e.g. `datasync_flush`
-        /// from inside an observer callback).
+        /// A blocking call was made from a thread it would wait on (e.g.
+        /// `datasync_instance_drain_events` from inside an observer callback).
         DATASYNC_WOULD_DEADLOCK = 301,
         /// Something the library did not expect: a bug.
         DATASYNC_INTERNAL = 900,
@@ -94,30 +94,30 @@ status_codes! {
     }
 }
 
-impl datasync_status {
+impl datasync_code {
     /// The code of a core error kind. No wildcard arm: a new kind must be mapped here.
-    pub fn of_kind(kind: ErrorKind) -> datasync_status {
+    pub fn of_kind(kind: ErrorKind) -> datasync_code {
         match kind {
-            ErrorKind::InvalidJson => datasync_status::DATASYNC_INVALID_JSON,
-            ErrorKind::InvalidEntity => datasync_status::DATASYNC_INVALID_ENTITY,
-            ErrorKind::InvalidName => datasync_status::DATASYNC_INVALID_NAME,
-            ErrorKind::InvalidId => datasync_status::DATASYNC_INVALID_ID,
-            ErrorKind::InvalidKey => datasync_status::DATASYNC_INVALID_KEY,
-            ErrorKind::Forbidden => datasync_status::DATASYNC_FORBIDDEN,
-            ErrorKind::InvalidConfig => datasync_status::DATASYNC_INVALID_CONFIG,
-            ErrorKind::InvalidQuery => datasync_status::DATASYNC_INVALID_QUERY,
-            ErrorKind::Adapter => datasync_status::DATASYNC_ADAPTER,
-            ErrorKind::Corrupt => datasync_status::DATASYNC_CORRUPT,
-            ErrorKind::Closed => datasync_status::DATASYNC_CLOSED,
-            ErrorKind::WouldDeadlock => datasync_status::DATASYNC_WOULD_DEADLOCK,
-            ErrorKind::Callback => datasync_status::DATASYNC_CALLBACK,
-            ErrorKind::Internal => datasync_status::DATASYNC_INTERNAL,
+            ErrorKind::InvalidJson => datasync_code::DATASYNC_INVALID_JSON,
+            ErrorKind::InvalidEntity => datasync_code::DATASYNC_INVALID_ENTITY,
+            ErrorKind::InvalidName => datasync_code::DATASYNC_INVALID_NAME,
+            ErrorKind::InvalidId => datasync_code::DATASYNC_INVALID_ID,
+            ErrorKind::InvalidKey => datasync_code::DATASYNC_INVALID_KEY,
+            ErrorKind::Forbidden => datasync_code::DATASYNC_FORBIDDEN,
+            ErrorKind::InvalidConfig => datasync_code::DATASYNC_INVALID_CONFIG,
+            ErrorKind::InvalidQuery => datasync_code::DATASYNC_INVALID_QUERY,
+            ErrorKind::Adapter => datasync_code::DATASYNC_ADAPTER,
+            ErrorKind::Corrupt => datasync_code::DATASYNC_CORRUPT,
+            ErrorKind::Closed => datasync_code::DATASYNC_CLOSED,
+            ErrorKind::WouldDeadlock => datasync_code::DATASYNC_WOULD_DEADLOCK,
+            ErrorKind::Callback => datasync_code::DATASYNC_CALLBACK,
+            ErrorKind::Internal => datasync_code::DATASYNC_INTERNAL,
         }
     }
 
     /// The code with this number, if there is one.
-    pub fn from_u32(value: u32) -> Option<datasync_status> {
-        datasync_status::ALL
+    pub fn from_u32(value: u32) -> Option<datasync_code> {
+        datasync_code::ALL
             .iter()
             .copied()
             .find(|c| *c as u32 == value)
@@ -130,9 +130,9 @@ impl datasync_status {
 /// Ownership: the returned string is static; never free it.
 /// Threads: any thread.
 #[no_mangle]
-pub extern "C" fn datasync_status_name(status: u32) -> *const std::os::raw::c_char {
+pub extern "C" fn datasync_code_name(status: u32) -> *const std::os::raw::c_char {
     boundary(|| {
-        let name = datasync_status::from_u32(status).map_or("DATASYNC_UNKNOWN\0", |c| c.name());
+        let name = datasync_code::from_u32(status).map_or("DATASYNC_UNKNOWN\0", |c| c.name());
         Ok(name.as_ptr().cast())
     })
 }
@@ -144,16 +144,16 @@ mod tests {
     #[test]
     fn codes_are_in_their_blocks_and_unique() {
         let mut seen = std::collections::HashSet::new();
-        for &c in datasync_status::ALL {
+        for &c in datasync_code::ALL {
             assert!(seen.insert(c as u32), "{c:?} is numbered twice");
             let name = c.name();
             assert!(name.starts_with("DATASYNC_") && name.ends_with('\0'));
             assert_eq!(name.trim_end_matches('\0'), format!("{c:?}"));
             assert!(matches!(c as u32, 0 | 100..=199 | 200..=299 | 300..=399 | 900..=999));
-            assert_eq!(datasync_status::from_u32(c as u32), Some(c));
+            assert_eq!(datasync_code::from_u32(c as u32), Some(c));
         }
-        assert_eq!(datasync_status::DATASYNC_OK as u32, 0);
-        assert_eq!(datasync_status::DATASYNC_PANIC as u32, 901);
-        assert_eq!(datasync_status::from_u32(7), None);
+        assert_eq!(datasync_code::DATASYNC_OK as u32, 0);
+        assert_eq!(datasync_code::DATASYNC_PANIC as u32, 901);
+        assert_eq!(datasync_code::from_u32(7), None);
     }
 }
