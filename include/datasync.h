@@ -48,6 +48,12 @@
 #include <stdint.h>
 
 /**
+ * The in-memory store tier (always the built-in store; only read, e.g. by
+ * `datasync_instance_tier_keys`).
+ */
+#define DATASYNC_TIER_STORE 0
+
+/**
  * The durable tier on the device.
  */
 #define DATASYNC_TIER_LOCAL 1
@@ -416,7 +422,8 @@ typedef struct datasync_observer {
   /**
    * Required. Gets `len` bytes of JSON at `json` (also NUL-terminated at
    * `json[len]`), valid only during the call: the entity or `null` for
-   * `datasync_entity_observe`, an array for `datasync_entity_observe_all`.
+   * `datasync_entity_observe`, an array for `datasync_entity_observe_all`, a status
+   * for `datasync_instance_observe_status`.
    */
   void (*on_change)(void *userdata,
                     const char *json,
@@ -802,6 +809,18 @@ datasync_code datasync_instance_audit(const struct datasync_instance *instance,
                                       char **out_json);
 
 /**
+ * Writes the partition keys that tier `tier` (`DATASYNC_TIER_STORE`, `_LOCAL` or
+ * `_CLOUD`) holds according to its metadata, a sorted JSON array of strings, to
+ * `*out_json`. A tier this instance does not have is `DATASYNC_INVALID_CONFIG`.
+ *
+ * Ownership: the caller owns `*out_json` (free with `datasync_string_free`).
+ * Threads: any thread, including observer callbacks.
+ */
+datasync_code datasync_instance_tier_keys(const struct datasync_instance *instance,
+                                          uint32_t tier,
+                                          char **out_json);
+
+/**
  * Adds a process-wide log sink receiving records up to `max_level`
  * (`DATASYNC_LOG_*`), from every instance, and writes its handle to `out_handle`
  * (may be NULL). If the host process already installed another Rust logger,
@@ -855,6 +874,20 @@ datasync_code datasync_entity_observe_all(const struct datasync_instance *instan
                                           const char *options_json,
                                           const struct datasync_observer *observer,
                                           struct datasync_subscription **out);
+
+/**
+ * Observes the sync status: `observer` gets the current status first, then the new
+ * one after every chain sync (success or failure), as JSON shaped like
+ * `datasync_instance_status`'s. Writes the subscription to `*out` only on success.
+ *
+ * Ownership: `observer` is copied and owned by the library whatever the outcome (its
+ * `destroy` runs exactly once, see `datasync_observer`). The caller owns `*out` and
+ * frees it with `datasync_subscription_free`.
+ * Threads: any thread, including observer callbacks; callbacks run on the dispatcher.
+ */
+datasync_code datasync_instance_observe_status(const struct datasync_instance *instance,
+                                               const struct datasync_observer *observer,
+                                               struct datasync_subscription **out);
 
 /**
  * Stops an observer without freeing the handle. Idempotent; may be called from

@@ -334,7 +334,75 @@ static void test_close_with_calls_pending(void) {
     watcher_free(&one);
 }
 
+/* The sync status: the current one first, then one after every chain sync. */
+static void test_observe_status(void) {
+    hstore local, cloud;
+    hstore_init(&local);
+    hstore_init(&cloud);
+    datasync_instance *ds = open_with("st", &local, &cloud);
+    CHECK(ds != NULL);
+    watcher w;
+    watcher_init(&w, ds);
+    datasync_observer ob = {&w, on_change, on_destroy};
+    datasync_subscription *sub = NULL;
+    CHECK_OK(datasync_instance_observe_status(ds, &ob, &sub));
+    CHECK_OK(datasync_instance_drain_events(ds));
+    char *last = watcher_last(&w);
+    CHECK(watcher_calls(&w) == 1);
+    CHECK(contains(last, "\"online\":true") && contains(last, "\"closed\":false") &&
+          contains(last, "\"pending_keys\":0") && contains(last, "\"last_sync\":null"));
+    free(last);
+
+    /* A write, then a sync with the cloud down: offline, one failure, still pending. */
+    CHECK_OK(datasync_entity_save(ds, "Note", "{\"text\":\"a\"}", NULL));
+    hstore_fail(&cloud, 5, 5);
+    char *stats = NULL;
+    CHECK_OK(datasync_instance_sync_now(ds, &stats));
+    datasync_string_free(stats);
+    CHECK_OK(datasync_instance_drain_events(ds));
+    int after_offline = watcher_calls(&w);
+    CHECK(after_offline >= 2);
+    last = watcher_last(&w);
+    CHECK(contains(last, "\"online\":false") && contains(last, "\"failures\":1") &&
+          contains(last, "host load callback returned 5"));
+    free(last);
+
+    /* The cloud is back: online again, with a last sync instant and no error. */
+    hstore_fail(&cloud, 0, 0);
+    CHECK_OK(datasync_instance_sync_now(ds, &stats));
+    datasync_string_free(stats);
+    CHECK_OK(datasync_instance_drain_events(ds));
+    CHECK(watcher_calls(&w) > after_offline);
+    last = watcher_last(&w);
+    CHECK(contains(last, "\"online\":true") && contains(last, "\"failures\":0") &&
+          contains(last, "\"last_error\":null") && contains(last, "\"last_sync\":\"20"));
+    free(last);
+
+    /* Cancelled: no more calls; destroy ran once. */
+    CHECK_OK(datasync_subscription_cancel(sub));
+    CHECK(watcher_destroyed(&w) == 1);
+    int before = watcher_calls(&w);
+    CHECK_OK(datasync_instance_sync_now(ds, NULL));
+    CHECK_OK(datasync_instance_drain_events(ds));
+    CHECK(watcher_calls(&w) == before);
+    datasync_subscription_free(sub);
+
+    /* Failures: no callback, a closed instance; destroy runs each time. */
+    datasync_observer no_callback = {&w, NULL, on_destroy};
+    CHECK_STATUS(datasync_instance_observe_status(ds, &no_callback, &sub), DATASYNC_INVALID_ARGUMENT);
+    CHECK(watcher_destroyed(&w) == 2);
+    CHECK_OK(datasync_instance_close(ds));
+    CHECK_STATUS(datasync_instance_observe_status(ds, &ob, &sub), DATASYNC_CLOSED);
+    CHECK(watcher_destroyed(&w) == 3);
+    CHECK(watcher_calls(&w) == before);
+    datasync_instance_free(ds);
+    watcher_free(&w);
+    hstore_free(&local);
+    hstore_free(&cloud);
+}
+
 int main(void) {
+    test_observe_status();
     test_observe_one();
     test_observe_all_coalesces_to_the_final_state();
     test_callback_calls_into_the_library();

@@ -97,6 +97,23 @@ static void test_two_devices(void) {
     free(cc);
     check_audit(a);
     check_audit(b);
+
+    /* Every tier lists the one partition; a tier B lacks or no tier at all is refused. */
+    char *keys = NULL;
+    CHECK_OK(datasync_instance_tier_keys(a, DATASYNC_TIER_CLOUD, &keys));
+    CHECK(keys != NULL && strcmp(keys, "[\"app.User\"]") == 0);
+    datasync_string_free(keys);
+    CHECK_OK(datasync_instance_tier_keys(b, DATASYNC_TIER_LOCAL, &keys));
+    CHECK(keys != NULL && strcmp(keys, "[\"app.User\"]") == 0);
+    datasync_string_free(keys);
+    CHECK_OK(datasync_instance_tier_keys(b, DATASYNC_TIER_STORE, &keys));
+    CHECK(keys != NULL && strcmp(keys, "[\"app.User\"]") == 0);
+    datasync_string_free(keys);
+    keys = NULL;
+    CHECK_STATUS(datasync_instance_tier_keys(a, 7, &keys), DATASYNC_INVALID_ARGUMENT);
+    CHECK_STATUS(datasync_instance_tier_keys(a, DATASYNC_TIER_CLOUD, NULL), DATASYNC_NULL_ARGUMENT);
+    CHECK(keys == NULL);
+
     stats = sync_stats(a);
     CHECK(stat_of(stats, "keys_copied") == 0 && stat_of(stats, "keys_merged") == 0 &&
           stat_of(stats, "entities_changed") == 0);
@@ -285,6 +302,16 @@ static void test_shared_memory_cloud(void) {
     char *json = get(ds[1], "Msg", id); /* hydrated from the cloud */
     CHECK(contains(json, "\"text\":\"hi\""));
     datasync_string_free(json);
+    /* Tier keys: several partitions, sorted; an instance without a local tier. */
+    CHECK_OK(datasync_entity_save(ds[0], "Alpha", "{}", NULL));
+    datasync_string_free(sync_stats(ds[0]));
+    char *keys = NULL;
+    CHECK_OK(datasync_instance_tier_keys(ds[1], DATASYNC_TIER_CLOUD, &keys));
+    CHECK(keys != NULL && strcmp(keys, "[\"mem.Alpha\",\"mem.Msg\"]") == 0);
+    datasync_string_free(keys);
+    keys = NULL;
+    CHECK_STATUS(datasync_instance_tier_keys(ds[1], DATASYNC_TIER_LOCAL, &keys), DATASYNC_INVALID_CONFIG);
+    CHECK(keys == NULL && contains(datasync_error_message(), "Local"));
     datasync_string_free(id);
     datasync_instance_free(ds[0]);
     datasync_instance_free(ds[1]);

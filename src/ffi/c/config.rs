@@ -13,9 +13,13 @@ use super::vtable::{
 };
 use crate::adapters::{DirOptions, DirPersistence, MemoryPersistence};
 use crate::config::Config;
+use crate::instance::TierId;
 use crate::persistence::Persistence;
 use crate::strategy::{DateGranularity, DateStrategy, FieldStrategy, GlobalStrategy};
 
+/// The in-memory store tier (always the built-in store; only read, e.g. by
+/// `datasync_instance_tier_keys`).
+pub const DATASYNC_TIER_STORE: u32 = 0;
 /// The durable tier on the device.
 pub const DATASYNC_TIER_LOCAL: u32 = 1;
 /// The remote tier, possibly shared with other instances.
@@ -52,6 +56,18 @@ unsafe fn config_mut<'a>(config: *mut datasync_config) -> Result<&'a mut Config,
         .as_mut()
         .map(|c| &mut c.config)
         .ok_or(Failure::Null("config"))
+}
+
+/// The tier a `DATASYNC_TIER_*` number names.
+pub(crate) fn tier_id(tier: u32) -> Result<TierId, Failure> {
+    match tier {
+        DATASYNC_TIER_STORE => Ok(TierId::Store),
+        DATASYNC_TIER_LOCAL => Ok(TierId::Local),
+        DATASYNC_TIER_CLOUD => Ok(TierId::Cloud),
+        other => Err(Failure::Argument(format!(
+            "{other} is not a DATASYNC_TIER_* number"
+        ))),
+    }
 }
 
 fn set_tier(config: &mut Config, tier: u32, adapter: Box<dyn Persistence>) -> Result<(), Failure> {

@@ -5,7 +5,7 @@ use std::os::raw::c_char;
 use serde_json::Value;
 
 use super::boundary::{boundary, Failure};
-use super::config::datasync_config;
+use super::config::{datasync_config, tier_id};
 use super::status::datasync_code;
 use super::strings::{need_out, str_in, string_out, write_out, write_string};
 use crate::entity::Entity;
@@ -342,6 +342,28 @@ pub unsafe extern "C" fn datasync_instance_audit(
         need_out(out_json, "out_json")?;
         let problems = ds.audit()?;
         write_string(out_json, to_json(&problems)?);
+        Ok(())
+    })
+}
+
+/// Writes the partition keys that tier `tier` (`DATASYNC_TIER_STORE`, `_LOCAL` or
+/// `_CLOUD`) holds according to its metadata, a sorted JSON array of strings, to
+/// `*out_json`. A tier this instance does not have is `DATASYNC_INVALID_CONFIG`.
+///
+/// Ownership: the caller owns `*out_json` (free with `datasync_string_free`).
+/// Threads: any thread, including observer callbacks.
+#[no_mangle]
+pub unsafe extern "C" fn datasync_instance_tier_keys(
+    instance: *const datasync_instance,
+    tier: u32,
+    out_json: *mut *mut c_char,
+) -> datasync_code {
+    boundary(|| {
+        let ds = self::instance(instance)?;
+        let tier = tier_id(tier)?;
+        need_out(out_json, "out_json")?;
+        let keys = ds.tier_keys(tier)?;
+        write_string(out_json, to_json(&keys)?);
         Ok(())
     })
 }

@@ -3,7 +3,7 @@
 use std::os::raw::{c_char, c_void};
 
 use super::boundary::{boundary, Failure};
-use super::instance::{datasync_instance, list_json, repo};
+use super::instance::{datasync_instance, instance, list_json, repo};
 use super::status::datasync_code;
 use super::strings::{need_out, str_in, write_out};
 use super::vtable::datasync_destroy_fn;
@@ -23,7 +23,8 @@ pub struct datasync_observer {
     pub userdata: *mut c_void,
     /// Required. Gets `len` bytes of JSON at `json` (also NUL-terminated at
     /// `json[len]`), valid only during the call: the entity or `null` for
-    /// `datasync_entity_observe`, an array for `datasync_entity_observe_all`.
+    /// `datasync_entity_observe`, an array for `datasync_entity_observe_all`, a status
+    /// for `datasync_instance_observe_status`.
     pub on_change:
         Option<unsafe extern "C" fn(userdata: *mut c_void, json: *const c_char, len: usize)>,
     /// Optional. Called exactly once after the last `on_change`: when the
@@ -133,6 +134,36 @@ pub unsafe extern "C" fn datasync_entity_observe_all(
         let options = QueryOptions::from_json(str_in(options_json, "options_json")?)?;
         need_out(out, "out")?;
         let inner = repo.observe_all(options, move |list| host.emit(list_json(list)))?;
+        write_out(
+            out,
+            Box::into_raw(Box::new(datasync_subscription { inner })),
+        );
+        Ok(())
+    })
+}
+
+/// Observes the sync status: `observer` gets the current status first, then the new
+/// one after every chain sync (success or failure), as JSON shaped like
+/// `datasync_instance_status`'s. Writes the subscription to `*out` only on success.
+///
+/// Ownership: `observer` is copied and owned by the library whatever the outcome (its
+/// `destroy` runs exactly once, see `datasync_observer`). The caller owns `*out` and
+/// frees it with `datasync_subscription_free`.
+/// Threads: any thread, including observer callbacks; callbacks run on the dispatcher.
+#[no_mangle]
+pub unsafe extern "C" fn datasync_instance_observe_status(
+    instance: *const datasync_instance,
+    observer: *const datasync_observer,
+    out: *mut *mut datasync_subscription,
+) -> datasync_code {
+    boundary(|| {
+        let mut host = HostObserver::take(observer)?;
+        let ds = self::instance(instance)?;
+        need_out(out, "out")?;
+        let inner = ds.observe_status(move |status| {
+            // A struct of plain fields always serialises; "null" only if that changes.
+            host.emit(serde_json::to_string(status).unwrap_or_else(|_| "null".into()))
+        })?;
         write_out(
             out,
             Box::into_raw(Box::new(datasync_subscription { inner })),
