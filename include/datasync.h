@@ -450,15 +450,19 @@ extern "C" {
  */
 const char *datasync_error_message(void);
 
+#if defined(DATASYNC_DEBUG_PANIC)
 /**
  * Panics inside the library on purpose and returns what the boundary made of it:
  * always `DATASYNC_PANIC`, with `message` in the last-error message. It lets a host
- * check that no panic crosses into its code. `message` may be NULL.
+ * check that no panic crosses into its code. `message` may be NULL. Only in builds
+ * with the cargo feature `debug-panic` (the tests'); the header declares it when
+ * `DATASYNC_DEBUG_PANIC` is defined.
  *
  * Ownership: `message` is borrowed for the call.
  * Threads: any thread.
  */
 datasync_code datasync_debug_panic(const char *message);
+#endif
 
 /**
  * Creates a configuration for instances whose partition keys start with `prefix`

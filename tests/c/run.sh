@@ -28,8 +28,19 @@ summary() {
 }
 
 echo "== building the library"
+# A default build must not export the test-only datasync_debug_panic.
 if ! (cd "$root" && cargo build --lib); then
     fail "cargo build"
+    summary
+fi
+if nm -D --defined-only "$root/target/debug/libdatasync.so" | grep -q ' datasync_debug_panic$'; then
+    fail "a default build exports datasync_debug_panic"
+else
+    pass "a default build has no datasync_debug_panic"
+fi
+# The tests use it: build with the feature, and declare it (-DDATASYNC_DEBUG_PANIC).
+if ! (cd "$root" && cargo build --lib --features debug-panic); then
+    fail "cargo build --features debug-panic"
     summary
 fi
 

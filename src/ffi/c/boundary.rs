@@ -156,10 +156,13 @@ pub extern "C" fn datasync_error_message() -> *const c_char {
 
 /// Panics inside the library on purpose and returns what the boundary made of it:
 /// always `DATASYNC_PANIC`, with `message` in the last-error message. It lets a host
-/// check that no panic crosses into its code. `message` may be NULL.
+/// check that no panic crosses into its code. `message` may be NULL. Only in builds
+/// with the cargo feature `debug-panic` (the tests'); the header declares it when
+/// `DATASYNC_DEBUG_PANIC` is defined.
 ///
 /// Ownership: `message` is borrowed for the call.
 /// Threads: any thread.
+#[cfg(feature = "debug-panic")]
 #[no_mangle]
 pub unsafe extern "C" fn datasync_debug_panic(message: *const c_char) -> datasync_code {
     boundary(|| {
