@@ -264,7 +264,9 @@ typedef struct datasync_strategy_vtable {
    */
   void *userdata;
   /**
-   * The separator of ids and keys, a Unicode scalar value; 0 means `'.'`.
+   * The separator of ids and keys, a Unicode scalar value; 0 means `'.'`. Any
+   * other number that is no scalar value (a surrogate such as 0xD800, or above
+   * 0x10FFFF) is refused with `DATASYNC_INVALID_ARGUMENT`.
    */
   uint32_t separator;
   /**
@@ -505,7 +507,8 @@ datasync_code datasync_config_set_strategy_date(struct datasync_config *config,
 
 /**
  * Partitions by the value of one field (e.g. `"region"`). Query filter:
- * `{"values": [...]}` or `{"value": x}`.
+ * `{"values": [...]}` or `{"value": x}`. An empty `field` is
+ * `DATASYNC_INVALID_CONFIG`, and the configuration keeps its strategy.
  *
  * Ownership: `config` is borrowed; `field` is copied.
  * Threads: one thread at a time per configuration.

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{manual, Probe};
-use datasync::{Config, DataSync, ErrorKind, MemoryPersistence, QueryOptions};
+use datasync::{Config, DataSync, ErrorKind, FieldStrategy, MemoryPersistence, QueryOptions};
 use serde_json::json;
 
 #[test]
@@ -163,4 +163,25 @@ fn flush_over_a_corrupted_local_partition_fails_with_its_key_and_keeps_the_rest(
         ds.status().pending_keys >= 1,
         "the failed key is no longer pending"
     );
+}
+
+#[test]
+fn an_empty_strategy_field_is_refused() {
+    assert_eq!(
+        FieldStrategy::try_new("").unwrap_err().kind(),
+        ErrorKind::InvalidConfig
+    );
+    assert_eq!(FieldStrategy::try_new("region").unwrap().field, "region");
+    let err = DataSync::open(Config::new("app").strategy(FieldStrategy::new("")))
+        .err()
+        .expect("an empty field cannot open");
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+    assert!(err.to_string().contains("field"), "{err}");
+    let ds = DataSync::open(Config::new("app").strategy(FieldStrategy::new("region"))).unwrap();
+    let id = ds
+        .repo("Shop")
+        .unwrap()
+        .save(&json!({"region": "eu"}))
+        .unwrap();
+    assert!(id.starts_with("Shop.eu."), "{id}");
 }

@@ -299,10 +299,37 @@ static void test_panic(void) {
     datasync_instance_free(ds);
 }
 
+/* Strategy settings that cannot work are refused by the setter, and the
+ * configuration keeps the strategy it had: no silent '.' or empty field. */
+static void test_strategy_settings_refused(void) {
+    datasync_config *cfg = NULL;
+    datasync_instance *ds = NULL;
+    CHECK_OK(datasync_config_new("geo", &cfg));
+    CHECK_OK(datasync_config_set_strategy_field(cfg, "region"));
+    CHECK_STATUS(datasync_config_set_strategy_field(cfg, ""), DATASYNC_INVALID_CONFIG);
+    CHECK(contains(datasync_error_message(), "field"));
+    int before = destroyed_plain;
+    const uint32_t not_scalar[] = {0xD800, 0xDFFF, 0x110000, 0xFFFFFFFFu};
+    for (size_t i = 0; i < sizeof not_scalar / sizeof not_scalar[0]; i++) {
+        datasync_strategy_vtable sv = {NULL, not_scalar[i], 0, refusing_key, garbage_candidates, count_destroy};
+        CHECK_STATUS(datasync_config_set_strategy(cfg, &sv), DATASYNC_INVALID_ARGUMENT);
+        CHECK(contains(datasync_error_message(), "not a Unicode scalar value"));
+    }
+    CHECK(destroyed_plain == before + 4);
+    CHECK_OK(datasync_instance_open(cfg, &ds));
+    char *id = NULL;
+    CHECK_OK(datasync_entity_save(ds, "Shop", "{\"region\":\"eu\"}", &id));
+    CHECK(id != NULL && strncmp(id, "Shop.eu.", 8) == 0);
+    datasync_string_free(id);
+    datasync_instance_free(ds);
+    CHECK(destroyed_plain == before + 4);
+}
+
 int main(void) {
     test_arguments();
     test_config_errors();
     test_strategy_refused_at_open();
+    test_strategy_settings_refused();
     test_adapter_and_callback_errors();
     test_panic();
     return finish("test_errors");

@@ -165,7 +165,8 @@ pub unsafe extern "C" fn datasync_config_set_strategy_date(
 }
 
 /// Partitions by the value of one field (e.g. `"region"`). Query filter:
-/// `{"values": [...]}` or `{"value": x}`.
+/// `{"values": [...]}` or `{"value": x}`. An empty `field` is
+/// `DATASYNC_INVALID_CONFIG`, and the configuration keeps its strategy.
 ///
 /// Ownership: `config` is borrowed; `field` is copied.
 /// Threads: one thread at a time per configuration.
@@ -177,7 +178,7 @@ pub unsafe extern "C" fn datasync_config_set_strategy_field(
     boundary(|| {
         let config = config_mut(config)?;
         let field = str_in(field, "field")?;
-        config.strategy = Arc::new(FieldStrategy::new(field));
+        config.strategy = Arc::new(FieldStrategy::try_new(field)?);
         Ok(())
     })
 }
