@@ -57,13 +57,16 @@ static void test_two_devices(void) {
     CHECK(contains(json, "Alice"));
     datasync_string_free(json);
 
-    /* Concurrent edits of Alice: the later one (B's) wins on both devices. */
+    /* Concurrent edits of Alice, then B edits Bob and A deletes him: after syncing,
+     * both devices agree (which rule picks the winner: test_last_writer_wins, with
+     * explicit instants). */
     char edit[200];
     snprintf(edit, sizeof edit, "{\"id\":\"%s\",\"name\":\"Alice (A)\"}", alice);
     CHECK_OK(datasync_entity_save(a, "User", edit, NULL));
     snprintf(edit, sizeof edit, "{\"id\":\"%s\",\"name\":\"Alice (B)\"}", alice);
     CHECK_OK(datasync_entity_save(b, "User", edit, NULL));
-    /* B edits Bob, then A deletes him: the later delete wins. */
+    /* B edits Bob, then A deletes him: deleted everywhere (a delete wins when it is
+     * later and when it is at the same instant). */
     snprintf(edit, sizeof edit, "{\"id\":\"%s\",\"name\":\"Bob (B)\"}", bob);
     CHECK_OK(datasync_entity_save(b, "User", edit, NULL));
     CHECK_OK(datasync_entity_delete(a, "User", bob, NULL));
@@ -74,12 +77,12 @@ static void test_two_devices(void) {
     datasync_string_free(stats);
     datasync_string_free(sync_stats(a));
 
-    json = get(a, "User", alice);
-    CHECK(contains(json, "Alice (B)"));
-    datasync_string_free(json);
-    json = get(b, "User", alice);
-    CHECK(contains(json, "Alice (B)"));
-    datasync_string_free(json);
+    char *ja = get(a, "User", alice);
+    char *jb = get(b, "User", alice);
+    CHECK(ja != NULL && jb != NULL && strcmp(ja, jb) == 0);
+    CHECK(contains(ja, "Alice (A)") || contains(ja, "Alice (B)"));
+    datasync_string_free(ja);
+    datasync_string_free(jb);
     json = get(a, "User", bob);
     CHECK(json == NULL);
     datasync_string_free(json);
@@ -194,6 +197,72 @@ static void test_tie_rules(void) {
     datasync_instance_free(ds);
     hstore_free(&cloud);
     hstore_free(&local);
+}
+
+/* Last writer wins, with instants set explicitly by writing partitions straight
+ * into the host stores (canonical form; the library rebuilds the missing metadata
+ * from `keys`). Each later version has the lower version number and the smaller
+ * bytes, so the equal-instant tie-break would pick the other one: only
+ * last-writer-wins gives these results.
+ * - aaaa: A edited at T0 (version 9), B edited 1 ms later (version 2): B's wins.
+ * - bbbb: B deleted at T0, A edited 1 ms later: the later edit beats the delete
+ *   (at equal instants the delete would win, test_tie_rules).
+ * - cccc: B edited at T0 (version 9), A deleted 1 ms later: the delete wins. */
+static void test_last_writer_wins(void) {
+    hstore cloud, local_a, local_b;
+    hstore_init(&cloud);
+    hstore_init(&local_a);
+    hstore_init(&local_b);
+    const char *t0 = "2026-01-01T00:00:00.000Z", *t1 = "2026-01-01T00:00:00.001Z";
+    char text[1024];
+    snprintf(text, sizeof text,
+             "{\"Item\":{\"Item.aaaaaaaaaaaaaaaa\":{\"id\":\"Item.aaaaaaaaaaaaaaaa\",\"updatedAt\":\"%s\",\"v\":\"zz older\",\"version\":9},"
+             "\"Item.bbbbbbbbbbbbbbbb\":{\"id\":\"Item.bbbbbbbbbbbbbbbb\",\"updatedAt\":\"%s\",\"v\":\"edit after delete\",\"version\":1}},"
+             "\"deleted\":{\"Item\":{\"Item.cccccccccccccccc\":\"%s\"}}}",
+             t0, t1, t1);
+    hstore_put_text(&local_a, "lww.Item", text);
+    snprintf(text, sizeof text,
+             "{\"Item\":{\"Item.aaaaaaaaaaaaaaaa\":{\"id\":\"Item.aaaaaaaaaaaaaaaa\",\"updatedAt\":\"%s\",\"v\":\"aa newer\",\"version\":2},"
+             "\"Item.cccccccccccccccc\":{\"id\":\"Item.cccccccccccccccc\",\"updatedAt\":\"%s\",\"v\":\"zz\",\"version\":9}},"
+             "\"deleted\":{\"Item\":{\"Item.bbbbbbbbbbbbbbbb\":\"%s\"}}}",
+             t1, t0, t0);
+    hstore_put_text(&local_b, "lww.Item", text);
+
+    datasync_instance *a = open_with("lww", &local_a, &cloud);
+    datasync_instance *b = open_with("lww", &local_b, &cloud);
+    CHECK(a != NULL && b != NULL);
+    datasync_string_free(sync_stats(a)); /* A's partition reaches the cloud */
+    char *stats = sync_stats(b);         /* B merges it with its own */
+    CHECK(stat_of(stats, "conflicts") == 3);
+    datasync_string_free(stats);
+    datasync_string_free(sync_stats(a)); /* A takes the merge */
+
+    datasync_instance *both[2] = {a, b};
+    for (int i = 0; i < 2; i++) {
+        char *json = get(both[i], "Item", "Item.aaaaaaaaaaaaaaaa");
+        CHECK(contains(json, "\"v\":\"aa newer\"") && contains(json, t1));
+        datasync_string_free(json);
+        json = get(both[i], "Item", "Item.bbbbbbbbbbbbbbbb");
+        CHECK(contains(json, "\"v\":\"edit after delete\""));
+        datasync_string_free(json);
+        json = get(both[i], "Item", "Item.cccccccccccccccc");
+        CHECK(json == NULL);
+        datasync_string_free(json);
+    }
+    char *la = hstore_get_text(&local_a, "lww.Item");
+    char *lb = hstore_get_text(&local_b, "lww.Item");
+    char *lc = hstore_get_text(&cloud, "lww.Item");
+    CHECK(la && lb && lc && strcmp(la, lb) == 0 && strcmp(lb, lc) == 0);
+    free(la);
+    free(lb);
+    free(lc);
+    check_audit(a);
+    check_audit(b);
+    datasync_instance_free(a);
+    datasync_instance_free(b);
+    hstore_free(&cloud);
+    hstore_free(&local_a);
+    hstore_free(&local_b);
 }
 
 /* A host resolver: the version with the greater "priority" wins, whatever its time
@@ -320,6 +389,7 @@ static void test_shared_memory_cloud(void) {
 int main(void) {
     test_two_devices();
     test_tie_rules();
+    test_last_writer_wins();
     test_host_resolver();
     test_shared_memory_cloud();
     return finish("test_sync");
