@@ -2,10 +2,15 @@
  * datasync: an offline-first, multi-tier, reactive entity store with sync.
  *
  * Conventions
- * - Functions return a datasync_status: DATASYNC_OK (0) or an error code. Codes are
- *   numbered in blocks and never renumbered. datasync_last_error_message() describes
+ * - Names are datasync_<object>_<verb>: datasync_instance_* act on an open instance,
+ *   datasync_entity_* on the entities of one name in an instance, and likewise
+ *   datasync_config_*, datasync_memory_*, datasync_subscription_*, datasync_logger_*,
+ *   datasync_bytes_sink_*, datasync_string_free, datasync_error_message and
+ *   datasync_code_name.
+ * - Functions return a datasync_code: DATASYNC_OK (0) or an error code. Codes are
+ *   numbered in blocks and never renumbered. datasync_error_message() describes
  *   the last failure on the calling thread.
- * - datasync_open and the *_new functions write their out-handle only on success.
+ * - datasync_instance_open and the *_new functions write their out-handle only on success.
  *   Every handle has a *_free function that accepts NULL.
  * - Strings passed in are borrowed, NUL-terminated UTF-8; the library copies what it
  *   keeps. NULL where a value is required is DATASYNC_NULL_ARGUMENT; invalid UTF-8
@@ -22,7 +27,7 @@
  *
  * Threads
  * - A datasync instance may be used from any thread, by several threads at once,
- *   until datasync_free (which no other thread may overlap).
+ *   until datasync_instance_free (which no other thread may overlap).
  * - Observer callbacks run on the instance's dispatcher thread, in order, never while
  *   the library holds a lock; they may call back into the library, except the calls
  *   that wait for the dispatcher (drain_events, close, free).
@@ -41,6 +46,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/**
+ * The in-memory store tier (always the built-in store; only read, e.g. by
+ * `datasync_instance_tier_keys`).
+ */
+#define DATASYNC_TIER_STORE 0
 
 /**
  * The durable tier on the device.
@@ -101,9 +112,10 @@
  * - 3xx: the instance's lifecycle and threads;
  * - 9xx: the library itself (bugs, caught panics).
  *
- * `datasync_last_error_message()` describes the failure in words.
+ * `datasync_error_message()` describes the failure in words;
+ * `datasync_code_name()` names a code.
  */
-enum datasync_status
+enum datasync_code
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
   : uint32_t
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -175,8 +187,8 @@ enum datasync_status
    */
   DATASYNC_CLOSED = 300,
   /**
-   * A blocking call was made from a thread it would wait on (e.g. `datasync_flush`
-   * from inside an observer callback).
+   * A blocking call was made from a thread it would wait on (e.g.
+   * `datasync_instance_drain_events` from inside an observer callback).
    */
   DATASYNC_WOULD_DEADLOCK = 301,
   /**
@@ -191,17 +203,11 @@ enum datasync_status
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
-typedef enum datasync_status datasync_status;
+typedef enum datasync_code datasync_code;
 #else
-typedef uint32_t datasync_status;
+typedef uint32_t datasync_code;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
-
-/**
- * An open instance. Every function taking it may be called from any thread, at
- * the same time, until `datasync_free`.
- */
-typedef struct datasync datasync;
 
 /**
  * Where a host callback writes bytes for the library (a loaded blob, a key, JSON).
@@ -211,13 +217,19 @@ typedef struct datasync datasync;
 typedef struct datasync_bytes_sink datasync_bytes_sink;
 
 /**
- * A configuration being built; consumed by `datasync_open`.
+ * A configuration being built; consumed by `datasync_instance_open`.
  *
  * Defaults: global strategy, last writer wins, the built-in memory store, no local
  * and no cloud tier, store synced 50 ms after writes, cloud every 30 s, retries from
  * 1 s up to 300 s, clock skew bound 300 s, sync on open.
  */
 typedef struct datasync_config datasync_config;
+
+/**
+ * An open instance. Every function taking it may be called from any thread, at
+ * the same time, until `datasync_instance_free`.
+ */
+typedef struct datasync_instance datasync_instance;
 
 /**
  * A blob map in memory that several instances can share as a tier (a cloud
@@ -252,7 +264,9 @@ typedef struct datasync_strategy_vtable {
    */
   void *userdata;
   /**
-   * The separator of ids and keys, a Unicode scalar value; 0 means `'.'`.
+   * The separator of ids and keys, a Unicode scalar value; 0 means `'.'`. Any
+   * other number that is no scalar value (a surrogate such as 0xD800, or above
+   * 0x10FFFF) is refused with `DATASYNC_INVALID_ARGUMENT`.
    */
   uint32_t separator;
   /**
@@ -398,9 +412,9 @@ typedef struct datasync_logger_vtable {
 /**
  * A host observer. `on_change` runs on the instance's dispatcher thread, in order,
  * never while the library holds a lock: it may call any datasync function except
- * the ones that wait for the dispatcher: `datasync_drain_events` and
- * `datasync_close` fail there with `DATASYNC_WOULD_DEADLOCK`, and `datasync_free`
- * must not be called there.
+ * the ones that wait for the dispatcher: `datasync_instance_drain_events` and
+ * `datasync_instance_close` fail there with `DATASYNC_WOULD_DEADLOCK`, and
+ * `datasync_instance_free` must not be called there.
  */
 typedef struct datasync_observer {
   /**
@@ -410,7 +424,8 @@ typedef struct datasync_observer {
   /**
    * Required. Gets `len` bytes of JSON at `json` (also NUL-terminated at
    * `json[len]`), valid only during the call: the entity or `null` for
-   * `datasync_observe`, an array for `datasync_observe_all`.
+   * `datasync_entity_observe`, an array for `datasync_entity_observe_all`, a status
+   * for `datasync_instance_observe_status`.
    */
   void (*on_change)(void *userdata,
                     const char *json,
@@ -418,15 +433,10 @@ typedef struct datasync_observer {
   /**
    * Optional. Called exactly once after the last `on_change`: when the
    * subscription is cancelled or freed, when the instance is freed, or before
-   * `datasync_observe*` returns an error.
+   * `datasync_entity_observe*` returns an error.
    */
   datasync_destroy_fn destroy;
 } datasync_observer;
-
-/**
- * Every status, for lookups by number.
- */
-#define datasync_status_ALL { DATASYNC_OK, DATASYNC_NULL_ARGUMENT, DATASYNC_INVALID_UTF8, DATASYNC_INVALID_JSON, DATASYNC_INVALID_ENTITY, DATASYNC_INVALID_NAME, DATASYNC_INVALID_ID, DATASYNC_INVALID_KEY, DATASYNC_INVALID_CONFIG, DATASYNC_INVALID_QUERY, DATASYNC_INVALID_ARGUMENT, DATASYNC_FORBIDDEN, DATASYNC_ADAPTER, DATASYNC_CORRUPT, DATASYNC_CALLBACK, DATASYNC_CLOSED, DATASYNC_WOULD_DEADLOCK, DATASYNC_INTERNAL, DATASYNC_PANIC, }
 
 #ifdef __cplusplus
 extern "C" {
@@ -440,29 +450,33 @@ extern "C" {
  * datasync call on this thread. Do not free it.
  * Threads: per thread; each thread sees its own last error.
  */
-const char *datasync_last_error_message(void);
+const char *datasync_error_message(void);
 
+#if defined(DATASYNC_DEBUG_PANIC)
 /**
  * Panics inside the library on purpose and returns what the boundary made of it:
  * always `DATASYNC_PANIC`, with `message` in the last-error message. It lets a host
- * check that no panic crosses into its code. `message` may be NULL.
+ * check that no panic crosses into its code. `message` may be NULL. Only in builds
+ * with the cargo feature `debug-panic` (the tests'); the header declares it when
+ * `DATASYNC_DEBUG_PANIC` is defined.
  *
  * Ownership: `message` is borrowed for the call.
  * Threads: any thread.
  */
-datasync_status datasync_debug_panic(const char *message);
+datasync_code datasync_debug_panic(const char *message);
+#endif
 
 /**
  * Creates a configuration for instances whose partition keys start with `prefix`
  * (1-128 characters, no control characters, not starting with `!`; checked by
- * `datasync_open`). Writes it to `*out` only on success.
+ * `datasync_instance_open`). Writes it to `*out` only on success.
  *
  * Ownership: `prefix` is copied. The caller owns `*out` and passes it to
- * `datasync_open` (which consumes it) or frees it with `datasync_config_free`.
+ * `datasync_instance_open` (which consumes it) or frees it with `datasync_config_free`.
  * Threads: any thread; a configuration is used by one thread at a time.
  */
-datasync_status datasync_config_new(const char *prefix,
-                                    struct datasync_config **out);
+datasync_code datasync_config_new(const char *prefix,
+                                  struct datasync_config **out);
 
 /**
  * Frees a configuration that was not opened, destroying the host vtables it holds.
@@ -479,7 +493,7 @@ void datasync_config_free(struct datasync_config *config);
  * Ownership: `config` is borrowed.
  * Threads: one thread at a time per configuration.
  */
-datasync_status datasync_config_set_strategy_global(struct datasync_config *config);
+datasync_code datasync_config_set_strategy_global(struct datasync_config *config);
 
 /**
  * Partitions by the year, month or day of `createdAt` (`DATASYNC_DATE_*`). Query
@@ -488,18 +502,19 @@ datasync_status datasync_config_set_strategy_global(struct datasync_config *conf
  * Ownership: `config` is borrowed.
  * Threads: one thread at a time per configuration.
  */
-datasync_status datasync_config_set_strategy_date(struct datasync_config *config,
-                                                  uint32_t granularity);
+datasync_code datasync_config_set_strategy_date(struct datasync_config *config,
+                                                uint32_t granularity);
 
 /**
  * Partitions by the value of one field (e.g. `"region"`). Query filter:
- * `{"values": [...]}` or `{"value": x}`.
+ * `{"values": [...]}` or `{"value": x}`. An empty `field` is
+ * `DATASYNC_INVALID_CONFIG`, and the configuration keeps its strategy.
  *
  * Ownership: `config` is borrowed; `field` is copied.
  * Threads: one thread at a time per configuration.
  */
-datasync_status datasync_config_set_strategy_field(struct datasync_config *config,
-                                                   const char *field);
+datasync_code datasync_config_set_strategy_field(struct datasync_config *config,
+                                                 const char *field);
 
 /**
  * Uses a host key strategy.
@@ -510,8 +525,8 @@ datasync_status datasync_config_set_strategy_field(struct datasync_config *confi
  * or before this call returns an error).
  * Threads: one thread at a time per configuration.
  */
-datasync_status datasync_config_set_strategy(struct datasync_config *config,
-                                             const struct datasync_strategy_vtable *strategy);
+datasync_code datasync_config_set_strategy(struct datasync_config *config,
+                                           const struct datasync_strategy_vtable *strategy);
 
 /**
  * Uses a host conflict resolver instead of last writer wins.
@@ -520,8 +535,8 @@ datasync_status datasync_config_set_strategy(struct datasync_config *config,
  * from this call on, whatever the outcome (see `datasync_config_set_strategy`).
  * Threads: one thread at a time per configuration.
  */
-datasync_status datasync_config_set_resolver(struct datasync_config *config,
-                                             const struct datasync_resolver_vtable *resolver);
+datasync_code datasync_config_set_resolver(struct datasync_config *config,
+                                           const struct datasync_resolver_vtable *resolver);
 
 /**
  * Sets tier `tier` (`DATASYNC_TIER_*`) to a host persistence vtable, replacing
@@ -530,12 +545,12 @@ datasync_status datasync_config_set_resolver(struct datasync_config *config,
  * Ownership: `config` is borrowed; `persistence` is copied and owned by the
  * library from this call on, whatever the outcome: its `destroy` runs exactly once
  * (when the configuration or the instance opened from it is freed, when the tier
- * is replaced, when `datasync_open` fails, or before this call returns an error).
+ * is replaced, when `datasync_instance_open` fails, or before this call returns an error).
  * Threads: one thread at a time per configuration.
  */
-datasync_status datasync_config_set_persistence(struct datasync_config *config,
-                                                uint32_t tier,
-                                                const struct datasync_persistence_vtable *persistence);
+datasync_code datasync_config_set_persistence(struct datasync_config *config,
+                                              uint32_t tier,
+                                              const struct datasync_persistence_vtable *persistence);
 
 /**
  * Sets tier `tier` (`DATASYNC_TIER_*`) to memory: `shared` (which several
@@ -545,9 +560,9 @@ datasync_status datasync_config_set_persistence(struct datasync_config *config,
  * to the map, so `shared` may be freed at any time.
  * Threads: one thread at a time per configuration.
  */
-datasync_status datasync_config_set_memory(struct datasync_config *config,
-                                           uint32_t tier,
-                                           const struct datasync_memory *shared);
+datasync_code datasync_config_set_memory(struct datasync_config *config,
+                                         uint32_t tier,
+                                         const struct datasync_memory *shared);
 
 /**
  * Sets tier `tier` (`DATASYNC_TIER_*`) to the crash-safe directory store at `path`
@@ -558,10 +573,10 @@ datasync_status datasync_config_set_memory(struct datasync_config *config,
  * Ownership: `config` is borrowed; `path` is copied.
  * Threads: one thread at a time per configuration.
  */
-datasync_status datasync_config_set_directory(struct datasync_config *config,
-                                              uint32_t tier,
-                                              const char *path,
-                                              bool durable);
+datasync_code datasync_config_set_directory(struct datasync_config *config,
+                                            uint32_t tier,
+                                            const char *path,
+                                            bool durable);
 
 /**
  * Sets the delay between a write and the store's sync to the tier below (writes
@@ -570,8 +585,8 @@ datasync_status datasync_config_set_directory(struct datasync_config *config,
  * Ownership: `config` is borrowed.
  * Threads: one thread at a time per configuration.
  */
-datasync_status datasync_config_set_store_sync_delay(struct datasync_config *config,
-                                                     uint64_t millis);
+datasync_code datasync_config_set_store_sync_delay(struct datasync_config *config,
+                                                   uint64_t millis);
 
 /**
  * Sets how often local and cloud are synced, in milliseconds (> 0).
@@ -579,8 +594,8 @@ datasync_status datasync_config_set_store_sync_delay(struct datasync_config *con
  * Ownership: `config` is borrowed.
  * Threads: one thread at a time per configuration.
  */
-datasync_status datasync_config_set_cloud_sync_interval(struct datasync_config *config,
-                                                        uint64_t millis);
+datasync_code datasync_config_set_cloud_sync_interval(struct datasync_config *config,
+                                                      uint64_t millis);
 
 /**
  * Sets the first retry delay after a cloud failure and its cap, in milliseconds
@@ -589,9 +604,9 @@ datasync_status datasync_config_set_cloud_sync_interval(struct datasync_config *
  * Ownership: `config` is borrowed.
  * Threads: one thread at a time per configuration.
  */
-datasync_status datasync_config_set_retry(struct datasync_config *config,
-                                          uint64_t base_millis,
-                                          uint64_t max_millis);
+datasync_code datasync_config_set_retry(struct datasync_config *config,
+                                        uint64_t base_millis,
+                                        uint64_t max_millis);
 
 /**
  * Sets how far ahead of now a stamp from another tier may be and still be adopted
@@ -600,8 +615,8 @@ datasync_status datasync_config_set_retry(struct datasync_config *config,
  * Ownership: `config` is borrowed.
  * Threads: one thread at a time per configuration.
  */
-datasync_status datasync_config_set_max_clock_skew(struct datasync_config *config,
-                                                   uint64_t millis);
+datasync_code datasync_config_set_max_clock_skew(struct datasync_config *config,
+                                                 uint64_t millis);
 
 /**
  * Whether to sync local and cloud as soon as the instance opens (default true).
@@ -609,8 +624,8 @@ datasync_status datasync_config_set_max_clock_skew(struct datasync_config *confi
  * Ownership: `config` is borrowed.
  * Threads: one thread at a time per configuration.
  */
-datasync_status datasync_config_set_sync_on_open(struct datasync_config *config,
-                                                 bool yes);
+datasync_code datasync_config_set_sync_on_open(struct datasync_config *config,
+                                               bool yes);
 
 /**
  * Creates an empty shared memory map for `datasync_config_set_memory`; writes it to
@@ -620,7 +635,7 @@ datasync_status datasync_config_set_sync_on_open(struct datasync_config *config,
  * using it keep the data alive on their own.
  * Threads: any thread; the map is thread-safe.
  */
-datasync_status datasync_memory_new(struct datasync_memory **out);
+datasync_code datasync_memory_new(struct datasync_memory **out);
 
 /**
  * Releases the caller's reference to a shared memory map. NULL is ignored.
@@ -636,26 +651,26 @@ void datasync_memory_free(struct datasync_memory *memory);
  *
  * Ownership: consumes `config` whatever the outcome (do not free or reuse it); if
  * opening fails, every host vtable it held is destroyed before this returns. The
- * caller owns `*out` and frees it with `datasync_free`.
+ * caller owns `*out` and frees it with `datasync_instance_free`.
  * Threads: any thread.
  */
-datasync_status datasync_open(struct datasync_config *config,
-                              struct datasync **out);
+datasync_code datasync_instance_open(struct datasync_config *config,
+                                     struct datasync_instance **out);
 
 /**
  * Closes an instance: flushes the store to the tier below, delivers queued
  * observer calls, stops and joins the library's threads. Idempotent. Afterwards
- * every call but `datasync_close`, `datasync_sync_status` and `datasync_free`
- * fails with `DATASYNC_CLOSED`. Fails with `DATASYNC_WOULD_DEADLOCK` from inside an
+ * every call but `datasync_instance_close`, `datasync_instance_status` and
+ * `datasync_instance_free` fails with `DATASYNC_CLOSED`. Fails with `DATASYNC_WOULD_DEADLOCK` from inside an
  * observer callback.
  *
- * Ownership: `instance` is borrowed; it must still be freed with `datasync_free`.
+ * Ownership: `instance` is borrowed; it must still be freed with `datasync_instance_free`.
  * Threads: any thread but the dispatcher.
  */
-datasync_status datasync_close(const struct datasync *instance);
+datasync_code datasync_instance_close(const struct datasync_instance *instance);
 
 /**
- * Closes (see `datasync_close`) and frees an instance. NULL is ignored. Host
+ * Closes (see `datasync_instance_close`) and frees an instance. NULL is ignored. Host
  * vtables of the instance are destroyed once nothing uses them any more.
  * Subscriptions stay valid handles (they no longer fire) until freed.
  *
@@ -663,7 +678,7 @@ datasync_status datasync_close(const struct datasync *instance);
  * call. Never call it from inside an observer callback.
  * Threads: any thread but the dispatcher.
  */
-void datasync_free(struct datasync *instance);
+void datasync_instance_free(struct datasync_instance *instance);
 
 /**
  * Saves an entity (a JSON object) of type `entity_name` and writes its id to
@@ -674,10 +689,10 @@ void datasync_free(struct datasync *instance);
  * otherwise the caller owns `*out_id` and frees it with `datasync_string_free`.
  * Threads: any thread, including observer callbacks.
  */
-datasync_status datasync_save(const struct datasync *instance,
-                              const char *entity_name,
-                              const char *json,
-                              char **out_id);
+datasync_code datasync_entity_save(const struct datasync_instance *instance,
+                                   const char *entity_name,
+                                   const char *json,
+                                   char **out_id);
 
 /**
  * Saves a JSON array of entities at once (one lock, one event batch): all are
@@ -688,10 +703,10 @@ datasync_status datasync_save(const struct datasync *instance,
  * NULL; otherwise the caller owns `*out_ids_json` (free with `datasync_string_free`).
  * Threads: any thread, including observer callbacks.
  */
-datasync_status datasync_save_many(const struct datasync *instance,
-                                   const char *entity_name,
-                                   const char *json_array,
-                                   char **out_ids_json);
+datasync_code datasync_entity_save_many(const struct datasync_instance *instance,
+                                        const char *entity_name,
+                                        const char *json_array,
+                                        char **out_ids_json);
 
 /**
  * Reads one entity. Writes its JSON to `*out_json`, or NULL when there is no such
@@ -701,10 +716,10 @@ datasync_status datasync_save_many(const struct datasync *instance,
  * it is not NULL and frees it with `datasync_string_free`.
  * Threads: any thread, including observer callbacks.
  */
-datasync_status datasync_get(const struct datasync *instance,
-                             const char *entity_name,
-                             const char *id,
-                             char **out_json);
+datasync_code datasync_entity_get(const struct datasync_instance *instance,
+                                  const char *entity_name,
+                                  const char *id,
+                                  char **out_json);
 
 /**
  * Deletes an entity: records a tombstone (even for an id unknown here, so the
@@ -713,10 +728,10 @@ datasync_status datasync_get(const struct datasync *instance,
  * Ownership: `entity_name` and `id` are borrowed. `out_existed` may be NULL.
  * Threads: any thread, including observer callbacks.
  */
-datasync_status datasync_delete(const struct datasync *instance,
-                                const char *entity_name,
-                                const char *id,
-                                bool *out_existed);
+datasync_code datasync_entity_delete(const struct datasync_instance *instance,
+                                     const char *entity_name,
+                                     const char *id,
+                                     bool *out_existed);
 
 /**
  * Deletes the entities whose ids are in the JSON array `ids_json`, at once.
@@ -725,10 +740,10 @@ datasync_status datasync_delete(const struct datasync *instance,
  * Ownership: `entity_name` and `ids_json` are borrowed. `out_count` may be NULL.
  * Threads: any thread, including observer callbacks.
  */
-datasync_status datasync_delete_many(const struct datasync *instance,
-                                     const char *entity_name,
-                                     const char *ids_json,
-                                     size_t *out_count);
+datasync_code datasync_entity_delete_many(const struct datasync_instance *instance,
+                                          const char *entity_name,
+                                          const char *ids_json,
+                                          size_t *out_count);
 
 /**
  * Runs a query and writes the matching entities, a JSON array, to `*out_json`.
@@ -740,10 +755,10 @@ datasync_status datasync_delete_many(const struct datasync *instance,
  * `*out_json` and frees it with `datasync_string_free`.
  * Threads: any thread, including observer callbacks.
  */
-datasync_status datasync_query(const struct datasync *instance,
-                               const char *entity_name,
-                               const char *options_json,
-                               char **out_json);
+datasync_code datasync_entity_query(const struct datasync_instance *instance,
+                                    const char *entity_name,
+                                    const char *options_json,
+                                    char **out_json);
 
 /**
  * Runs the whole sync chain now (store, local, cloud, and changes back up) and
@@ -756,8 +771,8 @@ datasync_status datasync_query(const struct datasync *instance,
  * Threads: any thread, including observer callbacks; never from inside a host
  * adapter callback (the sync worker would wait on itself: `DATASYNC_WOULD_DEADLOCK`).
  */
-datasync_status datasync_sync_now(const struct datasync *instance,
-                                  char **out_stats_json);
+datasync_code datasync_instance_sync_now(const struct datasync_instance *instance,
+                                         char **out_stats_json);
 
 /**
  * Returns once every write made before the call is durable in the tier below the
@@ -767,7 +782,7 @@ datasync_status datasync_sync_now(const struct datasync *instance,
  * Threads: any thread, including observer callbacks; never from inside a host
  * adapter callback (the sync worker would wait on itself: `DATASYNC_WOULD_DEADLOCK`).
  */
-datasync_status datasync_flush(const struct datasync *instance);
+datasync_code datasync_instance_flush(const struct datasync_instance *instance);
 
 /**
  * Blocks until observers have been called for every change made before the call.
@@ -776,7 +791,7 @@ datasync_status datasync_flush(const struct datasync *instance);
  * Ownership: `instance` is borrowed.
  * Threads: any thread but the dispatcher.
  */
-datasync_status datasync_drain_events(const struct datasync *instance);
+datasync_code datasync_instance_drain_events(const struct datasync_instance *instance);
 
 /**
  * Writes the sync status as JSON to `*out_json`: `{"online": bool, "last_sync":
@@ -786,8 +801,8 @@ datasync_status datasync_drain_events(const struct datasync *instance);
  * Ownership: the caller owns `*out_json` (free with `datasync_string_free`).
  * Threads: any thread, including observer callbacks.
  */
-datasync_status datasync_sync_status(const struct datasync *instance,
-                                     char **out_json);
+datasync_code datasync_instance_status(const struct datasync_instance *instance,
+                                       char **out_json);
 
 /**
  * Recomputes every hash and count of every tier from its partitions and writes
@@ -797,8 +812,20 @@ datasync_status datasync_sync_status(const struct datasync *instance,
  * Ownership: the caller owns `*out_json` (free with `datasync_string_free`).
  * Threads: any thread but the sync worker.
  */
-datasync_status datasync_audit(const struct datasync *instance,
-                               char **out_json);
+datasync_code datasync_instance_audit(const struct datasync_instance *instance,
+                                      char **out_json);
+
+/**
+ * Writes the partition keys that tier `tier` (`DATASYNC_TIER_STORE`, `_LOCAL` or
+ * `_CLOUD`) holds according to its metadata, a sorted JSON array of strings, to
+ * `*out_json`. A tier this instance does not have is `DATASYNC_INVALID_CONFIG`.
+ *
+ * Ownership: the caller owns `*out_json` (free with `datasync_string_free`).
+ * Threads: any thread, including observer callbacks.
+ */
+datasync_code datasync_instance_tier_keys(const struct datasync_instance *instance,
+                                          uint32_t tier,
+                                          char **out_json);
 
 /**
  * Adds a process-wide log sink receiving records up to `max_level`
@@ -810,9 +837,9 @@ datasync_status datasync_audit(const struct datasync *instance,
  * `destroy` exactly once: after `datasync_logger_remove`, or at once if this call fails.
  * Threads: any thread; the sink is called from any thread.
  */
-datasync_status datasync_logger_add(const struct datasync_logger_vtable *logger,
-                                    uint32_t max_level,
-                                    uint64_t *out_handle);
+datasync_code datasync_logger_add(const struct datasync_logger_vtable *logger,
+                                  uint32_t max_level,
+                                  uint64_t *out_handle);
 
 /**
  * Removes a log sink added by `datasync_logger_add`. An unknown handle is ignored.
@@ -822,7 +849,7 @@ datasync_status datasync_logger_add(const struct datasync_logger_vtable *logger,
  * Ownership: nothing is passed.
  * Threads: any thread.
  */
-datasync_status datasync_logger_remove(uint64_t handle);
+datasync_code datasync_logger_remove(uint64_t handle);
 
 /**
  * Observes one entity: `observer` gets its current JSON first (`null` when absent),
@@ -834,26 +861,40 @@ datasync_status datasync_logger_remove(uint64_t handle);
  * `datasync_subscription_free`.
  * Threads: any thread, including observer callbacks; callbacks run on the dispatcher.
  */
-datasync_status datasync_observe(const struct datasync *instance,
-                                 const char *entity_name,
-                                 const char *id,
-                                 const struct datasync_observer *observer,
-                                 struct datasync_subscription **out);
+datasync_code datasync_entity_observe(const struct datasync_instance *instance,
+                                      const char *entity_name,
+                                      const char *id,
+                                      const struct datasync_observer *observer,
+                                      struct datasync_subscription **out);
 
 /**
- * Observes a query (options as for `datasync_query`): `observer` gets the full
+ * Observes a query (options as for `datasync_entity_query`): `observer` gets the full
  * matching list first, then the new list after changes that may affect it. Bursts
  * are coalesced; the last call always carries the final state. Writes the
  * subscription to `*out` only on success.
  *
- * Ownership: as `datasync_observe`.
+ * Ownership: as `datasync_entity_observe`.
  * Threads: any thread, including observer callbacks; callbacks run on the dispatcher.
  */
-datasync_status datasync_observe_all(const struct datasync *instance,
-                                     const char *entity_name,
-                                     const char *options_json,
-                                     const struct datasync_observer *observer,
-                                     struct datasync_subscription **out);
+datasync_code datasync_entity_observe_all(const struct datasync_instance *instance,
+                                          const char *entity_name,
+                                          const char *options_json,
+                                          const struct datasync_observer *observer,
+                                          struct datasync_subscription **out);
+
+/**
+ * Observes the sync status: `observer` gets the current status first, then the new
+ * one after every chain sync (success or failure), as JSON shaped like
+ * `datasync_instance_status`'s. Writes the subscription to `*out` only on success.
+ *
+ * Ownership: `observer` is copied and owned by the library whatever the outcome (its
+ * `destroy` runs exactly once, see `datasync_observer`). The caller owns `*out` and
+ * frees it with `datasync_subscription_free`.
+ * Threads: any thread, including observer callbacks; callbacks run on the dispatcher.
+ */
+datasync_code datasync_instance_observe_status(const struct datasync_instance *instance,
+                                               const struct datasync_observer *observer,
+                                               struct datasync_subscription **out);
 
 /**
  * Stops an observer without freeing the handle. Idempotent; may be called from
@@ -863,7 +904,7 @@ datasync_status datasync_observe_all(const struct datasync *instance,
  * Ownership: `subscription` is borrowed.
  * Threads: any thread.
  */
-datasync_status datasync_subscription_cancel(const struct datasync_subscription *subscription);
+datasync_code datasync_subscription_cancel(const struct datasync_subscription *subscription);
 
 /**
  * Cancels (see `datasync_subscription_cancel`) and frees a subscription. NULL is
@@ -884,9 +925,9 @@ void datasync_subscription_free(struct datasync_subscription *subscription);
  * `len` is 0); `sink` is the one the library passed to the running callback.
  * Threads: call it only from inside that callback, on its thread.
  */
-datasync_status datasync_bytes_sink_write(struct datasync_bytes_sink *sink,
-                                          const uint8_t *bytes,
-                                          size_t len);
+datasync_code datasync_bytes_sink_write(struct datasync_bytes_sink *sink,
+                                        const uint8_t *bytes,
+                                        size_t len);
 
 /**
  * Copies the NUL-terminated string `text` into `sink`, like
@@ -895,17 +936,17 @@ datasync_status datasync_bytes_sink_write(struct datasync_bytes_sink *sink,
  * Ownership: `text` is borrowed for the call and copied.
  * Threads: call it only from inside the callback the sink was passed to.
  */
-datasync_status datasync_bytes_sink_write_str(struct datasync_bytes_sink *sink,
-                                              const char *text);
+datasync_code datasync_bytes_sink_write_str(struct datasync_bytes_sink *sink,
+                                            const char *text);
 
 /**
  * The name of a status code (`"DATASYNC_INVALID_JSON"`), or `"DATASYNC_UNKNOWN"`
- * for a number that is no status.
+ * for a number that is no code.
  *
  * Ownership: the returned string is static; never free it.
  * Threads: any thread.
  */
-const char *datasync_status_name(uint32_t status);
+const char *datasync_code_name(uint32_t status);
 
 /**
  * Frees a string the library handed out. NULL is accepted and ignored.

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{manual, Probe};
-use datasync::{Config, DataSync, ErrorKind, MemoryPersistence, QueryOptions};
+use datasync::{Config, DataSync, ErrorKind, FieldStrategy, MemoryPersistence, QueryOptions};
 use serde_json::json;
 
 #[test]
@@ -220,4 +220,25 @@ fn an_unknown_sort_order_is_an_error() {
             ("plain", datasync::Order::Asc)
         ]
     );
+}
+
+#[test]
+fn an_empty_strategy_field_is_refused() {
+    assert_eq!(
+        FieldStrategy::try_new("").unwrap_err().kind(),
+        ErrorKind::InvalidConfig
+    );
+    assert_eq!(FieldStrategy::try_new("region").unwrap().field, "region");
+    let err = DataSync::open(Config::new("app").strategy(FieldStrategy::new("")))
+        .err()
+        .expect("an empty field cannot open");
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+    assert!(err.to_string().contains("field"), "{err}");
+    let ds = DataSync::open(Config::new("app").strategy(FieldStrategy::new("region"))).unwrap();
+    let id = ds
+        .repo("Shop")
+        .unwrap()
+        .save(&json!({"region": "eu"}))
+        .unwrap();
+    assert!(id.starts_with("Shop.eu."), "{id}");
 }

@@ -42,6 +42,12 @@ pub trait KeyStrategy: Send + Sync {
         16
     }
 
+    /// Checks the strategy's own settings (called when an instance opens); the
+    /// separator and id length are checked by [`validate_strategy`] itself.
+    fn validate(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// The logical key (partition, without prefix) of an entity about to be saved.
     /// `entity` already has its `createdAt`.
     fn logical_key(&self, entity_name: &str, entity: &Map<String, Value>) -> Result<String>;
@@ -97,7 +103,7 @@ pub fn validate_strategy(strategy: &dyn KeyStrategy) -> Result<()> {
             "id length {len} is outside 8..=64"
         )));
     }
-    Ok(())
+    strategy.validate()
 }
 
 /// One partition per entity name: `<prefix>.<Name>`.
@@ -264,10 +270,18 @@ pub struct FieldStrategy {
 }
 
 impl FieldStrategy {
+    /// A strategy on `field`; an empty field is refused when the instance opens.
     pub fn new(field: impl Into<String>) -> FieldStrategy {
         FieldStrategy {
             field: field.into(),
         }
+    }
+
+    /// As [`FieldStrategy::new`], refusing an empty field at once.
+    pub fn try_new(field: impl Into<String>) -> Result<FieldStrategy> {
+        let strategy = FieldStrategy::new(field);
+        strategy.validate()?;
+        Ok(strategy)
     }
 }
 
@@ -281,6 +295,15 @@ fn field_text(value: &Value) -> Option<String> {
 }
 
 impl KeyStrategy for FieldStrategy {
+    fn validate(&self) -> Result<()> {
+        if self.field.is_empty() {
+            return Err(Error::InvalidConfig(
+                "the field strategy needs a field name, not an empty one".into(),
+            ));
+        }
+        Ok(())
+    }
+
     fn logical_key(&self, entity_name: &str, entity: &Map<String, Value>) -> Result<String> {
         let value = entity
             .get(&self.field)

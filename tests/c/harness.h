@@ -27,13 +27,13 @@ static int checks = 0;
 /* Checks that a call returns `expected`, printing the library's message if not. */
 #define CHECK_STATUS(call, expected)                                                      \
     do {                                                                                  \
-        datasync_status got_ = (call);                                                    \
+        datasync_code got_ = (call);                                                    \
         checks++;                                                                         \
         if (got_ != (expected)) {                                                         \
             failures++;                                                                   \
             fprintf(stderr, "%s:%d: %s returned %s, expected %s (%s)\n", __FILE__, __LINE__, \
-                    #call, datasync_status_name(got_), datasync_status_name(expected),    \
-                    datasync_last_error_message());                                       \
+                    #call, datasync_code_name(got_), datasync_code_name(expected),    \
+                    datasync_error_message());                                       \
         }                                                                                 \
     } while (0)
 
@@ -229,9 +229,9 @@ static inline datasync_persistence_vtable hstore_vtable(hstore *s) {
 
 /* Opens an instance with prefix `prefix`, a host local tier `local` and, when not
  * NULL, a host cloud tier `cloud`; syncs only when asked. */
-static inline datasync *open_with(const char *prefix, hstore *local, hstore *cloud) {
+static inline datasync_instance *open_with(const char *prefix, hstore *local, hstore *cloud) {
     datasync_config *cfg = NULL;
-    datasync *ds = NULL;
+    datasync_instance *ds = NULL;
     if (datasync_config_new(prefix, &cfg) != DATASYNC_OK) return NULL;
     if (local != NULL) {
         datasync_persistence_vtable vt = hstore_vtable(local);
@@ -243,8 +243,8 @@ static inline datasync *open_with(const char *prefix, hstore *local, hstore *clo
     }
     datasync_config_set_cloud_sync_interval(cfg, 3600 * 1000);
     datasync_config_set_sync_on_open(cfg, false);
-    if (datasync_open(cfg, &ds) != DATASYNC_OK) {
-        fprintf(stderr, "open failed: %s\n", datasync_last_error_message());
+    if (datasync_instance_open(cfg, &ds) != DATASYNC_OK) {
+        fprintf(stderr, "open failed: %s\n", datasync_error_message());
         return NULL;
     }
     return ds;

@@ -1,18 +1,30 @@
 #!/usr/bin/env bash
 # Builds the library (if needed) and the C/C++ tests, runs every test linked against
 # the shared and the static library under AddressSanitizer + UBSan, then runs the C
-# tests once more under valgrind (a build without sanitizers). Ends with a summary
+# tests once more under valgrind (a build without sanitizers), and finally installs
+# the library into a temporary prefix (scripts/install.sh) and builds and runs the
+# README's C example against it with CMake and with pkg-config. Ends with a summary
 # line "N passed, N failed" and exits non-zero when anything failed.
 #
 # Needs: a Rust toolchain, a C compiler and a C++17 compiler (gcc/g++ or clang),
-# make, and valgrind. Environment: CC, CXX (compilers), ASAN_OPTIONS, UBSAN_OPTIONS
+# make, valgrind, cmake and pkg-config. Environment: CARGO_TARGET_DIR (where cargo
+# builds; default target/), CC, CXX (compilers), ASAN_OPTIONS, UBSAN_OPTIONS
 # (defaults below; set ASAN_OPTIONS=detect_leaks=0 where LeakSanitizer cannot run,
 # e.g. under ptrace; the valgrind pass still checks for leaks).
 set -u
 
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-out="$root/target/c-tests"
+if [ -n "${CARGO_TARGET_DIR:-}" ]; then
+    case "$CARGO_TARGET_DIR" in
+        /*) ;;
+        *) CARGO_TARGET_DIR="$PWD/$CARGO_TARGET_DIR" ;; # cargo runs from $root below
+    esac
+    export CARGO_TARGET_DIR
+fi
+target="${CARGO_TARGET_DIR:-$root/target}"
+libdir="$target/debug"
+out="$target/c-tests"
 logs="$out/logs"
 
 passed=0
@@ -28,14 +40,25 @@ summary() {
 }
 
 echo "== building the library"
+# A default build must not export the test-only datasync_debug_panic.
 if ! (cd "$root" && cargo build --lib); then
     fail "cargo build"
+    summary
+fi
+if nm -D --defined-only "$libdir/libdatasync.so" | grep -q ' datasync_debug_panic$'; then
+    fail "a default build exports datasync_debug_panic"
+else
+    pass "a default build has no datasync_debug_panic"
+fi
+# The tests use it: build with the feature, and declare it (-DDATASYNC_DEBUG_PANIC).
+if ! (cd "$root" && cargo build --lib --features debug-panic); then
+    fail "cargo build --features debug-panic"
     summary
 fi
 
 echo "== building the tests"
 mkdir -p "$logs"
-if ! make -C "$here" ROOT="$root" OUT="$out" all > "$logs/build.log" 2>&1; then
+if ! make -C "$here" ROOT="$root" LIBDIR="$libdir" OUT="$out" all > "$logs/build.log" 2>&1; then
     fail "build of the sanitizer tests" "$logs/build.log"
     summary
 fi
@@ -56,7 +79,7 @@ if ! command -v valgrind > /dev/null; then
     fail "valgrind is not installed (apt-get install -y valgrind)"
     summary
 fi
-if ! make -C "$here" ROOT="$root" OUT="$out" valgrind > "$logs/build-valgrind.log" 2>&1; then
+if ! make -C "$here" ROOT="$root" LIBDIR="$libdir" OUT="$out" valgrind > "$logs/build-valgrind.log" 2>&1; then
     fail "build of the valgrind tests" "$logs/build-valgrind.log"
     summary
 fi
@@ -70,5 +93,22 @@ for bin in "$out/valgrind"/test_*; do
         fail "$name" "$log"
     fi
 done
+
+# Last: the install replaces $libdir's libraries with a build without debug-panic.
+echo "== packaging"
+prefix="$out/prefix"
+if bash "$here/package.sh" install "$prefix" > "$logs/package-install.log" 2>&1; then
+    pass "package/install"
+    for how in cmake pkgconfig; do
+        log="$logs/package-$how.log"
+        if bash "$here/package.sh" "$how" "$prefix" "$out/package-$how" > "$log" 2>&1; then
+            pass "package/$how"
+        else
+            fail "package/$how" "$log"
+        fi
+    done
+else
+    fail "package/install" "$logs/package-install.log"
+fi
 
 summary

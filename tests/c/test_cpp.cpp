@@ -28,14 +28,14 @@ void check(bool ok, const char *what, int line) {
 #define CHECK(cond) check((cond), #cond, __LINE__)
 
 // Throws with the library's message when a call fails.
-void ok(datasync_status status) {
+void ok(datasync_code status) {
     if (status != DATASYNC_OK) {
-        throw std::runtime_error(std::string(datasync_status_name(status)) + ": " + datasync_last_error_message());
+        throw std::runtime_error(std::string(datasync_code_name(status)) + ": " + datasync_error_message());
     }
 }
 
 struct InstanceFree {
-    void operator()(datasync *ds) const { datasync_free(ds); }
+    void operator()(datasync_instance *ds) const { datasync_instance_free(ds); }
 };
 struct SubscriptionFree {
     void operator()(datasync_subscription *sub) const { datasync_subscription_free(sub); }
@@ -43,7 +43,7 @@ struct SubscriptionFree {
 struct StringFree {
     void operator()(char *text) const { datasync_string_free(text); }
 };
-using Instance = std::unique_ptr<datasync, InstanceFree>;
+using Instance = std::unique_ptr<datasync_instance, InstanceFree>;
 using Subscription = std::unique_ptr<datasync_subscription, SubscriptionFree>;
 using Text = std::unique_ptr<char, StringFree>;
 
@@ -56,13 +56,13 @@ Instance open(const char *prefix) {
     datasync_config *cfg = nullptr;
     ok(datasync_config_new(prefix, &cfg));
     ok(datasync_config_set_memory(cfg, DATASYNC_TIER_LOCAL, nullptr));
-    datasync *ds = nullptr;
-    ok(datasync_open(cfg, &ds));
+    datasync_instance *ds = nullptr;
+    ok(datasync_instance_open(cfg, &ds));
     return Instance(ds);
 }
 
 // An observer backed by a std::function; the library destroys it exactly once.
-Subscription observe_all(datasync *ds, const char *name, const char *query, std::function<void(std::string)> fn,
+Subscription observe_all(datasync_instance *ds, const char *name, const char *query, std::function<void(std::string)> fn,
                          std::atomic<int> &destroyed) {
     struct Box {
         std::function<void(std::string)> fn;
@@ -79,7 +79,7 @@ Subscription observe_all(datasync *ds, const char *name, const char *query, std:
         delete box;
     };
     datasync_subscription *sub = nullptr;
-    ok(datasync_observe_all(ds, name, query, &ob, &sub));
+    ok(datasync_entity_observe_all(ds, name, query, &ob, &sub));
     return Subscription(sub);
 }
 
@@ -110,7 +110,7 @@ int main() {
                     for (int i = 0; i < 25; i++) {
                         std::string json = "{\"i\":" + std::to_string(t * 25 + i) + ",\"thread\":" + std::to_string(t) + "}";
                         char *id = nullptr;
-                        ok(datasync_save(ds.get(), "Point", json.c_str(), &id));
+                        ok(datasync_entity_save(ds.get(), "Point", json.c_str(), &id));
                         datasync_string_free(id);
                     }
                 });
@@ -118,18 +118,18 @@ int main() {
             for (auto &w : writers) w.join();
 
             char *out = nullptr;
-            ok(datasync_query(ds.get(), "Point", "{\"where\":{\"thread\":2}}", &out));
+            ok(datasync_entity_query(ds.get(), "Point", "{\"where\":{\"thread\":2}}", &out));
             CHECK(count_of(take(out), "\"thread\":2") == 25);
-            ok(datasync_drain_events(ds.get()));
+            ok(datasync_instance_drain_events(ds.get()));
             {
                 std::lock_guard<std::mutex> guard(lock);
                 CHECK(count_of(last, "\"id\":") == 100);
                 CHECK(last.find("\"i\":0,") < last.find("\"i\":99,"));
             }
             char *stats = nullptr;
-            ok(datasync_sync_now(ds.get(), &stats));
+            ok(datasync_instance_sync_now(ds.get(), &stats));
             CHECK(take(stats).find("\"errors\":[]") != std::string::npos);
-            CHECK(datasync_get(ds.get(), "Point", "not-an-id", &out) == DATASYNC_INVALID_ID);
+            CHECK(datasync_entity_get(ds.get(), "Point", "not-an-id", &out) == DATASYNC_INVALID_ID);
             CHECK(destroyed.load() == 0);
         }
         // The subscription was freed before the instance (reverse declaration order).

@@ -8,15 +8,15 @@
 static void test_crud_on_host_store(void) {
     hstore local;
     hstore_init(&local);
-    datasync *ds = open_with("app", &local, NULL);
+    datasync_instance *ds = open_with("app", &local, NULL);
     CHECK(ds != NULL);
 
     char *alice = NULL;
-    CHECK_OK(datasync_save(ds, "User", "{\"name\":\"Alice\",\"age\":30,\"team\":\"core\"}", &alice));
+    CHECK_OK(datasync_entity_save(ds, "User", "{\"name\":\"Alice\",\"age\":30,\"team\":\"core\"}", &alice));
     CHECK(alice != NULL && strncmp(alice, "User.", 5) == 0);
 
     char *json = NULL;
-    CHECK_OK(datasync_get(ds, "User", alice, &json));
+    CHECK_OK(datasync_entity_get(ds, "User", alice, &json));
     CHECK(contains(json, "\"name\":\"Alice\""));
     CHECK(contains(json, "\"version\":1"));
     CHECK(contains(json, "\"createdAt\":\"") && contains(json, "\"updatedAt\":\""));
@@ -26,15 +26,15 @@ static void test_crud_on_host_store(void) {
     char update[256];
     snprintf(update, sizeof update, "{\"id\":\"%s\",\"name\":\"Alice\",\"age\":31,\"team\":\"core\"}", alice);
     char *same = NULL;
-    CHECK_OK(datasync_save(ds, "User", update, &same));
+    CHECK_OK(datasync_entity_save(ds, "User", update, &same));
     CHECK(same != NULL && strcmp(same, alice) == 0);
     datasync_string_free(same);
-    CHECK_OK(datasync_get(ds, "User", alice, &json));
+    CHECK_OK(datasync_entity_get(ds, "User", alice, &json));
     CHECK(contains(json, "\"version\":2") && contains(json, "\"age\":31"));
     datasync_string_free(json);
 
     char *ids = NULL;
-    CHECK_OK(datasync_save_many(ds, "User",
+    CHECK_OK(datasync_entity_save_many(ds, "User",
                                 "[{\"name\":\"Bob\",\"age\":25,\"team\":\"web\"},"
                                 " {\"name\":\"Carol\",\"age\":40,\"team\":\"core\"},"
                                 " {\"name\":\"Dan\",\"team\":\"core\"}]",
@@ -42,43 +42,43 @@ static void test_crud_on_host_store(void) {
     CHECK(ids != NULL && ids[0] == '[' && occurrences(ids, "\"User.") == 3);
 
     /* where + sort (descending, missing first in ascending) + limit. */
-    CHECK_OK(datasync_query(ds, "User", "{\"where\":{\"team\":\"core\"},\"sort\":[\"age:desc\"],\"limit\":2}", &json));
+    CHECK_OK(datasync_entity_query(ds, "User", "{\"where\":{\"team\":\"core\"},\"sort\":[\"age:desc\"],\"limit\":2}", &json));
     CHECK(occurrences(json, "\"id\":") == 2);
     CHECK(contains(json, "Carol") && contains(json, "Alice") && !contains(json, "Dan"));
     CHECK(json != NULL && strstr(json, "Carol") < strstr(json, "Alice"));
     datasync_string_free(json);
-    CHECK_OK(datasync_query(ds, "User", "{\"sort\":[\"age\"]}", &json));
+    CHECK_OK(datasync_entity_query(ds, "User", "{\"sort\":[\"age\"]}", &json));
     CHECK(occurrences(json, "\"id\":") == 4);
     CHECK(json != NULL && strstr(json, "Dan") < strstr(json, "Bob"));
     datasync_string_free(json);
-    CHECK_OK(datasync_query(ds, "User", "", &json));
+    CHECK_OK(datasync_entity_query(ds, "User", "", &json));
     CHECK(occurrences(json, "\"id\":") == 4);
     datasync_string_free(json);
 
     /* Delete: existed, then gone; deleting again reports it did not exist. */
     bool existed = false;
-    CHECK_OK(datasync_delete(ds, "User", alice, &existed));
+    CHECK_OK(datasync_entity_delete(ds, "User", alice, &existed));
     CHECK(existed);
     json = (char *)"sentinel";
-    CHECK_OK(datasync_get(ds, "User", alice, &json));
+    CHECK_OK(datasync_entity_get(ds, "User", alice, &json));
     CHECK(json == NULL);
-    CHECK_OK(datasync_delete(ds, "User", alice, &existed));
+    CHECK_OK(datasync_entity_delete(ds, "User", alice, &existed));
     CHECK(!existed);
 
     size_t count = 99;
-    CHECK_OK(datasync_delete_many(ds, "User", ids, &count));
+    CHECK_OK(datasync_entity_delete_many(ds, "User", ids, &count));
     CHECK(count == 3);
-    CHECK_OK(datasync_query(ds, "User", "{}", &json));
+    CHECK_OK(datasync_entity_query(ds, "User", "{}", &json));
     CHECK(json != NULL && strcmp(json, "[]") == 0);
     datasync_string_free(json);
     datasync_string_free(ids);
 
     /* A survivor for the reopen below. */
     char *erin = NULL;
-    CHECK_OK(datasync_save(ds, "User", "{\"name\":\"Erin\"}", &erin));
+    CHECK_OK(datasync_entity_save(ds, "User", "{\"name\":\"Erin\"}", &erin));
 
     /* Flush: the host store now holds the partition (with the tombstones) and metadata. */
-    CHECK_OK(datasync_flush(ds));
+    CHECK_OK(datasync_instance_flush(ds));
     char *blob = hstore_get_text(&local, "app.User");
     CHECK(contains(blob, "Erin") && contains(blob, "\"deleted\":{\"User\":{"));
     CHECK(contains(blob, alice));
@@ -88,32 +88,32 @@ static void test_crud_on_host_store(void) {
     free(blob);
 
     char *audit = NULL;
-    CHECK_OK(datasync_audit(ds, &audit));
+    CHECK_OK(datasync_instance_audit(ds, &audit));
     CHECK(audit != NULL && strcmp(audit, "[]") == 0);
     datasync_string_free(audit);
 
     char *status = NULL;
-    CHECK_OK(datasync_sync_status(ds, &status));
+    CHECK_OK(datasync_instance_status(ds, &status));
     CHECK(contains(status, "\"closed\":false") && contains(status, "\"online\":true"));
     datasync_string_free(status);
 
-    CHECK_OK(datasync_close(ds));
-    CHECK_OK(datasync_close(ds)); /* idempotent */
-    CHECK_OK(datasync_sync_status(ds, &status));
+    CHECK_OK(datasync_instance_close(ds));
+    CHECK_OK(datasync_instance_close(ds)); /* idempotent */
+    CHECK_OK(datasync_instance_status(ds, &status));
     CHECK(contains(status, "\"closed\":true"));
     datasync_string_free(status);
-    datasync_free(ds);
+    datasync_instance_free(ds);
     CHECK(hstore_destroyed(&local) == 1);
 
     /* Reopen over the same host data: the entity is read back from the local tier. */
     ds = open_with("app", &local, NULL);
     CHECK(ds != NULL);
-    CHECK_OK(datasync_get(ds, "User", erin, &json));
+    CHECK_OK(datasync_entity_get(ds, "User", erin, &json));
     CHECK(contains(json, "Erin"));
     datasync_string_free(json);
-    CHECK_OK(datasync_get(ds, "User", alice, &json));
+    CHECK_OK(datasync_entity_get(ds, "User", alice, &json));
     CHECK(json == NULL);
-    datasync_free(ds);
+    datasync_instance_free(ds);
     CHECK(hstore_destroyed(&local) == 2);
 
     datasync_string_free(alice);
@@ -123,37 +123,37 @@ static void test_crud_on_host_store(void) {
 
 static void test_builtin_strategies(void) {
     datasync_config *cfg = NULL;
-    datasync *ds = NULL;
+    datasync_instance *ds = NULL;
     CHECK_OK(datasync_config_new("geo", &cfg));
     CHECK_OK(datasync_config_set_strategy_field(cfg, "region"));
     CHECK_OK(datasync_config_set_memory(cfg, DATASYNC_TIER_LOCAL, NULL));
-    CHECK_OK(datasync_open(cfg, &ds));
+    CHECK_OK(datasync_instance_open(cfg, &ds));
     char *id = NULL;
-    CHECK_OK(datasync_save(ds, "Shop", "{\"region\":\"eu\",\"name\":\"Berlin\"}", &id));
+    CHECK_OK(datasync_entity_save(ds, "Shop", "{\"region\":\"eu\",\"name\":\"Berlin\"}", &id));
     CHECK(id != NULL && strncmp(id, "Shop.eu.", 8) == 0);
     datasync_string_free(id);
-    CHECK_OK(datasync_save(ds, "Shop", "{\"region\":\"us\",\"name\":\"Austin\"}", NULL));
+    CHECK_OK(datasync_entity_save(ds, "Shop", "{\"region\":\"us\",\"name\":\"Austin\"}", NULL));
     char *json = NULL;
-    CHECK_OK(datasync_query(ds, "Shop", "{\"filter\":{\"value\":\"eu\"}}", &json));
+    CHECK_OK(datasync_entity_query(ds, "Shop", "{\"filter\":{\"value\":\"eu\"}}", &json));
     CHECK(contains(json, "Berlin") && !contains(json, "Austin"));
     datasync_string_free(json);
-    CHECK_OK(datasync_query(ds, "Shop", "{\"filter\":{\"values\":[\"eu\",\"us\"]}}", &json));
+    CHECK_OK(datasync_entity_query(ds, "Shop", "{\"filter\":{\"values\":[\"eu\",\"us\"]}}", &json));
     CHECK(contains(json, "Berlin") && contains(json, "Austin"));
     datasync_string_free(json);
-    datasync_free(ds);
+    datasync_instance_free(ds);
 
     CHECK_OK(datasync_config_new("log", &cfg));
     CHECK_OK(datasync_config_set_strategy_date(cfg, DATASYNC_DATE_MONTH));
-    CHECK_OK(datasync_open(cfg, &ds));
-    CHECK_OK(datasync_save(ds, "Entry", "{\"createdAt\":\"2026-03-15T10:00:00Z\",\"text\":\"march\"}", &id));
+    CHECK_OK(datasync_instance_open(cfg, &ds));
+    CHECK_OK(datasync_entity_save(ds, "Entry", "{\"createdAt\":\"2026-03-15T10:00:00Z\",\"text\":\"march\"}", &id));
     CHECK(contains(id, "2026-03"));
     datasync_string_free(id);
-    CHECK_OK(datasync_save(ds, "Entry", "{\"createdAt\":\"2026-05-01T10:00:00Z\",\"text\":\"may\"}", NULL));
-    CHECK_OK(datasync_query(ds, "Entry",
+    CHECK_OK(datasync_entity_save(ds, "Entry", "{\"createdAt\":\"2026-05-01T10:00:00Z\",\"text\":\"may\"}", NULL));
+    CHECK_OK(datasync_entity_query(ds, "Entry",
                             "{\"filter\":{\"from\":\"2026-03-01T00:00:00Z\",\"to\":\"2026-04-30T00:00:00Z\"}}", &json));
     CHECK(contains(json, "march") && !contains(json, "may"));
     datasync_string_free(json);
-    datasync_free(ds);
+    datasync_instance_free(ds);
 }
 
 /* A host strategy: partition `<Name>/<first letter of "title">`, separator '/'. */
@@ -206,37 +206,37 @@ static void test_host_strategy(void) {
     datasync_persistence_vtable pv = hstore_vtable(&local);
 
     datasync_config *cfg = NULL;
-    datasync *ds = NULL;
+    datasync_instance *ds = NULL;
     CHECK_OK(datasync_config_new("lib", &cfg));
     CHECK_OK(datasync_config_set_strategy(cfg, &vt));
     CHECK_OK(datasync_config_set_persistence(cfg, DATASYNC_TIER_LOCAL, &pv));
-    CHECK_OK(datasync_open(cfg, &ds));
+    CHECK_OK(datasync_instance_open(cfg, &ds));
 
     char *id = NULL;
-    CHECK_OK(datasync_save(ds, "Book", "{\"title\":\"Dune\"}", &id));
+    CHECK_OK(datasync_entity_save(ds, "Book", "{\"title\":\"Dune\"}", &id));
     CHECK(id != NULL && strncmp(id, "Book/D/", 7) == 0 && strlen(id) == 7 + 12);
     datasync_string_free(id);
-    CHECK_OK(datasync_save(ds, "Book", "{\"title\":\"Emma\"}", NULL));
-    CHECK_OK(datasync_save(ds, "Book", "{\"title\":\"Dracula\"}", NULL));
-    CHECK_STATUS(datasync_save(ds, "Book", "{\"author\":\"nobody\"}", NULL), DATASYNC_CALLBACK);
-    CHECK(contains(datasync_last_error_message(), "logical_key"));
+    CHECK_OK(datasync_entity_save(ds, "Book", "{\"title\":\"Emma\"}", NULL));
+    CHECK_OK(datasync_entity_save(ds, "Book", "{\"title\":\"Dracula\"}", NULL));
+    CHECK_STATUS(datasync_entity_save(ds, "Book", "{\"author\":\"nobody\"}", NULL), DATASYNC_CALLBACK);
+    CHECK(contains(datasync_error_message(), "logical_key"));
 
     char *json = NULL;
-    CHECK_OK(datasync_query(ds, "Book", "{\"filter\":{\"letter\":\"D\"},\"sort\":[\"title\"]}", &json));
+    CHECK_OK(datasync_entity_query(ds, "Book", "{\"filter\":{\"letter\":\"D\"},\"sort\":[\"title\"]}", &json));
     CHECK(occurrences(json, "\"id\":") == 2 && strstr(json, "Dracula") < strstr(json, "Dune"));
     datasync_string_free(json);
-    CHECK_OK(datasync_query(ds, "Book", "null", &json));
+    CHECK_OK(datasync_entity_query(ds, "Book", "null", &json));
     CHECK(occurrences(json, "\"id\":") == 3);
     datasync_string_free(json);
 
-    CHECK_OK(datasync_flush(ds));
+    CHECK_OK(datasync_instance_flush(ds));
     char *blob = hstore_get_text(&local, "lib/Book/D");
     CHECK(contains(blob, "Dune") && contains(blob, "Dracula") && !contains(blob, "Emma"));
     free(blob);
     CHECK(atomic_load(&st.logical_calls) == 4);
     CHECK(atomic_load(&st.candidate_calls) >= 2);
     CHECK(atomic_load(&st.destroyed) == 0);
-    datasync_free(ds);
+    datasync_instance_free(ds);
     CHECK(atomic_load(&st.destroyed) == 1);
     CHECK(hstore_destroyed(&local) == 1);
     hstore_free(&local);
@@ -271,17 +271,17 @@ static void test_logger(void) {
     CHECK_OK(datasync_logger_add(&vt, DATASYNC_LOG_INFO, &handle));
     CHECK(handle != 0);
     datasync_config *cfg = NULL;
-    datasync *ds = NULL;
+    datasync_instance *ds = NULL;
     CHECK_OK(datasync_config_new("logged", &cfg));
-    CHECK_OK(datasync_open(cfg, &ds));
+    CHECK_OK(datasync_instance_open(cfg, &ds));
     CHECK(atomic_load(&ls.info_open) == 1);
-    datasync_free(ds);
+    datasync_instance_free(ds);
     CHECK_OK(datasync_logger_remove(handle));
     CHECK(atomic_load(&ls.destroyed) == 1);
     int seen = atomic_load(&ls.records);
     CHECK_OK(datasync_config_new("quiet", &cfg));
-    CHECK_OK(datasync_open(cfg, &ds));
-    datasync_free(ds);
+    CHECK_OK(datasync_instance_open(cfg, &ds));
+    datasync_instance_free(ds);
     CHECK(atomic_load(&ls.records) == seen);
     CHECK_OK(datasync_logger_remove(handle)); /* unknown now: ignored */
 }
@@ -299,23 +299,23 @@ static void test_directory_tier(void) {
     snprintf(path, sizeof path, "%s/local", dir);
 
     datasync_config *cfg = NULL;
-    datasync *ds = NULL;
+    datasync_instance *ds = NULL;
     CHECK_OK(datasync_config_new("disk", &cfg));
     CHECK_OK(datasync_config_set_directory(cfg, DATASYNC_TIER_LOCAL, path, false));
-    CHECK_OK(datasync_open(cfg, &ds));
+    CHECK_OK(datasync_instance_open(cfg, &ds));
     char *id = NULL;
-    CHECK_OK(datasync_save(ds, "Doc", "{\"body\":\"kept on disk\"}", &id));
-    CHECK_OK(datasync_close(ds));
-    datasync_free(ds);
+    CHECK_OK(datasync_entity_save(ds, "Doc", "{\"body\":\"kept on disk\"}", &id));
+    CHECK_OK(datasync_instance_close(ds));
+    datasync_instance_free(ds);
 
     CHECK_OK(datasync_config_new("disk", &cfg));
     CHECK_OK(datasync_config_set_directory(cfg, DATASYNC_TIER_LOCAL, path, true));
-    CHECK_OK(datasync_open(cfg, &ds));
+    CHECK_OK(datasync_instance_open(cfg, &ds));
     char *json = NULL;
-    CHECK_OK(datasync_get(ds, "Doc", id, &json));
+    CHECK_OK(datasync_entity_get(ds, "Doc", id, &json));
     CHECK(contains(json, "kept on disk"));
     datasync_string_free(json);
-    datasync_free(ds);
+    datasync_instance_free(ds);
     datasync_string_free(id);
 
     /* A path that cannot be a directory: refused, the config is untouched. */
@@ -326,7 +326,7 @@ static void test_directory_tier(void) {
     if (f) fclose(f);
     CHECK_OK(datasync_config_new("disk", &cfg));
     CHECK_STATUS(datasync_config_set_directory(cfg, DATASYNC_TIER_LOCAL, file, true), DATASYNC_INVALID_CONFIG);
-    CHECK(strlen(datasync_last_error_message()) > 0);
+    CHECK(strlen(datasync_error_message()) > 0);
     datasync_config_free(cfg);
     nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
 }

@@ -10,21 +10,21 @@ static long stat_of(const char *json, const char *field) {
     return at ? strtol(at + strlen(needle), NULL, 10) : -1;
 }
 
-static char *sync_stats(datasync *ds) {
+static char *sync_stats(datasync_instance *ds) {
     char *stats = NULL;
-    CHECK_OK(datasync_sync_now(ds, &stats));
+    CHECK_OK(datasync_instance_sync_now(ds, &stats));
     return stats;
 }
 
-static char *get(datasync *ds, const char *name, const char *id) {
+static char *get(datasync_instance *ds, const char *name, const char *id) {
     char *json = NULL;
-    CHECK_OK(datasync_get(ds, name, id, &json));
+    CHECK_OK(datasync_entity_get(ds, name, id, &json));
     return json;
 }
 
-static void check_audit(datasync *ds) {
+static void check_audit(datasync_instance *ds) {
     char *audit = NULL;
-    CHECK_OK(datasync_audit(ds, &audit));
+    CHECK_OK(datasync_instance_audit(ds, &audit));
     CHECK(audit != NULL && strcmp(audit, "[]") == 0);
     if (audit && strcmp(audit, "[]") != 0) fprintf(stderr, "audit: %s\n", audit);
     datasync_string_free(audit);
@@ -35,13 +35,13 @@ static void test_two_devices(void) {
     hstore_init(&cloud);
     hstore_init(&local_a);
     hstore_init(&local_b);
-    datasync *a = open_with("app", &local_a, &cloud);
-    datasync *b = open_with("app", &local_b, &cloud);
+    datasync_instance *a = open_with("app", &local_a, &cloud);
+    datasync_instance *b = open_with("app", &local_b, &cloud);
     CHECK(a != NULL && b != NULL);
 
     char *alice = NULL, *bob = NULL;
-    CHECK_OK(datasync_save(a, "User", "{\"name\":\"Alice\"}", &alice));
-    CHECK_OK(datasync_save(a, "User", "{\"name\":\"Bob\"}", &bob));
+    CHECK_OK(datasync_entity_save(a, "User", "{\"name\":\"Alice\"}", &alice));
+    CHECK_OK(datasync_entity_save(a, "User", "{\"name\":\"Bob\"}", &bob));
 
     char *stats = sync_stats(a);
     CHECK(stat_of(stats, "keys_copied") >= 1 && contains(stats, "\"offline\":false"));
@@ -57,16 +57,19 @@ static void test_two_devices(void) {
     CHECK(contains(json, "Alice"));
     datasync_string_free(json);
 
-    /* Concurrent edits of Alice: the later one (B's) wins on both devices. */
+    /* Concurrent edits of Alice, then B edits Bob and A deletes him: after syncing,
+     * both devices agree (which rule picks the winner: test_last_writer_wins, with
+     * explicit instants). */
     char edit[200];
     snprintf(edit, sizeof edit, "{\"id\":\"%s\",\"name\":\"Alice (A)\"}", alice);
-    CHECK_OK(datasync_save(a, "User", edit, NULL));
+    CHECK_OK(datasync_entity_save(a, "User", edit, NULL));
     snprintf(edit, sizeof edit, "{\"id\":\"%s\",\"name\":\"Alice (B)\"}", alice);
-    CHECK_OK(datasync_save(b, "User", edit, NULL));
-    /* B edits Bob, then A deletes him: the later delete wins. */
+    CHECK_OK(datasync_entity_save(b, "User", edit, NULL));
+    /* B edits Bob, then A deletes him: deleted everywhere (a delete wins when it is
+     * later and when it is at the same instant). */
     snprintf(edit, sizeof edit, "{\"id\":\"%s\",\"name\":\"Bob (B)\"}", bob);
-    CHECK_OK(datasync_save(b, "User", edit, NULL));
-    CHECK_OK(datasync_delete(a, "User", bob, NULL));
+    CHECK_OK(datasync_entity_save(b, "User", edit, NULL));
+    CHECK_OK(datasync_entity_delete(a, "User", bob, NULL));
 
     datasync_string_free(sync_stats(a));
     stats = sync_stats(b);
@@ -74,12 +77,12 @@ static void test_two_devices(void) {
     datasync_string_free(stats);
     datasync_string_free(sync_stats(a));
 
-    json = get(a, "User", alice);
-    CHECK(contains(json, "Alice (B)"));
-    datasync_string_free(json);
-    json = get(b, "User", alice);
-    CHECK(contains(json, "Alice (B)"));
-    datasync_string_free(json);
+    char *ja = get(a, "User", alice);
+    char *jb = get(b, "User", alice);
+    CHECK(ja != NULL && jb != NULL && strcmp(ja, jb) == 0);
+    CHECK(contains(ja, "Alice (A)") || contains(ja, "Alice (B)"));
+    datasync_string_free(ja);
+    datasync_string_free(jb);
     json = get(a, "User", bob);
     CHECK(json == NULL);
     datasync_string_free(json);
@@ -97,6 +100,23 @@ static void test_two_devices(void) {
     free(cc);
     check_audit(a);
     check_audit(b);
+
+    /* Every tier lists the one partition; a tier B lacks or no tier at all is refused. */
+    char *keys = NULL;
+    CHECK_OK(datasync_instance_tier_keys(a, DATASYNC_TIER_CLOUD, &keys));
+    CHECK(keys != NULL && strcmp(keys, "[\"app.User\"]") == 0);
+    datasync_string_free(keys);
+    CHECK_OK(datasync_instance_tier_keys(b, DATASYNC_TIER_LOCAL, &keys));
+    CHECK(keys != NULL && strcmp(keys, "[\"app.User\"]") == 0);
+    datasync_string_free(keys);
+    CHECK_OK(datasync_instance_tier_keys(b, DATASYNC_TIER_STORE, &keys));
+    CHECK(keys != NULL && strcmp(keys, "[\"app.User\"]") == 0);
+    datasync_string_free(keys);
+    keys = NULL;
+    CHECK_STATUS(datasync_instance_tier_keys(a, 7, &keys), DATASYNC_INVALID_ARGUMENT);
+    CHECK_STATUS(datasync_instance_tier_keys(a, DATASYNC_TIER_CLOUD, NULL), DATASYNC_NULL_ARGUMENT);
+    CHECK(keys == NULL);
+
     stats = sync_stats(a);
     CHECK(stat_of(stats, "keys_copied") == 0 && stat_of(stats, "keys_merged") == 0 &&
           stat_of(stats, "entities_changed") == 0);
@@ -104,29 +124,29 @@ static void test_two_devices(void) {
 
     /* An unreachable cloud: sync reports offline, the instance keeps working. */
     hstore_fail(&cloud, 5, 5);
-    CHECK_OK(datasync_save(a, "User", "{\"name\":\"Offline Olga\"}", NULL));
+    CHECK_OK(datasync_entity_save(a, "User", "{\"name\":\"Offline Olga\"}", NULL));
     stats = sync_stats(a);
     CHECK(contains(stats, "\"offline\":true") && contains(stats, "host load callback returned 5"));
     datasync_string_free(stats);
     char *status = NULL;
-    CHECK_OK(datasync_sync_status(a, &status));
+    CHECK_OK(datasync_instance_status(a, &status));
     CHECK(contains(status, "\"online\":false") && contains(status, "\"failures\":1"));
     datasync_string_free(status);
-    CHECK_OK(datasync_query(a, "User", "{\"where\":{\"name\":\"Offline Olga\"}}", &json));
+    CHECK_OK(datasync_entity_query(a, "User", "{\"where\":{\"name\":\"Offline Olga\"}}", &json));
     CHECK(occurrences(json, "\"id\":") == 1);
     datasync_string_free(json);
     hstore_fail(&cloud, 0, 0);
     datasync_string_free(sync_stats(a));
-    CHECK_OK(datasync_sync_status(a, &status));
+    CHECK_OK(datasync_instance_status(a, &status));
     CHECK(contains(status, "\"online\":true"));
     datasync_string_free(status);
     datasync_string_free(sync_stats(b));
-    CHECK_OK(datasync_query(b, "User", "{\"where\":{\"name\":\"Offline Olga\"}}", &json));
+    CHECK_OK(datasync_entity_query(b, "User", "{\"where\":{\"name\":\"Offline Olga\"}}", &json));
     CHECK(occurrences(json, "\"id\":") == 1);
     datasync_string_free(json);
 
-    datasync_free(a);
-    datasync_free(b);
+    datasync_instance_free(a);
+    datasync_instance_free(b);
     CHECK(hstore_destroyed(&cloud) == 2 && hstore_destroyed(&local_a) == 1 && hstore_destroyed(&local_b) == 1);
     datasync_string_free(alice);
     datasync_string_free(bob);
@@ -157,7 +177,7 @@ static void test_tie_rules(void) {
              at, at);
     hstore_put_text(&cloud, "tie.Item", text);
 
-    datasync *ds = open_with("tie", &local, &cloud);
+    datasync_instance *ds = open_with("tie", &local, &cloud);
     CHECK(ds != NULL);
     char *stats = sync_stats(ds);
     CHECK(stat_of(stats, "conflicts") == 2);
@@ -174,9 +194,75 @@ static void test_tie_rules(void) {
     free(l);
     free(c);
     check_audit(ds);
-    datasync_free(ds);
+    datasync_instance_free(ds);
     hstore_free(&cloud);
     hstore_free(&local);
+}
+
+/* Last writer wins, with instants set explicitly by writing partitions straight
+ * into the host stores (canonical form; the library rebuilds the missing metadata
+ * from `keys`). Each later version has the lower version number and the smaller
+ * bytes, so the equal-instant tie-break would pick the other one: only
+ * last-writer-wins gives these results.
+ * - aaaa: A edited at T0 (version 9), B edited 1 ms later (version 2): B's wins.
+ * - bbbb: B deleted at T0, A edited 1 ms later: the later edit beats the delete
+ *   (at equal instants the delete would win, test_tie_rules).
+ * - cccc: B edited at T0 (version 9), A deleted 1 ms later: the delete wins. */
+static void test_last_writer_wins(void) {
+    hstore cloud, local_a, local_b;
+    hstore_init(&cloud);
+    hstore_init(&local_a);
+    hstore_init(&local_b);
+    const char *t0 = "2026-01-01T00:00:00.000Z", *t1 = "2026-01-01T00:00:00.001Z";
+    char text[1024];
+    snprintf(text, sizeof text,
+             "{\"Item\":{\"Item.aaaaaaaaaaaaaaaa\":{\"id\":\"Item.aaaaaaaaaaaaaaaa\",\"updatedAt\":\"%s\",\"v\":\"zz older\",\"version\":9},"
+             "\"Item.bbbbbbbbbbbbbbbb\":{\"id\":\"Item.bbbbbbbbbbbbbbbb\",\"updatedAt\":\"%s\",\"v\":\"edit after delete\",\"version\":1}},"
+             "\"deleted\":{\"Item\":{\"Item.cccccccccccccccc\":\"%s\"}}}",
+             t0, t1, t1);
+    hstore_put_text(&local_a, "lww.Item", text);
+    snprintf(text, sizeof text,
+             "{\"Item\":{\"Item.aaaaaaaaaaaaaaaa\":{\"id\":\"Item.aaaaaaaaaaaaaaaa\",\"updatedAt\":\"%s\",\"v\":\"aa newer\",\"version\":2},"
+             "\"Item.cccccccccccccccc\":{\"id\":\"Item.cccccccccccccccc\",\"updatedAt\":\"%s\",\"v\":\"zz\",\"version\":9}},"
+             "\"deleted\":{\"Item\":{\"Item.bbbbbbbbbbbbbbbb\":\"%s\"}}}",
+             t1, t0, t0);
+    hstore_put_text(&local_b, "lww.Item", text);
+
+    datasync_instance *a = open_with("lww", &local_a, &cloud);
+    datasync_instance *b = open_with("lww", &local_b, &cloud);
+    CHECK(a != NULL && b != NULL);
+    datasync_string_free(sync_stats(a)); /* A's partition reaches the cloud */
+    char *stats = sync_stats(b);         /* B merges it with its own */
+    CHECK(stat_of(stats, "conflicts") == 3);
+    datasync_string_free(stats);
+    datasync_string_free(sync_stats(a)); /* A takes the merge */
+
+    datasync_instance *both[2] = {a, b};
+    for (int i = 0; i < 2; i++) {
+        char *json = get(both[i], "Item", "Item.aaaaaaaaaaaaaaaa");
+        CHECK(contains(json, "\"v\":\"aa newer\"") && contains(json, t1));
+        datasync_string_free(json);
+        json = get(both[i], "Item", "Item.bbbbbbbbbbbbbbbb");
+        CHECK(contains(json, "\"v\":\"edit after delete\""));
+        datasync_string_free(json);
+        json = get(both[i], "Item", "Item.cccccccccccccccc");
+        CHECK(json == NULL);
+        datasync_string_free(json);
+    }
+    char *la = hstore_get_text(&local_a, "lww.Item");
+    char *lb = hstore_get_text(&local_b, "lww.Item");
+    char *lc = hstore_get_text(&cloud, "lww.Item");
+    CHECK(la && lb && lc && strcmp(la, lb) == 0 && strcmp(lb, lc) == 0);
+    free(la);
+    free(lb);
+    free(lc);
+    check_audit(a);
+    check_audit(b);
+    datasync_instance_free(a);
+    datasync_instance_free(b);
+    hstore_free(&cloud);
+    hstore_free(&local_a);
+    hstore_free(&local_b);
 }
 
 /* A host resolver: the version with the greater "priority" wins, whatever its time
@@ -214,9 +300,9 @@ static void resolver_destroy(void *userdata) {
     pthread_mutex_unlock(&st->lock);
 }
 
-static datasync *open_resolving(hstore *cloud, resolver_state *st) {
+static datasync_instance *open_resolving(hstore *cloud, resolver_state *st) {
     datasync_config *cfg = NULL;
-    datasync *ds = NULL;
+    datasync_instance *ds = NULL;
     CHECK_OK(datasync_config_new("jobs", &cfg));
     datasync_resolver_vtable rv = {st, by_priority, resolver_destroy};
     CHECK_OK(datasync_config_set_resolver(cfg, &rv));
@@ -225,7 +311,7 @@ static datasync *open_resolving(hstore *cloud, resolver_state *st) {
     CHECK_OK(datasync_config_set_persistence(cfg, DATASYNC_TIER_CLOUD, &pv));
     CHECK_OK(datasync_config_set_cloud_sync_interval(cfg, 3600 * 1000));
     CHECK_OK(datasync_config_set_sync_on_open(cfg, false));
-    CHECK_OK(datasync_open(cfg, &ds));
+    CHECK_OK(datasync_instance_open(cfg, &ds));
     return ds;
 }
 
@@ -235,18 +321,18 @@ static void test_host_resolver(void) {
     resolver_state st;
     memset(&st, 0, sizeof st);
     pthread_mutex_init(&st.lock, NULL);
-    datasync *a = open_resolving(&cloud, &st);
-    datasync *b = open_resolving(&cloud, &st);
+    datasync_instance *a = open_resolving(&cloud, &st);
+    datasync_instance *b = open_resolving(&cloud, &st);
 
     char *id = NULL;
-    CHECK_OK(datasync_save(a, "Job", "{\"priority\":5,\"by\":\"nobody\"}", &id));
+    CHECK_OK(datasync_entity_save(a, "Job", "{\"priority\":5,\"by\":\"nobody\"}", &id));
     datasync_string_free(sync_stats(a));
     datasync_string_free(sync_stats(b));
     char edit[200];
     snprintf(edit, sizeof edit, "{\"id\":\"%s\",\"priority\":9,\"by\":\"A\"}", id);
-    CHECK_OK(datasync_save(a, "Job", edit, NULL));
+    CHECK_OK(datasync_entity_save(a, "Job", edit, NULL));
     snprintf(edit, sizeof edit, "{\"id\":\"%s\",\"priority\":1,\"by\":\"B\"}", id);
-    CHECK_OK(datasync_save(b, "Job", edit, NULL)); /* later, but lower priority */
+    CHECK_OK(datasync_entity_save(b, "Job", edit, NULL)); /* later, but lower priority */
     datasync_string_free(sync_stats(a));
     datasync_string_free(sync_stats(b));
     datasync_string_free(sync_stats(a));
@@ -258,8 +344,8 @@ static void test_host_resolver(void) {
     pthread_mutex_lock(&st.lock);
     CHECK(st.calls >= 1 && st.destroyed == 0);
     pthread_mutex_unlock(&st.lock);
-    datasync_free(a);
-    datasync_free(b);
+    datasync_instance_free(a);
+    datasync_instance_free(b);
     CHECK(st.destroyed == 2);
     datasync_string_free(id);
     pthread_mutex_destroy(&st.lock);
@@ -270,29 +356,40 @@ static void test_host_resolver(void) {
 static void test_shared_memory_cloud(void) {
     datasync_memory *mem = NULL;
     CHECK_OK(datasync_memory_new(&mem));
-    datasync *ds[2] = {NULL, NULL};
+    datasync_instance *ds[2] = {NULL, NULL};
     for (int i = 0; i < 2; i++) {
         datasync_config *cfg = NULL;
         CHECK_OK(datasync_config_new("mem", &cfg));
         CHECK_OK(datasync_config_set_memory(cfg, DATASYNC_TIER_CLOUD, mem));
         CHECK_OK(datasync_config_set_sync_on_open(cfg, false));
-        CHECK_OK(datasync_open(cfg, &ds[i]));
+        CHECK_OK(datasync_instance_open(cfg, &ds[i]));
     }
     datasync_memory_free(mem); /* the tiers keep the map alive */
     char *id = NULL;
-    CHECK_OK(datasync_save(ds[0], "Msg", "{\"text\":\"hi\"}", &id));
+    CHECK_OK(datasync_entity_save(ds[0], "Msg", "{\"text\":\"hi\"}", &id));
     datasync_string_free(sync_stats(ds[0]));
     char *json = get(ds[1], "Msg", id); /* hydrated from the cloud */
     CHECK(contains(json, "\"text\":\"hi\""));
     datasync_string_free(json);
+    /* Tier keys: several partitions, sorted; an instance without a local tier. */
+    CHECK_OK(datasync_entity_save(ds[0], "Alpha", "{}", NULL));
+    datasync_string_free(sync_stats(ds[0]));
+    char *keys = NULL;
+    CHECK_OK(datasync_instance_tier_keys(ds[1], DATASYNC_TIER_CLOUD, &keys));
+    CHECK(keys != NULL && strcmp(keys, "[\"mem.Alpha\",\"mem.Msg\"]") == 0);
+    datasync_string_free(keys);
+    keys = NULL;
+    CHECK_STATUS(datasync_instance_tier_keys(ds[1], DATASYNC_TIER_LOCAL, &keys), DATASYNC_INVALID_CONFIG);
+    CHECK(keys == NULL && contains(datasync_error_message(), "Local"));
     datasync_string_free(id);
-    datasync_free(ds[0]);
-    datasync_free(ds[1]);
+    datasync_instance_free(ds[0]);
+    datasync_instance_free(ds[1]);
 }
 
 int main(void) {
     test_two_devices();
     test_tie_rules();
+    test_last_writer_wins();
     test_host_resolver();
     test_shared_memory_cloud();
     return finish("test_sync");

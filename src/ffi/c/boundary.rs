@@ -8,7 +8,7 @@ use std::ffi::CString;
 use std::os::raw::c_char;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use super::status::datasync_status;
+use super::status::datasync_code;
 use crate::error::Error;
 
 /// Why an export failed.
@@ -31,12 +31,12 @@ impl From<Error> for Failure {
 }
 
 impl Failure {
-    fn status(&self) -> datasync_status {
+    fn status(&self) -> datasync_code {
         match self {
-            Failure::Core(e) => datasync_status::of_kind(e.kind()),
-            Failure::Null(_) => datasync_status::DATASYNC_NULL_ARGUMENT,
-            Failure::Utf8(_) => datasync_status::DATASYNC_INVALID_UTF8,
-            Failure::Argument(_) => datasync_status::DATASYNC_INVALID_ARGUMENT,
+            Failure::Core(e) => datasync_code::of_kind(e.kind()),
+            Failure::Null(_) => datasync_code::DATASYNC_NULL_ARGUMENT,
+            Failure::Utf8(_) => datasync_code::DATASYNC_INVALID_UTF8,
+            Failure::Argument(_) => datasync_code::DATASYNC_INVALID_ARGUMENT,
         }
     }
 
@@ -57,16 +57,16 @@ pub(crate) trait Exit {
     /// Whether this export reports a status (and so sets or clears the message).
     const REPORTS: bool;
     fn success(value: Self::Value) -> Self;
-    fn failure(status: datasync_status) -> Self;
+    fn failure(status: datasync_code) -> Self;
 }
 
-impl Exit for datasync_status {
+impl Exit for datasync_code {
     type Value = ();
     const REPORTS: bool = true;
     fn success(_: ()) -> Self {
-        datasync_status::DATASYNC_OK
+        datasync_code::DATASYNC_OK
     }
-    fn failure(status: datasync_status) -> Self {
+    fn failure(status: datasync_code) -> Self {
         status
     }
 }
@@ -77,7 +77,7 @@ impl Exit for *const c_char {
     fn success(value: *const c_char) -> Self {
         value
     }
-    fn failure(_: datasync_status) -> Self {
+    fn failure(_: datasync_code) -> Self {
         std::ptr::null()
     }
 }
@@ -86,7 +86,7 @@ impl Exit for () {
     type Value = ();
     const REPORTS: bool = false;
     fn success(_: ()) -> Self {}
-    fn failure(_: datasync_status) -> Self {}
+    fn failure(_: datasync_code) -> Self {}
 }
 
 thread_local! {
@@ -132,7 +132,7 @@ pub(crate) fn boundary<R: Exit>(body: impl FnOnce() -> Result<R::Value, Failure>
             // Dropping a payload can itself panic; keep it from unwinding into C.
             let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
             set_last_error(Some(format!("the library panicked: {text}")));
-            R::failure(datasync_status::DATASYNC_PANIC)
+            R::failure(datasync_code::DATASYNC_PANIC)
         }
     }
 }
@@ -144,7 +144,7 @@ pub(crate) fn boundary<R: Exit>(body: impl FnOnce() -> Result<R::Value, Failure>
 /// datasync call on this thread. Do not free it.
 /// Threads: per thread; each thread sees its own last error.
 #[no_mangle]
-pub extern "C" fn datasync_last_error_message() -> *const c_char {
+pub extern "C" fn datasync_error_message() -> *const c_char {
     boundary(|| {
         let ptr = LAST_ERROR
             .try_with(|slot| slot.borrow().as_ref().map(|m| m.as_ptr()))
@@ -156,12 +156,15 @@ pub extern "C" fn datasync_last_error_message() -> *const c_char {
 
 /// Panics inside the library on purpose and returns what the boundary made of it:
 /// always `DATASYNC_PANIC`, with `message` in the last-error message. It lets a host
-/// check that no panic crosses into its code. `message` may be NULL.
+/// check that no panic crosses into its code. `message` may be NULL. Only in builds
+/// with the cargo feature `debug-panic` (the tests'); the header declares it when
+/// `DATASYNC_DEBUG_PANIC` is defined.
 ///
 /// Ownership: `message` is borrowed for the call.
 /// Threads: any thread.
+#[cfg(feature = "debug-panic")]
 #[no_mangle]
-pub unsafe extern "C" fn datasync_debug_panic(message: *const c_char) -> datasync_status {
+pub unsafe extern "C" fn datasync_debug_panic(message: *const c_char) -> datasync_code {
     boundary(|| {
         let text =
             super::strings::opt_str_in(message, "message")?.unwrap_or("datasync_debug_panic");

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::boundary::{boundary, Failure};
-use super::status::datasync_status;
+use super::status::datasync_code;
 use super::strings::{need_out, str_in, write_out};
 use super::vtable::{
     datasync_persistence_vtable, datasync_resolver_vtable, datasync_strategy_vtable,
@@ -13,9 +13,13 @@ use super::vtable::{
 };
 use crate::adapters::{DirOptions, DirPersistence, MemoryPersistence};
 use crate::config::Config;
+use crate::instance::TierId;
 use crate::persistence::Persistence;
 use crate::strategy::{DateGranularity, DateStrategy, FieldStrategy, GlobalStrategy};
 
+/// The in-memory store tier (always the built-in store; only read, e.g. by
+/// `datasync_instance_tier_keys`).
+pub const DATASYNC_TIER_STORE: u32 = 0;
 /// The durable tier on the device.
 pub const DATASYNC_TIER_LOCAL: u32 = 1;
 /// The remote tier, possibly shared with other instances.
@@ -28,7 +32,7 @@ pub const DATASYNC_DATE_MONTH: u32 = 2;
 /// Date strategy: one partition per day of `createdAt`.
 pub const DATASYNC_DATE_DAY: u32 = 3;
 
-/// A configuration being built; consumed by `datasync_open`.
+/// A configuration being built; consumed by `datasync_instance_open`.
 ///
 /// Defaults: global strategy, last writer wins, the built-in memory store, no local
 /// and no cloud tier, store synced 50 ms after writes, cloud every 30 s, retries from
@@ -54,6 +58,18 @@ unsafe fn config_mut<'a>(config: *mut datasync_config) -> Result<&'a mut Config,
         .ok_or(Failure::Null("config"))
 }
 
+/// The tier a `DATASYNC_TIER_*` number names.
+pub(crate) fn tier_id(tier: u32) -> Result<TierId, Failure> {
+    match tier {
+        DATASYNC_TIER_STORE => Ok(TierId::Store),
+        DATASYNC_TIER_LOCAL => Ok(TierId::Local),
+        DATASYNC_TIER_CLOUD => Ok(TierId::Cloud),
+        other => Err(Failure::Argument(format!(
+            "{other} is not a DATASYNC_TIER_* number"
+        ))),
+    }
+}
+
 fn set_tier(config: &mut Config, tier: u32, adapter: Box<dyn Persistence>) -> Result<(), Failure> {
     match tier {
         DATASYNC_TIER_LOCAL => config.local = Some(adapter),
@@ -69,16 +85,16 @@ fn set_tier(config: &mut Config, tier: u32, adapter: Box<dyn Persistence>) -> Re
 
 /// Creates a configuration for instances whose partition keys start with `prefix`
 /// (1-128 characters, no control characters, not starting with `!`; checked by
-/// `datasync_open`). Writes it to `*out` only on success.
+/// `datasync_instance_open`). Writes it to `*out` only on success.
 ///
 /// Ownership: `prefix` is copied. The caller owns `*out` and passes it to
-/// `datasync_open` (which consumes it) or frees it with `datasync_config_free`.
+/// `datasync_instance_open` (which consumes it) or frees it with `datasync_config_free`.
 /// Threads: any thread; a configuration is used by one thread at a time.
 #[no_mangle]
 pub unsafe extern "C" fn datasync_config_new(
     prefix: *const c_char,
     out: *mut *mut datasync_config,
-) -> datasync_status {
+) -> datasync_code {
     boundary(|| {
         let prefix = str_in(prefix, "prefix")?;
         need_out(out, "out")?;
@@ -114,7 +130,7 @@ pub unsafe extern "C" fn datasync_config_free(config: *mut datasync_config) {
 #[no_mangle]
 pub unsafe extern "C" fn datasync_config_set_strategy_global(
     config: *mut datasync_config,
-) -> datasync_status {
+) -> datasync_code {
     boundary(|| {
         config_mut(config)?.strategy = Arc::new(GlobalStrategy);
         Ok(())
@@ -130,7 +146,7 @@ pub unsafe extern "C" fn datasync_config_set_strategy_global(
 pub unsafe extern "C" fn datasync_config_set_strategy_date(
     config: *mut datasync_config,
     granularity: u32,
-) -> datasync_status {
+) -> datasync_code {
     boundary(|| {
         let config = config_mut(config)?;
         let granularity = match granularity {
@@ -149,7 +165,8 @@ pub unsafe extern "C" fn datasync_config_set_strategy_date(
 }
 
 /// Partitions by the value of one field (e.g. `"region"`). Query filter:
-/// `{"values": [...]}` or `{"value": x}`.
+/// `{"values": [...]}` or `{"value": x}`. An empty `field` is
+/// `DATASYNC_INVALID_CONFIG`, and the configuration keeps its strategy.
 ///
 /// Ownership: `config` is borrowed; `field` is copied.
 /// Threads: one thread at a time per configuration.
@@ -157,11 +174,11 @@ pub unsafe extern "C" fn datasync_config_set_strategy_date(
 pub unsafe extern "C" fn datasync_config_set_strategy_field(
     config: *mut datasync_config,
     field: *const c_char,
-) -> datasync_status {
+) -> datasync_code {
     boundary(|| {
         let config = config_mut(config)?;
         let field = str_in(field, "field")?;
-        config.strategy = Arc::new(FieldStrategy::new(field));
+        config.strategy = Arc::new(FieldStrategy::try_new(field)?);
         Ok(())
     })
 }
@@ -177,7 +194,7 @@ pub unsafe extern "C" fn datasync_config_set_strategy_field(
 pub unsafe extern "C" fn datasync_config_set_strategy(
     config: *mut datasync_config,
     strategy: *const datasync_strategy_vtable,
-) -> datasync_status {
+) -> datasync_code {
     boundary(|| {
         let strategy = HostStrategy::take(strategy)?;
         config_mut(config)?.strategy = Arc::new(strategy);
@@ -194,7 +211,7 @@ pub unsafe extern "C" fn datasync_config_set_strategy(
 pub unsafe extern "C" fn datasync_config_set_resolver(
     config: *mut datasync_config,
     resolver: *const datasync_resolver_vtable,
-) -> datasync_status {
+) -> datasync_code {
     boundary(|| {
         let resolver = HostResolver::take(resolver)?;
         config_mut(config)?.resolver = Arc::new(resolver);
@@ -208,14 +225,14 @@ pub unsafe extern "C" fn datasync_config_set_resolver(
 /// Ownership: `config` is borrowed; `persistence` is copied and owned by the
 /// library from this call on, whatever the outcome: its `destroy` runs exactly once
 /// (when the configuration or the instance opened from it is freed, when the tier
-/// is replaced, when `datasync_open` fails, or before this call returns an error).
+/// is replaced, when `datasync_instance_open` fails, or before this call returns an error).
 /// Threads: one thread at a time per configuration.
 #[no_mangle]
 pub unsafe extern "C" fn datasync_config_set_persistence(
     config: *mut datasync_config,
     tier: u32,
     persistence: *const datasync_persistence_vtable,
-) -> datasync_status {
+) -> datasync_code {
     boundary(|| {
         let adapter = HostPersistence::take(persistence)?;
         set_tier(config_mut(config)?, tier, Box::new(adapter))
@@ -233,7 +250,7 @@ pub unsafe extern "C" fn datasync_config_set_memory(
     config: *mut datasync_config,
     tier: u32,
     shared: *const datasync_memory,
-) -> datasync_status {
+) -> datasync_code {
     boundary(|| {
         let config = config_mut(config)?;
         let memory = shared
@@ -256,7 +273,7 @@ pub unsafe extern "C" fn datasync_config_set_directory(
     tier: u32,
     path: *const c_char,
     durable: bool,
-) -> datasync_status {
+) -> datasync_code {
     boundary(|| {
         let config = config_mut(config)?;
         let path = str_in(path, "path")?;
@@ -279,7 +296,7 @@ pub unsafe extern "C" fn datasync_config_set_directory(
 pub unsafe extern "C" fn datasync_config_set_store_sync_delay(
     config: *mut datasync_config,
     millis: u64,
-) -> datasync_status {
+) -> datasync_code {
     boundary(|| {
         config_mut(config)?.store_sync_delay = Duration::from_millis(millis);
         Ok(())
@@ -294,7 +311,7 @@ pub unsafe extern "C" fn datasync_config_set_store_sync_delay(
 pub unsafe extern "C" fn datasync_config_set_cloud_sync_interval(
     config: *mut datasync_config,
     millis: u64,
-) -> datasync_status {
+) -> datasync_code {
     boundary(|| {
         config_mut(config)?.cloud_sync_interval = Duration::from_millis(millis);
         Ok(())
@@ -311,7 +328,7 @@ pub unsafe extern "C" fn datasync_config_set_retry(
     config: *mut datasync_config,
     base_millis: u64,
     max_millis: u64,
-) -> datasync_status {
+) -> datasync_code {
     boundary(|| {
         let config = config_mut(config)?;
         config.retry_base = Duration::from_millis(base_millis);
@@ -329,7 +346,7 @@ pub unsafe extern "C" fn datasync_config_set_retry(
 pub unsafe extern "C" fn datasync_config_set_max_clock_skew(
     config: *mut datasync_config,
     millis: u64,
-) -> datasync_status {
+) -> datasync_code {
     boundary(|| {
         config_mut(config)?.max_clock_skew = Duration::from_millis(millis);
         Ok(())
@@ -344,7 +361,7 @@ pub unsafe extern "C" fn datasync_config_set_max_clock_skew(
 pub unsafe extern "C" fn datasync_config_set_sync_on_open(
     config: *mut datasync_config,
     yes: bool,
-) -> datasync_status {
+) -> datasync_code {
     boundary(|| {
         config_mut(config)?.sync_on_open = yes;
         Ok(())
@@ -358,7 +375,7 @@ pub unsafe extern "C" fn datasync_config_set_sync_on_open(
 /// using it keep the data alive on their own.
 /// Threads: any thread; the map is thread-safe.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_memory_new(out: *mut *mut datasync_memory) -> datasync_status {
+pub unsafe extern "C" fn datasync_memory_new(out: *mut *mut datasync_memory) -> datasync_code {
     boundary(|| {
         need_out(out, "out")?;
         write_out(

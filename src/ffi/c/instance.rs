@@ -5,8 +5,8 @@ use std::os::raw::c_char;
 use serde_json::Value;
 
 use super::boundary::{boundary, Failure};
-use super::config::datasync_config;
-use super::status::datasync_status;
+use super::config::{datasync_config, tier_id};
+use super::status::datasync_code;
 use super::strings::{need_out, str_in, string_out, write_out, write_string};
 use crate::error::Error;
 use crate::ffi::shared::list_json;
@@ -14,15 +14,17 @@ use crate::instance::{DataSync, Repository};
 use crate::query::QueryOptions;
 
 /// An open instance. Every function taking it may be called from any thread, at
-/// the same time, until `datasync_free`.
+/// the same time, until `datasync_instance_free`.
 #[allow(non_camel_case_types)]
-pub struct datasync {
+pub struct datasync_instance {
     pub(crate) inner: DataSync,
 }
 
 /// # Safety
 /// `handle` is NULL or a live instance.
-pub(crate) unsafe fn instance<'a>(handle: *const datasync) -> Result<&'a DataSync, Failure> {
+pub(crate) unsafe fn instance<'a>(
+    handle: *const datasync_instance,
+) -> Result<&'a DataSync, Failure> {
     handle
         .as_ref()
         .map(|h| &h.inner)
@@ -32,7 +34,7 @@ pub(crate) unsafe fn instance<'a>(handle: *const datasync) -> Result<&'a DataSyn
 /// # Safety
 /// As [`instance`]; `name` is NULL or a NUL-terminated string.
 pub(crate) unsafe fn repo(
-    handle: *const datasync,
+    handle: *const datasync_instance,
     name: *const c_char,
 ) -> Result<Repository, Failure> {
     let ds = instance(handle)?;
@@ -49,13 +51,13 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<String, Failure> {
 ///
 /// Ownership: consumes `config` whatever the outcome (do not free or reuse it); if
 /// opening fails, every host vtable it held is destroyed before this returns. The
-/// caller owns `*out` and frees it with `datasync_free`.
+/// caller owns `*out` and frees it with `datasync_instance_free`.
 /// Threads: any thread.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_open(
+pub unsafe extern "C" fn datasync_instance_open(
     config: *mut datasync_config,
-    out: *mut *mut datasync,
-) -> datasync_status {
+    out: *mut *mut datasync_instance,
+) -> datasync_code {
     boundary(|| {
         if config.is_null() {
             return Err(Failure::Null("config"));
@@ -63,25 +65,27 @@ pub unsafe extern "C" fn datasync_open(
         let config = Box::from_raw(config).config;
         need_out(out, "out")?;
         let inner = DataSync::open(config)?;
-        write_out(out, Box::into_raw(Box::new(datasync { inner })));
+        write_out(out, Box::into_raw(Box::new(datasync_instance { inner })));
         Ok(())
     })
 }
 
 /// Closes an instance: flushes the store to the tier below, delivers queued
 /// observer calls, stops and joins the library's threads. Idempotent. Afterwards
-/// every call but `datasync_close`, `datasync_sync_status` and `datasync_free`
-/// fails with `DATASYNC_CLOSED`. Fails with `DATASYNC_WOULD_DEADLOCK` from inside an
+/// every call but `datasync_instance_close`, `datasync_instance_status` and
+/// `datasync_instance_free` fails with `DATASYNC_CLOSED`. Fails with `DATASYNC_WOULD_DEADLOCK` from inside an
 /// observer callback.
 ///
-/// Ownership: `instance` is borrowed; it must still be freed with `datasync_free`.
+/// Ownership: `instance` is borrowed; it must still be freed with `datasync_instance_free`.
 /// Threads: any thread but the dispatcher.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_close(instance: *const datasync) -> datasync_status {
+pub unsafe extern "C" fn datasync_instance_close(
+    instance: *const datasync_instance,
+) -> datasync_code {
     boundary(|| Ok(self::instance(instance)?.close()?))
 }
 
-/// Closes (see `datasync_close`) and frees an instance. NULL is ignored. Host
+/// Closes (see `datasync_instance_close`) and frees an instance. NULL is ignored. Host
 /// vtables of the instance are destroyed once nothing uses them any more.
 /// Subscriptions stay valid handles (they no longer fire) until freed.
 ///
@@ -89,7 +93,7 @@ pub unsafe extern "C" fn datasync_close(instance: *const datasync) -> datasync_s
 /// call. Never call it from inside an observer callback.
 /// Threads: any thread but the dispatcher.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_free(instance: *mut datasync) {
+pub unsafe extern "C" fn datasync_instance_free(instance: *mut datasync_instance) {
     boundary(|| {
         if !instance.is_null() {
             drop(Box::from_raw(instance));
@@ -106,12 +110,12 @@ pub unsafe extern "C" fn datasync_free(instance: *mut datasync) {
 /// otherwise the caller owns `*out_id` and frees it with `datasync_string_free`.
 /// Threads: any thread, including observer callbacks.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_save(
-    instance: *const datasync,
+pub unsafe extern "C" fn datasync_entity_save(
+    instance: *const datasync_instance,
     entity_name: *const c_char,
     json: *const c_char,
     out_id: *mut *mut c_char,
-) -> datasync_status {
+) -> datasync_code {
     boundary(|| {
         let repo = repo(instance, entity_name)?;
         let json = str_in(json, "json")?;
@@ -129,12 +133,12 @@ pub unsafe extern "C" fn datasync_save(
 /// NULL; otherwise the caller owns `*out_ids_json` (free with `datasync_string_free`).
 /// Threads: any thread, including observer callbacks.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_save_many(
-    instance: *const datasync,
+pub unsafe extern "C" fn datasync_entity_save_many(
+    instance: *const datasync_instance,
     entity_name: *const c_char,
     json_array: *const c_char,
     out_ids_json: *mut *mut c_char,
-) -> datasync_status {
+) -> datasync_code {
     boundary(|| {
         let repo = repo(instance, entity_name)?;
         let text = str_in(json_array, "json_array")?;
@@ -155,12 +159,12 @@ pub unsafe extern "C" fn datasync_save_many(
 /// it is not NULL and frees it with `datasync_string_free`.
 /// Threads: any thread, including observer callbacks.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_get(
-    instance: *const datasync,
+pub unsafe extern "C" fn datasync_entity_get(
+    instance: *const datasync_instance,
     entity_name: *const c_char,
     id: *const c_char,
     out_json: *mut *mut c_char,
-) -> datasync_status {
+) -> datasync_code {
     boundary(|| {
         let repo = repo(instance, entity_name)?;
         let id = str_in(id, "id")?;
@@ -180,12 +184,12 @@ pub unsafe extern "C" fn datasync_get(
 /// Ownership: `entity_name` and `id` are borrowed. `out_existed` may be NULL.
 /// Threads: any thread, including observer callbacks.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_delete(
-    instance: *const datasync,
+pub unsafe extern "C" fn datasync_entity_delete(
+    instance: *const datasync_instance,
     entity_name: *const c_char,
     id: *const c_char,
     out_existed: *mut bool,
-) -> datasync_status {
+) -> datasync_code {
     boundary(|| {
         let repo = repo(instance, entity_name)?;
         let id = str_in(id, "id")?;
@@ -201,12 +205,12 @@ pub unsafe extern "C" fn datasync_delete(
 /// Ownership: `entity_name` and `ids_json` are borrowed. `out_count` may be NULL.
 /// Threads: any thread, including observer callbacks.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_delete_many(
-    instance: *const datasync,
+pub unsafe extern "C" fn datasync_entity_delete_many(
+    instance: *const datasync_instance,
     entity_name: *const c_char,
     ids_json: *const c_char,
     out_count: *mut usize,
-) -> datasync_status {
+) -> datasync_code {
     boundary(|| {
         let repo = repo(instance, entity_name)?;
         let text = str_in(ids_json, "ids_json")?;
@@ -227,12 +231,12 @@ pub unsafe extern "C" fn datasync_delete_many(
 /// `*out_json` and frees it with `datasync_string_free`.
 /// Threads: any thread, including observer callbacks.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_query(
-    instance: *const datasync,
+pub unsafe extern "C" fn datasync_entity_query(
+    instance: *const datasync_instance,
     entity_name: *const c_char,
     options_json: *const c_char,
     out_json: *mut *mut c_char,
-) -> datasync_status {
+) -> datasync_code {
     boundary(|| {
         let repo = repo(instance, entity_name)?;
         let options = QueryOptions::from_json(str_in(options_json, "options_json")?)?;
@@ -253,10 +257,10 @@ pub unsafe extern "C" fn datasync_query(
 /// Threads: any thread, including observer callbacks; never from inside a host
 /// adapter callback (the sync worker would wait on itself: `DATASYNC_WOULD_DEADLOCK`).
 #[no_mangle]
-pub unsafe extern "C" fn datasync_sync_now(
-    instance: *const datasync,
+pub unsafe extern "C" fn datasync_instance_sync_now(
+    instance: *const datasync_instance,
     out_stats_json: *mut *mut c_char,
-) -> datasync_status {
+) -> datasync_code {
     boundary(|| {
         let stats = self::instance(instance)?.sync_now()?;
         write_string(out_stats_json, to_json(&stats)?);
@@ -271,7 +275,9 @@ pub unsafe extern "C" fn datasync_sync_now(
 /// Threads: any thread, including observer callbacks; never from inside a host
 /// adapter callback (the sync worker would wait on itself: `DATASYNC_WOULD_DEADLOCK`).
 #[no_mangle]
-pub unsafe extern "C" fn datasync_flush(instance: *const datasync) -> datasync_status {
+pub unsafe extern "C" fn datasync_instance_flush(
+    instance: *const datasync_instance,
+) -> datasync_code {
     boundary(|| Ok(self::instance(instance)?.flush()?))
 }
 
@@ -281,7 +287,9 @@ pub unsafe extern "C" fn datasync_flush(instance: *const datasync) -> datasync_s
 /// Ownership: `instance` is borrowed.
 /// Threads: any thread but the dispatcher.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_drain_events(instance: *const datasync) -> datasync_status {
+pub unsafe extern "C" fn datasync_instance_drain_events(
+    instance: *const datasync_instance,
+) -> datasync_code {
     boundary(|| Ok(self::instance(instance)?.drain_events()?))
 }
 
@@ -292,10 +300,10 @@ pub unsafe extern "C" fn datasync_drain_events(instance: *const datasync) -> dat
 /// Ownership: the caller owns `*out_json` (free with `datasync_string_free`).
 /// Threads: any thread, including observer callbacks.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_sync_status(
-    instance: *const datasync,
+pub unsafe extern "C" fn datasync_instance_status(
+    instance: *const datasync_instance,
     out_json: *mut *mut c_char,
-) -> datasync_status {
+) -> datasync_code {
     boundary(|| {
         let ds = self::instance(instance)?;
         need_out(out_json, "out_json")?;
@@ -311,15 +319,37 @@ pub unsafe extern "C" fn datasync_sync_status(
 /// Ownership: the caller owns `*out_json` (free with `datasync_string_free`).
 /// Threads: any thread but the sync worker.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_audit(
-    instance: *const datasync,
+pub unsafe extern "C" fn datasync_instance_audit(
+    instance: *const datasync_instance,
     out_json: *mut *mut c_char,
-) -> datasync_status {
+) -> datasync_code {
     boundary(|| {
         let ds = self::instance(instance)?;
         need_out(out_json, "out_json")?;
         let problems = ds.audit()?;
         write_string(out_json, to_json(&problems)?);
+        Ok(())
+    })
+}
+
+/// Writes the partition keys that tier `tier` (`DATASYNC_TIER_STORE`, `_LOCAL` or
+/// `_CLOUD`) holds according to its metadata, a sorted JSON array of strings, to
+/// `*out_json`. A tier this instance does not have is `DATASYNC_INVALID_CONFIG`.
+///
+/// Ownership: the caller owns `*out_json` (free with `datasync_string_free`).
+/// Threads: any thread, including observer callbacks.
+#[no_mangle]
+pub unsafe extern "C" fn datasync_instance_tier_keys(
+    instance: *const datasync_instance,
+    tier: u32,
+    out_json: *mut *mut c_char,
+) -> datasync_code {
+    boundary(|| {
+        let ds = self::instance(instance)?;
+        let tier = tier_id(tier)?;
+        need_out(out_json, "out_json")?;
+        let keys = ds.tier_keys(tier)?;
+        write_string(out_json, to_json(&keys)?);
         Ok(())
     })
 }

@@ -5,7 +5,7 @@ use std::os::raw::{c_char, c_void};
 use std::sync::Arc;
 
 use super::boundary::{boundary, Failure};
-use super::status::datasync_status;
+use super::status::datasync_code;
 use super::strings::write_out;
 use super::vtable::datasync_destroy_fn;
 use crate::ffi::log_bridge;
@@ -104,7 +104,7 @@ pub unsafe extern "C" fn datasync_logger_add(
     logger: *const datasync_logger_vtable,
     max_level: u32,
     out_handle: *mut u64,
-) -> datasync_status {
+) -> datasync_code {
     boundary(|| {
         let vt = *logger.as_ref().ok_or(Failure::Null("logger"))?;
         let host = HostLogger { vt };
@@ -135,7 +135,7 @@ pub unsafe extern "C" fn datasync_logger_add(
 /// Ownership: nothing is passed.
 /// Threads: any thread.
 #[no_mangle]
-pub extern "C" fn datasync_logger_remove(handle: u64) -> datasync_status {
+pub extern "C" fn datasync_logger_remove(handle: u64) -> datasync_code {
     boundary(|| {
         log_bridge::remove_sink(handle);
         Ok(())

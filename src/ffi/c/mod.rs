@@ -1,8 +1,8 @@
 //! The C ABI: a handle API over the core, described by the generated
 //! `include/datasync.h`.
 //!
-//! Conventions (the header repeats them): functions return a `datasync_status`
-//! (0 = OK) and describe failures in a per-thread message; `*_new`/`datasync_open`
+//! Conventions (the header repeats them): functions return a `datasync_code`
+//! (0 = OK) and describe failures in a per-thread message; `*_new`/`datasync_instance_open`
 //! write their out-handle only on success; `*_free` accept NULL; strings in are
 //! borrowed NUL-terminated UTF-8; strings out are owned by the caller and freed by
 //! `datasync_string_free`; host vtables carry `userdata` and a `destroy` that runs

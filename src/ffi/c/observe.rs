@@ -3,8 +3,8 @@
 use std::os::raw::{c_char, c_void};
 
 use super::boundary::{boundary, Failure};
-use super::instance::{datasync, repo};
-use super::status::datasync_status;
+use super::instance::{datasync_instance, instance, repo};
+use super::status::datasync_code;
 use super::strings::{need_out, str_in, write_out};
 use super::vtable::datasync_destroy_fn;
 use crate::ffi::shared::list_json;
@@ -13,9 +13,9 @@ use crate::query::QueryOptions;
 
 /// A host observer. `on_change` runs on the instance's dispatcher thread, in order,
 /// never while the library holds a lock: it may call any datasync function except
-/// the ones that wait for the dispatcher: `datasync_drain_events` and
-/// `datasync_close` fail there with `DATASYNC_WOULD_DEADLOCK`, and `datasync_free`
-/// must not be called there.
+/// the ones that wait for the dispatcher: `datasync_instance_drain_events` and
+/// `datasync_instance_close` fail there with `DATASYNC_WOULD_DEADLOCK`, and
+/// `datasync_instance_free` must not be called there.
 #[allow(non_camel_case_types)]
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -24,12 +24,13 @@ pub struct datasync_observer {
     pub userdata: *mut c_void,
     /// Required. Gets `len` bytes of JSON at `json` (also NUL-terminated at
     /// `json[len]`), valid only during the call: the entity or `null` for
-    /// `datasync_observe`, an array for `datasync_observe_all`.
+    /// `datasync_entity_observe`, an array for `datasync_entity_observe_all`, a status
+    /// for `datasync_instance_observe_status`.
     pub on_change:
         Option<unsafe extern "C" fn(userdata: *mut c_void, json: *const c_char, len: usize)>,
     /// Optional. Called exactly once after the last `on_change`: when the
     /// subscription is cancelled or freed, when the instance is freed, or before
-    /// `datasync_observe*` returns an error.
+    /// `datasync_entity_observe*` returns an error.
     pub destroy: datasync_destroy_fn,
 }
 
@@ -90,13 +91,13 @@ impl HostObserver {
 /// `datasync_subscription_free`.
 /// Threads: any thread, including observer callbacks; callbacks run on the dispatcher.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_observe(
-    instance: *const datasync,
+pub unsafe extern "C" fn datasync_entity_observe(
+    instance: *const datasync_instance,
     entity_name: *const c_char,
     id: *const c_char,
     observer: *const datasync_observer,
     out: *mut *mut datasync_subscription,
-) -> datasync_status {
+) -> datasync_code {
     boundary(|| {
         let mut host = HostObserver::take(observer)?;
         let repo = repo(instance, entity_name)?;
@@ -113,27 +114,57 @@ pub unsafe extern "C" fn datasync_observe(
     })
 }
 
-/// Observes a query (options as for `datasync_query`): `observer` gets the full
+/// Observes a query (options as for `datasync_entity_query`): `observer` gets the full
 /// matching list first, then the new list after changes that may affect it. Bursts
 /// are coalesced; the last call always carries the final state. Writes the
 /// subscription to `*out` only on success.
 ///
-/// Ownership: as `datasync_observe`.
+/// Ownership: as `datasync_entity_observe`.
 /// Threads: any thread, including observer callbacks; callbacks run on the dispatcher.
 #[no_mangle]
-pub unsafe extern "C" fn datasync_observe_all(
-    instance: *const datasync,
+pub unsafe extern "C" fn datasync_entity_observe_all(
+    instance: *const datasync_instance,
     entity_name: *const c_char,
     options_json: *const c_char,
     observer: *const datasync_observer,
     out: *mut *mut datasync_subscription,
-) -> datasync_status {
+) -> datasync_code {
     boundary(|| {
         let mut host = HostObserver::take(observer)?;
         let repo = repo(instance, entity_name)?;
         let options = QueryOptions::from_json(str_in(options_json, "options_json")?)?;
         need_out(out, "out")?;
         let inner = repo.observe_all(options, move |list| host.emit(list_json(list)))?;
+        write_out(
+            out,
+            Box::into_raw(Box::new(datasync_subscription { inner })),
+        );
+        Ok(())
+    })
+}
+
+/// Observes the sync status: `observer` gets the current status first, then the new
+/// one after every chain sync (success or failure), as JSON shaped like
+/// `datasync_instance_status`'s. Writes the subscription to `*out` only on success.
+///
+/// Ownership: `observer` is copied and owned by the library whatever the outcome (its
+/// `destroy` runs exactly once, see `datasync_observer`). The caller owns `*out` and
+/// frees it with `datasync_subscription_free`.
+/// Threads: any thread, including observer callbacks; callbacks run on the dispatcher.
+#[no_mangle]
+pub unsafe extern "C" fn datasync_instance_observe_status(
+    instance: *const datasync_instance,
+    observer: *const datasync_observer,
+    out: *mut *mut datasync_subscription,
+) -> datasync_code {
+    boundary(|| {
+        let mut host = HostObserver::take(observer)?;
+        let ds = self::instance(instance)?;
+        need_out(out, "out")?;
+        let inner = ds.observe_status(move |status| {
+            // A struct of plain fields always serialises; "null" only if that changes.
+            host.emit(serde_json::to_string(status).unwrap_or_else(|_| "null".into()))
+        })?;
         write_out(
             out,
             Box::into_raw(Box::new(datasync_subscription { inner })),
@@ -151,7 +182,7 @@ pub unsafe extern "C" fn datasync_observe_all(
 #[no_mangle]
 pub unsafe extern "C" fn datasync_subscription_cancel(
     subscription: *const datasync_subscription,
-) -> datasync_status {
+) -> datasync_code {
     boundary(|| {
         subscription
             .as_ref()

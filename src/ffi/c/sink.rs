@@ -3,7 +3,7 @@
 use std::os::raw::c_char;
 
 use super::boundary::{boundary, Failure};
-use super::status::datasync_status;
+use super::status::datasync_code;
 use super::strings::bytes_in;
 
 /// Where a host callback writes bytes for the library (a loaded blob, a key, JSON).
@@ -69,7 +69,7 @@ pub unsafe extern "C" fn datasync_bytes_sink_write(
     sink: *mut datasync_bytes_sink,
     bytes: *const u8,
     len: usize,
-) -> datasync_status {
+) -> datasync_code {
     boundary(|| write(sink, bytes_in(bytes, len, "bytes")?))
 }
 
@@ -95,7 +95,7 @@ unsafe fn write(sink: *mut datasync_bytes_sink, bytes: &[u8]) -> Result<(), Fail
 pub unsafe extern "C" fn datasync_bytes_sink_write_str(
     sink: *mut datasync_bytes_sink,
     text: *const c_char,
-) -> datasync_status {
+) -> datasync_code {
     boundary(|| {
         if text.is_null() {
             return Err(Failure::Null("text"));

@@ -205,7 +205,9 @@ impl Persistence for HostPersistence {
 pub struct datasync_strategy_vtable {
     /// Passed to every callback.
     pub userdata: *mut c_void,
-    /// The separator of ids and keys, a Unicode scalar value; 0 means `'.'`.
+    /// The separator of ids and keys, a Unicode scalar value; 0 means `'.'`. Any
+    /// other number that is no scalar value (a surrogate such as 0xD800, or above
+    /// 0x10FFFF) is refused with `DATASYNC_INVALID_ARGUMENT`.
     pub separator: u32,
     /// Length of the random part of new ids (8 to 64); 0 means 16.
     pub id_length: u32,
@@ -274,13 +276,16 @@ impl HostStrategy {
             userdata: vt.userdata,
             destroy: vt.destroy,
         };
+        // `owned` destroys the vtable if this returns early.
         let separator = match vt.separator {
-            0 => Some('.'),
-            n => char::from_u32(n),
+            0 => '.',
+            n => char::from_u32(n).ok_or_else(|| {
+                Failure::Argument(format!("separator {n:#x} is not a Unicode scalar value"))
+            })?,
         };
         let strategy = HostStrategy {
             vt,
-            separator: separator.unwrap_or('.'),
+            separator,
             id_length: if vt.id_length == 0 {
                 16
             } else {
@@ -289,12 +294,6 @@ impl HostStrategy {
             calls: parking_lot::Mutex::new(()),
             _owned: owned,
         };
-        if separator.is_none() {
-            return Err(Failure::Argument(format!(
-                "separator {} is not a Unicode scalar value",
-                vt.separator
-            )));
-        }
         if vt.logical_key.is_none() || vt.candidate_keys.is_none() {
             return Err(Failure::Argument(
                 "a strategy vtable needs logical_key and candidate_keys".into(),
