@@ -1,7 +1,9 @@
-//! Observers: a registry of subscriptions and the dispatcher thread that calls them,
-//! in order, never under a library lock.
+//! Observers: a registry of subscriptions, the dispatcher thread that calls them in
+//! order, never under a library lock, and the handles their owners keep.
 
 mod dispatcher;
+mod registry;
+mod subscription;
 
-pub use dispatcher::Subscription;
-pub(crate) use dispatcher::{Change, Registry, Source};
+pub(crate) use registry::{Change, Registry, Source};
+pub use subscription::Subscription;
