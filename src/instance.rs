@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::id;
 use crate::lock::{Condvar, Mutex};
 use crate::meta::Meta;
-use crate::observe::{Change, Registry, Source, Subscription};
+use crate::observe::{Change, ChangeSet, Registry, Source, Subscription};
 use crate::partition::{hash_bytes, Partition, Slot};
 use crate::query::QueryOptions;
 pub use crate::status::Status;
@@ -824,8 +824,17 @@ impl Source for Inner {
         self.read(name, id)
     }
 
-    fn list(&self, name: &str, query: &QueryOptions) -> Result<Vec<Entity>> {
-        self.select(name, query)
+    fn partition_keys(&self, candidates: &Candidates) -> Result<Vec<String>> {
+        self.resolve_keys(candidates)
+    }
+
+    fn partition(&self, name: &str, key: &str) -> Result<Vec<Entity>> {
+        self.ensure_present(key)?;
+        let part = self.store.with_io(|io| match io {
+            Io::Store(s) => s.get_all(key, name),
+            Io::Blobs(_) => Ok(Vec::new()),
+        });
+        part.map_err(|e| Error::adapter("store", key, e))
     }
 }
 
@@ -960,6 +969,23 @@ impl Repository {
             .inner
             .registry
             .observe_all(&self.name, query, candidates, Box::new(callback)))
+    }
+
+    /// Observes a query by change sets: `callback` gets the whole result first, then
+    /// what changed since its previous call (ids removed, entities inserted or updated
+    /// with their positions, the new count, and the whole list on demand), on the
+    /// dispatcher thread, bursts coalesced. See [`ChangeSet`] for how to apply one.
+    pub fn observe_changes(
+        &self,
+        query: QueryOptions,
+        callback: impl FnMut(&ChangeSet) + Send + 'static,
+    ) -> Result<Subscription> {
+        self.inner.check_open()?;
+        let candidates = self.inner.candidate_keys(&self.name, &query)?;
+        Ok(self
+            .inner
+            .registry
+            .observe_changes(&self.name, query, candidates, Box::new(callback)))
     }
 }
 

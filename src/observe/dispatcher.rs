@@ -1,12 +1,14 @@
 //! The dispatcher thread: takes the queued events in rounds, routes each to the
 //! subscriptions it concerns, and calls them in order, never under a library lock.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Weak};
 
+use super::changeset::ChangeSet;
 use super::registry::{Callback, Change, Event, Registry, Source, Sub, Target};
+use super::view::View;
 use crate::entity::Entity;
 use crate::status::Status;
 
@@ -22,7 +24,7 @@ pub(super) fn run(registry: Weak<Registry>, source: Weak<dyn Source>) {
         let mut round = Round {
             registry: &registry,
             source: source.upgrade(),
-            lists: BTreeSet::new(),
+            lists: BTreeMap::new(),
             barriers: Vec::new(),
         };
         for event in events {
@@ -32,13 +34,22 @@ pub(super) fn run(registry: Weak<Registry>, source: Weak<dyn Source>) {
     }
 }
 
+/// What a collection observer has to catch up on at the end of a round.
+#[derive(Default)]
+struct Pending {
+    /// Subscribed this round: its first emission is due.
+    first: bool,
+    /// Entities changed in its partitions: id → partition key.
+    touched: HashMap<String, String>,
+}
+
 /// One batch of events. Collection observers are delivered once, at its end, so a
 /// burst of changes gives one emission per observer.
 struct Round<'a> {
     registry: &'a Registry,
     source: Option<Arc<dyn Source>>,
     /// Collection observers to deliver at the end of the round.
-    lists: BTreeSet<u64>,
+    lists: BTreeMap<u64, Pending>,
     barriers: Vec<mpsc::Sender<()>>,
 }
 
@@ -80,8 +91,12 @@ impl Round<'_> {
             (singles, subs.live_with_ids(&subs.lists))
         };
         for (id, sub) in lists {
-            if affects(&sub, changes) {
-                self.lists.insert(id);
+            let mut touched = relevant(&sub, changes).peekable();
+            if touched.peek().is_some() {
+                let pending = self.lists.entry(id).or_default();
+                for c in touched {
+                    pending.touched.insert(c.id.clone(), c.key.clone());
+                }
             }
         }
         for (change, subs) in singles {
@@ -107,7 +122,7 @@ impl Round<'_> {
                 }
             }
             (Target::All { .. }, _) => {
-                self.lists.insert(id);
+                self.lists.entry(id).or_default().first = true;
             }
             (Target::Status, _) => {}
         }
@@ -115,9 +130,9 @@ impl Round<'_> {
 
     /// Delivers the collection observers the round touched, then answers barriers.
     fn finish(self) {
-        for id in &self.lists {
+        for (id, pending) in &self.lists {
             if let (Some(sub), Some(source)) = (self.registry.sub(*id), &self.source) {
-                deliver_list(&sub, source.as_ref());
+                deliver_collection(&sub, source.as_ref(), pending);
             }
         }
         for tx in self.barriers {
@@ -126,34 +141,65 @@ impl Round<'_> {
     }
 }
 
-/// Whether a change is in a collection observer's entity name and partitions.
-fn affects(sub: &Sub, changes: &[Change]) -> bool {
-    let Target::All {
-        name, candidates, ..
-    } = &sub.target
-    else {
-        return false;
+/// The changes in a collection observer's entity name and partitions.
+fn relevant<'a>(sub: &'a Sub, changes: &'a [Change]) -> impl Iterator<Item = &'a Change> + 'a {
+    let scope = match &sub.target {
+        Target::All {
+            name, candidates, ..
+        } => Some((name, candidates)),
+        _ => None,
     };
-    changes
-        .iter()
-        .any(|c| &c.name == name && candidates.covers(&c.key))
+    changes.iter().filter(move |c| {
+        scope.is_some_and(|(name, candidates)| &c.name == name && candidates.covers(&c.key))
+    })
 }
 
-/// Runs the query of a collection observer and calls it with the list.
-fn deliver_list(sub: &Sub, source: &dyn Source) {
-    let Target::All { name, query, .. } = &sub.target else {
+/// Brings a collection observer's view up to date and calls it: with the first
+/// list (built from the store), then with what changed, when something did.
+fn deliver_collection(sub: &Sub, source: &dyn Source, pending: &Pending) {
+    let Target::All {
+        name,
+        query,
+        candidates,
+        changes,
+    } = &sub.target
+    else {
         return;
     };
-    match source.list(name, query) {
-        Ok(list) => deliver(sub, |cb| {
-            if let Callback::All(f) = cb {
-                f(&list)
-            }
-        }),
-        Err(e) => {
-            log::error!(target: "datasync::observe", "cannot query {name} for its observer: {e}")
+    let emission = {
+        let mut view = sub.view.lock();
+        match view.as_mut() {
+            Some(view) if !pending.first => view.update(source, &pending.touched),
+            _ => match View::build(source, name, query, candidates) {
+                Ok(built) => {
+                    let first = if *changes {
+                        built.initial()
+                    } else {
+                        ChangeSet {
+                            initial: true,
+                            removed: Vec::new(),
+                            upserted: Vec::new(),
+                            list: built.snapshot(),
+                        }
+                    };
+                    *view = Some(built);
+                    first
+                }
+                Err(e) => {
+                    log::error!(target: "datasync::observe", "cannot query {name} for its observer: {e}");
+                    return;
+                }
+            },
         }
+    };
+    if emission.is_empty() {
+        return;
     }
+    deliver(sub, |cb| match cb {
+        Callback::All(f) => f(emission.list()),
+        Callback::Changes(f) => f(&emission),
+        _ => {}
+    });
 }
 
 fn deliver_entity(sub: &Sub, value: Option<&Entity>) {

@@ -6,8 +6,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::thread::{self, JoinHandle, ThreadId};
 
+use super::changeset::ChangeSet;
 use super::dispatcher;
 use super::subscription::Subscription;
+use super::view::View;
 use crate::entity::Entity;
 use crate::error::{Error, Result};
 use crate::lock::{Condvar, Mutex};
@@ -19,6 +21,8 @@ use crate::strategy::Candidates;
 pub type EntityCallback = Box<dyn FnMut(Option<&Entity>) + Send>;
 /// Called with the full matching list.
 pub type ListCallback = Box<dyn FnMut(&[Entity]) + Send>;
+/// Called with what changed in a query's result.
+pub type ChangeCallback = Box<dyn FnMut(&ChangeSet) + Send>;
 /// Called with the sync status.
 pub type StatusCallback = Box<dyn FnMut(&Status) + Send>;
 
@@ -33,8 +37,13 @@ pub(crate) struct Change {
 
 /// What the dispatcher reads to deliver current values.
 pub(crate) trait Source: Send + Sync {
+    /// One entity now (`None` when absent or deleted).
     fn current(&self, name: &str, id: &str) -> Result<Option<Entity>>;
-    fn list(&self, name: &str, query: &QueryOptions) -> Result<Vec<Entity>>;
+    /// The partitions `candidates` name now, in the order a query reads them.
+    fn partition_keys(&self, candidates: &Candidates) -> Result<Vec<String>>;
+    /// The active entities of `name` in partition `key` (brought into the store
+    /// first), in id order.
+    fn partition(&self, name: &str, key: &str) -> Result<Vec<Entity>>;
 }
 
 /// What a subscription observes.
@@ -47,6 +56,7 @@ pub(super) enum Target {
         name: String,
         query: QueryOptions,
         candidates: Candidates,
+        changes: bool,
     },
     Status,
 }
@@ -54,6 +64,7 @@ pub(super) enum Target {
 pub(super) enum Callback {
     One(EntityCallback),
     All(ListCallback),
+    Changes(ChangeCallback),
     Status(StatusCallback),
 }
 
@@ -63,6 +74,8 @@ pub(super) struct Sub {
     pub active: AtomicBool,
     /// The callback; held while it runs, so `unsubscribe` can wait for a running call.
     pub call: Mutex<Option<Callback>>,
+    /// A collection observer's maintained result; only the dispatcher touches it.
+    pub view: Mutex<Option<View>>,
 }
 
 /// What the dispatcher is asked to deliver, in the order it was asked.
@@ -177,6 +190,7 @@ impl Registry {
             target,
             active: AtomicBool::new(true),
             call: Mutex::new(Some(callback)),
+            view: Mutex::new(None),
         });
         let id = {
             let mut subs = self.subs.lock();
@@ -235,8 +249,28 @@ impl Registry {
             name: name.to_string(),
             query,
             candidates,
+            changes: false,
         };
         self.add(target, Callback::All(callback), |id| {
+            Event::Subscribed(id, None)
+        })
+    }
+
+    /// Observes a query by change sets (see [`ChangeSet`]).
+    pub fn observe_changes(
+        self: &Arc<Self>,
+        name: &str,
+        query: QueryOptions,
+        candidates: Candidates,
+        callback: ChangeCallback,
+    ) -> Subscription {
+        let target = Target::All {
+            name: name.to_string(),
+            query,
+            candidates,
+            changes: true,
+        };
+        self.add(target, Callback::Changes(callback), |id| {
             Event::Subscribed(id, None)
         })
     }
