@@ -717,6 +717,14 @@ impl Inner {
                             .cloned()
                             .collect()
                     };
+                    self.registry.publish_partitions(
+                        outcome
+                            .upper_keys_changed
+                            .iter()
+                            .filter(|k| !held.contains(k))
+                            .cloned()
+                            .collect(),
+                    );
                     (outcome.stats, held)
                 })
             }

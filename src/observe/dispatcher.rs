@@ -57,6 +57,7 @@ impl Round<'_> {
     fn handle(&mut self, event: Event) {
         match event {
             Event::Changes(changes) => self.changes(&changes),
+            Event::Partitions(keys) => self.partitions(&keys),
             Event::Subscribed(id, value) => self.subscribed(id, value),
             Event::StatusSubscribed(id, status) => {
                 if let Some(sub) = self.registry.sub(id) {
@@ -102,6 +103,22 @@ impl Round<'_> {
         for (change, subs) in singles {
             for sub in subs {
                 deliver_entity(&sub, change.entity.as_ref());
+            }
+        }
+    }
+
+    /// Notes the collection observers whose partitions changed below the store; at
+    /// the end of the round their views load what they lack.
+    fn partitions(&mut self, keys: &[String]) {
+        let lists = {
+            let subs = self.registry.subs.lock();
+            subs.live_with_ids(&subs.lists)
+        };
+        for (id, sub) in lists {
+            if let Target::All { candidates, .. } = &sub.target {
+                if keys.iter().any(|k| candidates.covers(k)) {
+                    self.lists.entry(id).or_default();
+                }
             }
         }
     }

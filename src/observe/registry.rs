@@ -82,6 +82,9 @@ pub(super) struct Sub {
 pub(super) enum Event {
     /// Entities changed in the store tier.
     Changes(Vec<Change>),
+    /// Partitions that changed in a lower tier while the store does not hold them:
+    /// a query that reads them sees them, so its observers must too.
+    Partitions(Vec<String>),
     /// First delivery of an entity or collection observer; an entity observer
     /// carries the value read when it subscribed.
     Subscribed(u64, Option<Option<Entity>>),
@@ -177,6 +180,13 @@ impl Registry {
     pub fn publish(&self, changes: Vec<Change>) {
         if !changes.is_empty() && self.has_subscribers() {
             self.push(Event::Changes(changes));
+        }
+    }
+
+    /// Queues partitions that changed below the store (see [`Event::Partitions`]).
+    pub fn publish_partitions(&self, keys: Vec<String>) {
+        if !keys.is_empty() && !self.subs.lock().lists.is_empty() {
+            self.push(Event::Partitions(keys));
         }
     }
 
