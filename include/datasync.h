@@ -238,6 +238,34 @@ typedef struct datasync_subscription datasync_subscription;
 typedef void (*datasync_destroy_fn)(void *userdata);
 
 /**
+ * A host observer. `on_change` runs on the instance's dispatcher thread, in order,
+ * never while the library holds a lock: it may call any datasync function except
+ * the ones that wait for the dispatcher: `datasync_drain_events` and
+ * `datasync_close` fail there with `DATASYNC_WOULD_DEADLOCK`, and `datasync_free`
+ * must not be called there.
+ */
+typedef struct datasync_observer {
+  /**
+   * Passed to every callback.
+   */
+  void *userdata;
+  /**
+   * Required. Gets `len` bytes of JSON at `json` (also NUL-terminated at
+   * `json[len]`), valid only during the call: the entity or `null` for
+   * `datasync_observe`, an array for `datasync_observe_all`.
+   */
+  void (*on_change)(void *userdata,
+                    const char *json,
+                    size_t len);
+  /**
+   * Optional. Called exactly once after the last `on_change`: when the
+   * subscription is cancelled or freed, when the instance is freed, or before
+   * `datasync_observe*` returns an error.
+   */
+  datasync_destroy_fn destroy;
+} datasync_observer;
+
+/**
  * A key strategy supplied by the host (DESIGN.md §2): which partition an entity
  * goes to, and which partitions a query reads.
  *
@@ -396,34 +424,6 @@ typedef struct datasync_logger_vtable {
 } datasync_logger_vtable;
 
 /**
- * A host observer. `on_change` runs on the instance's dispatcher thread, in order,
- * never while the library holds a lock: it may call any datasync function except
- * the ones that wait for the dispatcher: `datasync_drain_events` and
- * `datasync_close` fail there with `DATASYNC_WOULD_DEADLOCK`, and `datasync_free`
- * must not be called there.
- */
-typedef struct datasync_observer {
-  /**
-   * Passed to every callback.
-   */
-  void *userdata;
-  /**
-   * Required. Gets `len` bytes of JSON at `json` (also NUL-terminated at
-   * `json[len]`), valid only during the call: the entity or `null` for
-   * `datasync_observe`, an array for `datasync_observe_all`.
-   */
-  void (*on_change)(void *userdata,
-                    const char *json,
-                    size_t len);
-  /**
-   * Optional. Called exactly once after the last `on_change`: when the
-   * subscription is cancelled or freed, when the instance is freed, or before
-   * `datasync_observe*` returns an error.
-   */
-  datasync_destroy_fn destroy;
-} datasync_observer;
-
-/**
  * Every status, for lookups by number.
  */
 #define datasync_status_ALL { DATASYNC_OK, DATASYNC_NULL_ARGUMENT, DATASYNC_INVALID_UTF8, DATASYNC_INVALID_JSON, DATASYNC_INVALID_ENTITY, DATASYNC_INVALID_NAME, DATASYNC_INVALID_ID, DATASYNC_INVALID_KEY, DATASYNC_INVALID_CONFIG, DATASYNC_INVALID_QUERY, DATASYNC_INVALID_ARGUMENT, DATASYNC_FORBIDDEN, DATASYNC_ADAPTER, DATASYNC_CORRUPT, DATASYNC_CALLBACK, DATASYNC_CLOSED, DATASYNC_WOULD_DEADLOCK, DATASYNC_INTERNAL, DATASYNC_PANIC, }
@@ -451,6 +451,27 @@ const char *datasync_last_error_message(void);
  * Threads: any thread.
  */
 datasync_status datasync_debug_panic(const char *message);
+
+/**
+ * Observes a query (options as for `datasync_query`) by change sets. `on_change`
+ * gets one JSON document per emission, `len` bytes (NUL-terminated at `json[len]`),
+ * valid only during the call:
+ * `{"initial":bool,"count":n,"removed":["id",...],"upserted":[{"position":i,"entity":{...}},...]}`.
+ * The first has `"initial":true` and the whole result as upserts. To apply one to
+ * the previous list (empty for the first): remove every entity whose id is in
+ * `removed` or `upserted`, then insert each upserted entity at its `position`, in
+ * the order given (ascending); the list then has `count` entities and equals the
+ * query's result. Bursts are coalesced; the last call leaves the list at the final
+ * state. Writes the subscription to `*out` only on success.
+ *
+ * Ownership: as `datasync_observe`.
+ * Threads: any thread, including observer callbacks; callbacks run on the dispatcher.
+ */
+datasync_status datasync_entity_observe_changes(const struct datasync *instance,
+                                                const char *entity_name,
+                                                const char *options_json,
+                                                const struct datasync_observer *observer,
+                                                struct datasync_subscription **out);
 
 /**
  * Creates a configuration for instances whose partition keys start with `prefix`
