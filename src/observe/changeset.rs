@@ -31,6 +31,22 @@ impl ListSnapshot {
     pub fn as_slice(&self) -> &[Entity] {
         &self.entities[self.window.clone()]
     }
+
+    /// The list as one JSON array of the entities' canonical text.
+    pub fn to_json(&self) -> String {
+        let list = self.as_slice();
+        let mut out =
+            String::with_capacity(2 + list.iter().map(|e| e.json().len() + 1).sum::<usize>());
+        out.push('[');
+        for (i, e) in list.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(e.json());
+        }
+        out.push(']');
+        out
+    }
 }
 
 impl Deref for ListSnapshot {
