@@ -832,6 +832,23 @@ impl Source for Inner {
         self.read(name, id)
     }
 
+    fn current_in(&self, name: &str, key: &str, ids: &[&str]) -> Result<Vec<Option<Entity>>> {
+        self.ensure_present(key)?;
+        let slots = self.store.with_io(|io| {
+            ids.iter()
+                .map(|id| match io {
+                    Io::Store(s) => s.get(key, name, id),
+                    Io::Blobs(_) => Ok(None),
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()
+        });
+        let slots = slots.map_err(|e| Error::adapter("store", key, e))?;
+        Ok(slots
+            .into_iter()
+            .map(|s| s.and_then(|s| s.entity().cloned()))
+            .collect())
+    }
+
     fn partition_keys(&self, candidates: &Candidates) -> Result<Vec<String>> {
         self.resolve_keys(candidates)
     }

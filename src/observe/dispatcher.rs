@@ -183,32 +183,36 @@ fn deliver_collection(sub: &Sub, source: &dyn Source, pending: &Pending) {
     else {
         return;
     };
-    let emission = {
-        let mut view = sub.view.lock();
-        match view.as_mut() {
-            Some(view) if !pending.first => view.update(source, &pending.touched),
-            _ => match View::build(source, name, query, candidates) {
-                Ok(built) => {
-                    let first = if *changes {
-                        built.initial()
-                    } else {
-                        ChangeSet {
-                            initial: true,
-                            removed: Vec::new(),
-                            upserted: Vec::new(),
-                            list: built.snapshot(),
-                        }
-                    };
-                    *view = Some(built);
-                    first
-                }
-                Err(e) => {
-                    log::error!(target: "datasync::observe", "cannot query {name} for its observer: {e}");
-                    return;
-                }
-            },
+    // The view is taken out of its lock while it reads the store: a read may
+    // hydrate a partition through a host adapter, and host code never runs under a
+    // library lock. Only this thread touches views.
+    let taken = sub.view.lock().take();
+    let (view, emission) = match taken {
+        Some(mut view) if !pending.first => {
+            let emission = view.update(source, &pending.touched);
+            (view, emission)
         }
+        _ => match View::build(source, name, query, candidates) {
+            Ok(view) => {
+                let first = if *changes {
+                    view.initial()
+                } else {
+                    ChangeSet {
+                        initial: true,
+                        removed: Vec::new(),
+                        upserted: Vec::new(),
+                        list: view.snapshot(),
+                    }
+                };
+                (view, first)
+            }
+            Err(e) => {
+                log::error!(target: "datasync::observe", "cannot query {name} for its observer: {e}");
+                return;
+            }
+        },
     };
+    *sub.view.lock() = Some(view);
     if emission.is_empty() {
         return;
     }

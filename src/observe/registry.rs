@@ -39,6 +39,9 @@ pub(crate) struct Change {
 pub(crate) trait Source: Send + Sync {
     /// One entity now (`None` when absent or deleted).
     fn current(&self, name: &str, id: &str) -> Result<Option<Entity>>;
+    /// Several entities of partition `key` now, in the order of `ids`, read under
+    /// one lock of the store.
+    fn current_in(&self, name: &str, key: &str, ids: &[&str]) -> Result<Vec<Option<Entity>>>;
     /// The partitions `candidates` name now, in the order a query reads them.
     fn partition_keys(&self, candidates: &Candidates) -> Result<Vec<String>>;
     /// The active entities of `name` in partition `key` (brought into the store

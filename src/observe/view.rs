@@ -139,13 +139,19 @@ impl View {
     /// in, the view ends equal to the store.
     pub fn update(&mut self, source: &dyn Source, touched: &HashMap<String, String>) -> ChangeSet {
         let mut read: HashMap<String, (String, Option<Entity>)> = HashMap::new();
+        let mut by_key: HashMap<&str, Vec<&str>> = HashMap::new();
         for (id, key) in touched {
-            match source.current(&self.name, id) {
-                Ok(entity) => {
-                    read.insert(id.clone(), (key.clone(), entity));
+            by_key.entry(key.as_str()).or_default().push(id.as_str());
+        }
+        for (key, ids) in by_key {
+            match source.current_in(&self.name, key, &ids) {
+                Ok(entities) => {
+                    for (id, entity) in ids.into_iter().zip(entities) {
+                        read.insert(id.to_string(), (key.to_string(), entity));
+                    }
                 }
                 Err(e) => {
-                    log::error!(target: "datasync::observe", "cannot read {} {id:?} for its observer: {e}", self.name)
+                    log::error!(target: "datasync::observe", "cannot read partition {key:?} for its observer: {e}")
                 }
             }
         }
