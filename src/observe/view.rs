@@ -37,6 +37,8 @@ struct Changed {
     id: String,
     old: Option<usize>,
     new: Option<(Arc<RowKey>, Entity)>,
+    /// Where `new` sits once the batch is applied.
+    at: Option<usize>,
 }
 
 pub(super) struct View {
@@ -51,7 +53,9 @@ pub(super) struct View {
     parts: HashMap<String, Arc<str>>,
     entities: Arc<Vec<Entity>>,
     keys: Vec<Arc<RowKey>>,
-    by_id: HashMap<String, Arc<RowKey>>,
+    /// Each entity's place in the order, and a hint of its index: right unless
+    /// entries moved since (checked before use), so updates in place need no search.
+    by_id: HashMap<String, (Arc<RowKey>, usize)>,
 }
 
 impl View {
@@ -99,9 +103,9 @@ impl View {
         rows.sort_by(|a, b| view.compare(&a.0, &b.0));
         let mut entities = Vec::with_capacity(rows.len());
         view.keys.reserve(rows.len());
-        for (row, entity) in rows {
+        for (at, (row, entity)) in rows.into_iter().enumerate() {
             let row = Arc::new(row);
-            view.by_id.insert(row.id.to_string(), row.clone());
+            view.by_id.insert(row.id.to_string(), (row.clone(), at));
             view.keys.push(row);
             entities.push(entity);
         }
@@ -161,7 +165,7 @@ impl View {
         let t_old: Vec<usize> = sorted(changed.iter().filter_map(|c| c.old));
         let mut changed = changed;
         self.apply(&mut changed);
-        let t_new: Vec<usize> = sorted(changed.iter().filter_map(|c| c.new_position(self)));
+        let t_new: Vec<usize> = sorted(changed.iter().filter_map(|c| c.at));
         self.window_changes(len_old, &t_old, &t_new, &changed)
     }
 
@@ -206,7 +210,10 @@ impl View {
         let mut out = Vec::new();
         for (id, (key, entity)) in read {
             let new = entity.and_then(|e| Some((Arc::new(self.row_key(&key, &e)?), e)));
-            let old = self.by_id.get(&id).map(|row| self.position(row));
+            let old = self
+                .by_id
+                .get(&id)
+                .map(|(row, hint)| self.locate(row, *hint));
             if let (Some(at), Some((_, entity))) = (old, &new) {
                 if self.entities[at] == *entity {
                     continue;
@@ -215,7 +222,12 @@ impl View {
             if old.is_none() && new.is_none() {
                 continue;
             }
-            out.push(Changed { id, old, new });
+            out.push(Changed {
+                id,
+                old,
+                new,
+                at: None,
+            });
         }
         out
     }
@@ -225,7 +237,7 @@ impl View {
     fn apply(&mut self, changed: &mut [Changed]) {
         let entities = Arc::make_mut(&mut self.entities);
         let mut moves = Vec::new();
-        for (i, c) in changed.iter().enumerate() {
+        for (i, c) in changed.iter_mut().enumerate() {
             match (c.old, &c.new) {
                 (Some(at), Some((row, entity)))
                     if compare(&self.ranks, &self.query, &self.keys[at], row)
@@ -233,7 +245,8 @@ impl View {
                 {
                     entities[at] = entity.clone();
                     self.keys[at] = row.clone();
-                    self.by_id.insert(c.id.clone(), row.clone());
+                    self.by_id.insert(c.id.clone(), (row.clone(), at));
+                    c.at = Some(at);
                 }
                 _ => moves.push(i),
             }
@@ -245,7 +258,7 @@ impl View {
             let c = &changed[i];
             match &c.new {
                 Some((row, _)) => {
-                    self.by_id.insert(c.id.clone(), row.clone());
+                    self.by_id.insert(c.id.clone(), (row.clone(), 0));
                 }
                 None => {
                     self.by_id.remove(&c.id);
@@ -306,6 +319,18 @@ impl View {
                 entities.push(entity);
             }
         }
+        self.place(changed);
+    }
+
+    /// Where each changed entity now sits, once some moved (in-place indexes shift
+    /// too); refreshes their hints.
+    fn place(&mut self, changed: &mut [Changed]) {
+        for c in changed.iter_mut() {
+            c.at = c.new.as_ref().map(|(row, _)| self.position(row));
+            if let (Some(at), Some(entry)) = (c.at, self.by_id.get_mut(&c.id)) {
+                entry.1 = at;
+            }
+        }
     }
 
     /// The window's change set, from the changed entities' positions before
@@ -321,7 +346,7 @@ impl View {
         let mut removed = Vec::new();
         let mut upserted = Vec::new();
         for c in changed {
-            let now = c.new_position(self).filter(|p| new.contains(p));
+            let now = c.at.filter(|p| new.contains(p));
             if let Some(p) = now {
                 upserted.push(Upsert {
                     position: p - new.start,
@@ -415,15 +440,17 @@ impl View {
         compare(&self.ranks, &self.query, a, b)
     }
 
+    /// The index of `row`, trying `hint` first.
+    fn locate(&self, row: &Arc<RowKey>, hint: usize) -> usize {
+        match self.keys.get(hint) {
+            Some(k) if Arc::ptr_eq(k, row) => hint,
+            _ => self.position(row),
+        }
+    }
+
     fn position(&self, row: &RowKey) -> usize {
         self.keys
             .partition_point(|k| self.compare(k, row) == Ordering::Less)
-    }
-}
-
-impl Changed {
-    fn new_position(&self, view: &View) -> Option<usize> {
-        self.new.as_ref().map(|(row, _)| view.position(row))
     }
 }
 
