@@ -367,7 +367,7 @@ fn w5(n: usize, ps: usize) -> CliResult<Measure> {
     let list_calls = Arc::new(AtomicU64::new(0));
     let handed = Arc::new(AtomicU64::new(0));
     let handed_bytes = Arc::new(AtomicU64::new(0));
-    let model: Arc<Mutex<(usize, HashMap<String, f64>)>> = Arc::default();
+    let model: Arc<Mutex<(usize, HashMap<String, datasync::Entity>)>> = Arc::default();
     let (calls, upserts, bytes, m) = (
         list_calls.clone(),
         handed.clone(),
@@ -383,8 +383,7 @@ fn w5(n: usize, ps: usize) -> CliResult<Measure> {
             m.1.remove(id);
         }
         for u in c.upserted() {
-            let score = u.entity.value()["score"].as_f64().unwrap_or(f64::NAN);
-            m.1.insert(u.entity.id().to_string(), score);
+            m.1.insert(u.entity.id().to_string(), u.entity.clone());
         }
         m.0 = c.count();
     })?);
@@ -412,9 +411,12 @@ fn w5(n: usize, ps: usize) -> CliResult<Measure> {
     let model = model.lock().unwrap_or_else(|p| p.into_inner());
     let (count, finals) = (&model.0, &model.1);
     verified &= *count == n && finals.len() == n;
-    verified &= (0..targets)
-        .step_by(97)
-        .all(|i| finals.get(ids[i].as_str()) == Some(&expected(i)));
+    verified &= (0..targets).step_by(97).all(|i| {
+        let score = finals
+            .get(ids[i].as_str())
+            .map(|e| e.value()["score"].as_f64());
+        score == Some(Some(expected(i)))
+    });
     let mut extra = Map::new();
     extra.insert(
         "single_callbacks".into(),
