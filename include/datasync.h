@@ -250,6 +250,35 @@ typedef struct datasync_subscription datasync_subscription;
 typedef void (*datasync_destroy_fn)(void *userdata);
 
 /**
+ * A host observer. `on_change` runs on the instance's dispatcher thread, in order,
+ * never while the library holds a lock: it may call any datasync function except
+ * the ones that wait for the dispatcher: `datasync_instance_drain_events` and
+ * `datasync_instance_close` fail there with `DATASYNC_WOULD_DEADLOCK`, and
+ * `datasync_instance_free` must not be called there.
+ */
+typedef struct datasync_observer {
+  /**
+   * Passed to every callback.
+   */
+  void *userdata;
+  /**
+   * Required. Gets `len` bytes of JSON at `json` (also NUL-terminated at
+   * `json[len]`), valid only during the call: the entity or `null` for
+   * `datasync_entity_observe`, an array for `datasync_entity_observe_all`, a status
+   * for `datasync_instance_observe_status`.
+   */
+  void (*on_change)(void *userdata,
+                    const char *json,
+                    size_t len);
+  /**
+   * Optional. Called exactly once after the last `on_change`: when the
+   * subscription is cancelled or freed, when the instance is freed, or before
+   * `datasync_entity_observe*` returns an error.
+   */
+  datasync_destroy_fn destroy;
+} datasync_observer;
+
+/**
  * A key strategy supplied by the host (DESIGN.md §2): which partition an entity
  * goes to, and which partitions a query reads.
  *
@@ -409,35 +438,6 @@ typedef struct datasync_logger_vtable {
   datasync_destroy_fn destroy;
 } datasync_logger_vtable;
 
-/**
- * A host observer. `on_change` runs on the instance's dispatcher thread, in order,
- * never while the library holds a lock: it may call any datasync function except
- * the ones that wait for the dispatcher: `datasync_instance_drain_events` and
- * `datasync_instance_close` fail there with `DATASYNC_WOULD_DEADLOCK`, and
- * `datasync_instance_free` must not be called there.
- */
-typedef struct datasync_observer {
-  /**
-   * Passed to every callback.
-   */
-  void *userdata;
-  /**
-   * Required. Gets `len` bytes of JSON at `json` (also NUL-terminated at
-   * `json[len]`), valid only during the call: the entity or `null` for
-   * `datasync_entity_observe`, an array for `datasync_entity_observe_all`, a status
-   * for `datasync_instance_observe_status`.
-   */
-  void (*on_change)(void *userdata,
-                    const char *json,
-                    size_t len);
-  /**
-   * Optional. Called exactly once after the last `on_change`: when the
-   * subscription is cancelled or freed, when the instance is freed, or before
-   * `datasync_entity_observe*` returns an error.
-   */
-  datasync_destroy_fn destroy;
-} datasync_observer;
-
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -465,6 +465,27 @@ const char *datasync_error_message(void);
  */
 datasync_code datasync_debug_panic(const char *message);
 #endif
+
+/**
+ * Observes a query (options as for `datasync_entity_query`) by change sets. `on_change`
+ * gets one JSON document per emission, `len` bytes (NUL-terminated at `json[len]`),
+ * valid only during the call:
+ * `{"initial":bool,"count":n,"removed":["id",...],"upserted":[{"position":i,"entity":{...}},...]}`.
+ * The first has `"initial":true` and the whole result as upserts. To apply one to
+ * the previous list (empty for the first): remove every entity whose id is in
+ * `removed` or `upserted`, then insert each upserted entity at its `position`, in
+ * the order given (ascending); the list then has `count` entities and equals the
+ * query's result. Bursts are coalesced; the last call leaves the list at the final
+ * state. Writes the subscription to `*out` only on success.
+ *
+ * Ownership: as `datasync_entity_observe`.
+ * Threads: any thread, including observer callbacks; callbacks run on the dispatcher.
+ */
+datasync_code datasync_entity_observe_changes(const struct datasync_instance *instance,
+                                              const char *entity_name,
+                                              const char *options_json,
+                                              const struct datasync_observer *observer,
+                                              struct datasync_subscription **out);
 
 /**
  * Creates a configuration for instances whose partition keys start with `prefix`

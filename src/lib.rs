@@ -29,7 +29,7 @@ pub use entity::Entity;
 pub use error::{Error, ErrorKind, Result};
 pub use instance::{DataSync, Repository, Status, TierId};
 pub use meta::{Meta, MetaEntry};
-pub use observe::Subscription;
+pub use observe::{ChangeSet, ListSnapshot, Subscription, Upsert};
 pub use partition::{Partition, Slot};
 pub use persistence::{AdapterError, AdapterResult, Persistence, Store};
 pub use query::{Order, QueryOptions, SortKey};

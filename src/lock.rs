@@ -175,10 +175,6 @@ impl Condvar {
         self.0.wait(&mut guard.guard);
     }
 
-    pub fn notify_one(&self) {
-        self.0.notify_one();
-    }
-
     pub fn notify_all(&self) {
         self.0.notify_all();
     }

@@ -293,3 +293,48 @@ fn close_from_an_observer_is_refused_not_deadlocked() {
         Some(Err(datasync::ErrorKind::WouldDeadlock))
     );
 }
+
+#[test]
+fn a_partition_arriving_by_sync_reaches_collection_observers() {
+    // The partition reaches B's local tier only (B's store does not hold it yet); a
+    // query over every team reads it, so the observers must see it too.
+    let cloud = MemoryPersistence::new();
+    let open = || {
+        DataSync::open(
+            manual("app")
+                .strategy(datasync::FieldStrategy::new("team"))
+                .local(MemoryPersistence::new())
+                .cloud(cloud.clone())
+                .clock_source(ticking),
+        )
+        .unwrap()
+    };
+    let (a, b) = (open(), open());
+    let ub = b.repo("User").unwrap();
+    ub.save(&json!({"team": "x", "name": "on B"})).unwrap();
+    let list: Arc<Mutex<Vec<String>>> = Arc::default();
+    let changed: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (l, c) = (list.clone(), changed.clone());
+    let _all = ub
+        .observe_all(QueryOptions::default(), move |x| {
+            *l.lock().unwrap() = names(x)
+        })
+        .unwrap();
+    let _changes = ub
+        .observe_changes(QueryOptions::default(), move |x| {
+            *c.lock().unwrap() = names(x.list())
+        })
+        .unwrap();
+    b.drain_events().unwrap();
+    a.repo("User")
+        .unwrap()
+        .save(&json!({"team": "q", "name": "on A"}))
+        .unwrap();
+    a.sync_now().unwrap();
+    b.sync_now().unwrap();
+    b.drain_events().unwrap();
+    let fresh = names(&ub.query(&QueryOptions::default()).unwrap());
+    assert_eq!(fresh.len(), 2, "the query reads the new partition");
+    assert_eq!(*list.lock().unwrap(), fresh);
+    assert_eq!(*changed.lock().unwrap(), fresh);
+}

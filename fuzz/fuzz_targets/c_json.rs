@@ -12,21 +12,23 @@ use std::ffi::{c_char, CStr, CString};
 use std::ptr;
 use std::sync::OnceLock;
 
-use ::datasync::ffi::c::boundary::datasync_last_error_message;
+use ::datasync::ffi::c::boundary::datasync_error_message;
 use ::datasync::ffi::c::config::{
     datasync_config, datasync_config_new, datasync_config_set_memory,
     datasync_config_set_store_sync_delay, datasync_config_set_sync_on_open, DATASYNC_TIER_LOCAL,
 };
 use ::datasync::ffi::c::instance::{
-    datasync as Handle, datasync_audit, datasync_delete, datasync_delete_many, datasync_flush,
-    datasync_get, datasync_open, datasync_query, datasync_save, datasync_save_many,
+    datasync_entity_delete, datasync_entity_delete_many, datasync_entity_get,
+    datasync_entity_query, datasync_entity_save, datasync_entity_save_many,
+    datasync_instance as Handle, datasync_instance_audit, datasync_instance_flush,
+    datasync_instance_open,
 };
-use ::datasync::ffi::c::status::datasync_status;
+use ::datasync::ffi::c::status::datasync_code;
 use ::datasync::ffi::c::strings::datasync_string_free;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
-use datasync_status::*;
+use datasync_code::*;
 
 /// The instance every input runs against (opening one per input would measure
 /// thread start-up, not the JSON paths).
@@ -53,18 +55,18 @@ fn instance() -> *const Handle {
             // race the worker; see fuzz/artifacts/c_json/crash-audit-race.md).
             ok(datasync_config_set_store_sync_delay(config, 3_600_000));
             let mut handle: *mut Handle = ptr::null_mut();
-            ok(datasync_open(config, &mut handle));
+            ok(datasync_instance_open(config, &mut handle));
             Instance(handle)
         })
         .0
 }
 
-fn ok(status: datasync_status) {
+fn ok(status: datasync_code) {
     assert_eq!(status, DATASYNC_OK, "{}", last_error());
 }
 
 fn last_error() -> String {
-    unsafe { CStr::from_ptr(datasync_last_error_message()) }
+    unsafe { CStr::from_ptr(datasync_error_message()) }
         .to_string_lossy()
         .into_owned()
 }
@@ -80,7 +82,7 @@ unsafe fn take(text: *mut c_char) -> Option<String> {
 }
 
 /// A failure must be the caller's fault, described in words.
-fn assert_refused(status: datasync_status, call: &str) {
+fn assert_refused(status: datasync_code, call: &str) {
     assert!(
         !matches!(
             status,
@@ -98,7 +100,7 @@ fn assert_refused(status: datasync_status, call: &str) {
 fn get(name: &CStr, id: &str) -> Option<Value> {
     let id = CString::new(id).ok()?;
     let mut out = ptr::null_mut();
-    let status = unsafe { datasync_get(instance(), name.as_ptr(), id.as_ptr(), &mut out) };
+    let status = unsafe { datasync_entity_get(instance(), name.as_ptr(), id.as_ptr(), &mut out) };
     if status != DATASYNC_OK {
         // An id that does not parse, or names a partition this name cannot have.
         assert_refused(status, "get");
@@ -118,9 +120,9 @@ fn named_ids(text: &str) -> Vec<String> {
 }
 
 fn audit() {
-    ok(unsafe { datasync_flush(instance()) });
+    ok(unsafe { datasync_instance_flush(instance()) });
     let mut out = ptr::null_mut();
-    ok(unsafe { datasync_audit(instance(), &mut out) });
+    ok(unsafe { datasync_instance_audit(instance(), &mut out) });
     let problems = unsafe { take(out) }.expect("audit gives JSON");
     assert_eq!(problems, "[]", "metadata disagrees with the blobs");
 }
@@ -157,7 +159,7 @@ fuzz_target!(|data: &[u8]| {
         match call % 6 {
             0 => {
                 let mut id = ptr::null_mut();
-                let status = datasync_save(ds, name.as_ptr(), text.as_ptr(), &mut id);
+                let status = datasync_entity_save(ds, name.as_ptr(), text.as_ptr(), &mut id);
                 if status == DATASYNC_OK {
                     let id = take(id).expect("save gives the id");
                     let saved = get(name, &id).expect("a saved entity reads back");
@@ -171,7 +173,7 @@ fuzz_target!(|data: &[u8]| {
             }
             1 => {
                 let mut ids = ptr::null_mut();
-                let status = datasync_save_many(ds, name.as_ptr(), text.as_ptr(), &mut ids);
+                let status = datasync_entity_save_many(ds, name.as_ptr(), text.as_ptr(), &mut ids);
                 if status == DATASYNC_OK {
                     let ids: Vec<String> =
                         serde_json::from_str(&take(ids).expect("save_many gives ids"))
@@ -189,7 +191,7 @@ fuzz_target!(|data: &[u8]| {
             }
             2 => {
                 let mut out = ptr::null_mut();
-                let status = datasync_query(ds, name.as_ptr(), text.as_ptr(), &mut out);
+                let status = datasync_entity_query(ds, name.as_ptr(), text.as_ptr(), &mut out);
                 if status == DATASYNC_OK {
                     let found: Value = serde_json::from_str(&take(out).expect("query gives JSON"))
                         .expect("query gives JSON");
@@ -200,7 +202,7 @@ fuzz_target!(|data: &[u8]| {
             }
             3 => {
                 let mut count = 0usize;
-                let status = datasync_delete_many(ds, name.as_ptr(), text.as_ptr(), &mut count);
+                let status = datasync_entity_delete_many(ds, name.as_ptr(), text.as_ptr(), &mut count);
                 if status == DATASYNC_OK {
                     let ids: Vec<String> = serde_json::from_str(utf8.expect("UTF-8"))
                         .expect("deleted ids were a JSON array");
@@ -214,7 +216,7 @@ fuzz_target!(|data: &[u8]| {
             }
             4 => {
                 let mut out = ptr::null_mut();
-                let status = datasync_get(ds, name.as_ptr(), text.as_ptr(), &mut out);
+                let status = datasync_entity_get(ds, name.as_ptr(), text.as_ptr(), &mut out);
                 if status == DATASYNC_OK {
                     if let Some(json) = take(out) {
                         let found: Value = serde_json::from_str(&json).expect("get gives JSON");
@@ -226,7 +228,7 @@ fuzz_target!(|data: &[u8]| {
             }
             _ => {
                 let mut existed = false;
-                let status = datasync_delete(ds, name.as_ptr(), text.as_ptr(), &mut existed);
+                let status = datasync_entity_delete(ds, name.as_ptr(), text.as_ptr(), &mut existed);
                 if status == DATASYNC_OK {
                     let id = utf8.expect("a deleted id is UTF-8");
                     assert!(get(name, id).is_none(), "{id} was deleted but reads back");

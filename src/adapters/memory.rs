@@ -73,7 +73,11 @@ impl Store for MemoryStore {
         let Some(ids) = self.partitions.get(key).and_then(|p| p.names.get(name)) else {
             return Ok(Vec::new());
         };
-        Ok(ids.values().filter_map(|s| s.entity().cloned()).collect())
+        // The contract's id order (the map keeps insertion order, for O(1) saves):
+        // queries break sort ties by it, so every device lists alike.
+        let mut all: Vec<Entity> = ids.values().filter_map(|s| s.entity().cloned()).collect();
+        all.sort_unstable_by(|a, b| a.id().cmp(b.id()));
+        Ok(all)
     }
 
     fn save(&mut self, key: &str, name: &str, entity: &Entity) -> AdapterResult<()> {

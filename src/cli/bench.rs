@@ -362,16 +362,37 @@ fn w5(n: usize, ps: usize) -> CliResult<Measure> {
             }
         })?);
     }
+    // The collection observer takes change sets, as a binding would: it keeps a
+    // model keyed by id from the upserts and removals, and counts what it was handed
+    // (the bytes are those of the JSON document the C and UniFFI doors deliver).
     let list_calls = Arc::new(AtomicU64::new(0));
-    let last_list: Arc<Mutex<Vec<datasync::Entity>>> = Arc::default();
-    let (calls, list) = (list_calls.clone(), last_list.clone());
-    subs.push(users.observe_all(QueryOptions::default(), move |l| {
+    let handed = Arc::new(AtomicU64::new(0));
+    let handed_bytes = Arc::new(AtomicU64::new(0));
+    let model: Arc<Mutex<(usize, HashMap<String, datasync::Entity>)>> = Arc::default();
+    let (calls, upserts, bytes, m) = (
+        list_calls.clone(),
+        handed.clone(),
+        handed_bytes.clone(),
+        model.clone(),
+    );
+    subs.push(users.observe_changes(QueryOptions::default(), move |c| {
         calls.fetch_add(1, Ordering::Relaxed);
-        *list.lock().unwrap_or_else(|p| p.into_inner()) = l.to_vec();
+        upserts.fetch_add(c.upserted().len() as u64, Ordering::Relaxed);
+        bytes.fetch_add(c.to_json().len() as u64, Ordering::Relaxed);
+        let mut m = m.lock().unwrap_or_else(|p| p.into_inner());
+        for id in c.removed() {
+            m.1.remove(id);
+        }
+        for u in c.upserted() {
+            m.1.insert(u.entity.id().to_string(), u.entity.clone());
+        }
+        m.0 = c.count();
     })?);
     ds.drain_events()?;
     single_calls.store(0, Ordering::Relaxed);
     list_calls.store(0, Ordering::Relaxed);
+    handed.store(0, Ordering::Relaxed);
+    handed_bytes.store(0, Ordering::Relaxed);
     let updates = 10_000;
     let targets = 2000.min(n);
     reset_peak();
@@ -388,15 +409,15 @@ fn w5(n: usize, ps: usize) -> CliResult<Measure> {
     let expected = |i: usize| (updates - targets + i) as f64;
     let seen = last_seen.lock().unwrap_or_else(|p| p.into_inner());
     let mut verified = (0..watched).all(|i| seen.get(&ids[i]) == Some(&expected(i)));
-    let list = last_list.lock().unwrap_or_else(|p| p.into_inner());
-    verified &= list.len() == n;
-    let finals: HashMap<&str, f64> = list
-        .iter()
-        .map(|e| (e.id(), e.value()["score"].as_f64().unwrap_or(f64::NAN)))
-        .collect();
-    verified &= (0..targets)
-        .step_by(97)
-        .all(|i| finals.get(ids[i].as_str()) == Some(&expected(i)));
+    let model = model.lock().unwrap_or_else(|p| p.into_inner());
+    let (count, finals) = (&model.0, &model.1);
+    verified &= *count == n && finals.len() == n;
+    verified &= (0..targets).step_by(97).all(|i| {
+        let score = finals
+            .get(ids[i].as_str())
+            .map(|e| e.value()["score"].as_f64());
+        score == Some(Some(expected(i)))
+    });
     let mut extra = Map::new();
     extra.insert(
         "single_callbacks".into(),
@@ -405,6 +426,14 @@ fn w5(n: usize, ps: usize) -> CliResult<Measure> {
     extra.insert(
         "collection_callbacks".into(),
         json!(list_calls.load(Ordering::Relaxed)),
+    );
+    extra.insert(
+        "collection_upserts".into(),
+        json!(handed.load(Ordering::Relaxed)),
+    );
+    extra.insert(
+        "collection_bytes".into(),
+        json!(handed_bytes.load(Ordering::Relaxed)),
     );
     drop(subs);
     Ok(measure(

@@ -22,9 +22,8 @@ use crate::id;
 use crate::lock::{Condvar, Level, Mutex};
 use crate::meta::{Meta, ROOT_KEY};
 use crate::observe::{Registry, Source, Subscription};
-use crate::query::QueryOptions;
 pub use crate::status::Status;
-use crate::strategy::{partition_key, KeyStrategy};
+use crate::strategy::{partition_key, Candidates, KeyStrategy};
 use crate::sync::engine::SyncStats;
 use crate::sync::worker::{Request, Worker};
 use crate::sync::ConflictResolver;
@@ -289,8 +288,26 @@ impl Source for Inner {
         self.read(name, id)
     }
 
-    fn list(&self, name: &str, query: &QueryOptions) -> Result<Vec<Entity>> {
-        self.select(name, query)
+    fn current_in(&self, name: &str, key: &str, ids: &[&str]) -> Result<Vec<Option<Entity>>> {
+        self.ensure_present(key)?;
+        let slots = self.store.with_store(key, |s| {
+            ids.iter()
+                .map(|id| s.get(key, name, id))
+                .collect::<crate::persistence::AdapterResult<Vec<_>>>()
+        })?;
+        Ok(slots
+            .into_iter()
+            .map(|s| s.and_then(|s| s.entity().cloned()))
+            .collect())
+    }
+
+    fn partition_keys(&self, candidates: &Candidates) -> Result<Vec<String>> {
+        self.resolve_keys(candidates)
+    }
+
+    fn partition(&self, name: &str, key: &str) -> Result<Vec<Entity>> {
+        self.ensure_present(key)?;
+        self.store.with_store(key, |s| s.get_all(key, name))
     }
 }
 

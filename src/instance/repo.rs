@@ -13,7 +13,7 @@ use crate::clock::{format_millis, parse_millis, Millis};
 use crate::entity::Entity;
 use crate::error::{Error, Result};
 use crate::id;
-use crate::observe::{Change, Subscription};
+use crate::observe::{Change, ChangeSet, Subscription};
 use crate::partition::Slot;
 use crate::persistence::Store;
 use crate::query::QueryOptions;
@@ -262,7 +262,7 @@ impl Inner {
             .candidate_keys(&self.prefix, name, query.filter.as_ref())
     }
 
-    fn resolve_keys(&self, candidates: &Candidates) -> Result<Vec<String>> {
+    pub(crate) fn resolve_keys(&self, candidates: &Candidates) -> Result<Vec<String>> {
         match candidates {
             Candidates::Keys(keys) => Ok(keys.clone()),
             Candidates::Prefix(prefix) => {
@@ -446,6 +446,23 @@ impl Repository {
             .inner
             .registry
             .observe_all(&self.name, query, candidates, Box::new(callback)))
+    }
+
+    /// Observes a query by change sets: `callback` gets the whole result first, then
+    /// what changed since its previous call (ids removed, entities inserted or updated
+    /// with their positions, the new count, and the whole list on demand), on the
+    /// dispatcher thread, bursts coalesced. See [`ChangeSet`] for how to apply one.
+    pub fn observe_changes(
+        &self,
+        query: QueryOptions,
+        callback: impl FnMut(&ChangeSet) + Send + 'static,
+    ) -> Result<Subscription> {
+        self.inner.check_open()?;
+        let candidates = self.inner.candidate_keys(&self.name, &query)?;
+        Ok(self
+            .inner
+            .registry
+            .observe_changes(&self.name, query, candidates, Box::new(callback)))
     }
 }
 

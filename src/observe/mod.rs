@@ -1,7 +1,13 @@
-//! Observers: a registry of subscriptions and the dispatcher thread that calls them,
-//! in order, never under a library lock.
+//! Observers: a registry of subscriptions, the dispatcher thread that calls them in
+//! order, never under a library lock, the views that keep collection observers up
+//! to date from what changed, and the handles their owners keep.
 
+mod changeset;
 mod dispatcher;
+mod registry;
+mod subscription;
+mod view;
 
-pub use dispatcher::Subscription;
-pub(crate) use dispatcher::{Change, Registry, Source};
+pub use changeset::{ChangeSet, ListSnapshot, Upsert};
+pub(crate) use registry::{Change, Registry, Source};
+pub use subscription::Subscription;

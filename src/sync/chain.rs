@@ -189,6 +189,16 @@ impl Inner {
                     self.store
                         .held_among(&outcome.upper_keys_changed, &hydrating)
                 };
+                // Partitions the store does not hold changed too: collection observers
+                // that read them (a prefix query) load them.
+                self.registry.publish_partitions(
+                    outcome
+                        .upper_keys_changed
+                        .iter()
+                        .filter(|k| !held.contains(k))
+                        .cloned()
+                        .collect(),
+                );
                 Ok((outcome.stats, held))
             }
             None => {

@@ -12,6 +12,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 pub mod boundary;
+pub mod changes;
 pub mod config;
 pub mod instance;
 pub mod log;

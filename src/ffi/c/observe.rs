@@ -39,10 +39,10 @@ pub struct datasync_observer {
 /// cancelling itself, which then simply is not called again).
 #[allow(non_camel_case_types)]
 pub struct datasync_subscription {
-    inner: Subscription,
+    pub(super) inner: Subscription,
 }
 
-struct HostObserver {
+pub(super) struct HostObserver {
     vt: datasync_observer,
 }
 
@@ -62,7 +62,7 @@ impl Drop for HostObserver {
 impl HostObserver {
     /// # Safety
     /// `vt` is NULL or points to a readable observer.
-    unsafe fn take(vt: *const datasync_observer) -> Result<HostObserver, Failure> {
+    pub(super) unsafe fn take(vt: *const datasync_observer) -> Result<HostObserver, Failure> {
         let vt = *vt.as_ref().ok_or(Failure::Null("observer"))?;
         let observer = HostObserver { vt };
         if vt.on_change.is_none() {
@@ -71,7 +71,7 @@ impl HostObserver {
         Ok(observer)
     }
 
-    fn emit(&mut self, mut json: String) {
+    pub(super) fn emit(&mut self, mut json: String) {
         let Some(on_change) = self.vt.on_change else {
             return;
         };

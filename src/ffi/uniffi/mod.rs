@@ -8,6 +8,7 @@
 //!   observers and logger, with the bridges that make them core adapters.
 //! - [`error`]: `DataSyncError`, mapped from [`crate::Error`] without a wildcard arm.
 
+pub mod changes;
 pub mod error;
 pub mod objects;
 pub mod traits;

@@ -309,7 +309,7 @@ fn entity_value(json: &str) -> FfiResult<Value> {
 /// The entity-facing API for one entity name. Entities cross as JSON text.
 #[derive(uniffi::Object)]
 pub struct Repository {
-    core: crate::Repository,
+    pub(super) core: crate::Repository,
 }
 
 #[uniffi::export]
@@ -398,7 +398,7 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    fn wrap(core: crate::Subscription) -> Arc<Self> {
+    pub(super) fn wrap(core: crate::Subscription) -> Arc<Self> {
         Arc::new(Subscription {
             core: Mutex::new(Some(core)),
         })

@@ -592,6 +592,374 @@ fileprivate struct FfiConverterData: FfiConverterRustBuffer {
 
 
 /**
+ * Receives the change sets of a query, on the dispatcher thread. `changes_json` is
+ * `{"initial":bool,"count":n,"removed":["id",...],"upserted":[{"position":i,"entity":{...}},...]}`.
+ * To apply it to the previous list (empty for the first): remove every entity whose
+ * id is in `removed` or `upserted`, then insert each upserted entity at its
+ * `position`, in the order given (ascending). `changes.list_json()` gives the whole
+ * list instead, when wanted.
+ */
+public protocol ChangeObserver: AnyObject, Sendable {
+    
+    func onChanges(changesJson: String, changes: ChangeSetHandle) throws 
+    
+}
+/**
+ * Receives the change sets of a query, on the dispatcher thread. `changes_json` is
+ * `{"initial":bool,"count":n,"removed":["id",...],"upserted":[{"position":i,"entity":{...}},...]}`.
+ * To apply it to the previous list (empty for the first): remove every entity whose
+ * id is in `removed` or `upserted`, then insert each upserted entity at its
+ * `position`, in the order given (ascending). `changes.list_json()` gives the whole
+ * list instead, when wanted.
+ */
+open class ChangeObserverImpl: ChangeObserver, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_datasync_fn_clone_changeobserver(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_datasync_fn_free_changeobserver(handle, $0) }
+    }
+
+    
+
+    
+open func onChanges(changesJson: String, changes: ChangeSetHandle)throws   {try rustCallWithError(FfiConverterTypeDataSyncError_lift) {
+        uniffiCallStatus in
+    uniffi_datasync_fn_method_changeobserver_on_changes(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(changesJson),
+        FfiConverterTypeChangeSetHandle_lower(changes),uniffiCallStatus
+    )
+}
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfaceChangeObserver {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceChangeObserver = UniffiVTableCallbackInterfaceChangeObserver(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypeChangeObserver.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface ChangeObserver: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypeChangeObserver.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface ChangeObserver: handle missing in uniffiClone")
+            }
+        },
+        onChanges: { (
+            uniffiHandle: UInt64,
+            changesJson: RustBuffer,
+            changes: UInt64,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeChangeObserver.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return try uniffiObj.onChanges(
+                     changesJson: try FfiConverterString.lift(changesJson),
+                     changes: try FfiConverterTypeChangeSetHandle_lift(changes)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCallWithError(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn,
+                lowerError: FfiConverterTypeDataSyncError_lower
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceChangeObserver> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceChangeObserver>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitChangeObserver() {
+    uniffi_datasync_fn_init_callback_vtable_changeobserver(UniffiCallbackInterfaceChangeObserver.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeChangeObserver: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<ChangeObserver>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = ChangeObserver
+
+    public static func lift(_ handle: UInt64) throws -> ChangeObserver {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return ChangeObserverImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: ChangeObserver) -> UInt64 {
+         if let rustImpl = value as? ChangeObserverImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ChangeObserver {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: ChangeObserver, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeChangeObserver_lift(_ handle: UInt64) throws -> ChangeObserver {
+    return try FfiConverterTypeChangeObserver.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeChangeObserver_lower(_ value: ChangeObserver) -> UInt64 {
+    return FfiConverterTypeChangeObserver.lower(value)
+}
+
+
+
+
+
+
+/**
+ * The whole result at one emission, shared with the observer's view: nothing is
+ * copied until `list_json` is called. Keeping the handle past the callback makes
+ * the next emission copy the view's list of handles once (never the entities).
+ */
+public protocol ChangeSetHandleProtocol: AnyObject, Sendable {
+    
+    /**
+     * How many entities the result has.
+     */
+    func count()  -> UInt64
+    
+    /**
+     * The whole result, as a JSON array.
+     */
+    func listJson()  -> String
+    
+}
+/**
+ * The whole result at one emission, shared with the observer's view: nothing is
+ * copied until `list_json` is called. Keeping the handle past the callback makes
+ * the next emission copy the view's list of handles once (never the entities).
+ */
+open class ChangeSetHandle: ChangeSetHandleProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_datasync_fn_clone_changesethandle(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_datasync_fn_free_changesethandle(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * How many entities the result has.
+     */
+open func count() -> UInt64  {
+    return try!  FfiConverterUInt64.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_datasync_fn_method_changesethandle_count(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The whole result, as a JSON array.
+     */
+open func listJson() -> String  {
+    return try!  FfiConverterString.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_datasync_fn_method_changesethandle_list_json(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeChangeSetHandle: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = ChangeSetHandle
+
+    public static func lift(_ handle: UInt64) throws -> ChangeSetHandle {
+        return ChangeSetHandle(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: ChangeSetHandle) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ChangeSetHandle {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: ChangeSetHandle, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeChangeSetHandle_lift(_ handle: UInt64) throws -> ChangeSetHandle {
+    return try FfiConverterTypeChangeSetHandle.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeChangeSetHandle_lower(_ value: ChangeSetHandle) -> UInt64 {
+    return FfiConverterTypeChangeSetHandle.lower(value)
+}
+
+
+
+
+
+
+/**
  * An open datasync instance. Every method may be called from any thread.
  * Shut it down with [`DataSync::shutdown`]; dropping the last reference does too.
  */
@@ -2648,6 +3016,12 @@ public func FfiConverterTypeQueryObserver_lower(_ value: QueryObserver) -> UInt6
 public protocol RepositoryProtocol: AnyObject, Sendable {
     
     /**
+     * Observes a query by change sets: the whole result first (`"initial":true`, as
+     * upserts), then what changed; bursts coalesced.
+     */
+    func observeChanges(query: Query, observer: ChangeObserver) throws  -> Subscription
+    
+    /**
      * Deletes an entity; returns whether it existed.
      */
     func delete(id: String) throws  -> Bool
@@ -2748,6 +3122,21 @@ open class Repository: RepositoryProtocol, @unchecked Sendable {
 
     
 
+    
+    /**
+     * Observes a query by change sets: the whole result first (`"initial":true`, as
+     * upserts), then what changed; bursts coalesced.
+     */
+open func observeChanges(query: Query, observer: ChangeObserver)throws  -> Subscription  {
+    return try  FfiConverterTypeSubscription_lift(try rustCallWithError(FfiConverterTypeDataSyncError_lift) {
+        uniffiCallStatus in
+    uniffi_datasync_fn_method_repository_observe_changes(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeQuery_lower(query),
+        FfiConverterTypeChangeObserver_lower(observer),uniffiCallStatus
+    )
+})
+}
     
     /**
      * Deletes an entity; returns whether it existed.
@@ -3716,6 +4105,10 @@ public struct SyncStats: Equatable, Hashable {
      */
     public var bytesWritten: UInt64
     /**
+     * Partitions left out: the key strategy does not let this instance read them.
+     */
+    public var keysRefused: UInt64
+    /**
      * Whether a tier could not be reached (the rest kept working).
      */
     public var offline: Bool
@@ -3749,6 +4142,9 @@ public struct SyncStats: Equatable, Hashable {
          * Partition bytes written.
          */bytesWritten: UInt64, 
         /**
+         * Partitions left out: the key strategy does not let this instance read them.
+         */keysRefused: UInt64, 
+        /**
          * Whether a tier could not be reached (the rest kept working).
          */offline: Bool, 
         /**
@@ -3761,6 +4157,7 @@ public struct SyncStats: Equatable, Hashable {
         self.entitiesChanged = entitiesChanged
         self.conflicts = conflicts
         self.bytesWritten = bytesWritten
+        self.keysRefused = keysRefused
         self.offline = offline
         self.errors = errors
     }
@@ -3788,6 +4185,7 @@ public struct FfiConverterTypeSyncStats: FfiConverterRustBuffer {
                 entitiesChanged: FfiConverterUInt64.read(from: &buf), 
                 conflicts: FfiConverterUInt64.read(from: &buf), 
                 bytesWritten: FfiConverterUInt64.read(from: &buf), 
+                keysRefused: FfiConverterUInt64.read(from: &buf), 
                 offline: FfiConverterBool.read(from: &buf), 
                 errors: FfiConverterSequenceString.read(from: &buf)
         )
@@ -3801,6 +4199,7 @@ public struct FfiConverterTypeSyncStats: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.entitiesChanged, into: &buf)
         FfiConverterUInt64.write(value.conflicts, into: &buf)
         FfiConverterUInt64.write(value.bytesWritten, into: &buf)
+        FfiConverterUInt64.write(value.keysRefused, into: &buf)
         FfiConverterBool.write(value.offline, into: &buf)
         FfiConverterSequenceString.write(value.errors, into: &buf)
     }
@@ -5010,6 +5409,15 @@ private let initializationResult: InitializationResult = {
     if (uniffi_datasync_checksum_func_add_logger() != 8969) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_datasync_checksum_method_changeobserver_on_changes() != 865) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_datasync_checksum_method_changesethandle_count() != 6514) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_datasync_checksum_method_changesethandle_list_json() != 23401) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_datasync_checksum_method_datasync_audit() != 38724) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -5044,6 +5452,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_datasync_checksum_method_memorytier_read() != 30961) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_datasync_checksum_method_repository_observe_changes() != 25173) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_datasync_checksum_method_repository_delete() != 64318) {
@@ -5122,6 +5533,7 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
 
+    uniffiCallbackInitChangeObserver()
     uniffiCallbackInitEntityObserver()
     uniffiCallbackInitHostConflictResolver()
     uniffiCallbackInitHostKeyStrategy()

@@ -243,6 +243,13 @@ typedef void (*UniffiForeignFutureCompleteVoid)(uint64_t, UniffiForeignFutureRes
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_CHANGE_OBSERVER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_CHANGE_OBSERVER_METHOD0
+typedef void (*UniffiCallbackInterfaceChangeObserverMethod0)(uint64_t, RustBuffer, uint64_t, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
 #ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_ENTITY_OBSERVER_METHOD0
 #define UNIFFI_FFIDEF_CALLBACK_INTERFACE_ENTITY_OBSERVER_METHOD0
 typedef void (*UniffiCallbackInterfaceEntityObserverMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
@@ -320,6 +327,15 @@ typedef void (*UniffiCallbackInterfaceStatusObserverMethod0)(uint64_t, RustBuffe
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_CHANGE_OBSERVER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_CHANGE_OBSERVER
+typedef struct UniffiVTableCallbackInterfaceChangeObserver {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceChangeObserverMethod0 _Nonnull onChanges;
+} UniffiVTableCallbackInterfaceChangeObserver;
+
+#endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_ENTITY_OBSERVER
 #define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_ENTITY_OBSERVER
 typedef struct UniffiVTableCallbackInterfaceEntityObserver {
@@ -386,6 +402,46 @@ typedef struct UniffiVTableCallbackInterfaceStatusObserver {
     UniffiCallbackInterfaceStatusObserverMethod0 _Nonnull onStatus;
 } UniffiVTableCallbackInterfaceStatusObserver;
 
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_CLONE_CHANGEOBSERVER
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_CLONE_CHANGEOBSERVER
+uint64_t uniffi_datasync_fn_clone_changeobserver(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_FREE_CHANGEOBSERVER
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_FREE_CHANGEOBSERVER
+void uniffi_datasync_fn_free_changeobserver(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_INIT_CALLBACK_VTABLE_CHANGEOBSERVER
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_INIT_CALLBACK_VTABLE_CHANGEOBSERVER
+void uniffi_datasync_fn_init_callback_vtable_changeobserver(const UniffiVTableCallbackInterfaceChangeObserver* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_CHANGEOBSERVER_ON_CHANGES
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_CHANGEOBSERVER_ON_CHANGES
+void uniffi_datasync_fn_method_changeobserver_on_changes(uint64_t ptr, RustBuffer changes_json, uint64_t changes, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_CLONE_CHANGESETHANDLE
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_CLONE_CHANGESETHANDLE
+uint64_t uniffi_datasync_fn_clone_changesethandle(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_FREE_CHANGESETHANDLE
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_FREE_CHANGESETHANDLE
+void uniffi_datasync_fn_free_changesethandle(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_CHANGESETHANDLE_COUNT
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_CHANGESETHANDLE_COUNT
+uint64_t uniffi_datasync_fn_method_changesethandle_count(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_CHANGESETHANDLE_LIST_JSON
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_CHANGESETHANDLE_LIST_JSON
+RustBuffer uniffi_datasync_fn_method_changesethandle_list_json(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_CLONE_DATASYNC
 #define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_CLONE_DATASYNC
@@ -486,6 +542,11 @@ uint64_t uniffi_datasync_fn_clone_repository(uint64_t handle, RustCallStatus *_N
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_FREE_REPOSITORY
 #define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_FREE_REPOSITORY
 void uniffi_datasync_fn_free_repository(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_REPOSITORY_OBSERVE_CHANGES
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_REPOSITORY_OBSERVE_CHANGES
+uint64_t uniffi_datasync_fn_method_repository_observe_changes(uint64_t ptr, RustBuffer query, uint64_t observer, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_REPOSITORY_DELETE
@@ -1033,6 +1094,24 @@ uint16_t uniffi_datasync_checksum_func_add_logger(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_CHANGEOBSERVER_ON_CHANGES
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_CHANGEOBSERVER_ON_CHANGES
+uint16_t uniffi_datasync_checksum_method_changeobserver_on_changes(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_CHANGESETHANDLE_COUNT
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_CHANGESETHANDLE_COUNT
+uint16_t uniffi_datasync_checksum_method_changesethandle_count(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_CHANGESETHANDLE_LIST_JSON
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_CHANGESETHANDLE_LIST_JSON
+uint16_t uniffi_datasync_checksum_method_changesethandle_list_json(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_DATASYNC_AUDIT
 #define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_DATASYNC_AUDIT
 uint16_t uniffi_datasync_checksum_method_datasync_audit(void
@@ -1102,6 +1181,12 @@ uint16_t uniffi_datasync_checksum_method_memorytier_overwrite(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_MEMORYTIER_READ
 #define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_MEMORYTIER_READ
 uint16_t uniffi_datasync_checksum_method_memorytier_read(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_REPOSITORY_OBSERVE_CHANGES
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_REPOSITORY_OBSERVE_CHANGES
+uint16_t uniffi_datasync_checksum_method_repository_observe_changes(void
     
 );
 #endif

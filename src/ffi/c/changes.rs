@@ -1,0 +1,45 @@
+//! Change-set observers through the C ABI: one JSON document per emission.
+
+use std::os::raw::c_char;
+
+use super::boundary::boundary;
+use super::instance::{datasync_instance, repo};
+use super::observe::{datasync_observer, datasync_subscription, HostObserver};
+use super::status::datasync_code;
+use super::strings::{need_out, str_in, write_out};
+use crate::query::QueryOptions;
+
+/// Observes a query (options as for `datasync_entity_query`) by change sets. `on_change`
+/// gets one JSON document per emission, `len` bytes (NUL-terminated at `json[len]`),
+/// valid only during the call:
+/// `{"initial":bool,"count":n,"removed":["id",...],"upserted":[{"position":i,"entity":{...}},...]}`.
+/// The first has `"initial":true` and the whole result as upserts. To apply one to
+/// the previous list (empty for the first): remove every entity whose id is in
+/// `removed` or `upserted`, then insert each upserted entity at its `position`, in
+/// the order given (ascending); the list then has `count` entities and equals the
+/// query's result. Bursts are coalesced; the last call leaves the list at the final
+/// state. Writes the subscription to `*out` only on success.
+///
+/// Ownership: as `datasync_entity_observe`.
+/// Threads: any thread, including observer callbacks; callbacks run on the dispatcher.
+#[no_mangle]
+pub unsafe extern "C" fn datasync_entity_observe_changes(
+    instance: *const datasync_instance,
+    entity_name: *const c_char,
+    options_json: *const c_char,
+    observer: *const datasync_observer,
+    out: *mut *mut datasync_subscription,
+) -> datasync_code {
+    boundary(|| {
+        let mut host = HostObserver::take(observer)?;
+        let repo = repo(instance, entity_name)?;
+        let options = QueryOptions::from_json(str_in(options_json, "options_json")?)?;
+        need_out(out, "out")?;
+        let inner = repo.observe_changes(options, move |changes| host.emit(changes.to_json()))?;
+        write_out(
+            out,
+            Box::into_raw(Box::new(datasync_subscription { inner })),
+        );
+        Ok(())
+    })
+}
