@@ -50,6 +50,25 @@ fn run_child(dir: &Path, run: usize, delay: Duration) -> Vec<String> {
     reader.join().unwrap()
 }
 
+/// Time from starting a writer to its first reported write (the writer is then killed).
+fn first_report(dir: &Path) -> Duration {
+    let started = std::time::Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_datasync"))
+        .args(["crash-writer", dir.to_str().unwrap(), "--run", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let took = started.elapsed();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    took
+}
+
 fn apply(model: &mut Model, lines: &[String]) {
     for line in lines {
         let parts: Vec<&str> = line.split(' ').collect();
@@ -72,9 +91,13 @@ fn killed_writers_lose_no_flushed_write() {
     let mut model = Model::new();
     let mut reported = 0;
     let mut interrupted = 0;
+    // How long a writer takes to report its first write on this machine (slower on a
+    // loaded one), so that later runs live long enough to write, whatever the load.
+    let startup = first_report(&dir.with_extension("calibration"));
     for run in 0..KILLS {
         // Early runs die during start-up or their first writes; later ones write more.
-        let delay = Duration::from_millis(rand::random::<u64>() % (20 + 4 * run as u64) + 1);
+        let delay = Duration::from_millis(rand::random::<u64>() % (20 + 4 * run as u64) + 1)
+            + startup.mul_f64(2.0 * run as f64 / KILLS as f64);
         let lines = run_child(&dir, run, delay);
         reported += lines.len();
         apply(&mut model, &lines);

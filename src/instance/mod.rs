@@ -25,7 +25,7 @@ use crate::observe::{Registry, Source, Subscription};
 pub use crate::status::Status;
 use crate::strategy::{partition_key, Candidates, KeyStrategy};
 use crate::sync::engine::SyncStats;
-use crate::sync::worker::{Request, Worker};
+use crate::sync::worker::{Answer, Request, Worker};
 use crate::sync::ConflictResolver;
 use crate::tier::{audit::audit, Adapter, Tier};
 
@@ -136,7 +136,10 @@ impl DataSync {
     /// (`offline`, `errors`), not as an error.
     pub fn sync_now(&self) -> Result<SyncStats> {
         self.inner.check_open()?;
-        self.inner.worker.request(Request::SyncNow)
+        match self.inner.worker.request(Request::SyncNow)? {
+            Answer::Synced(stats) => Ok(stats),
+            Answer::Audited(_) => Err(Error::Internal("the worker answered an audit".into())),
+        }
     }
 
     /// Returns once every write made before the call is durable in the tier below
@@ -207,11 +210,24 @@ impl DataSync {
     }
 
     /// Recomputes every hash and count of every tier from its partitions and lists
-    /// where the metadata disagrees (empty when everything is true).
+    /// where the metadata disagrees (empty when everything is true). It runs on the
+    /// sync worker, between syncs.
     pub fn audit(&self) -> Result<Vec<String>> {
         self.inner.check_open()?;
+        match self.inner.worker.request(Request::Audit)? {
+            Answer::Audited(problems) => Ok(problems),
+            Answer::Synced(_) => Err(Error::Internal("the worker answered a sync".into())),
+        }
+    }
+}
+
+impl Inner {
+    /// The audit of every tier (on the worker thread, so no sync runs meanwhile).
+    /// Store partitions written during the audit are left out: their entries are
+    /// recomputed at the next sync, and a difference there is no damage.
+    pub(crate) fn audit_tiers(&self) -> Result<Vec<String>> {
         let mut problems = Vec::new();
-        for tier in self.inner.tiers() {
+        for tier in self.tiers() {
             let meta = tier.meta()?;
             let root = if tier.is_store() {
                 None
@@ -221,7 +237,20 @@ impl DataSync {
             let found = audit(tier.label, None, Some(&meta), root.as_deref(), |key| {
                 tier.load(key)
             });
-            problems.extend(found.problems);
+            let written_since: Vec<&String> = if tier.is_store() {
+                meta.entries
+                    .keys()
+                    .filter(|k| tier.fresh_entry(k).is_none())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            problems.extend(
+                found
+                    .problems
+                    .into_iter()
+                    .filter(|p| !written_since.iter().any(|k| p.contains(&format!("{k:?}")))),
+            );
         }
         Ok(problems)
     }

@@ -10,7 +10,7 @@ use crate::error::{ErrorKind, Result};
 use crate::instance::{Inner, Status};
 use crate::observe::Change;
 use crate::sync::engine::{sync_pair, PairOutcome, ReadFilter, Scope, SyncCtx, SyncStats};
-use crate::sync::worker::{Mailbox, Request};
+use crate::sync::worker::{Answer, Mailbox, Request};
 use crate::tier::Tier;
 
 /// The worker thread's body: one turn after another until the instance closes.
@@ -25,8 +25,9 @@ pub(crate) fn run(inner: Weak<Inner>, mut mailbox: Mailbox) {
         }
         for (request, reply) in turn.requests {
             let result = match request {
-                Request::Flush => this.flush(&mut mailbox),
-                Request::SyncNow => this.sync_now(&mut mailbox),
+                Request::Flush => this.flush(&mut mailbox).map(Answer::Synced),
+                Request::SyncNow => this.sync_now(&mut mailbox).map(Answer::Synced),
+                Request::Audit => this.audit_tiers().map(Answer::Audited),
             };
             let _ = reply.send(result);
         }

@@ -18,9 +18,18 @@ pub(crate) enum Request {
     Flush,
     /// The whole chain, then bring changes up to the store.
     SyncNow,
+    /// Check every tier against its partitions, between syncs (so that no sync is
+    /// half way through writing a tier while it is read).
+    Audit,
 }
 
-pub(crate) type Reply = channel::Sender<Result<SyncStats>>;
+/// What the worker answers.
+pub(crate) enum Answer {
+    Synced(SyncStats),
+    Audited(Vec<String>),
+}
+
+pub(crate) type Reply = channel::Sender<Result<Answer>>;
 
 enum Mail {
     Request(Request, Reply),
@@ -107,7 +116,7 @@ impl Worker {
     }
 
     /// Asks for a job and waits for its result.
-    pub fn request(&self, request: Request) -> Result<SyncStats> {
+    pub fn request(&self, request: Request) -> Result<Answer> {
         if self.on_worker() {
             return Err(Error::WouldDeadlock(format!("{request:?}")));
         }

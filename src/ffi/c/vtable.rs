@@ -13,6 +13,7 @@ use super::sink::datasync_bytes_sink;
 use crate::clock::format_millis;
 use crate::error::{Error, Result};
 use crate::ffi::shared::{active_answer, conflict_id, deleted_answer, resolved_or_last_writer};
+use crate::lock::{Level, Mutex};
 use crate::partition::Slot;
 use crate::persistence::{AdapterError, AdapterResult, Persistence};
 use crate::strategy::{Candidates, KeyStrategy};
@@ -249,7 +250,7 @@ pub(crate) struct HostStrategy {
     separator: char,
     id_length: usize,
     /// Serialises calls: the host need not be thread-safe.
-    calls: parking_lot::Mutex<()>,
+    calls: Mutex<()>,
     _owned: Owned,
 }
 
@@ -277,8 +278,10 @@ impl HostStrategy {
             destroy: vt.destroy,
         };
         // `owned` destroys the vtable if this returns early.
+        // 0 leaves the core's defaults (those of the built-in strategies).
+        let defaults = crate::strategy::GlobalStrategy;
         let separator = match vt.separator {
-            0 => '.',
+            0 => defaults.separator(),
             n => char::from_u32(n).ok_or_else(|| {
                 Failure::Argument(format!("separator {n:#x} is not a Unicode scalar value"))
             })?,
@@ -287,11 +290,11 @@ impl HostStrategy {
             vt,
             separator,
             id_length: if vt.id_length == 0 {
-                16
+                defaults.id_length()
             } else {
                 vt.id_length as usize
             },
-            calls: parking_lot::Mutex::new(()),
+            calls: Mutex::ordered(Level::AdapterInner, ()),
             _owned: owned,
         };
         if vt.logical_key.is_none() || vt.candidate_keys.is_none() {
@@ -440,7 +443,7 @@ pub struct datasync_resolver_vtable {
 /// A [`ConflictResolver`] backed by a host vtable.
 pub(crate) struct HostResolver {
     vt: datasync_resolver_vtable,
-    calls: parking_lot::Mutex<()>,
+    calls: Mutex<()>,
     _owned: Owned,
 }
 
@@ -460,7 +463,7 @@ impl HostResolver {
         let vt = *vt.as_ref().ok_or(Failure::Null("vtable"))?;
         let resolver = HostResolver {
             vt,
-            calls: parking_lot::Mutex::new(()),
+            calls: Mutex::ordered(Level::AdapterInner, ()),
             _owned: Owned {
                 userdata: vt.userdata,
                 destroy: vt.destroy,
