@@ -202,3 +202,48 @@ impl<T> RwLock<T> {
 /// Message passing between the library's threads (the sync worker's and the
 /// dispatcher's mailboxes).
 pub(crate) use crossbeam_channel as channel;
+
+#[cfg(all(test, debug_assertions))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locks_taken_in_order_pass() {
+        let (outer, inner) = (
+            Mutex::ordered(Level::Hydrating, ()),
+            Mutex::ordered(Level::TierState, ()),
+        );
+        let _a = outer.lock();
+        let _b = inner.lock();
+    }
+
+    #[test]
+    #[should_panic(expected = "lock order violated")]
+    fn a_lock_taken_out_of_order_panics() {
+        let (outer, inner) = (
+            Mutex::ordered(Level::Hydrating, ()),
+            Mutex::ordered(Level::TierState, ()),
+        );
+        let _b = inner.lock();
+        let _a = outer.lock();
+    }
+
+    #[test]
+    #[should_panic(expected = "lock order violated")]
+    fn two_leaves_at_once_panic() {
+        let (a, b) = (Mutex::new(()), Mutex::new(()));
+        let _a = a.lock();
+        let _b = b.lock();
+    }
+
+    #[test]
+    fn a_released_lock_leaves_the_order() {
+        let (outer, inner) = (
+            Mutex::ordered(Level::Hydrating, ()),
+            Mutex::ordered(Level::TierState, ()),
+        );
+        drop(inner.lock());
+        let _a = outer.lock();
+        let _b = inner.lock();
+    }
+}
