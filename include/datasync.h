@@ -264,8 +264,9 @@ typedef struct datasync_observer {
   /**
    * Required. Gets `len` bytes of JSON at `json` (also NUL-terminated at
    * `json[len]`), valid only during the call: the entity or `null` for
-   * `datasync_entity_observe`, an array for `datasync_entity_observe_all`, a status
-   * for `datasync_instance_observe_status`.
+   * `datasync_entity_observe`, an array for `datasync_entity_observe_all`, a change
+   * set for `datasync_entity_observe_changes`, a status for
+   * `datasync_instance_observe_status`.
    */
   void (*on_change)(void *userdata,
                     const char *json,

@@ -24,8 +24,9 @@ pub struct datasync_observer {
     pub userdata: *mut c_void,
     /// Required. Gets `len` bytes of JSON at `json` (also NUL-terminated at
     /// `json[len]`), valid only during the call: the entity or `null` for
-    /// `datasync_entity_observe`, an array for `datasync_entity_observe_all`, a status
-    /// for `datasync_instance_observe_status`.
+    /// `datasync_entity_observe`, an array for `datasync_entity_observe_all`, a change
+    /// set for `datasync_entity_observe_changes`, a status for
+    /// `datasync_instance_observe_status`.
     pub on_change:
         Option<unsafe extern "C" fn(userdata: *mut c_void, json: *const c_char, len: usize)>,
     /// Optional. Called exactly once after the last `on_change`: when the
