@@ -122,17 +122,19 @@ def test_raising_resolver_falls_back_to_last_writer_wins():
 
 
 class TeamStrategy(datasync.KeyStrategy):
-    """Partitions by team; a query may only read the teams in its filter."""
+    """Partitions by team. This device may touch the core and web teams (the
+    candidate keys without a filter); a filter narrows a query to some of them."""
 
     separator = "/"
     id_length = 10
+    allowed = ["core", "web"]
 
     def logical_key(self, entity_name, entity):
         return f"{entity_name}-{entity['team']}"
 
     def candidate_keys(self, prefix, entity_name, filter):
-        teams = (filter or {}).get("teams", [])
-        return [f"{prefix}/{entity_name}-{t}" for t in teams]
+        teams = (filter or {}).get("teams", self.allowed)
+        return [f"{prefix}/{entity_name}-{t}" for t in teams if t in self.allowed]
 
 
 def test_python_key_strategy():
@@ -143,8 +145,14 @@ def test_python_key_strategy():
         assert uid.startswith("Person-core/") and len(uid.split("/")[1]) == 10
         assert sorted(instance.tier_keys("store")) == ["app/Person-core", "app/Person-web"]
         assert [p["name"] for p in people.query(filter={"teams": ["core"]})] == ["a"]
-        assert people.query() == []
+        assert sorted(p["name"] for p in people.query()) == ["a", "b"]
         assert people.get(uid)["name"] == "a"
+        # A team outside the candidate keys: neither written nor read.
+        with pytest.raises(datasync.Forbidden):
+            people.save({"name": "c", "team": "ops"})
+        with pytest.raises(datasync.Forbidden):
+            people.get("Person-ops/0123456789")
+        assert sorted(instance.tier_keys("store")) == ["app/Person-core", "app/Person-web"]
 
 
 class RaisingStrategy(TeamStrategy):
