@@ -388,7 +388,7 @@ class KotlinLayerTest {
                 val id = users.suspending.save(mapOf("name" to "a"))
                 assertEquals("a", name(users.suspending.get(id)))
                 assertEquals(listOf("a"), users.suspending.query().map(::name))
-                assertEquals(listOf(id), users.suspending.saveMany(listOf(users.get(id)!!)))
+                assertEquals(listOf(id), users.suspending.saveMany(listOf(users.suspending.get(id)!!)))
                 ds.suspending.flush()
                 assertEquals(emptyList<String>(), ds.suspending.audit())
                 assertTrue(users.suspending.delete(id))
