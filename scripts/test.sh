@@ -31,6 +31,7 @@ stage "feature builds" bash scripts/check-features.sh
 stage "c and c++" bash tests/c/run.sh
 stage "python bindings" bash bindings/python/run-tests.sh
 stage "kotlin bindings" bash bindings/kotlin/run-tests.sh
+stage "parity across doors" bash tests/parity/run.sh
 # The Swift stage always checks the committed generated sources, but runs its suite
 # only where a Swift toolchain exists: then it prints a `SKIP:` line and counts as
 # skipped, not passed (a stale generated file still fails it).
