@@ -271,12 +271,17 @@ def _bad_value(value: Any, path: str) -> Optional[str]:
     return None
 
 
+# One encoder for every call: `json.dumps` with keyword arguments builds a new
+# encoder each time.
+_encode = json.JSONEncoder(default=_json_default, allow_nan=False).encode
+
+
 def _dumps(value: Any, what: str, kind: type = InvalidJson) -> str:
     """`value` as JSON text; aware datetimes become instants. NaN, infinities,
     integers past 64 bits and naive datetimes are refused with `kind`; values JSON
     has no type for raise ``TypeError``."""
     try:
-        text = json.dumps(value, default=_json_default, allow_nan=False)
+        text = _encode(value)
     except ValueError:
         raise _refuse(kind, _bad_value(value, what) or f"{what} is not JSON") from None
     if _LONG_DIGITS.search(text):
