@@ -105,3 +105,21 @@ def test_one_update_in_100k_carries_one_entity(ds):
         items.save({"id": ids[7], "n": -2})
         ds.drain_events()
     assert len(seen[-1].upserted) == 1 and seen[-1].removed == [] and seen[-1].count == 100_000
+
+
+def test_batch_writes_cross_the_binding_once(ds):
+    notes = ds.repo("Note")
+    calls = []
+
+    class Counting:
+        def __init__(self, inner):
+            self._inner = inner
+
+        def __getattr__(self, name):
+            calls.append(name)
+            return getattr(self._inner, name)
+
+    notes._native = Counting(notes._native)
+    ids = notes.save_many({"n": i} for i in range(1000))
+    assert notes.delete_many(ids) == 1000
+    assert calls == ["save_many_json", "delete_many"]

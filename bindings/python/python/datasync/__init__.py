@@ -803,8 +803,9 @@ class Repository:
 
     @_translated
     def save_many(self, entities: Iterable[Entity]) -> List[str]:
-        """Saves several entities at once (all or none); returns their ids."""
-        return list(self._native.save_many([_dumps(e, "the entity") for e in entities]))
+        """Saves several entities at once (all or none); returns their ids. The batch
+        crosses as one JSON array each way."""
+        return json.loads(self._native.save_many_json(_dumps(list(entities), "the entities")))
 
     @_translated
     def get(self, id: str) -> Optional[Entity]:

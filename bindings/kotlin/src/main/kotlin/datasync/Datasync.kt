@@ -238,7 +238,9 @@ class Repo internal constructor(val handle: Repository) {
     /** Saves an entity given as a map of JSON-like values. */
     fun save(entity: Map<String, Any?>): String = save(toJson(entity).jsonObject)
 
-    fun saveMany(entities: List<JsonObject>): List<String> = handle.saveMany(entities.map { it.toString() })
+    /** Saves several entities at once (all or none); the batch crosses as one JSON array each way. */
+    fun saveMany(entities: List<JsonObject>): List<String> =
+        Json.parseToJsonElement(handle.saveManyJson(JsonArray(entities).toString())).jsonArray.map { it.jsonPrimitive.content }
 
     fun get(id: String): JsonObject? = handle.get(id)?.let(::parseEntity)
 
