@@ -1,4 +1,5 @@
-"""W1, W2 and W5 of the benchmark definitions, driven from Python through the
+"""W1 (a `save` loop and `save_many`), W2, W5 (full-list and change-set collection
+observers) and W7 (one edit between two devices) of the benchmark definitions, driven from Python through the
 bindings, so the cost of crossing the binding shows next to `datasync bench`.
 
 Run after installing the package (bindings/python/run-tests.sh builds it into
@@ -70,6 +71,63 @@ def w1(n: int) -> dict:
     return {"seconds": save, "ops": n, "verified": verified, "extra": {"save_seconds": save, "flush_seconds": flush}}
 
 
+def w1_many(n: int) -> dict:
+    """W1 with `save_many` in batches of 10,000: one crossing per batch."""
+    with tempfile.TemporaryDirectory() as tmp:
+        with quiet("bench", local=datasync.DirectoryTier(tmp)) as ds:
+            users = ds.repo("User")
+            save = 0.0
+            for start in range(0, n, 10_000):
+                rows = [entity(i) for i in range(start, min(n, start + 10_000))]
+                t = time.perf_counter()
+                users.save_many(rows)
+                save += time.perf_counter() - t
+            t = time.perf_counter()
+            ds.flush()
+            flush = time.perf_counter() - t
+            verified = len(users.query(limit=n + 1)) == n and ds.audit() == []
+    return {"seconds": save, "ops": n, "verified": verified, "extra": {"save_seconds": save, "flush_seconds": flush}}
+
+
+def save_parts(n: int) -> dict:
+    """Where one `save` goes: encoding (the wrapper's checked json.dumps), the
+    generated call (lowering, the Rust save, lifting the id) and the wrapper around
+    it; perf_counter_ns around each part over n saves into a memory instance."""
+    from datasync import _dumps
+
+    with quiet("bench") as ds:
+        users = ds.repo("User")
+        native = users._native
+        rows = [entity(i) for i in range(n)]
+        clock = time.perf_counter_ns
+        t0 = clock()
+        texts = [_dumps(r, "the entity") for r in rows]
+        t1 = clock()
+        for text in texts:
+            native.save(text)
+        t2 = clock()
+        for r in rows:
+            users.save(r)
+        t3 = clock()
+        plain = [json.dumps(r) for r in rows]
+        t4 = clock()
+        del plain
+        verified = len(users.query(limit=2 * n + 1)) == 2 * n
+    encode, call, whole = (t1 - t0) / n, (t2 - t1) / n, (t3 - t2) / n
+    return {
+        "seconds": (t3 - t2) / 1e9,
+        "ops": n,
+        "verified": verified,
+        "extra": {
+            "ns_encode_checked": encode,
+            "ns_encode_plain_json_dumps": (t4 - t3) / n,
+            "ns_native_save_call": call,
+            "ns_wrapper_save": whole,
+            "ns_wrapper_rest": whole - encode - call,
+        },
+    }
+
+
 def w2(n: int) -> dict:
     a, b = datasync.MemoryTier(), datasync.MemoryTier()
     with quiet("bench", local=a) as ds:
@@ -85,7 +143,7 @@ def w2(n: int) -> dict:
     return {"seconds": secs, "ops": n, "verified": verified, "extra": {"partitions_copied": stats.keys_copied}}
 
 
-def w5(n: int) -> dict:
+def w5(n: int, change_sets: bool = False) -> dict:
     with quiet("bench") as ds:
         users = ds.repo("User")
         ids = users.save_many(entity(i) for i in range(n))
@@ -106,8 +164,15 @@ def w5(n: int) -> dict:
                 calls["list"] += 1
                 final_list[:] = entities
 
+        copy: list = []
+
+        def changes(c):
+            with lock:
+                calls["list"] += 1
+                c.apply(copy)
+
         subs = [users.observe(ids[i], single) for i in range(watched)]
-        subs.append(users.observe_all(collection))
+        subs.append(users.observe_changes(changes) if change_sets else users.observe_all(collection))
         ds.drain_events()
         calls["single"] = calls["list"] = 0
         updates, targets = 10_000, min(2000, n)
@@ -119,6 +184,8 @@ def w5(n: int) -> dict:
         secs = time.perf_counter() - t
         expected = {ids[i]: float(updates - targets + i) for i in range(targets)}
         verified = all(last_seen.get(ids[i]) == expected[ids[i]] for i in range(watched))
+        if change_sets:
+            final_list = copy
         finals = {e["id"]: e["score"] for e in final_list}
         verified = verified and len(final_list) == n and all(finals[k] == v for k, v in expected.items())
         for s in subs:
@@ -131,7 +198,78 @@ def w5(n: int) -> dict:
     }
 
 
-WORKLOADS = {"W1": w1, "W2": w2, "W5": w5}
+def w5_changes(n: int) -> dict:
+    """W5 with the collection observer taking change sets (`observe_changes`)."""
+    return w5(n, change_sets=True)
+
+
+class CountingCloud(datasync.Persistence):
+    """A dict cloud that counts the bytes stored into it and loaded from it."""
+
+    def __init__(self) -> None:
+        self.blobs: dict = {}
+        self.stored = 0
+        self.loaded = 0
+
+    def load(self, key):
+        data = self.blobs.get(key)
+        self.loaded += len(data or b"")
+        return data
+
+    def store(self, key, data):
+        self.stored += len(data)
+        self.blobs[key] = data
+
+    def clear(self, key):
+        self.blobs.pop(key, None)
+
+    def keys(self):
+        return sorted(self.blobs)
+
+
+def w7(n: int) -> dict:
+    """One edit across two devices sharing a byte-counting cloud, 20 rounds: A edits
+    and syncs (bytes up), B syncs and reads it (bytes down)."""
+    cloud = CountingCloud()
+    rounds = 20
+    with quiet("bench", local=datasync.MemoryTier(), cloud=cloud) as a, quiet(
+        "bench", local=datasync.MemoryTier(), cloud=cloud
+    ) as b:
+        ids = a.repo("User").save_many(entity(i) for i in range(n))
+        a.sync_now()
+        b.sync_now()
+        up = down = 0
+        latency = 0.0
+        verified = True
+        for r in range(rounds):
+            s0 = cloud.stored
+            t = time.perf_counter()
+            a.repo("User").save({"id": ids[r], "name": f"edit {r}"})
+            a.sync_now()
+            up += cloud.stored - s0
+            l0 = cloud.loaded
+            b.sync_now()
+            got = b.repo("User").get(ids[r])
+            latency += time.perf_counter() - t
+            down += cloud.loaded - l0
+            verified = verified and got is not None and got["name"] == f"edit {r}"
+    return {
+        "seconds": latency / rounds,
+        "ops": 1,
+        "verified": verified,
+        "extra": {"bytes_up_per_edit": up / rounds, "bytes_down_per_edit": down / rounds},
+    }
+
+
+WORKLOADS = {
+    "W1": w1,
+    "W1many": w1_many,
+    "W2": w2,
+    "W5": w5,
+    "W5changes": w5_changes,
+    "W7": w7,
+    "saveparts": save_parts,
+}
 
 
 def child(workload: str, n: int) -> None:

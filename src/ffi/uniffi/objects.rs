@@ -333,6 +333,18 @@ impl Repository {
         Ok(self.core.save_many(&values)?)
     }
 
+    /// Saves a JSON array of entities at once (all or none) and returns their ids as
+    /// a JSON array: one string each way for the whole batch, so a binding encodes
+    /// and decodes the batch in one go instead of lowering one string per entity.
+    pub fn save_many_json(&self, entities_json: String) -> FfiResult<String> {
+        let entities = match entity_value(&entities_json)? {
+            Value::Array(items) => items,
+            _ => return Err(Error::InvalidJson("expected a JSON array of entities".into()).into()),
+        };
+        let ids = self.core.save_many(&entities)?;
+        Ok(Value::from(ids).to_string())
+    }
+
     /// The entity with this id as JSON, if it exists.
     pub fn get(&self, id: String) -> FfiResult<Option<String>> {
         Ok(self.core.get(&id)?.map(|e| e.json().to_string()))

@@ -41,6 +41,7 @@ __all__ = [
     "DataSync",
     "Repository",
     "Subscription",
+    "Changes",
     "MemoryTier",
     "DirectoryTier",
     "Persistence",
@@ -270,12 +271,17 @@ def _bad_value(value: Any, path: str) -> Optional[str]:
     return None
 
 
+# One encoder for every call: `json.dumps` with keyword arguments builds a new
+# encoder each time.
+_encode = json.JSONEncoder(default=_json_default, allow_nan=False).encode
+
+
 def _dumps(value: Any, what: str, kind: type = InvalidJson) -> str:
     """`value` as JSON text; aware datetimes become instants. NaN, infinities,
     integers past 64 bits and naive datetimes are refused with `kind`; values JSON
     has no type for raise ``TypeError``."""
     try:
-        text = json.dumps(value, default=_json_default, allow_nan=False)
+        text = _encode(value)
     except ValueError:
         raise _refuse(kind, _bad_value(value, what) or f"{what} is not JSON") from None
     if _LONG_DIGITS.search(text):
@@ -616,6 +622,59 @@ class _QueryObserver(_native.QueryObserver):
         _call_observer(self._fn, json.loads(entities_json))
 
 
+class Changes:
+    """One emission of :meth:`Repository.observe_changes`: what changed since the
+    previous one. To apply it to the previous list (empty before the first), remove
+    every entity whose id is in ``removed`` or among the upserts, then insert each
+    upserted entity at its position, in the order given (:meth:`apply` does this).
+    ``list()`` gives the whole result instead; it is fetched only when asked."""
+
+    __slots__ = ("initial", "count", "removed", "upserted", "_handle", "_list")
+
+    def __init__(self, doc: Dict[str, Any], handle: Any) -> None:
+        self.initial: bool = doc["initial"]
+        """True for the first emission (the whole result, as upserts)."""
+        self.count: int = doc["count"]
+        """How many entities the result has now."""
+        self.removed: List[str] = doc["removed"]
+        """Ids no longer in the result."""
+        self.upserted: List[Tuple[int, Entity]] = [(u["position"], u["entity"]) for u in doc["upserted"]]
+        """``(position, entity)`` pairs, positions ascending, inserted or updated."""
+        self._handle = handle
+        self._list: Optional[List[Entity]] = None
+
+    def list(self) -> List[Entity]:
+        """The whole result at this emission (parsed once, on the first call)."""
+        if self._list is None:
+            self._list = json.loads(self._handle.list_json())
+        return self._list
+
+    def apply(self, previous: List[Entity]) -> List[Entity]:
+        """``previous`` (the list after the last emission) changed in place into
+        this emission's list; returns it."""
+        gone = set(self.removed)
+        gone.update(e["id"] for _, e in self.upserted)
+        if gone:
+            previous[:] = [e for e in previous if e["id"] not in gone]
+        for position, entity in self.upserted:
+            previous.insert(position, entity)
+        return previous
+
+    def __repr__(self) -> str:
+        return (
+            f"Changes(initial={self.initial}, count={self.count}, "
+            f"removed={len(self.removed)}, upserted={len(self.upserted)})"
+        )
+
+
+class _ChangeObserver(_native.ChangeObserver):
+    def __init__(self, fn: Callable[[Changes], Any]) -> None:
+        self._fn = _callable(fn)
+
+    def on_changes(self, changes_json: str, changes: Any) -> None:
+        _call_observer(self._fn, Changes(json.loads(changes_json), changes))
+
+
 class _StatusObserver(_native.StatusObserver):
     def __init__(self, fn: Callable[[Status], Any]) -> None:
         self._fn = _callable(fn)
@@ -744,8 +803,9 @@ class Repository:
 
     @_translated
     def save_many(self, entities: Iterable[Entity]) -> List[str]:
-        """Saves several entities at once (all or none); returns their ids."""
-        return list(self._native.save_many([_dumps(e, "the entity") for e in entities]))
+        """Saves several entities at once (all or none); returns their ids. The batch
+        crosses as one JSON array each way."""
+        return json.loads(self._native.save_many_json(_dumps(list(entities), "the entities")))
 
     @_translated
     def get(self, id: str) -> Optional[Entity]:
@@ -807,6 +867,25 @@ class Repository:
         observer = _QueryObserver(fn)
         query = _query(where, sort, limit, offset, ids, filter)
         return Subscription(self._native.observe_all(query, observer), self._owner)
+
+    @_translated
+    def observe_changes(
+        self,
+        fn: Callable[[Changes], Any],
+        where: Union[None, Dict[str, Any], Query] = None,
+        sort: Optional[Sequence[SortSpec]] = None,
+        limit: Optional[int] = None,
+        offset: Optional[int] = None,
+        ids: Optional[Iterable[str]] = None,
+        filter: Any = None,
+    ) -> Subscription:
+        """Calls ``fn`` with :class:`Changes`: first the whole matching list (as
+        upserts, ``initial`` true), then only what changed (bursts coalesced; the
+        last call leaves an applied copy equal to the final state). Costs what
+        changed, not the size of the result."""
+        observer = _ChangeObserver(fn)
+        query = _query(where, sort, limit, offset, ids, filter)
+        return Subscription(self._native.observe_changes(query, observer), self._owner)
 
     def __repr__(self) -> str:
         return f"Repository({self.name!r})"

@@ -127,3 +127,80 @@ extension Repository {
         return stream
     }
 }
+
+/// One emission of a change-set stream (`Repository.changeSets`). To apply a
+/// `.delta` to the previous list: remove every entity whose id is in `removed` or
+/// among the upserts, then insert each upsert at its position, in the order given
+/// (`apply(to:)` does this).
+public enum Changes: @unchecked Sendable {
+    /// The first emission: the whole result.
+    case initial([Entity])
+    /// What changed since the last emission, and the new count.
+    case delta(removed: [String], upserted: [(position: Int, entity: Entity)], count: Int, handle: ChangeSetHandle)
+
+    /// How many entities the result has now.
+    public var count: Int {
+        switch self {
+        case .initial(let list): return list.count
+        case .delta(_, _, let count, _): return count
+        }
+    }
+
+    /// The whole result at this emission; for a `.delta` it is read only now.
+    public func list() -> [Entity] {
+        switch self {
+        case .initial(let list): return list
+        case .delta(_, _, _, let handle): return EntityCoding.decodeList(handle.listJson())
+        }
+    }
+
+    /// Changes `previous` (the list after the last emission) into this one's list.
+    public func apply(to previous: inout [Entity]) {
+        switch self {
+        case .initial(let list):
+            previous = list
+        case .delta(let removed, let upserted, _, _):
+            var gone = Set(removed)
+            for u in upserted { if let id = u.entity["id"] as? String { gone.insert(id) } }
+            if !gone.isEmpty { previous.removeAll { gone.contains($0["id"] as? String ?? "") } }
+            for u in upserted { previous.insert(u.entity, at: min(u.position, previous.count)) }
+        }
+    }
+
+    static func parse(_ text: String, _ handle: ChangeSetHandle) -> Changes {
+        let doc = (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any] ?? [:]
+        let upserted: [(position: Int, entity: Entity)] = (doc["upserted"] as? [[String: Any]] ?? []).map {
+            (position: ($0["position"] as? NSNumber)?.intValue ?? 0, entity: $0["entity"] as? Entity ?? [:])
+        }
+        if doc["initial"] as? Bool == true {
+            return .initial(upserted.map { $0.entity })
+        }
+        return .delta(removed: doc["removed"] as? [String] ?? [], upserted: upserted,
+                      count: (doc["count"] as? NSNumber)?.intValue ?? 0, handle: handle)
+    }
+}
+
+private final class ChangeStreamObserver: ChangeObserver, @unchecked Sendable {
+    let continuation: AsyncStream<Changes>.Continuation
+    init(_ continuation: AsyncStream<Changes>.Continuation) { self.continuation = continuation }
+    func onChanges(changesJson: String, changes: ChangeSetHandle) throws {
+        continuation.yield(Changes.parse(changesJson, changes))
+    }
+}
+
+extension Repository {
+    /// The query's change sets: `.initial` (the whole list), then `.delta`s (only
+    /// what changed; bursts coalesced, the last leaves an applied copy at the final
+    /// state). Values are produced on the dispatcher thread; the stream ends the
+    /// subscription when it terminates. The full-list form is `changes(where:sort:)`.
+    public func changeSets(where filter: Entity? = nil, sort: [Sort] = [], limit: UInt64? = nil, offset: UInt64? = nil) throws -> AsyncStream<Changes> {
+        var continuation: AsyncStream<Changes>.Continuation!
+        let stream = AsyncStream<Changes> { continuation = $0 }
+        let whereJson = try filter.map { try EntityCoding.encode($0) }
+        let q = Query(ids: nil, whereJson: whereJson, sort: sort.map { SortField(field: $0.field, descending: $0.descending) },
+                      limit: limit, offset: offset, filterJson: nil)
+        let subscription = try observeChanges(query: q, observer: ChangeStreamObserver(continuation))
+        continuation.onTermination = { _ in subscription.unsubscribe() }
+        return stream
+    }
+}

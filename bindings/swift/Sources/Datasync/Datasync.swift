@@ -3066,6 +3066,13 @@ public protocol RepositoryProtocol: AnyObject, Sendable {
      */
     func saveMany(entitiesJson: [String]) throws  -> [String]
     
+    /**
+     * Saves a JSON array of entities at once (all or none) and returns their ids as
+     * a JSON array: one string each way for the whole batch, so a binding encodes
+     * and decodes the batch in one go instead of lowering one string per entity.
+     */
+    func saveManyJson(entitiesJson: String) throws  -> String
+    
 }
 /**
  * The entity-facing API for one entity name. Entities cross as JSON text.
@@ -3252,6 +3259,21 @@ open func saveMany(entitiesJson: [String])throws  -> [String]  {
     uniffi_datasync_fn_method_repository_save_many(
             self.uniffiCloneHandle(),
         FfiConverterSequenceString.lower(entitiesJson),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Saves a JSON array of entities at once (all or none) and returns their ids as
+     * a JSON array: one string each way for the whole batch, so a binding encodes
+     * and decodes the batch in one go instead of lowering one string per entity.
+     */
+open func saveManyJson(entitiesJson: String)throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeDataSyncError_lift) {
+        uniffiCallStatus in
+    uniffi_datasync_fn_method_repository_save_many_json(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(entitiesJson),uniffiCallStatus
     )
 })
 }
@@ -5482,6 +5504,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_datasync_checksum_method_repository_save_many() != 8184) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_datasync_checksum_method_repository_save_many_json() != 56833) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_datasync_checksum_method_subscription_is_active() != 36455) {

@@ -114,6 +114,31 @@ final class DatasyncTests: XCTestCase {
         XCTAssertNil(third!)
     }
 
+    func testChangeSetStreamAppliesToTheQueryResult() async throws {
+        let ds = try DataSync.open(prefix: "app")
+        defer { try? ds.shutdown() }
+        let users = try ds.repo(name: "User")
+        let a = try users.save(["name": "a"])
+        try users.save(["name": "c"])
+        var iterator = try users.changeSets(sort: [Sort("name")]).makeAsyncIterator()
+        var copy: [Entity] = []
+        let first = await iterator.next()!
+        guard case .initial = first else { return XCTFail("the first emission is the whole list") }
+        first.apply(to: &copy)
+        XCTAssertEqual(copy.map { $0["name"] as? String }, ["a", "c"])
+        try users.save(["name": "b"])
+        _ = try users.delete(id: a)
+        try ds.drainEvents()
+        let expected = try users.find(sort: [Sort("name")]).map { $0["id"] as? String }
+        while copy.map({ $0["id"] as? String }) != expected {
+            let next = await iterator.next()!
+            guard case .delta = next else { return XCTFail("later emissions are deltas") }
+            next.apply(to: &copy)
+            XCTAssertEqual(copy.count, next.count)
+            XCTAssertEqual(next.list().map { $0["id"] as? String }, copy.map { $0["id"] as? String })
+        }
+    }
+
     func testReentrantObserver() throws {
         let ds = try DataSync.open(prefix: "app")
         defer { try? ds.shutdown() }

@@ -594,6 +594,11 @@ RustBuffer uniffi_datasync_fn_method_repository_save(uint64_t ptr, RustBuffer en
 RustBuffer uniffi_datasync_fn_method_repository_save_many(uint64_t ptr, RustBuffer entities_json, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_REPOSITORY_SAVE_MANY_JSON
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_REPOSITORY_SAVE_MANY_JSON
+RustBuffer uniffi_datasync_fn_method_repository_save_many_json(uint64_t ptr, RustBuffer entities_json, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_CLONE_SUBSCRIPTION
 #define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_CLONE_SUBSCRIPTION
 uint64_t uniffi_datasync_fn_clone_subscription(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -1241,6 +1246,12 @@ uint16_t uniffi_datasync_checksum_method_repository_save(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_REPOSITORY_SAVE_MANY
 #define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_REPOSITORY_SAVE_MANY
 uint16_t uniffi_datasync_checksum_method_repository_save_many(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_REPOSITORY_SAVE_MANY_JSON
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_REPOSITORY_SAVE_MANY_JSON
+uint16_t uniffi_datasync_checksum_method_repository_save_many_json(void
     
 );
 #endif

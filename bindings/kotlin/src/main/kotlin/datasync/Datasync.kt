@@ -4,6 +4,8 @@
 package datasync
 
 import datasync.ffi.CandidateKeys
+import datasync.ffi.ChangeObserver
+import datasync.ffi.ChangeSetHandle
 import datasync.ffi.DataSync
 import datasync.ffi.DateGranularity
 import datasync.ffi.EntityObserver
@@ -38,7 +40,9 @@ import kotlinx.serialization.json.JsonElement
 import kotlinx.serialization.json.JsonNull
 import kotlinx.serialization.json.JsonObject
 import kotlinx.serialization.json.JsonPrimitive
+import kotlinx.serialization.json.int
 import kotlinx.serialization.json.jsonObject
+import kotlinx.serialization.json.jsonPrimitive
 
 /** Opens instances. */
 object Datasync {
@@ -234,7 +238,9 @@ class Repo internal constructor(val handle: Repository) {
     /** Saves an entity given as a map of JSON-like values. */
     fun save(entity: Map<String, Any?>): String = save(toJson(entity).jsonObject)
 
-    fun saveMany(entities: List<JsonObject>): List<String> = handle.saveMany(entities.map { it.toString() })
+    /** Saves several entities at once (all or none); the batch crosses as one JSON array each way. */
+    fun saveMany(entities: List<JsonObject>): List<String> =
+        Json.parseToJsonElement(handle.saveManyJson(JsonArray(entities).toString())).jsonArray.map { it.jsonPrimitive.content }
 
     fun get(id: String): JsonObject? = handle.get(id)?.let(::parseEntity)
 
@@ -290,8 +296,118 @@ class Repo internal constructor(val handle: Repository) {
         awaitClose { sub.unsubscribe(); sub.close() }
     }.buffer(Channel.UNLIMITED)
 
+    /**
+     * Calls [listener] with the query's change sets on the dispatcher thread: first
+     * [Changes.Initial] (the whole list), then [Changes.Delta]s (only what changed;
+     * bursts coalesced). Here [Changes.list] works only during the call: the result
+     * it reads is released when [listener] returns, so keeping nothing costs nothing.
+     */
+    fun observeChanges(
+        where: Map<String, Any?>? = null,
+        sort: List<Sort> = emptyList(),
+        limit: Int? = null,
+        offset: Int? = null,
+        ids: List<String>? = null,
+        filter: Any? = null,
+        listener: (Changes) -> Unit,
+    ): Subscription = handle.observeChanges(buildQuery(where, sort, limit, offset, ids, filter), object : ChangeObserver {
+        override fun onChanges(changesJson: String, changes: ChangeSetHandle) =
+            changes.use { listener(Changes.parse(changesJson, it)) }
+    })
+
+    /**
+     * The query's change sets as a cold [Flow]: [Changes.Initial], then
+     * [Changes.Delta]s. A [Changes.Delta.list] may be called later; until its
+     * handle is collected, the next emission copies the result's list of references
+     * once (never the entities).
+     */
+    fun changeSets(
+        where: Map<String, Any?>? = null,
+        sort: List<Sort> = emptyList(),
+        limit: Int? = null,
+        offset: Int? = null,
+        ids: List<String>? = null,
+        filter: Any? = null,
+    ): Flow<Changes> = callbackFlow {
+        val sub = handle.observeChanges(buildQuery(where, sort, limit, offset, ids, filter), object : ChangeObserver {
+            override fun onChanges(changesJson: String, changes: ChangeSetHandle) {
+                trySend(Changes.parse(changesJson, changes))
+            }
+        })
+        awaitClose { sub.unsubscribe(); sub.close() }
+    }.buffer(Channel.UNLIMITED)
+
     /** The blocking calls as `suspend` functions on [Dispatchers.IO]. */
     val suspending: SuspendingRepo get() = SuspendingRepo(this)
+}
+
+/** An entity inserted or updated at [position] of the sorted result. */
+data class Upsert(val position: Int, val entity: JsonObject)
+
+/**
+ * One emission of a change-set observer ([Repo.observeChanges], [Repo.changeSets]).
+ * To apply a [Delta] to the previous list: remove every entity whose id is in
+ * [Delta.removed] or among the upserts, then insert each upsert at its position,
+ * in the order given ([applyTo] does this).
+ */
+sealed class Changes {
+    /** How many entities the result has now. */
+    abstract val count: Int
+
+    /** The whole result at this emission. */
+    abstract fun list(): List<JsonObject>
+
+    /** Changes [previous] (the list after the last emission) into this one's list. */
+    abstract fun applyTo(previous: MutableList<JsonObject>)
+
+    /** The first emission: the whole result. */
+    class Initial(val entities: List<JsonObject>) : Changes() {
+        override val count: Int get() = entities.size
+        override fun list(): List<JsonObject> = entities
+        override fun applyTo(previous: MutableList<JsonObject>) {
+            previous.clear()
+            previous.addAll(entities)
+        }
+    }
+
+    /** What changed since the last emission; [list] reads the whole result, once, when asked. */
+    class Delta internal constructor(
+        val removed: List<String>,
+        val upserted: List<Upsert>,
+        override val count: Int,
+        private val handle: ChangeSetHandle,
+    ) : Changes() {
+        private val whole by lazy {
+            Json.parseToJsonElement(handle.listJson()).jsonArray.map { it.jsonObject }
+        }
+
+        override fun list(): List<JsonObject> = whole
+
+        override fun applyTo(previous: MutableList<JsonObject>) {
+            val gone = HashSet<String>(removed)
+            upserted.mapTo(gone) { it.entity["id"]!!.jsonPrimitive.content }
+            if (gone.isNotEmpty()) previous.removeAll { it["id"]?.jsonPrimitive?.content in gone }
+            for (u in upserted) previous.add(u.position, u.entity)
+        }
+
+        override fun toString() = "Changes.Delta(removed=${removed.size}, upserted=${upserted.size}, count=$count)"
+    }
+
+    internal companion object {
+        fun parse(text: String, handle: ChangeSetHandle): Changes {
+            val doc = Json.parseToJsonElement(text).jsonObject
+            val upserted = doc["upserted"]!!.jsonArray.map {
+                val u = it.jsonObject
+                Upsert(u["position"]!!.jsonPrimitive.int, u["entity"]!!.jsonObject)
+            }
+            if (doc["initial"]!!.jsonPrimitive.content == "true") {
+                handle.close()
+                return Initial(upserted.map { it.entity })
+            }
+            val removed = doc["removed"]!!.jsonArray.map { it.jsonPrimitive.content }
+            return Delta(removed, upserted, doc["count"]!!.jsonPrimitive.int, handle)
+        }
+    }
 }
 
 /** [Repo]'s blocking calls as `suspend` functions, each run on [Dispatchers.IO]. */

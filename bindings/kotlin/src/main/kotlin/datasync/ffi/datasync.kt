@@ -933,6 +933,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_datasync_checksum_method_repository_save_many(
     ): Int
+    external fun uniffi_datasync_checksum_method_repository_save_many_json(
+    ): Int
     external fun uniffi_datasync_checksum_method_subscription_is_active(
     ): Int
     external fun uniffi_datasync_checksum_method_subscription_unsubscribe(
@@ -1068,6 +1070,8 @@ internal object UniffiLib {
     external fun uniffi_datasync_fn_method_repository_save(`ptr`: Long,`entityJson`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_datasync_fn_method_repository_save_many(`ptr`: Long,`entitiesJson`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_datasync_fn_method_repository_save_many_json(`ptr`: Long,`entitiesJson`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_datasync_fn_clone_subscription(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -1359,6 +1363,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_datasync_checksum_method_repository_save_many() and 0xFFFF) != 8184) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_datasync_checksum_method_repository_save_many_json() and 0xFFFF) != 56833) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_datasync_checksum_method_subscription_is_active() and 0xFFFF) != 36455) {
@@ -5729,6 +5736,13 @@ public interface RepositoryInterface {
      */
     fun `saveMany`(`entitiesJson`: List<kotlin.String>): List<kotlin.String>
     
+    /**
+     * Saves a JSON array of entities at once (all or none) and returns their ids as
+     * a JSON array: one string each way for the whole batch, so a binding encodes
+     * and decodes the batch in one go instead of lowering one string per entity.
+     */
+    fun `saveManyJson`(`entitiesJson`: kotlin.String): kotlin.String
+    
     companion object
 }
 
@@ -6012,6 +6026,26 @@ open class Repository: Disposable, AutoCloseable, RepositoryInterface
         it,
         
         FfiConverterSequenceString.lower(`entitiesJson`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Saves a JSON array of entities at once (all or none) and returns their ids as
+     * a JSON array: one string each way for the whole batch, so a binding encodes
+     * and decodes the batch in one go instead of lowering one string per entity.
+     */
+    @Throws(DataSyncException::class)override fun `saveManyJson`(`entitiesJson`: kotlin.String): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(DataSyncException) { _status ->
+    UniffiLib.uniffi_datasync_fn_method_repository_save_many_json(
+        it,
+        
+        FfiConverterString.lower(`entitiesJson`),_status)
 }
     }
     )
