@@ -111,8 +111,7 @@ def flag(value: bool) -> str:
 
 
 def sync(ds) -> str:
-    # The wrapper's SyncStats has no keys_refused: the generated record has every field.
-    stats = ds._native.sync_now()
+    stats = ds.sync_now()
     return (
         f"sync offline={flag(stats.offline)} copied={stats.keys_copied} merged={stats.keys_merged} "
         f"refused={stats.keys_refused} conflicts={stats.conflicts}"

@@ -309,6 +309,8 @@ class SyncStats:
     entities_changed: int
     conflicts: int
     bytes_written: int
+    #: Partitions left out: the key strategy does not let this instance read them.
+    keys_refused: int
     offline: bool
     errors: List[str]
 
