@@ -453,6 +453,13 @@ fn a_partition_file_rolled_back_to_an_older_copy_is_not_served_silently() {
         ErrorKind::Corrupt
     );
     offline.close().unwrap();
+    // And after a restart: the mark is kept in the metadata.
+    let offline = quiet(tmp.path(), &MemoryPersistence::new());
+    assert_eq!(
+        offline.repo("User").unwrap().get(&user).unwrap_err().kind(),
+        ErrorKind::Corrupt
+    );
+    offline.close().unwrap();
 
     // A sync with the cloud, which holds the later copy, repairs it.
     let ds = quiet(tmp.path(), &cloud);

@@ -17,6 +17,12 @@ pub const ROOT_KEY: &str = "!datasync.root";
 /// Partition keys start with the instance prefix, which may not start with it.
 pub const RESERVED_MARK: char = '!';
 
+/// The hash recorded for a partition that exists but cannot be read as the metadata
+/// says (its file is missing, damaged, or an older copy). It equals no real hash, so
+/// every sync compares the key again and restores it from a tier that holds it, and
+/// reads of it fail until then. It is kept across restarts like any entry.
+pub const DAMAGED: &str = "damaged";
+
 /// Whether `key` is one of the library's own keys rather than a partition.
 pub fn is_reserved(key: &str) -> bool {
     key.starts_with(RESERVED_MARK)
@@ -114,7 +120,8 @@ impl Meta {
         let instant = |s: &str| parse_millis(s).ok_or_else(|| format!("{s:?} is not an instant"));
         let mut entries = BTreeMap::new();
         for (key, e) in doc.entity_keys {
-            if e.hash.len() != 64 || !e.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let hex = e.hash.len() == 64 && e.hash.bytes().all(|b| b.is_ascii_hexdigit());
+            if !hex && e.hash != DAMAGED {
                 return Err(format!("entry {key:?} has a malformed hash"));
             }
             let updated_at = instant(&e.updated_at)?;

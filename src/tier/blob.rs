@@ -4,7 +4,7 @@
 use super::{audit, Marks, Tier};
 use crate::clock::Millis;
 use crate::error::Result;
-use crate::meta::{is_reserved, Meta, META_KEY, ROOT_KEY};
+use crate::meta::{is_reserved, Meta, DAMAGED, META_KEY, ROOT_KEY};
 
 #[derive(Default)]
 pub(super) struct BlobMarks {
@@ -13,12 +13,6 @@ pub(super) struct BlobMarks {
     /// Entries changed since the metadata was last stored.
     pub meta_changed: bool,
 }
-
-/// The hash recorded for a partition that exists but cannot be read as its metadata
-/// says (its file is missing, damaged, or an older copy). It equals no real hash, so
-/// every sync compares the key again and restores it from a tier that holds it, and
-/// reads of it fail until then.
-pub(crate) const DAMAGED: &str = "damaged";
 
 impl Tier {
     /// Records that partition `key` exists but cannot be read as recorded (see
