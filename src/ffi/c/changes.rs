@@ -3,11 +3,9 @@
 use std::os::raw::c_char;
 
 use super::boundary::boundary;
-use super::instance::{datasync_instance, repo};
-use super::observe::{datasync_observer, datasync_subscription, HostObserver};
+use super::instance::datasync_instance;
+use super::observe::{datasync_observer, datasync_subscription, observe_query};
 use super::status::datasync_code;
-use super::strings::{need_out, str_in, write_out};
-use crate::query::QueryOptions;
 
 /// Observes a query (options as for `datasync_entity_query`) by change sets. `on_change`
 /// gets one JSON document per emission, `len` bytes (NUL-terminated at `json[len]`),
@@ -31,15 +29,15 @@ pub unsafe extern "C" fn datasync_entity_observe_changes(
     out: *mut *mut datasync_subscription,
 ) -> datasync_code {
     boundary(|| {
-        let mut host = HostObserver::take(observer)?;
-        let repo = repo(instance, entity_name)?;
-        let options = QueryOptions::from_json(str_in(options_json, "options_json")?)?;
-        need_out(out, "out")?;
-        let inner = repo.observe_changes(options, move |changes| host.emit(changes.to_json()))?;
-        write_out(
+        observe_query(
+            instance,
+            entity_name,
+            options_json,
+            observer,
             out,
-            Box::into_raw(Box::new(datasync_subscription { inner })),
-        );
-        Ok(())
+            |repo, options, mut host| {
+                repo.observe_changes(options, move |changes| host.emit(changes.to_json()))
+            },
+        )
     })
 }

@@ -131,17 +131,46 @@ pub unsafe extern "C" fn datasync_entity_observe_all(
     out: *mut *mut datasync_subscription,
 ) -> datasync_code {
     boundary(|| {
-        let mut host = HostObserver::take(observer)?;
-        let repo = repo(instance, entity_name)?;
-        let options = QueryOptions::from_json(str_in(options_json, "options_json")?)?;
-        need_out(out, "out")?;
-        let inner = repo.observe_all(options, move |list| host.emit(list_json(list)))?;
-        write_out(
+        observe_query(
+            instance,
+            entity_name,
+            options_json,
+            observer,
             out,
-            Box::into_raw(Box::new(datasync_subscription { inner })),
-        );
-        Ok(())
+            |repo, options, mut host| {
+                repo.observe_all(options, move |list| host.emit(list_json(list)))
+            },
+        )
     })
+}
+
+/// What the query observers share: take the host observer, parse the options,
+/// subscribe with `subscribe`, and hand out the subscription.
+///
+/// # Safety
+/// The pointers are as the calling export documents them.
+pub(super) unsafe fn observe_query(
+    instance: *const datasync_instance,
+    entity_name: *const c_char,
+    options_json: *const c_char,
+    observer: *const datasync_observer,
+    out: *mut *mut datasync_subscription,
+    subscribe: impl FnOnce(
+        &crate::Repository,
+        QueryOptions,
+        HostObserver,
+    ) -> crate::Result<Subscription>,
+) -> Result<(), Failure> {
+    let host = HostObserver::take(observer)?;
+    let repo = repo(instance, entity_name)?;
+    let options = QueryOptions::from_json(str_in(options_json, "options_json")?)?;
+    need_out(out, "out")?;
+    let inner = subscribe(&repo, options, host)?;
+    write_out(
+        out,
+        Box::into_raw(Box::new(datasync_subscription { inner })),
+    );
+    Ok(())
 }
 
 /// Observes the sync status: `observer` gets the current status first, then the new
