@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use crate::clock::Clock;
+use crate::clock::{Clock, Millis};
 use crate::config::Config;
 use crate::entity::{validate_name, Entity};
 use crate::error::{Error, Result};
@@ -263,8 +263,6 @@ impl Drop for DataSync {
         }
     }
 }
-
-use crate::clock::Millis;
 
 impl Inner {
     /// Every call of the public API starts here: the instance must be open, and the
