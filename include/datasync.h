@@ -412,6 +412,25 @@ typedef struct datasync_persistence_vtable {
    * Optional. Called exactly once when the library no longer needs the vtable.
    */
   datasync_destroy_fn destroy;
+  /**
+   * Optional (NULL when the medium cannot do it): the conditional write. Stores
+   * `len` bytes at `bytes` under `key` only if the key holds exactly the
+   * `expected_len` bytes at `expected` now, or, when `expected` is NULL, only if
+   * the key is absent, as one atomic step against every other writer; sets
+   * `*stored` to 1 when it stored and 0 when the key held something else (then
+   * nothing is written), and returns 0. A tier shared by several devices should
+   * offer it: without it the library reads the key just before writing it, and
+   * two devices syncing at the same moment can overwrite each other's update
+   * until a later sync repairs it. Zero-initialise the vtable (or use designated
+   * initialisers) so that a host that does not set it leaves it NULL.
+   */
+  int32_t (*store_if)(void *userdata,
+                      const char *key,
+                      const uint8_t *expected,
+                      size_t expected_len,
+                      const uint8_t *bytes,
+                      size_t len,
+                      int32_t *stored);
 } datasync_persistence_vtable;
 
 /**

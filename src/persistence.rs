@@ -55,6 +55,25 @@ pub trait Persistence: Send {
     fn keys(&mut self) -> AdapterResult<Option<Vec<String>>> {
         Ok(None)
     }
+    /// Conditional write (store-if-unchanged): stores `bytes` under `key` only if the
+    /// key holds exactly `expected` now (`None`: only if the key is absent), as one
+    /// atomic step against every other writer of the medium. Returns `Some(true)` when
+    /// stored, `Some(false)` when the key held something else (nothing is written).
+    ///
+    /// Optional. The default, `Ok(None)`, says the adapter does not offer it; the
+    /// library then reads the key just before writing it and writes unconditionally,
+    /// which leaves a short window in which two writers of a shared tier can overwrite
+    /// each other's update (it is repaired by a later sync; see the README's "Shared
+    /// tiers"). A tier shared by several devices should offer it.
+    fn store_if(
+        &mut self,
+        key: &str,
+        expected: Option<&[u8]>,
+        bytes: &[u8],
+    ) -> AdapterResult<Option<bool>> {
+        let _ = (key, expected, bytes);
+        Ok(None)
+    }
     /// The library has just stored a metadata document (and its root) that describes
     /// every partition it wrote through this adapter before: an adapter that guards
     /// against a crash between partition and metadata writes (the directory tier's

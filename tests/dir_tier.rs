@@ -469,3 +469,55 @@ fn a_partition_file_rolled_back_to_an_older_copy_is_not_served_silently() {
     assert!(ds.audit().unwrap().is_empty(), "{:?}", ds.audit());
     ds.close().unwrap();
 }
+
+/// The conditional write of the directory and memory tiers: it stores only over the
+/// bytes expected (or into an absent key), and its compare and write are one step
+/// against the other handles of the directory.
+#[test]
+fn conditional_writes_store_only_over_what_was_expected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = DirPersistence::open(tmp.path().join("tier")).unwrap();
+    let tiers: Vec<Box<dyn Persistence>> =
+        vec![Box::new(dir.clone()), Box::new(MemoryPersistence::new())];
+    for mut tier in tiers {
+        assert_eq!(tier.store_if("k", Some(b"x"), b"1").unwrap(), Some(false));
+        assert_eq!(tier.load("k").unwrap(), None, "nothing written");
+        assert_eq!(tier.store_if("k", None, b"1").unwrap(), Some(true));
+        assert_eq!(tier.store_if("k", None, b"2").unwrap(), Some(false));
+        assert_eq!(tier.store_if("k", Some(b"2"), b"3").unwrap(), Some(false));
+        assert_eq!(tier.load("k").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(tier.store_if("k", Some(b"1"), b"").unwrap(), Some(true));
+        assert_eq!(tier.store_if("k", Some(b""), b"4").unwrap(), Some(true));
+        assert_eq!(tier.load("k").unwrap().as_deref(), Some(&b"4"[..]));
+    }
+    // Many handles of one directory racing to replace one value: each expected
+    // value is replaced exactly once.
+    let mut seed = dir.clone();
+    seed.store("counter", b"0").unwrap();
+    let won = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            let mut handle = dir.clone();
+            let won = &won;
+            s.spawn(move || {
+                for _ in 0..50 {
+                    loop {
+                        let held = handle.load("counter").unwrap().unwrap();
+                        let n: u64 = String::from_utf8(held.clone()).unwrap().parse().unwrap();
+                        let next = (n + 1).to_string();
+                        if handle
+                            .store_if("counter", Some(&held), next.as_bytes())
+                            .unwrap()
+                            == Some(true)
+                        {
+                            won.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(won.into_inner(), 200);
+    assert_eq!(seed.load("counter").unwrap().as_deref(), Some(&b"200"[..]));
+}

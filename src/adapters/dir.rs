@@ -66,6 +66,10 @@ struct Shared {
     _lock: File,
     /// Handles that wrote partitions since they last committed.
     dirty: Mutex<BTreeSet<u64>>,
+    /// Held around each write, so that a conditional write's compare and write are
+    /// one step against the other handles of this process (the directory lock keeps
+    /// other processes out).
+    writes: Mutex<()>,
     next_handle: AtomicU64,
     next_tmp: AtomicU64,
 }
@@ -149,6 +153,7 @@ impl DirPersistence {
             options,
             _lock: lock,
             dirty: Mutex::ordered(Level::AdapterInner, BTreeSet::new()),
+            writes: Mutex::ordered(Level::AdapterInner, ()),
             next_handle: AtomicU64::new(1),
             next_tmp: AtomicU64::new(0),
         });
@@ -410,7 +415,34 @@ impl Persistence for DirPersistence {
         if !is_reserved(key) {
             self.mark_dirty()?;
         }
+        let _writing = self.shared.writes.lock();
         self.write_file(key, bytes)
+    }
+
+    fn store_if(
+        &mut self,
+        key: &str,
+        expected: Option<&[u8]>,
+        bytes: &[u8],
+    ) -> AdapterResult<Option<bool>> {
+        if !is_reserved(key) {
+            self.mark_dirty()?;
+        }
+        let _writing = self.shared.writes.lock();
+        let path = self.file_of(key);
+        let held = match read_blob(&path, Some(key)) {
+            Ok(found) => found.map(|(_, payload)| payload),
+            Err(Damage::Io(e)) => {
+                return Err(AdapterError(format!("cannot read {}: {e}", path.display())))
+            }
+            // A damaged file equals no expected bytes; the caller's next load moves it aside.
+            Err(Damage::Corrupt(_)) => return Ok(Some(false)),
+        };
+        if held.as_deref() != expected {
+            return Ok(Some(false));
+        }
+        self.write_file(key, bytes)?;
+        Ok(Some(true))
     }
 
     fn clear(&mut self, key: &str) -> AdapterResult<()> {
@@ -418,6 +450,7 @@ impl Persistence for DirPersistence {
             self.mark_dirty()?;
         }
         let path = self.file_of(key);
+        let _writing = self.shared.writes.lock();
         match fs::remove_file(&path) {
             Ok(()) => self.sync_dir(&self.shared.blobs),
             Err(e) if e.kind() == IoKind::NotFound => Ok(()),

@@ -151,6 +151,20 @@ impl Persistence for MemoryPersistence {
         Ok(())
     }
 
+    fn store_if(
+        &mut self,
+        key: &str,
+        expected: Option<&[u8]>,
+        bytes: &[u8],
+    ) -> AdapterResult<Option<bool>> {
+        let mut blobs = self.blobs.lock();
+        if blobs.get(key).map(Vec::as_slice) != expected {
+            return Ok(Some(false));
+        }
+        blobs.insert(key.to_string(), bytes.to_vec());
+        Ok(Some(true))
+    }
+
     fn keys(&mut self) -> AdapterResult<Option<Vec<String>>> {
         Ok(Some(self.blobs.lock().keys().cloned().collect()))
     }

@@ -47,7 +47,7 @@ impl Inner {
             (Some(loaded), _) => {
                 if !self
                     .store
-                    .write_partition(key, &loaded, now_millis(), Some(guard))?
+                    .write_partition(key, &loaded, now_millis(), Some(guard), None)?
                 {
                     // Written meanwhile (a sync brought it up): the store already has it.
                     log::debug!(target: "datasync::instance", "{key:?} changed while hydrating; keeping the store's");
@@ -99,7 +99,7 @@ impl Inner {
         match cloud.load_partition(key, None) {
             Ok(Some(loaded)) => {
                 if let Some(local) = &self.local {
-                    local.write_partition(key, &loaded, now_millis(), None)?;
+                    local.write_partition(key, &loaded, now_millis(), None, None)?;
                     local.persist_meta(now_millis())?;
                 }
                 Ok(Some(loaded))

@@ -27,6 +27,9 @@ pub struct SyncStats {
     pub conflicts: u64,
     /// Partition bytes written.
     pub bytes_written: u64,
+    /// Writes into a shared tier that found another writer's update there (the key
+    /// was merged again with it and written, or left for the next sync).
+    pub write_races: u64,
     /// Partitions left out because the key strategy does not let this instance read
     /// them (partial sync, DESIGN §11).
     pub keys_refused: u64,
@@ -45,6 +48,7 @@ impl SyncStats {
         self.entities_changed += other.entities_changed;
         self.conflicts += other.conflicts;
         self.bytes_written += other.bytes_written;
+        self.write_races += other.write_races;
         self.keys_refused += other.keys_refused;
         self.offline |= other.offline;
         self.errors.extend(other.errors);
@@ -165,7 +169,7 @@ fn sync_keys(
 ) -> Result<()> {
     for (i, key) in keys.iter().enumerate() {
         out.stats.keys_compared += 1;
-        match sync_key(upper, lower, key, ctx, out) {
+        match sync_key_until_settled(upper, lower, key, ctx, out) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::Corrupt => {
                 // The damaged side is marked so that the next sync restores it.
@@ -193,28 +197,55 @@ fn sync_keys(
     Ok(())
 }
 
-fn sync_key(
+/// How many times a key is merged again when another writer changed it in the shared
+/// tier between our read and our write.
+const KEY_ATTEMPTS: usize = 4;
+
+/// Syncs one key; when another writer changed it in the lower (shared) tier after it
+/// was read, reads and merges it again, a few times, then leaves it for the next sync.
+fn sync_key_until_settled(
     upper: &Tier,
     lower: &Tier,
     key: &str,
     ctx: &SyncCtx,
     out: &mut PairOutcome,
 ) -> Result<()> {
+    for _ in 0..KEY_ATTEMPTS {
+        if sync_key(upper, lower, key, ctx, out)? {
+            return Ok(());
+        }
+        out.stats.write_races += 1;
+    }
+    log::info!(target: "datasync::sync", "{key:?} kept changing in the {} tier; the next sync takes it", lower.label);
+    out.stats.keys_skipped += 1;
+    out.failed_keys.push(key.to_string());
+    Ok(())
+}
+
+/// Syncs one key. `Ok(false)`: the lower tier changed after it was read, nothing of
+/// the key was written there, and the key must be read again.
+fn sync_key(
+    upper: &Tier,
+    lower: &Tier,
+    key: &str,
+    ctx: &SyncCtx,
+    out: &mut PairOutcome,
+) -> Result<bool> {
     let now = now_millis();
     let (eu, el) = (upper.fresh_entry(key), lower.entry(key));
     if let (Some(eu), Some(el)) = (&eu, &el) {
         if eu.hash == el.hash {
-            return Ok(());
+            return Ok(true);
         }
     }
     // One side lacks the key and the other's bytes are what its metadata says: copy
     // the bytes as they are, without parsing them.
     if !upper.is_store() && !lower.is_store() {
         match (&eu, &el) {
-            (Some(eu), None) if copy_raw(upper, lower, key, eu, now, out)? => return Ok(()),
+            (Some(eu), None) if copy_raw(upper, lower, key, eu, now, out)? => return Ok(true),
             (None, Some(el)) if copy_raw(lower, upper, key, el, now, out)? => {
                 out.upper_keys_changed.push(key.to_string());
-                return Ok(());
+                return Ok(true);
             }
             _ => {}
         }
@@ -231,7 +262,7 @@ fn sync_key(
         now,
     };
     let Some(resolution) = sides.resolve(eu.as_ref(), el.as_ref(), lu, ll, ctx, out) else {
-        return Ok(());
+        return Ok(true);
     };
     sides.write_back(resolution, guard, ctx, out)
 }
@@ -254,6 +285,10 @@ struct Resolution {
     lower_hash: Option<String>,
     changed_upper: Vec<SlotChange>,
     changed_lower: Vec<SlotChange>,
+    /// The bytes each side held when read, where a write to it may follow (`None`:
+    /// it lacked the key): a shared tier is written only if it still holds them.
+    upper_before: Option<Vec<u8>>,
+    lower_before: Option<Vec<u8>>,
 }
 
 impl Sides<'_> {
@@ -289,6 +324,9 @@ impl Sides<'_> {
                     lower_hash: None,
                     changed_upper: Vec::new(),
                     changed_lower: all_slots(&a.partition),
+                    // Written back only when not canonical, over what it held.
+                    upper_before: a.stored.clone(),
+                    lower_before: None,
                     merged: a,
                 })
             }
@@ -300,6 +338,8 @@ impl Sides<'_> {
                     lower_hash: canonical_hash(&b),
                     changed_upper: all_slots(&b.partition),
                     changed_lower: Vec::new(),
+                    upper_before: None,
+                    lower_before: b.stored.clone(),
                     merged: b,
                 })
             }
@@ -318,38 +358,45 @@ impl Sides<'_> {
                     merged: Loaded::new(m.partition),
                     changed_upper: m.changed_a,
                     changed_lower: m.changed_b,
+                    upper_before: Some(a.into_held()),
+                    lower_before: Some(b.into_held()),
                 })
             }
         }
     }
 
-    /// Writes the decided partition where it differs: always to the lower tier, to the
-    /// upper one only if it did not change meanwhile (else the key is skipped, and
-    /// the next sync takes it).
+    /// Writes the decided partition where it differs: to the lower tier if it still
+    /// holds what was read (else `Ok(false)`: read it again), then to the upper one
+    /// only if it did not change meanwhile (else the key is skipped, and the next
+    /// sync takes it).
     fn write_back(
         &self,
         r: Resolution,
         guard: u64,
         ctx: &SyncCtx,
         out: &mut PairOutcome,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let (upper, lower, key, now) = (self.upper, self.lower, self.key, self.now);
         // What we now believe the upper tier holds; a different entry at write time
         // means someone else wrote it meanwhile.
         let upper_seen = upper.entry(key).map(|e| e.hash);
         if r.lower_hash.as_deref() != Some(r.merged.hash.as_str()) {
-            lower.write_partition(key, &r.merged, now, None)?;
+            let before = r.lower_before.as_deref();
+            if !lower.write_partition(key, &r.merged, now, None, before)? {
+                return Ok(false);
+            }
             out.stats.entities_changed += r.changed_lower.len() as u64;
             out.stats.bytes_written += r.merged.bytes.len() as u64;
         }
         if r.upper_hash.as_deref() == Some(r.merged.hash.as_str()) {
-            return Ok(());
+            return Ok(true);
         }
         let unchanged = upper.is_store() || upper.entry(key).map(|e| e.hash) == upper_seen;
-        if !unchanged || !upper.write_partition(key, &r.merged, now, Some(guard))? {
+        let before = r.upper_before.as_deref();
+        if !unchanged || !upper.write_partition(key, &r.merged, now, Some(guard), before)? {
             out.stats.keys_skipped += 1;
             out.failed_keys.push(key.to_string());
-            return Ok(());
+            return Ok(true);
         }
         out.stats.entities_changed += r.changed_upper.len() as u64;
         out.stats.bytes_written += r.merged.bytes.len() as u64;
@@ -360,7 +407,7 @@ impl Sides<'_> {
         }
         out.upper_keys_changed.push(key.to_string());
         out.upper_changes.push((key.to_string(), r.changed_upper));
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -377,10 +424,16 @@ fn copy_raw(
     let Some(bytes) = src.load(key)? else {
         return Ok(false);
     };
-    if hash_bytes(&bytes) != entry.hash || dst.load(key)?.is_some() {
+    if hash_bytes(&bytes) != entry.hash {
         return Ok(false);
     }
-    dst.store(key, &bytes)?;
+    // Only into a tier that really lacks the key (a shared one checks as it writes).
+    if !dst.shared && dst.load(key)?.is_some() {
+        return Ok(false);
+    }
+    if !dst.put_if(key, None, &bytes)? {
+        return Ok(false);
+    }
     let entities = entry.entities.clone();
     out.stats.entities_changed += entities
         .values()

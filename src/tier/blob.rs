@@ -1,6 +1,8 @@
 //! Blob tiers (local, cloud): the metadata is a document in the adapter, read when
 //! needed (always again for a shared tier) and written back once it changed.
 
+use std::collections::BTreeSet;
+
 use super::{audit, Marks, Tier};
 use crate::clock::Millis;
 use crate::error::Result;
@@ -12,7 +14,18 @@ pub(super) struct BlobMarks {
     pub loaded: bool,
     /// Entries changed since the metadata was last stored.
     pub meta_changed: bool,
+    /// Keys whose entries this process changed since the metadata was last stored:
+    /// ours to keep when another writer stored the metadata meanwhile.
+    pub touched: BTreeSet<String>,
+    /// The metadata document and root as last read or written here (`None`:
+    /// absent): what a conditional write of a shared tier expects to replace.
+    pub meta_held: Option<Vec<u8>>,
+    pub root_held: Option<Vec<u8>>,
 }
+
+/// How many times a write of a shared tier's metadata is merged and tried again
+/// when another writer stored it meanwhile.
+const META_ATTEMPTS: usize = 8;
 
 impl Tier {
     /// Records that partition `key` exists but cannot be read as recorded (see
@@ -29,6 +42,7 @@ impl Tier {
             }
             entry.hash = DAMAGED.to_string();
             state.note_meta_changed();
+            state.note_touched(key);
         }
         log::error!(target: "datasync::tier", "{} partition {key:?} is unreadable; reads of it fail until a sync restores it", self.label);
         if let Err(e) = self.persist_meta(now) {
@@ -47,7 +61,11 @@ impl Tier {
         if self.meta_is_current() {
             return Ok(self.state.lock().meta.root());
         }
-        match self.load(ROOT_KEY)? {
+        let stored = self.load(ROOT_KEY)?;
+        if let Marks::Blobs(marks) = &mut self.state.lock().marks {
+            marks.root_held.clone_from(&stored);
+        }
+        match stored {
             Some(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
             None => Ok(self.blob_meta()?.root()),
         }
@@ -57,7 +75,9 @@ impl Tier {
         if self.meta_is_current() {
             return Ok(self.state.lock().meta.clone());
         }
-        let (meta, rebuilt) = match self.load(META_KEY)? {
+        let stored = self.load(META_KEY)?;
+        let held = stored.clone();
+        let (meta, rebuilt) = match stored {
             // No metadata over existing partitions (it was lost or moved aside): rebuild.
             None if self.lists_partitions()? => {
                 log::warn!(target: "datasync::tier", "{} metadata is missing; rebuilding it", self.label);
@@ -68,12 +88,7 @@ impl Tier {
                 // Two devices syncing a shared tier at once can leave one's root beside
                 // the other's metadata; a device whose own root matches would then never
                 // look again. Rewriting both makes every device compare afresh.
-                Ok(meta)
-                    if self.shared
-                        && self
-                            .load(ROOT_KEY)?
-                            .is_some_and(|r| r != meta.root().as_bytes()) =>
-                {
+                Ok(meta) if self.shared && self.root_disagrees(&meta)? => {
                     log::warn!(target: "datasync::tier", "{} root and metadata disagree; rewriting both", self.label);
                     (meta, true)
                 }
@@ -90,8 +105,21 @@ impl Tier {
             marks.loaded = true;
             // A rebuilt document is not what the adapter holds: store it at the next chance.
             marks.meta_changed = rebuilt;
+            marks.touched.clear();
+            marks.meta_held = held;
         }
         Ok(meta)
+    }
+
+    /// Whether the stored root is not the root of `meta` (read to compare; the root
+    /// read is what a conditional write of the root then expects).
+    fn root_disagrees(&self, meta: &Meta) -> Result<bool> {
+        let root = self.load(ROOT_KEY)?;
+        let disagrees = root.as_deref().is_some_and(|r| r != meta.root().as_bytes());
+        if let Marks::Blobs(marks) = &mut self.state.lock().marks {
+            marks.root_held = root;
+        }
+        Ok(disagrees)
     }
 
     /// Whether the adapter lists any partition key (false when it cannot list).
@@ -114,7 +142,7 @@ impl Tier {
     /// Stores the metadata and its root if they changed, then tells the adapter that
     /// everything written before is described (blob tiers only).
     pub fn persist_meta(&self, now: Millis) -> Result<()> {
-        let (bytes, root) = {
+        {
             let mut state = self.state.lock();
             let Marks::Blobs(marks) = &mut state.marks else {
                 return Ok(());
@@ -124,18 +152,106 @@ impl Tier {
             }
             marks.meta_changed = false;
             state.meta.updated_at = now;
-            (state.meta.to_bytes(), state.meta.root())
-        };
-        let result = self
-            .store(META_KEY, &bytes)
-            .and_then(|_| self.store(ROOT_KEY, root.as_bytes()))
-            .and_then(|_| {
-                self.with_adapter(|a| a.blobs().commit())
-                    .map_err(self.adapter_err(META_KEY))
-            });
+        }
+        let result = self.store_meta_and_root().and_then(|_| {
+            self.with_adapter(|a| a.blobs().commit())
+                .map_err(self.adapter_err(META_KEY))
+        });
         if result.is_err() {
             self.state.lock().note_meta_changed();
         }
         result
+    }
+
+    /// Stores the metadata, then its root. On a shared tier each is a conditional
+    /// write of what was last read: when another writer stored the metadata
+    /// meanwhile, its document is taken and the entries this process changed are put
+    /// into it (theirs are kept), and the root written is the root of the document
+    /// that is stored, so a root never describes a document another writer replaced.
+    fn store_meta_and_root(&self) -> Result<()> {
+        for _ in 0..META_ATTEMPTS {
+            let (bytes, held) = self.meta_to_store();
+            if self.put_if(META_KEY, held.as_deref(), &bytes)? {
+                self.with_blob_marks(|m| {
+                    m.meta_held = Some(bytes);
+                    m.touched.clear();
+                });
+                return self.store_root();
+            }
+            self.adopt_stored_meta()?;
+        }
+        Err(crate::Error::adapter(
+            self.label,
+            META_KEY,
+            "the metadata kept changing while it was written (too many writers at once); the next sync writes it",
+        ))
+    }
+
+    fn meta_to_store(&self) -> (Vec<u8>, Option<Vec<u8>>) {
+        let state = self.state.lock();
+        let held = match &state.marks {
+            Marks::Blobs(m) => m.meta_held.clone(),
+            Marks::Store(_) => None,
+        };
+        (state.meta.to_bytes(), held)
+    }
+
+    fn with_blob_marks<R>(&self, f: impl FnOnce(&mut BlobMarks) -> R) -> Option<R> {
+        match &mut self.state.lock().marks {
+            Marks::Blobs(marks) => Some(f(marks)),
+            Marks::Store(_) => None,
+        }
+    }
+
+    /// Another writer stored the metadata since it was read here: takes its document
+    /// and puts into it the entries this process changed.
+    fn adopt_stored_meta(&self) -> Result<()> {
+        let stored = self.load(META_KEY)?;
+        let theirs = stored.as_deref().map(Meta::parse);
+        let mut state = self.state.lock();
+        let state = &mut *state;
+        let Marks::Blobs(marks) = &mut state.marks else {
+            return Ok(());
+        };
+        if let Some(Ok(mut theirs)) = theirs {
+            for key in &marks.touched {
+                match state.meta.entries.get(key) {
+                    Some(entry) => {
+                        theirs.entries.insert(key.clone(), entry.clone());
+                    }
+                    None => {
+                        theirs.entries.remove(key);
+                    }
+                }
+            }
+            theirs.updated_at = state.meta.updated_at;
+            state.meta = theirs;
+        }
+        // A damaged or vanished document is replaced by ours as it is.
+        marks.meta_held = stored;
+        Ok(())
+    }
+
+    /// Stores the root of the metadata just stored. When another writer stored a
+    /// root meanwhile, the root written is that of the metadata the tier holds now.
+    fn store_root(&self) -> Result<()> {
+        let mut root = self.state.lock().meta.root();
+        for _ in 0..META_ATTEMPTS {
+            let held = self.with_blob_marks(|m| m.root_held.clone()).flatten();
+            if self.put_if(ROOT_KEY, held.as_deref(), root.as_bytes())? {
+                self.with_blob_marks(|m| m.root_held = Some(root.into_bytes()));
+                return Ok(());
+            }
+            let stored_root = self.load(ROOT_KEY)?;
+            if let Some(Ok(meta)) = self.load(META_KEY)?.as_deref().map(Meta::parse) {
+                root = meta.root();
+            }
+            self.with_blob_marks(|m| m.root_held = stored_root);
+        }
+        Err(crate::Error::adapter(
+            self.label,
+            ROOT_KEY,
+            "the root kept changing while it was written (too many writers at once); the next sync writes it",
+        ))
     }
 }

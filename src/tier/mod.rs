@@ -81,6 +81,7 @@ impl Raw {
                     bytes,
                     generation,
                     rewrite: false,
+                    stored: None,
                 })
             }
             Raw::Bytes(bytes) => {
@@ -95,6 +96,7 @@ impl Raw {
                         bytes,
                         generation: 0,
                         rewrite: false,
+                        stored: None,
                     });
                 }
                 let canonical = partition.to_canonical();
@@ -105,6 +107,7 @@ impl Raw {
                     bytes: canonical,
                     generation: 0,
                     rewrite,
+                    stored: rewrite.then_some(bytes),
                 })
             }
         }
@@ -122,6 +125,8 @@ pub(crate) struct Loaded {
     pub generation: u64,
     /// The stored bytes are not canonical (a host wrote them): write them again.
     pub rewrite: bool,
+    /// The bytes as stored, when they are not the canonical ones (`rewrite`).
+    pub stored: Option<Vec<u8>>,
 }
 
 impl Loaded {
@@ -134,7 +139,14 @@ impl Loaded {
             bytes,
             generation: 0,
             rewrite: false,
+            stored: None,
         }
+    }
+
+    /// The bytes the tier held when this was read: what a conditional write back
+    /// expects to find there.
+    pub fn into_held(self) -> Vec<u8> {
+        self.stored.unwrap_or(self.bytes)
     }
 
     /// The metadata entry describing this partition.
@@ -260,6 +272,33 @@ impl Tier {
             .map_err(self.adapter_err(key))
     }
 
+    /// Writes `bytes` under `key` if the key still holds `before` (`None`: absent);
+    /// returns whether it wrote. On a shared tier this is the adapter's conditional
+    /// write where it offers one, else a read just before an unconditional write (a
+    /// short window remains: see [`Persistence::store_if`]). A tier no one else
+    /// writes is written unconditionally.
+    pub fn put_if(&self, key: &str, before: Option<&[u8]>, bytes: &[u8]) -> Result<bool> {
+        if !self.shared {
+            self.store(key, bytes)?;
+            return Ok(true);
+        }
+        let written = self.with_adapter(|a| {
+            let blobs = a.blobs();
+            if let Some(done) = blobs.store_if(key, before, bytes)? {
+                return Ok(done);
+            }
+            if blobs.load(key)?.as_deref() != before {
+                return Ok(false);
+            }
+            blobs.store(key, bytes).map(|_| true)
+        });
+        let written = written.map_err(self.adapter_err(key))?;
+        if !written {
+            log::debug!(target: "datasync::tier", "{} {key:?} changed since it was read; not overwriting it", self.label);
+        }
+        Ok(written)
+    }
+
     /// The keys the adapter lists (`None` when it cannot list).
     pub fn list(&self) -> Result<Option<Vec<String>>> {
         self.with_adapter(|a| a.blobs().keys())
@@ -322,20 +361,22 @@ impl Tier {
         }
     }
 
-    /// Writes a partition and records its entry. On the store tier the write happens
-    /// only if the key's generation is still `guard` (no write since it was read);
-    /// returns whether it was written.
+    /// Writes a partition and records its entry; returns whether it was written. On
+    /// the store tier the write happens only if the key's generation is still `guard`
+    /// (no write since it was read); on a shared blob tier only if the key still
+    /// holds `before`, the bytes it held when read (`None`: it lacked the key).
     pub fn write_partition(
         &self,
         key: &str,
         loaded: &Loaded,
         now: Millis,
         guard: Option<u64>,
+        before: Option<&[u8]>,
     ) -> Result<bool> {
         let entry = loaded.entry(now);
-        let mut adapter = self.lock_adapter();
-        match &mut *adapter {
-            Adapter::Store(store) => {
+        {
+            let mut adapter = self.lock_adapter();
+            if let Adapter::Store(store) = &mut *adapter {
                 if guard.is_some_and(|guard| self.generation(key) != guard) {
                     return Ok(false);
                 }
@@ -343,15 +384,13 @@ impl Tier {
                     .store_partition(key, &loaded.partition)
                     .map_err(self.adapter_err(key))?;
                 self.record_store_write(key, entry);
-            }
-            Adapter::Blobs(blobs) => {
-                blobs
-                    .store(key, &loaded.bytes)
-                    .map_err(self.adapter_err(key))?;
-                drop(adapter);
-                self.set_entry(key, entry);
+                return Ok(true);
             }
         }
+        if !self.put_if(key, before, &loaded.bytes)? {
+            return Ok(false);
+        }
+        self.set_entry(key, entry);
         Ok(true)
     }
 
@@ -361,6 +400,7 @@ impl Tier {
         let mut state = self.state.lock();
         state.meta.entries.insert(key.to_string(), entry);
         state.note_meta_changed();
+        state.note_touched(key);
     }
 
     /// The recorded entry of a key, `None` when it is stale (store tier: written since
@@ -380,6 +420,7 @@ impl Tier {
         let mut state = self.state.lock();
         if state.meta.entries.remove(key).is_some() {
             state.note_meta_changed();
+            state.note_touched(key);
         }
     }
 
@@ -423,6 +464,16 @@ impl TierState {
     fn note_meta_changed(&mut self) {
         if let Marks::Blobs(marks) = &mut self.marks {
             marks.meta_changed = true;
+        }
+    }
+
+    /// Records that this process changed the entry of `key` (kept when the stored
+    /// metadata changed meanwhile and must be merged with ours).
+    fn note_touched(&mut self, key: &str) {
+        if let Marks::Blobs(marks) = &mut self.marks {
+            if !marks.touched.contains(key) {
+                marks.touched.insert(key.to_string());
+            }
         }
     }
 }

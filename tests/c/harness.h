@@ -79,6 +79,10 @@ typedef struct hstore {
     int destroyed;   /* destroy calls seen */
     int loads;
     int stores;
+    int store_ifs;   /* conditional writes seen */
+    int store_if_refused; /* of which found other bytes and wrote nothing */
+    int conditional; /* non-zero: the vtable offers store_if */
+    int refuse_next; /* conditional writes to refuse as if another writer came first */
 } hstore;
 
 static inline void hstore_init(hstore *s) {
@@ -109,8 +113,8 @@ static inline hentry *hstore_find(hstore *s, const char *key) {
     return NULL;
 }
 
-static inline void hstore_put(hstore *s, const char *key, const unsigned char *bytes, size_t len) {
-    pthread_mutex_lock(&s->lock);
+/* hstore_put with the lock held. */
+static inline void hstore_put_locked(hstore *s, const char *key, const unsigned char *bytes, size_t len) {
     hentry *e = hstore_find(s, key);
     if (e == NULL) {
         if (s->count == s->cap) {
@@ -125,6 +129,11 @@ static inline void hstore_put(hstore *s, const char *key, const unsigned char *b
     e->data = malloc(len ? len : 1);
     if (len) memcpy(e->data, bytes, len);
     e->len = len;
+}
+
+static inline void hstore_put(hstore *s, const char *key, const unsigned char *bytes, size_t len) {
+    pthread_mutex_lock(&s->lock);
+    hstore_put_locked(s, key, bytes, len);
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -166,6 +175,34 @@ static inline int32_t hs_store(void *userdata, const char *key, const uint8_t *b
     int32_t rc = s->fail_store;
     pthread_mutex_unlock(&s->lock);
     if (rc == 0) hstore_put(s, key, bytes, len);
+    return rc;
+}
+
+/* The conditional write: stores only if `key` holds `expected` (absent when NULL). */
+static inline int32_t hs_store_if(void *userdata, const char *key, const uint8_t *expected,
+                                  size_t expected_len, const uint8_t *bytes, size_t len,
+                                  int32_t *stored) {
+    hstore *s = userdata;
+    pthread_mutex_lock(&s->lock);
+    s->store_ifs++;
+    int32_t rc = s->fail_store;
+    if (rc == 0) {
+        hentry *e = hstore_find(s, key);
+        int same = expected == NULL
+                       ? e == NULL
+                       : e != NULL && e->len == expected_len && memcmp(e->data, expected, expected_len) == 0;
+        if (same && s->refuse_next > 0) {
+            s->refuse_next--;
+            same = 0;
+        }
+        if (same) {
+            hstore_put_locked(s, key, bytes, len);
+        } else {
+            s->store_if_refused++;
+        }
+        *stored = same;
+    }
+    pthread_mutex_unlock(&s->lock);
     return rc;
 }
 
@@ -224,6 +261,7 @@ static inline datasync_persistence_vtable hstore_vtable(hstore *s) {
     vt.clear = hs_clear;
     vt.keys = hs_keys;
     vt.destroy = hs_destroy;
+    if (s->conditional) vt.store_if = hs_store_if;
     return vt;
 }
 

@@ -386,7 +386,47 @@ static void test_shared_memory_cloud(void) {
     datasync_instance_free(ds[1]);
 }
 
+/* A host cloud that offers the conditional write: the library writes the shared
+ * tier only through it, and a refused write (another writer came first) is read
+ * again, merged and written, so both devices still end with both writes. */
+static void test_conditional_cloud(void) {
+    hstore cloud;
+    hstore_init(&cloud);
+    cloud.conditional = 1;
+    datasync_instance *a = open_with("app", NULL, &cloud);
+    datasync_instance *b = open_with("app", NULL, &cloud);
+    CHECK(a != NULL && b != NULL);
+    char *ida = NULL, *idb = NULL;
+    CHECK_OK(datasync_entity_save(a, "User", "{\"name\":\"from a\"}", &ida));
+    datasync_string_free(sync_stats(a));
+    CHECK_OK(datasync_entity_save(b, "User", "{\"name\":\"from b\"}", &idb));
+    pthread_mutex_lock(&cloud.lock);
+    cloud.refuse_next = 2;
+    pthread_mutex_unlock(&cloud.lock);
+    char *stats = sync_stats(b);
+    CHECK(contains(stats, "\"write_races\":"));
+    CHECK(!contains(stats, "\"write_races\":0"));
+    datasync_string_free(stats);
+    datasync_string_free(sync_stats(a));
+    char *ja = get(a, "User", idb);
+    char *jb = get(b, "User", ida);
+    CHECK(ja != NULL && contains(ja, "from b"));
+    CHECK(jb != NULL && contains(jb, "from a"));
+    datasync_string_free(ja);
+    datasync_string_free(jb);
+    pthread_mutex_lock(&cloud.lock);
+    CHECK(cloud.store_ifs > 0 && cloud.store_if_refused == 2);
+    CHECK(cloud.stores == 0); /* never an unconditional write into the shared tier */
+    pthread_mutex_unlock(&cloud.lock);
+    datasync_instance_free(a);
+    datasync_instance_free(b);
+    datasync_string_free(ida);
+    datasync_string_free(idb);
+    hstore_free(&cloud);
+}
+
 int main(void) {
+    test_conditional_cloud();
     test_two_devices();
     test_tie_rules();
     test_last_writer_wins();

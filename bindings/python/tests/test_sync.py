@@ -165,3 +165,59 @@ def test_raising_strategy_is_an_error_and_writes_nothing():
         with pytest.raises(datasync.Error.Callback):
             instance.repo("Person").save({"name": "x"})
         assert instance.tier_keys("store") == []
+
+
+class ConditionalPersistence(DictPersistence):
+    """A DictPersistence that offers the conditional write; `refuse_next` refuses
+    that many as if another writer had come first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conditional_writes = 0
+        self.plain_writes = 0
+        self.refuse_next = 0
+
+    def store(self, key: str, data: bytes) -> None:
+        self.plain_writes += 1
+        super().store(key, data)
+
+    def store_if(self, key, expected, data):
+        self._check()
+        self.conditional_writes += 1
+        with self._lock:
+            if self.blobs.get(key) != expected:
+                return False
+            if self.refuse_next > 0:
+                self.refuse_next -= 1
+                return False
+            self.blobs[key] = data
+            return True
+
+
+def test_a_cloud_with_the_conditional_write_is_written_only_through_it():
+    cloud = ConditionalPersistence()
+    with device(cloud) as phone, device(cloud) as laptop:
+        a = phone.repo("User").save({"name": "from phone"})
+        phone.sync_now()
+        b = laptop.repo("User").save({"name": "from laptop"})
+        cloud.refuse_next = 2  # another writer came first: read again, merge, write
+        stats = laptop.sync_now()
+        assert stats.errors == [] and not stats.offline
+        phone.sync_now()
+        assert phone.repo("User").get(b)["name"] == "from laptop"
+        assert laptop.repo("User").get(a)["name"] == "from phone"
+        assert cloud.conditional_writes > 0 and cloud.plain_writes == 0
+        assert phone.audit() == [] and laptop.audit() == []
+
+
+def test_a_store_if_that_returns_garbage_is_an_error_not_a_crash():
+    class Garbage(DictPersistence):
+        def store_if(self, key, expected, data):
+            return "yes"
+
+    cloud = Garbage()
+    with device(cloud) as phone:
+        phone.repo("User").save({"name": "x"})
+        stats = phone.sync_now()
+        assert stats.offline and stats.errors, stats
+        assert len(phone.repo("User").all()) == 1

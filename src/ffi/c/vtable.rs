@@ -5,6 +5,7 @@
 
 use std::ffi::CString;
 use std::os::raw::{c_char, c_void};
+use std::ptr::NonNull;
 
 use serde_json::{Map, Value};
 
@@ -64,6 +65,27 @@ pub struct datasync_persistence_vtable {
         Option<unsafe extern "C" fn(userdata: *mut c_void, sink: *mut datasync_bytes_sink) -> i32>,
     /// Optional. Called exactly once when the library no longer needs the vtable.
     pub destroy: datasync_destroy_fn,
+    /// Optional (NULL when the medium cannot do it): the conditional write. Stores
+    /// `len` bytes at `bytes` under `key` only if the key holds exactly the
+    /// `expected_len` bytes at `expected` now, or, when `expected` is NULL, only if
+    /// the key is absent, as one atomic step against every other writer; sets
+    /// `*stored` to 1 when it stored and 0 when the key held something else (then
+    /// nothing is written), and returns 0. A tier shared by several devices should
+    /// offer it: without it the library reads the key just before writing it, and
+    /// two devices syncing at the same moment can overwrite each other's update
+    /// until a later sync repairs it. Zero-initialise the vtable (or use designated
+    /// initialisers) so that a host that does not set it leaves it NULL.
+    pub store_if: Option<
+        unsafe extern "C" fn(
+            userdata: *mut c_void,
+            key: *const c_char,
+            expected: *const u8,
+            expected_len: usize,
+            bytes: *const u8,
+            len: usize,
+            stored: *mut i32,
+        ) -> i32,
+    >,
 }
 
 /// Calls `destroy` once when dropped.
@@ -168,6 +190,47 @@ impl Persistence for HostPersistence {
             return Err(host_failed("clear", code));
         }
         Ok(())
+    }
+
+    fn store_if(
+        &mut self,
+        key: &str,
+        expected: Option<&[u8]>,
+        bytes: &[u8],
+    ) -> AdapterResult<Option<bool>> {
+        let Some(store_if) = self.vt.store_if else {
+            return Ok(None);
+        };
+        let key = key_text(key)?;
+        // An empty expected value still needs a non-NULL pointer: NULL means absent.
+        let (expected_ptr, expected_len) = match expected {
+            Some([]) => (NonNull::<u8>::dangling().as_ptr() as *const u8, 0),
+            Some(e) => (e.as_ptr(), e.len()),
+            None => (std::ptr::null(), 0),
+        };
+        let mut stored: i32 = -1;
+        // SAFETY: as above; `expected`, `bytes` and `stored` outlive the call.
+        let code = unsafe {
+            store_if(
+                self.vt.userdata,
+                key.as_ptr(),
+                expected_ptr,
+                expected_len,
+                bytes.as_ptr(),
+                bytes.len(),
+                &mut stored,
+            )
+        };
+        if code != 0 {
+            return Err(host_failed("store_if", code));
+        }
+        match stored {
+            0 => Ok(Some(false)),
+            1 => Ok(Some(true)),
+            other => Err(AdapterError(format!(
+                "the store_if callback set stored to {other} (0 or 1 expected)"
+            ))),
+        }
     }
 
     fn keys(&mut self) -> AdapterResult<Option<Vec<String>>> {

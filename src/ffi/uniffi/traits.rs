@@ -31,6 +31,19 @@ pub trait HostPersistence: Send + Sync {
     fn clear(&self, key: String) -> FfiResult<()>;
     /// Every stored key, or `None` if the adapter cannot list them.
     fn keys(&self) -> FfiResult<Option<Vec<String>>>;
+    /// The conditional write: stores `bytes` under `key` only if the key holds
+    /// exactly `expected` now (`None`: only if it is absent), atomically against every
+    /// other writer. Returns `true` when stored, `false` when the key held something
+    /// else (nothing written), or `None` when the medium cannot do it: then the
+    /// library reads the key just before writing it, and two devices syncing a
+    /// shared tier at the same moment can overwrite each other's update until a later
+    /// sync repairs it. A tier shared by several devices should offer it.
+    fn store_if(
+        &self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        bytes: Vec<u8>,
+    ) -> FfiResult<Option<bool>>;
 }
 
 /// Maps entities to logical keys and queries to partition keys.
@@ -110,6 +123,21 @@ impl Persistence for PersistenceBridge {
 
     fn keys(&mut self) -> AdapterResult<Option<Vec<String>>> {
         self.0.keys().map_err(adapter_error)
+    }
+
+    fn store_if(
+        &mut self,
+        key: &str,
+        expected: Option<&[u8]>,
+        bytes: &[u8],
+    ) -> AdapterResult<Option<bool>> {
+        self.0
+            .store_if(
+                key.to_string(),
+                expected.map(<[u8]>::to_vec),
+                bytes.to_vec(),
+            )
+            .map_err(adapter_error)
     }
 }
 

@@ -110,6 +110,9 @@ pub struct SyncStats {
     pub bytes_written: u64,
     /// Partitions left out: the key strategy does not let this instance read them.
     pub keys_refused: u64,
+    /// Writes into a shared tier that found another device's update there first
+    /// (merged again with it and written, or left for the next sync).
+    pub write_races: u64,
     /// Whether a tier could not be reached (the rest kept working).
     pub offline: bool,
     /// Errors met, each naming its tier and key.
@@ -127,6 +130,7 @@ impl From<crate::SyncStats> for SyncStats {
             conflicts: s.conflicts,
             bytes_written: s.bytes_written,
             keys_refused: s.keys_refused,
+            write_races: s.write_races,
             offline: s.offline,
             errors: s.errors,
         }

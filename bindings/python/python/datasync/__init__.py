@@ -311,6 +311,8 @@ class SyncStats:
     bytes_written: int
     #: Partitions left out: the key strategy does not let this instance read them.
     keys_refused: int
+    #: Writes into a shared tier that found another device's update there first.
+    write_races: int
     offline: bool
     errors: List[str]
 
@@ -401,6 +403,19 @@ class Persistence(ABC):
         """Every stored key, or None if the adapter cannot list them."""
         return None
 
+    def store_if(self, key: str, expected: Optional[bytes], data: bytes) -> Optional[bool]:
+        """The conditional write: stores ``data`` under ``key`` only if the key
+        holds exactly ``expected`` now (None: only if it is absent), atomically
+        against every other writer; True when stored, False when the key held
+        something else (nothing written).
+
+        Optional: the default returns None, "not offered". The library then reads
+        the key just before writing it, and two devices syncing a shared tier at the
+        same moment can overwrite each other's update until a later sync repairs
+        it. A tier shared by several devices should offer it.
+        """
+        return None
+
 
 _adapter_locks: "weakref.WeakKeyDictionary[Persistence, threading.Lock]" = weakref.WeakKeyDictionary()
 _adapter_locks_lock = threading.Lock()
@@ -441,6 +456,13 @@ class _PersistenceAdapter(_native.HostPersistence):
         with self._calls:
             keys = self._host.keys()
         return None if keys is None else [str(k) for k in keys]
+
+    def store_if(self, key: str, expected: Optional[bytes], data: bytes) -> Optional[bool]:
+        with self._calls:
+            stored = self._host.store_if(key, None if expected is None else bytes(expected), bytes(data))
+        if stored is None or isinstance(stored, bool):
+            return stored
+        raise TypeError(f"store_if must return True, False or None, not {type(stored).__name__}")
 
 
 TierLike = Union[MemoryTier, DirectoryTier, Persistence]

@@ -2178,6 +2178,17 @@ public protocol HostPersistence: AnyObject, Sendable {
      */
     func keys() throws  -> [String]?
     
+    /**
+     * The conditional write: stores `bytes` under `key` only if the key holds
+     * exactly `expected` now (`None`: only if it is absent), atomically against every
+     * other writer. Returns `true` when stored, `false` when the key held something
+     * else (nothing written), or `None` when the medium cannot do it: then the
+     * library reads the key just before writing it, and two devices syncing a
+     * shared tier at the same moment can overwrite each other's update until a later
+     * sync repairs it. A tier shared by several devices should offer it.
+     */
+    func storeIf(key: String, expected: Data?, bytes: Data) throws  -> Bool?
+    
 }
 /**
  * Bulk blob storage supplied by the host (a local database, a cloud bucket...).
@@ -2285,6 +2296,27 @@ open func keys()throws  -> [String]?  {
         uniffiCallStatus in
     uniffi_datasync_fn_method_hostpersistence_keys(
             self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * The conditional write: stores `bytes` under `key` only if the key holds
+     * exactly `expected` now (`None`: only if it is absent), atomically against every
+     * other writer. Returns `true` when stored, `false` when the key held something
+     * else (nothing written), or `None` when the medium cannot do it: then the
+     * library reads the key just before writing it, and two devices syncing a
+     * shared tier at the same moment can overwrite each other's update until a later
+     * sync repairs it. A tier shared by several devices should offer it.
+     */
+open func storeIf(key: String, expected: Data?, bytes: Data)throws  -> Bool?  {
+    return try  FfiConverterOptionBool.lift(try rustCallWithError(FfiConverterTypeDataSyncError_lift) {
+        uniffiCallStatus in
+    uniffi_datasync_fn_method_hostpersistence_store_if(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(key),
+        FfiConverterOptionData.lower(expected),
+        FfiConverterData.lower(bytes),uniffiCallStatus
     )
 })
 }
@@ -2410,6 +2442,35 @@ fileprivate struct UniffiCallbackInterfaceHostPersistence {
 
             
             let writeReturn = { uniffiOutReturn.pointee = FfiConverterOptionSequenceString.lower($0) }
+            uniffiTraitInterfaceCallWithError(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn,
+                lowerError: FfiConverterTypeDataSyncError_lower
+            )
+        },
+        storeIf: { (
+            uniffiHandle: UInt64,
+            key: RustBuffer,
+            expected: RustBuffer,
+            bytes: RustBuffer,
+            uniffiOutReturn: UnsafeMutablePointer<RustBuffer>,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> Bool? in
+                guard let uniffiObj = try? FfiConverterTypeHostPersistence.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return try uniffiObj.storeIf(
+                     key: try FfiConverterString.lift(key),
+                     expected: try FfiConverterOptionData.lift(expected),
+                     bytes: try FfiConverterData.lift(bytes)
+                )
+            }
+
+            
+            let writeReturn = { uniffiOutReturn.pointee = FfiConverterOptionBool.lower($0) }
             uniffiTraitInterfaceCallWithError(
                 callStatus: uniffiCallStatus,
                 makeCall: makeCall,
@@ -4131,6 +4192,11 @@ public struct SyncStats: Equatable, Hashable {
      */
     public var keysRefused: UInt64
     /**
+     * Writes into a shared tier that found another device's update there first
+     * (merged again with it and written, or left for the next sync).
+     */
+    public var writeRaces: UInt64
+    /**
      * Whether a tier could not be reached (the rest kept working).
      */
     public var offline: Bool
@@ -4167,6 +4233,10 @@ public struct SyncStats: Equatable, Hashable {
          * Partitions left out: the key strategy does not let this instance read them.
          */keysRefused: UInt64, 
         /**
+         * Writes into a shared tier that found another device's update there first
+         * (merged again with it and written, or left for the next sync).
+         */writeRaces: UInt64, 
+        /**
          * Whether a tier could not be reached (the rest kept working).
          */offline: Bool, 
         /**
@@ -4180,6 +4250,7 @@ public struct SyncStats: Equatable, Hashable {
         self.conflicts = conflicts
         self.bytesWritten = bytesWritten
         self.keysRefused = keysRefused
+        self.writeRaces = writeRaces
         self.offline = offline
         self.errors = errors
     }
@@ -4208,6 +4279,7 @@ public struct FfiConverterTypeSyncStats: FfiConverterRustBuffer {
                 conflicts: FfiConverterUInt64.read(from: &buf), 
                 bytesWritten: FfiConverterUInt64.read(from: &buf), 
                 keysRefused: FfiConverterUInt64.read(from: &buf), 
+                writeRaces: FfiConverterUInt64.read(from: &buf), 
                 offline: FfiConverterBool.read(from: &buf), 
                 errors: FfiConverterSequenceString.read(from: &buf)
         )
@@ -4222,6 +4294,7 @@ public struct FfiConverterTypeSyncStats: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.conflicts, into: &buf)
         FfiConverterUInt64.write(value.bytesWritten, into: &buf)
         FfiConverterUInt64.write(value.keysRefused, into: &buf)
+        FfiConverterUInt64.write(value.writeRaces, into: &buf)
         FfiConverterBool.write(value.offline, into: &buf)
         FfiConverterSequenceString.write(value.errors, into: &buf)
     }
@@ -5540,6 +5613,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_datasync_checksum_method_hostpersistence_keys() != 33024) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_datasync_checksum_method_hostpersistence_store_if() != 21505) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_datasync_checksum_method_loggerregistration_remove() != 14284) {

@@ -15,6 +15,15 @@ final class MapCloud: HostPersistence, @unchecked Sendable {
     func store(key: String, bytes: Data) throws { try check(); lock.withLock { blobs[key] = bytes } }
     func clear(key: String) throws { try check(); lock.withLock { _ = blobs.removeValue(forKey: key) } }
     func keys() throws -> [String]? { try check(); return lock.withLock { blobs.keys.sorted() } }
+    /// The conditional write: stores only if `key` holds `expected` (absent when nil).
+    func storeIf(key: String, expected: Data?, bytes: Data) throws -> Bool? {
+        try check()
+        return lock.withLock {
+            guard blobs[key] == expected else { return false }
+            blobs[key] = bytes
+            return true
+        }
+    }
     func setFailing(_ on: Bool) { lock.withLock { failing = on } }
     func has(_ key: String) -> Bool { lock.withLock { blobs[key] != nil } }
     func seed(_ key: String, _ bytes: Data) { lock.withLock { blobs[key] = bytes } }

@@ -32,6 +32,7 @@ final class ParityCloud: HostPersistence, @unchecked Sendable {
     func store(key: String, bytes: Data) throws { try check(); lock.withLock { blobs[key] = bytes } }
     func clear(key: String) throws { try check(); lock.withLock { _ = blobs.removeValue(forKey: key) } }
     func keys() throws -> [String]? { try check(); return lock.withLock { blobs.keys.sorted() } }
+    func storeIf(key: String, expected: Data?, bytes: Data) throws -> Bool? { nil }
     func setOffline(_ on: Bool) { lock.withLock { offline = on } }
 
     /// Replaces the content by these partitions, as another device's sync would leave

@@ -313,6 +313,13 @@ typedef void (*UniffiCallbackInterfaceHostPersistenceMethod3)(uint64_t, RustBuff
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_HOST_PERSISTENCE_METHOD4
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_HOST_PERSISTENCE_METHOD4
+typedef void (*UniffiCallbackInterfaceHostPersistenceMethod4)(uint64_t, RustBuffer, RustBuffer, RustBuffer, RustBuffer* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
 #ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_QUERY_OBSERVER_METHOD0
 #define UNIFFI_FFIDEF_CALLBACK_INTERFACE_QUERY_OBSERVER_METHOD0
 typedef void (*UniffiCallbackInterfaceQueryObserverMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
@@ -382,6 +389,7 @@ typedef struct UniffiVTableCallbackInterfaceHostPersistence {
     UniffiCallbackInterfaceHostPersistenceMethod1 _Nonnull store;
     UniffiCallbackInterfaceHostPersistenceMethod2 _Nonnull clear;
     UniffiCallbackInterfaceHostPersistenceMethod3 _Nonnull keys;
+    UniffiCallbackInterfaceHostPersistenceMethod4 _Nonnull storeIf;
 } UniffiVTableCallbackInterfaceHostPersistence;
 
 #endif
@@ -737,6 +745,11 @@ void uniffi_datasync_fn_method_hostpersistence_clear(uint64_t ptr, RustBuffer ke
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_HOSTPERSISTENCE_KEYS
 #define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_HOSTPERSISTENCE_KEYS
 RustBuffer uniffi_datasync_fn_method_hostpersistence_keys(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_HOSTPERSISTENCE_STORE_IF
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_HOSTPERSISTENCE_STORE_IF
+RustBuffer uniffi_datasync_fn_method_hostpersistence_store_if(uint64_t ptr, RustBuffer key, RustBuffer expected, RustBuffer bytes, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_CLONE_LOGGERREGISTRATION
@@ -1318,6 +1331,12 @@ uint16_t uniffi_datasync_checksum_method_hostpersistence_clear(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_HOSTPERSISTENCE_KEYS
 #define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_HOSTPERSISTENCE_KEYS
 uint16_t uniffi_datasync_checksum_method_hostpersistence_keys(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_HOSTPERSISTENCE_STORE_IF
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_HOSTPERSISTENCE_STORE_IF
+uint16_t uniffi_datasync_checksum_method_hostpersistence_store_if(void
     
 );
 #endif

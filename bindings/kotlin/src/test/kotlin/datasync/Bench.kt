@@ -101,6 +101,7 @@ class Bench {
         override fun store(key: String, bytes: ByteArray) { stored.addAndGet(bytes.size.toLong()); blobs[key] = bytes }
         override fun clear(key: String) { blobs.remove(key) }
         override fun keys(): List<String>? = blobs.keys.sorted()
+        override fun storeIf(key: String, expected: ByteArray?, bytes: ByteArray): Boolean? = null
     }
 
     private fun w7(n: Int) {

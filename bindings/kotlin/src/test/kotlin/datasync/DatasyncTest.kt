@@ -35,19 +35,33 @@ import java.util.Collections
 import java.util.concurrent.ConcurrentHashMap
 import kotlin.concurrent.thread
 
-/** A map-backed cloud; `failing` makes every call throw. */
-class MapCloud : HostPersistence {
+/** A map-backed cloud; `failing` makes every call throw. With `conditional` it
+ * offers the conditional write (and counts both kinds of write). */
+class MapCloud(private val conditional: Boolean = false) : HostPersistence {
     val blobs = ConcurrentHashMap<String, ByteArray>()
     @Volatile var failing = false
+    val plainWrites = java.util.concurrent.atomic.AtomicInteger()
+    val conditionalWrites = java.util.concurrent.atomic.AtomicInteger()
 
     private fun check() {
         if (failing) throw java.io.IOException("the network is down")
     }
 
     override fun load(key: String): ByteArray? { check(); return blobs[key] }
-    override fun store(key: String, bytes: ByteArray) { check(); blobs[key] = bytes }
+    override fun store(key: String, bytes: ByteArray) { check(); plainWrites.incrementAndGet(); blobs[key] = bytes }
     override fun clear(key: String) { check(); blobs.remove(key) }
     override fun keys(): List<String>? { check(); return blobs.keys.sorted() }
+    override fun storeIf(key: String, expected: ByteArray?, bytes: ByteArray): Boolean? {
+        if (!conditional) return null
+        check()
+        conditionalWrites.incrementAndGet()
+        synchronized(this) {
+            val held = blobs[key]
+            val same = if (expected == null) held == null else held != null && held.contentEquals(expected)
+            if (same) blobs[key] = bytes
+            return same
+        }
+    }
 }
 
 fun device(cloud: HostPersistence, resolver: ConflictResolver? = null, local: HostPersistence? = null) = Datasync.open(
@@ -224,6 +238,25 @@ class ObserverTest {
 }
 
 class SyncTest {
+    @Test
+    fun aCloudWithTheConditionalWriteIsWrittenOnlyThroughIt() {
+        val cloud = MapCloud(conditional = true)
+        device(cloud).use { a ->
+            device(cloud).use { b ->
+                val x = a.repo("User").save(mapOf("name" to "from a"))
+                a.syncNow()
+                val y = b.repo("User").save(mapOf("name" to "from b"))
+                b.syncNow()
+                a.syncNow()
+                assertEquals("from b", name(a.repo("User").get(y)))
+                assertEquals("from a", name(b.repo("User").get(x)))
+                assertTrue(cloud.conditionalWrites.get() > 0)
+                assertEquals(0, cloud.plainWrites.get())
+                assertEquals(emptyList<String>(), a.audit() + b.audit())
+            }
+        }
+    }
+
     @Test
     fun twoDevicesConvergeThroughAKotlinCloud() {
         val cloud = MapCloud()

@@ -45,6 +45,7 @@ class ParityCloud : HostPersistence {
     override fun store(key: String, bytes: ByteArray) { check(); blobs[key] = bytes }
     override fun clear(key: String) { check(); blobs.remove(key) }
     override fun keys(): List<String>? { check(); return blobs.keys.sorted() }
+    override fun storeIf(key: String, expected: ByteArray?, bytes: ByteArray): Boolean? = null
 
     /** Replaces the content by these partitions, as another device's sync would leave
      * it, without metadata (the library rebuilds it from the partitions). */

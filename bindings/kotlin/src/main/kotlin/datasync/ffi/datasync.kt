@@ -680,6 +680,9 @@ internal interface UniffiCallbackInterfaceHostPersistenceMethod2 : com.sun.jna.C
 internal interface UniffiCallbackInterfaceHostPersistenceMethod3 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`uniffiOutReturn`: RustBuffer,uniffiCallStatus: UniffiRustCallStatus,)
 }
+internal interface UniffiCallbackInterfaceHostPersistenceMethod4 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`key`: RustBuffer.ByValue,`expected`: RustBuffer.ByValue,`bytes`: RustBuffer.ByValue,`uniffiOutReturn`: RustBuffer,uniffiCallStatus: UniffiRustCallStatus,)
+}
 internal interface UniffiCallbackInterfaceQueryObserverMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`entitiesJson`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
@@ -784,7 +787,7 @@ internal open class UniffiVTableCallbackInterfaceHostLogger(
     }
 
 }
-@Structure.FieldOrder("uniffiFree", "uniffiClone", "load", "store", "clear", "keys")
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "load", "store", "clear", "keys", "storeIf")
 internal open class UniffiVTableCallbackInterfaceHostPersistence(
     @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
     @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
@@ -792,6 +795,7 @@ internal open class UniffiVTableCallbackInterfaceHostPersistence(
     @JvmField internal var `store`: UniffiCallbackInterfaceHostPersistenceMethod1? = null,
     @JvmField internal var `clear`: UniffiCallbackInterfaceHostPersistenceMethod2? = null,
     @JvmField internal var `keys`: UniffiCallbackInterfaceHostPersistenceMethod3? = null,
+    @JvmField internal var `storeIf`: UniffiCallbackInterfaceHostPersistenceMethod4? = null,
 ) : Structure() {
     class UniffiByValue(
         `uniffiFree`: UniffiCallbackInterfaceFree? = null,
@@ -800,7 +804,8 @@ internal open class UniffiVTableCallbackInterfaceHostPersistence(
         `store`: UniffiCallbackInterfaceHostPersistenceMethod1? = null,
         `clear`: UniffiCallbackInterfaceHostPersistenceMethod2? = null,
         `keys`: UniffiCallbackInterfaceHostPersistenceMethod3? = null,
-    ): UniffiVTableCallbackInterfaceHostPersistence(`uniffiFree`,`uniffiClone`,`load`,`store`,`clear`,`keys`,), Structure.ByValue
+        `storeIf`: UniffiCallbackInterfaceHostPersistenceMethod4? = null,
+    ): UniffiVTableCallbackInterfaceHostPersistence(`uniffiFree`,`uniffiClone`,`load`,`store`,`clear`,`keys`,`storeIf`,), Structure.ByValue
 
    internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceHostPersistence) {
         `uniffiFree` = other.`uniffiFree`
@@ -809,6 +814,7 @@ internal open class UniffiVTableCallbackInterfaceHostPersistence(
         `store` = other.`store`
         `clear` = other.`clear`
         `keys` = other.`keys`
+        `storeIf` = other.`storeIf`
     }
 
 }
@@ -956,6 +962,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_datasync_checksum_method_hostpersistence_clear(
     ): Int
     external fun uniffi_datasync_checksum_method_hostpersistence_keys(
+    ): Int
+    external fun uniffi_datasync_checksum_method_hostpersistence_store_if(
     ): Int
     external fun uniffi_datasync_checksum_method_loggerregistration_remove(
     ): Int
@@ -1128,6 +1136,8 @@ internal object UniffiLib {
     external fun uniffi_datasync_fn_method_hostpersistence_clear(`ptr`: Long,`key`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_datasync_fn_method_hostpersistence_keys(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_datasync_fn_method_hostpersistence_store_if(`ptr`: Long,`key`: RustBuffer.ByValue,`expected`: RustBuffer.ByValue,`bytes`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_datasync_fn_clone_loggerregistration(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -1399,6 +1409,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_datasync_checksum_method_hostpersistence_keys() and 0xFFFF) != 33024) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_datasync_checksum_method_hostpersistence_store_if() and 0xFFFF) != 21505) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_datasync_checksum_method_loggerregistration_remove() and 0xFFFF) != 14284) {
@@ -4334,6 +4347,17 @@ public interface HostPersistence {
      */
     fun `keys`(): List<kotlin.String>?
     
+    /**
+     * The conditional write: stores `bytes` under `key` only if the key holds
+     * exactly `expected` now (`None`: only if it is absent), atomically against every
+     * other writer. Returns `true` when stored, `false` when the key held something
+     * else (nothing written), or `None` when the medium cannot do it: then the
+     * library reads the key just before writing it, and two devices syncing a
+     * shared tier at the same moment can overwrite each other's update until a later
+     * sync repairs it. A tier shared by several devices should offer it.
+     */
+    fun `storeIf`(`key`: kotlin.String, `expected`: kotlin.ByteArray?, `bytes`: kotlin.ByteArray): kotlin.Boolean?
+    
     companion object
 }
 
@@ -4516,6 +4540,32 @@ open class HostPersistenceImpl: Disposable, AutoCloseable, HostPersistence
     
 
     
+    /**
+     * The conditional write: stores `bytes` under `key` only if the key holds
+     * exactly `expected` now (`None`: only if it is absent), atomically against every
+     * other writer. Returns `true` when stored, `false` when the key held something
+     * else (nothing written), or `None` when the medium cannot do it: then the
+     * library reads the key just before writing it, and two devices syncing a
+     * shared tier at the same moment can overwrite each other's update until a later
+     * sync repairs it. A tier shared by several devices should offer it.
+     */
+    @Throws(DataSyncException::class)override fun `storeIf`(`key`: kotlin.String, `expected`: kotlin.ByteArray?, `bytes`: kotlin.ByteArray): kotlin.Boolean? {
+            return FfiConverterOptionalBoolean.lift(
+    callWithHandle {
+    uniffiRustCallWithError(DataSyncException) { _status ->
+    UniffiLib.uniffi_datasync_fn_method_hostpersistence_store_if(
+        it,
+        
+        FfiConverterString.lower(`key`),
+        FfiConverterOptionalByteArray.lower(`expected`),
+        FfiConverterByteArray.lower(`bytes`),_status)
+}
+    }
+    )
+    }
+    
+
+    
 
     
 
@@ -4601,6 +4651,25 @@ internal object uniffiCallbackInterfaceHostPersistence {
             )
         }
     }
+    internal object `storeIf`: UniffiCallbackInterfaceHostPersistenceMethod4 {
+        override fun callback(`uniffiHandle`: Long,`key`: RustBuffer.ByValue,`expected`: RustBuffer.ByValue,`bytes`: RustBuffer.ByValue,`uniffiOutReturn`: RustBuffer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeHostPersistence.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`storeIf`(
+                    FfiConverterString.lift(`key`),
+                    FfiConverterOptionalByteArray.lift(`expected`),
+                    FfiConverterByteArray.lift(`bytes`),
+                )
+            }
+            val writeReturn = { value: kotlin.Boolean? -> uniffiOutReturn.setValue(FfiConverterOptionalBoolean.lower(value)) }
+            uniffiTraitInterfaceCallWithError(
+                uniffiCallStatus,
+                makeCall,
+                writeReturn,
+                { e: DataSyncException -> FfiConverterTypeDataSyncError.lower(e) }
+            )
+        }
+    }
 
     internal object uniffiFree: UniffiCallbackInterfaceFree {
         override fun callback(handle: Long) {
@@ -4621,6 +4690,7 @@ internal object uniffiCallbackInterfaceHostPersistence {
         `store`,
         `clear`,
         `keys`,
+        `storeIf`,
     )
 
     // Registers the foreign callback with the Rust side.
@@ -7077,6 +7147,12 @@ data class SyncStats (
     var `keysRefused`: kotlin.ULong
     , 
     /**
+     * Writes into a shared tier that found another device's update there first
+     * (merged again with it and written, or left for the next sync).
+     */
+    var `writeRaces`: kotlin.ULong
+    , 
+    /**
      * Whether a tier could not be reached (the rest kept working).
      */
     var `offline`: kotlin.Boolean
@@ -7109,6 +7185,7 @@ public object FfiConverterTypeSyncStats: FfiConverterRustBuffer<SyncStats> {
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
             FfiConverterBoolean.read(buf),
             FfiConverterSequenceString.read(buf),
         )
@@ -7123,6 +7200,7 @@ public object FfiConverterTypeSyncStats: FfiConverterRustBuffer<SyncStats> {
             FfiConverterULong.allocationSize(value.`conflicts`) +
             FfiConverterULong.allocationSize(value.`bytesWritten`) +
             FfiConverterULong.allocationSize(value.`keysRefused`) +
+            FfiConverterULong.allocationSize(value.`writeRaces`) +
             FfiConverterBoolean.allocationSize(value.`offline`) +
             FfiConverterSequenceString.allocationSize(value.`errors`)
     )
@@ -7136,6 +7214,7 @@ public object FfiConverterTypeSyncStats: FfiConverterRustBuffer<SyncStats> {
             FfiConverterULong.write(value.`conflicts`, buf)
             FfiConverterULong.write(value.`bytesWritten`, buf)
             FfiConverterULong.write(value.`keysRefused`, buf)
+            FfiConverterULong.write(value.`writeRaces`, buf)
             FfiConverterBoolean.write(value.`offline`, buf)
             FfiConverterSequenceString.write(value.`errors`, buf)
     }
