@@ -101,7 +101,6 @@ fn a_stamp_within_the_skew_is_adopted_when_a_sync_merges_it() {
 }
 
 #[test]
-#[ignore = "known bug: a stamp that arrives in a partition the sync copies (not merges) is not adopted into the instance clock"]
 fn a_stamp_within_the_skew_is_adopted_when_a_sync_copies_it() {
     // The slow device has never held the partition: the sync copies it down, and
     // the next save goes to another partition.

@@ -242,8 +242,10 @@ fn sync_key(
     // the bytes as they are, without parsing them.
     if !upper.is_store() && !lower.is_store() {
         match (&eu, &el) {
-            (Some(eu), None) if copy_raw(upper, lower, key, eu, now, out)? => return Ok(true),
-            (None, Some(el)) if copy_raw(lower, upper, key, el, now, out)? => {
+            (Some(eu), None) if copy_raw(upper, lower, key, eu, now, None, out)? => {
+                return Ok(true)
+            }
+            (None, Some(el)) if copy_raw(lower, upper, key, el, now, ctx.clock, out)? => {
                 out.upper_keys_changed.push(key.to_string());
                 return Ok(true);
             }
@@ -413,12 +415,15 @@ impl Sides<'_> {
 
 /// Copies trusted bytes to a tier that really lacks the key. Returns false (and
 /// copies nothing) when the bytes or the destination are not as the metadata says.
+/// With a `clock` (bytes coming up into an instance), the latest stamp they hold is
+/// adopted into it, as a merge would.
 fn copy_raw(
     src: &Tier,
     dst: &Tier,
     key: &str,
     entry: &MetaEntry,
     now: i64,
+    clock: Option<&Clock>,
     out: &mut PairOutcome,
 ) -> Result<bool> {
     let Some(bytes) = src.load(key)? else {
@@ -433,6 +438,20 @@ fn copy_raw(
     }
     if !dst.put_if(key, None, &bytes)? {
         return Ok(false);
+    }
+    if let Some(clock) = clock {
+        // Canonical bytes (their hash is the recorded one) split without parsing
+        // the entities; only their stamps are read.
+        if let Ok(partition) = Partition::parse(&bytes, true) {
+            let latest = partition
+                .names
+                .values()
+                .flat_map(|ids| ids.values().map(|slot| slot.instant()))
+                .max();
+            if let Some(latest) = latest {
+                clock.observe(latest);
+            }
+        }
     }
     let entities = entry.entities.clone();
     out.stats.entities_changed += entities
