@@ -89,13 +89,20 @@ impl Inner {
 
     /// Makes the store's writes durable in the tier below. Without a local tier that
     /// is the cloud, and a failure there makes the instance offline (and retried with
-    /// backoff) like a failed chain sync.
+    /// backoff) like a failed chain sync. Status observers hear of the writes it made
+    /// pending for the cloud.
     fn flush(&self, mailbox: &mut Mailbox) -> Result<SyncStats> {
         let pending_cloud = self.pending.cloud_count();
-        let result = self.sync_store(None);
+        let result = self.flush_store(mailbox);
         if self.pending.cloud_count() != pending_cloud {
             self.registry.publish_status(self.status_now());
         }
+        result
+    }
+
+    /// [`Inner::flush`] without telling status observers.
+    fn flush_store(&self, mailbox: &mut Mailbox) -> Result<SyncStats> {
+        let result = self.sync_store(None);
         if let Err(e) = &result {
             if self.store_writes_to_cloud() && e.kind() != ErrorKind::Corrupt {
                 self.cloud_failed(e, mailbox);
@@ -107,7 +114,8 @@ impl Inner {
     /// The whole chain now. An unreachable cloud is reported in the stats
     /// (`offline`, `errors`), not as an error.
     fn sync_now(&self, mailbox: &mut Mailbox) -> Result<SyncStats> {
-        match self.flush(mailbox) {
+        // The chain sync that follows reports the status, once.
+        match self.flush_store(mailbox) {
             Ok(mut stats) => {
                 stats.absorb(self.sync_chain(mailbox)?);
                 Ok(stats)
