@@ -192,6 +192,11 @@ enum datasync_code
    */
   DATASYNC_WOULD_DEADLOCK = 301,
   /**
+   * A wait with a timeout ended before what it waited for happened (e.g.
+   * `datasync_instance_wait_in_cloud`); nothing failed, it can be waited for again.
+   */
+  DATASYNC_TIMEOUT = 302,
+  /**
    * Something the library did not expect: a bug.
    */
   DATASYNC_INTERNAL = 900,
@@ -826,6 +831,48 @@ datasync_code datasync_instance_sync_now(const struct datasync_instance *instanc
 datasync_code datasync_instance_flush(const struct datasync_instance *instance);
 
 /**
+ * Writes this instance's writes not yet durable locally, and those not yet in the
+ * cloud, as JSON to `*out_json`: `{"local": [w...], "cloud": [w...]}`, each `w`
+ * `{"name": entity name, "id": id, "key": partition key}`, oldest first. An entity
+ * is listed once, by its latest write, under the first tier it has still to reach
+ * (`local` is empty without a local tier, `cloud` without a cloud tier). Kept in
+ * memory: writes made before the instance was opened are not listed.
+ *
+ * Ownership: the caller owns `*out_json` (free with `datasync_string_free`).
+ * Threads: any thread, including observer callbacks.
+ */
+datasync_code datasync_instance_pending_writes(const struct datasync_instance *instance,
+                                               char **out_json);
+
+/**
+ * Waits up to `timeout_ms` milliseconds until the latest write of entity `id` of
+ * `entity_name` made before the call is in the cloud. Returns `DATASYNC_OK` when it
+ * is (at once when nothing of it is pending) and `DATASYNC_TIMEOUT` when the time
+ * ran out first. It only waits: syncs run on their interval or through
+ * `datasync_instance_sync_now`. `DATASYNC_INVALID_CONFIG` without a cloud tier,
+ * `DATASYNC_CLOSED` when the instance closes meanwhile.
+ *
+ * Ownership: `entity_name` and `id` are borrowed.
+ * Threads: any thread but the dispatcher (`DATASYNC_WOULD_DEADLOCK` from inside an
+ * observer or adapter callback, which the syncs it waits for run behind).
+ */
+datasync_code datasync_instance_wait_in_cloud(const struct datasync_instance *instance,
+                                              const char *entity_name,
+                                              const char *id,
+                                              uint64_t timeout_ms);
+
+/**
+ * Waits up to `timeout_ms` milliseconds until every write made before the call is
+ * in the cloud; as `datasync_instance_wait_in_cloud` otherwise.
+ *
+ * Ownership: `instance` is borrowed.
+ * Threads: any thread but the dispatcher (`DATASYNC_WOULD_DEADLOCK` from inside an
+ * observer or adapter callback).
+ */
+datasync_code datasync_instance_wait_all_in_cloud(const struct datasync_instance *instance,
+                                                  uint64_t timeout_ms);
+
+/**
  * Blocks until observers have been called for every change made before the call.
  * Fails with `DATASYNC_WOULD_DEADLOCK` from inside an observer callback.
  *
@@ -836,8 +883,9 @@ datasync_code datasync_instance_drain_events(const struct datasync_instance *ins
 
 /**
  * Writes the sync status as JSON to `*out_json`: `{"online": bool, "last_sync":
- * instant|null, "last_error": text|null, "pending_keys": n, "failures": n,
- * "closed": bool}`. Works on a closed instance too.
+ * instant|null, "last_error": text|null, "pending_keys": n, "pending_cloud": n,
+ * "failures": n, "closed": bool}` (`pending_cloud`: writes not yet in the cloud, see
+ * `datasync_instance_pending_writes`). Works on a closed instance too.
  *
  * Ownership: the caller owns `*out_json` (free with `datasync_string_free`).
  * Threads: any thread, including observer callbacks.

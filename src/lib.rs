@@ -27,7 +27,7 @@ pub use adapters::{DirOptions, DirPersistence, MemoryPersistence, MemoryStore};
 pub use config::Config;
 pub use entity::Entity;
 pub use error::{Error, ErrorKind, Result};
-pub use instance::{DataSync, Repository, Status, TierId};
+pub use instance::{DataSync, PendingWrite, PendingWrites, Repository, Status, TierId};
 pub use meta::{Meta, MetaEntry};
 pub use observe::{ChangeSet, ListSnapshot, Subscription, Upsert};
 pub use partition::{Partition, Slot};

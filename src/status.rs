@@ -11,6 +11,10 @@ pub struct Status {
     pub last_error: Option<String>,
     /// Partitions written in the store and not yet synced below.
     pub pending_keys: usize,
+    /// Writes pending for the cloud: durable locally (or, without a local tier,
+    /// made) but not yet in the cloud (0 without a cloud; see
+    /// [`crate::DataSync::pending_writes`]).
+    pub pending_cloud: usize,
     /// Consecutive failed cloud attempts.
     pub failures: u32,
     pub closed: bool,

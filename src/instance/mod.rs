@@ -1,12 +1,14 @@
 //! The instance handle (the seed's `DataOrchestrator`, without the singleton).
 //!
 //! - `repo.rs`: repositories, the entity-facing API (write planning, reads, queries);
-//! - `hydrate.rs`: loading a partition the store lacks from the tiers below.
+//! - `hydrate.rs`: loading a partition the store lacks from the tiers below;
+//! - `pending.rs`: which writes are not yet durable locally or in the cloud.
 //!
 //! The sync worker's side (its loop, the chain, status and backoff) is
 //! `crate::sync::chain`.
 
 mod hydrate;
+mod pending;
 mod repo;
 
 use std::collections::BTreeSet;
@@ -29,6 +31,8 @@ use crate::sync::worker::{Answer, Request, Worker};
 use crate::sync::ConflictResolver;
 use crate::tier::{audit::audit, Adapter, Tier};
 
+pub(crate) use pending::Pending;
+pub use pending::{PendingWrite, PendingWrites};
 pub use repo::Repository;
 
 /// Which tier of an instance.
@@ -50,6 +54,8 @@ pub(crate) struct Inner {
     pub cloud: Option<Tier>,
     pub registry: Arc<Registry>,
     pub worker: Worker,
+    /// The writes not yet durable locally or in the cloud.
+    pub pending: Pending,
     closed: AtomicBool,
     pub status: Mutex<Status>,
     /// Keys being hydrated; readers of those keys wait.
@@ -72,6 +78,7 @@ impl DataSync {
     pub fn open(config: Config) -> Result<DataSync> {
         config.validate()?;
         let skew = config.max_clock_skew.as_millis() as Millis;
+        let pending = Pending::new(config.local.is_some(), config.cloud.is_some());
         let first_chain = config.cloud.is_some().then(|| {
             Instant::now()
                 + if config.sync_on_open {
@@ -94,6 +101,7 @@ impl DataSync {
                 .map(|p| Tier::new("cloud", Adapter::Blobs(p), true)),
             registry: Registry::new(),
             worker: Worker::new(config.store_sync_delay, first_chain),
+            pending,
             closed: AtomicBool::new(false),
             status: Mutex::new(Status {
                 online: true,
@@ -160,8 +168,45 @@ impl DataSync {
         self.inner.status_now()
     }
 
+    /// The writes of this instance not yet durable in the local tier, and those not
+    /// yet in the cloud, oldest first; an entity written twice is listed once, by
+    /// its latest write. A write is pending locally from its save or delete until
+    /// the store sync that carried it (a flush, ~`store_sync_delay` after it) has
+    /// succeeded, then pending for the cloud until a cloud sync that included its
+    /// partition has. A write made while its partition syncs stays pending for the
+    /// next sync. Without a local tier writes are pending for the cloud right away;
+    /// without a cloud nothing is pending for it.
+    ///
+    /// Kept in memory only: writes made before this instance was opened (by an
+    /// earlier run) are not listed, even if they have not reached the cloud yet.
+    pub fn pending_writes(&self) -> Result<PendingWrites> {
+        self.inner.check_open()?;
+        Ok(self.inner.pending.list())
+    }
+
+    /// Waits until the latest write of entity `id` of `name` made before the call is
+    /// in the cloud: `true` when it is (at once when nothing of it is pending),
+    /// `false` when `timeout` passed first. It only waits: the chain syncs on its
+    /// interval, or call [`DataSync::sync_now`]. Fails with `WouldDeadlock` from an
+    /// observer callback or an adapter (the syncs it waits for run behind them),
+    /// `InvalidConfig` without a cloud tier, `Closed` when the instance closes.
+    pub fn wait_in_cloud(&self, name: &str, id: &str, timeout: Duration) -> Result<bool> {
+        self.inner.check_wait("wait_in_cloud")?;
+        validate_name(name, self.inner.sep())?;
+        id::parse(id, self.inner.sep())?;
+        self.inner.wait_in_cloud(Some((name, id)), timeout)
+    }
+
+    /// Waits until every write made before the call is in the cloud; as
+    /// [`DataSync::wait_in_cloud`] otherwise.
+    pub fn wait_all_in_cloud(&self, timeout: Duration) -> Result<bool> {
+        self.inner.check_wait("wait_all_in_cloud")?;
+        self.inner.wait_in_cloud(None, timeout)
+    }
+
     /// Observes the sync status: `callback` gets the current status first, then the
-    /// new one after every chain sync (success or failure), on the dispatcher thread.
+    /// new one after every chain sync (success or failure), and after a store sync
+    /// that changed `pending_cloud`, on the dispatcher thread.
     pub fn observe_status(
         &self,
         callback: impl FnMut(&Status) + Send + 'static,
@@ -188,6 +233,7 @@ impl DataSync {
             return Ok(());
         }
         inner.worker.shutdown();
+        inner.pending.shutdown();
         inner.registry.shutdown();
         // Release the adapters now (a directory's lock, a host's resources), not when
         // the last handle goes: the same storage can be reopened right after close.
@@ -278,6 +324,32 @@ impl Inner {
             ));
         }
         Ok(())
+    }
+
+    /// A wait for the cloud must come from a thread the syncs do not run behind.
+    fn check_wait(&self, what: &str) -> Result<()> {
+        self.check_open()?;
+        if self.registry.on_dispatcher() || self.worker.on_worker() {
+            return Err(Error::WouldDeadlock(what.into()));
+        }
+        if self.cloud.is_none() {
+            return Err(Error::InvalidConfig(format!(
+                "{what}: this instance has no cloud tier"
+            )));
+        }
+        Ok(())
+    }
+
+    fn wait_in_cloud(&self, entity: Option<(&str, &str)>, timeout: Duration) -> Result<bool> {
+        // A timeout too long to add to now is as good as forever.
+        let deadline = Instant::now()
+            .checked_add(timeout)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600));
+        match self.pending.wait_in_cloud(entity, deadline) {
+            pending::Waited::Done => Ok(true),
+            pending::Waited::TimedOut => Ok(false),
+            pending::Waited::Closed => Err(Error::Closed),
+        }
     }
 
     pub fn is_closed(&self) -> bool {

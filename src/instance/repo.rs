@@ -132,6 +132,7 @@ impl Inner {
         let mut changes = Vec::new();
         let mut results = Vec::with_capacity(planned.len());
         let mut touched: BTreeSet<String> = BTreeSet::new();
+        let mut written: Vec<(String, String)> = Vec::new();
         let outcome = self.store.with_adapter(|adapter| {
             let Adapter::Store(store) = adapter else {
                 return Err(Error::Internal("store tier without a store".into()));
@@ -150,6 +151,7 @@ impl Inner {
                             entity: slot.entity().cloned(),
                         });
                     }
+                    written.push((p.key.clone(), p.id.clone()));
                     results.push((p.id, existed));
                 }
                 Ok(())
@@ -157,8 +159,13 @@ impl Inner {
             let outcome = applied();
             // Mark what was written (even if a later write of the batch failed) while
             // the store is still locked: a sync that read the key before this write
-            // must see the new generation and not write its older merge back.
+            // must see the new generation and not write its older merge back, and a
+            // sync that starts later must find it pending.
             self.store.mark_written(touched.iter().map(String::as_str));
+            self.pending.record(
+                name,
+                written.iter().map(|(key, id)| (key.as_str(), id.as_str())),
+            );
             outcome
         });
         if !touched.is_empty() {

@@ -58,6 +58,11 @@ fn backoff(base: Duration, max: Duration, failures: u32) -> Duration {
     nominal_delay(base, max, failures).mul_f64(jitter).min(max)
 }
 
+/// The keys of a sync that did not fail.
+fn succeeded<'a>(keys: &'a [String], failed: &'a [String]) -> impl Iterator<Item = &'a String> {
+    keys.iter().filter(move |k| !failed.contains(k))
+}
+
 impl ReadFilter for Inner {
     fn may_read(&self, key: &str, names: &[&str]) -> bool {
         self.may_read_partition(key, names)
@@ -69,6 +74,7 @@ impl Inner {
     pub(crate) fn status_now(&self) -> Status {
         let mut status = self.status.lock().clone();
         status.pending_keys = self.store.unsynced_count();
+        status.pending_cloud = self.pending.cloud_count();
         status.closed = self.is_closed();
         status
     }
@@ -83,8 +89,19 @@ impl Inner {
 
     /// Makes the store's writes durable in the tier below. Without a local tier that
     /// is the cloud, and a failure there makes the instance offline (and retried with
-    /// backoff) like a failed chain sync.
+    /// backoff) like a failed chain sync. Status observers hear of the writes it made
+    /// pending for the cloud.
     fn flush(&self, mailbox: &mut Mailbox) -> Result<SyncStats> {
+        let pending_cloud = self.pending.cloud_count();
+        let result = self.flush_store(mailbox);
+        if self.pending.cloud_count() != pending_cloud {
+            self.registry.publish_status(self.status_now());
+        }
+        result
+    }
+
+    /// [`Inner::flush`] without telling status observers.
+    fn flush_store(&self, mailbox: &mut Mailbox) -> Result<SyncStats> {
         let result = self.sync_store(None);
         if let Err(e) = &result {
             if self.store_writes_to_cloud() && e.kind() != ErrorKind::Corrupt {
@@ -97,7 +114,8 @@ impl Inner {
     /// The whole chain now. An unreachable cloud is reported in the stats
     /// (`offline`, `errors`), not as an error.
     fn sync_now(&self, mailbox: &mut Mailbox) -> Result<SyncStats> {
-        match self.flush(mailbox) {
+        // The chain sync that follows reports the status, once.
+        match self.flush_store(mailbox) {
             Ok(mut stats) => {
                 stats.absorb(self.sync_chain(mailbox)?);
                 Ok(stats)
@@ -134,6 +152,8 @@ impl Inner {
         if keys.is_empty() {
             return Ok(SyncStats::default());
         }
+        // Writes numbered up to here are in the store before the sync reads it.
+        let mark = self.pending.mark();
         match sync_pair(
             &self.store,
             lower,
@@ -143,6 +163,8 @@ impl Inner {
             Ok(outcome) => {
                 self.store
                     .requeue_unsynced(outcome.failed_keys.iter().cloned());
+                self.pending
+                    .store_synced(mark, succeeded(&keys, &outcome.failed_keys));
                 let stats = outcome.stats.clone();
                 let first_error = outcome.first_error.clone();
                 self.publish(outcome);
@@ -184,6 +206,16 @@ impl Inner {
         match &self.local {
             Some(local) => {
                 let outcome = sync_pair(local, cloud, Scope::Full, &ctx)?;
+                // A pending write's partition is in the cloud once both tiers hold
+                // the same content for it (local changes only on this thread).
+                let in_cloud: Vec<String> = self
+                    .pending
+                    .tracked_keys()
+                    .into_iter()
+                    .filter(|k| !outcome.failed_keys.contains(k))
+                    .filter(|k| local.entry(k).map(|e| e.hash) == cloud.entry(k).map(|e| e.hash))
+                    .collect();
+                self.pending.cloud_synced(&in_cloud);
                 let held = {
                     // Lock order: `hydrating` before the store's state (as in `ensure_present`).
                     let hydrating = self.hydrating.lock();
@@ -206,10 +238,13 @@ impl Inner {
                 // Every partition the store holds, the pending writes among them.
                 let pending = self.store.take_unsynced();
                 let held = self.store.held_keys("");
-                match sync_pair(&self.store, cloud, Scope::Keys(held), &ctx) {
+                let mark = self.pending.mark();
+                match sync_pair(&self.store, cloud, Scope::Keys(held.clone()), &ctx) {
                     Ok(outcome) => {
                         self.store
                             .requeue_unsynced(outcome.failed_keys.iter().cloned());
+                        self.pending
+                            .store_synced(mark, succeeded(&held, &outcome.failed_keys));
                         let stats = outcome.stats.clone();
                         self.publish(outcome);
                         Ok((stats, Vec::new()))

@@ -22,6 +22,8 @@ pub(crate) enum Failure {
     Utf8(&'static str),
     /// Any other bad argument.
     Argument(String),
+    /// A wait ran out of time; says what was waited for.
+    Timeout(String),
 }
 
 impl From<Error> for Failure {
@@ -37,6 +39,7 @@ impl Failure {
             Failure::Null(_) => datasync_code::DATASYNC_NULL_ARGUMENT,
             Failure::Utf8(_) => datasync_code::DATASYNC_INVALID_UTF8,
             Failure::Argument(_) => datasync_code::DATASYNC_INVALID_ARGUMENT,
+            Failure::Timeout(_) => datasync_code::DATASYNC_TIMEOUT,
         }
     }
 
@@ -46,6 +49,7 @@ impl Failure {
             Failure::Null(what) => format!("{what} must not be NULL"),
             Failure::Utf8(what) => format!("{what} is not valid UTF-8"),
             Failure::Argument(why) => why.clone(),
+            Failure::Timeout(what) => format!("timed out waiting for {what}"),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The instance handle and every repository operation.
 
 use std::os::raw::c_char;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -281,6 +282,79 @@ pub unsafe extern "C" fn datasync_instance_flush(
     boundary(|| Ok(self::instance(instance)?.flush()?))
 }
 
+/// Writes this instance's writes not yet durable locally, and those not yet in the
+/// cloud, as JSON to `*out_json`: `{"local": [w...], "cloud": [w...]}`, each `w`
+/// `{"name": entity name, "id": id, "key": partition key}`, oldest first. An entity
+/// is listed once, by its latest write, under the first tier it has still to reach
+/// (`local` is empty without a local tier, `cloud` without a cloud tier). Kept in
+/// memory: writes made before the instance was opened are not listed.
+///
+/// Ownership: the caller owns `*out_json` (free with `datasync_string_free`).
+/// Threads: any thread, including observer callbacks.
+#[no_mangle]
+pub unsafe extern "C" fn datasync_instance_pending_writes(
+    instance: *const datasync_instance,
+    out_json: *mut *mut c_char,
+) -> datasync_code {
+    boundary(|| {
+        let ds = self::instance(instance)?;
+        need_out(out_json, "out_json")?;
+        let pending = ds.pending_writes()?;
+        write_string(out_json, to_json(&pending)?);
+        Ok(())
+    })
+}
+
+/// Waits up to `timeout_ms` milliseconds until the latest write of entity `id` of
+/// `entity_name` made before the call is in the cloud. Returns `DATASYNC_OK` when it
+/// is (at once when nothing of it is pending) and `DATASYNC_TIMEOUT` when the time
+/// ran out first. It only waits: syncs run on their interval or through
+/// `datasync_instance_sync_now`. `DATASYNC_INVALID_CONFIG` without a cloud tier,
+/// `DATASYNC_CLOSED` when the instance closes meanwhile.
+///
+/// Ownership: `entity_name` and `id` are borrowed.
+/// Threads: any thread but the dispatcher (`DATASYNC_WOULD_DEADLOCK` from inside an
+/// observer or adapter callback, which the syncs it waits for run behind).
+#[no_mangle]
+pub unsafe extern "C" fn datasync_instance_wait_in_cloud(
+    instance: *const datasync_instance,
+    entity_name: *const c_char,
+    id: *const c_char,
+    timeout_ms: u64,
+) -> datasync_code {
+    boundary(|| {
+        let ds = self::instance(instance)?;
+        let name = str_in(entity_name, "entity_name")?;
+        let id = str_in(id, "id")?;
+        match ds.wait_in_cloud(name, id, Duration::from_millis(timeout_ms))? {
+            true => Ok(()),
+            false => Err(Failure::Timeout(format!(
+                "{name} {id:?} to reach the cloud"
+            ))),
+        }
+    })
+}
+
+/// Waits up to `timeout_ms` milliseconds until every write made before the call is
+/// in the cloud; as `datasync_instance_wait_in_cloud` otherwise.
+///
+/// Ownership: `instance` is borrowed.
+/// Threads: any thread but the dispatcher (`DATASYNC_WOULD_DEADLOCK` from inside an
+/// observer or adapter callback).
+#[no_mangle]
+pub unsafe extern "C" fn datasync_instance_wait_all_in_cloud(
+    instance: *const datasync_instance,
+    timeout_ms: u64,
+) -> datasync_code {
+    boundary(|| {
+        let ds = self::instance(instance)?;
+        match ds.wait_all_in_cloud(Duration::from_millis(timeout_ms))? {
+            true => Ok(()),
+            false => Err(Failure::Timeout("every write to reach the cloud".into())),
+        }
+    })
+}
+
 /// Blocks until observers have been called for every change made before the call.
 /// Fails with `DATASYNC_WOULD_DEADLOCK` from inside an observer callback.
 ///
@@ -294,8 +368,9 @@ pub unsafe extern "C" fn datasync_instance_drain_events(
 }
 
 /// Writes the sync status as JSON to `*out_json`: `{"online": bool, "last_sync":
-/// instant|null, "last_error": text|null, "pending_keys": n, "failures": n,
-/// "closed": bool}`. Works on a closed instance too.
+/// instant|null, "last_error": text|null, "pending_keys": n, "pending_cloud": n,
+/// "failures": n, "closed": bool}` (`pending_cloud`: writes not yet in the cloud, see
+/// `datasync_instance_pending_writes`). Works on a closed instance too.
 ///
 /// Ownership: the caller owns `*out_json` (free with `datasync_string_free`).
 /// Threads: any thread, including observer callbacks.

@@ -86,6 +86,9 @@ status_codes! {
         /// A blocking call was made from a thread it would wait on (e.g.
         /// `datasync_instance_drain_events` from inside an observer callback).
         DATASYNC_WOULD_DEADLOCK = 301,
+        /// A wait with a timeout ended before what it waited for happened (e.g.
+        /// `datasync_instance_wait_in_cloud`); nothing failed, it can be waited for again.
+        DATASYNC_TIMEOUT = 302,
         /// Something the library did not expect: a bug.
         DATASYNC_INTERNAL = 900,
         /// The library panicked; the panic was caught at the boundary. The instance

@@ -13,7 +13,7 @@ use super::traits::{
     EntityObserver, HostConflictResolver, HostKeyStrategy, HostPersistence, PersistenceBridge,
     QueryObserver, ResolverBridge, StatusObserver, StrategyBridge,
 };
-use super::types::{DateGranularity, Query, Status, SyncStats, TierKind};
+use super::types::{DateGranularity, PendingWrites, Query, Status, SyncStats, TierKind};
 use crate::error::Error;
 use crate::ffi::shared::list_json;
 use crate::persistence::Persistence;
@@ -266,6 +266,28 @@ impl DataSync {
 
     pub fn status(&self) -> Status {
         self.core.status().into()
+    }
+
+    /// This instance's writes not yet durable locally, and those not yet in the
+    /// cloud (kept in memory: writes of an earlier run are not listed).
+    pub fn pending_writes(&self) -> FfiResult<PendingWrites> {
+        Ok(self.core.pending_writes()?.into())
+    }
+
+    /// Waits up to `timeout_ms` until the latest write of entity `id` of `name` is
+    /// in the cloud: true when it is, false when the time ran out. Fails with
+    /// `WouldDeadlock` from an observer or adapter callback.
+    pub fn wait_in_cloud(&self, name: String, id: String, timeout_ms: u64) -> FfiResult<bool> {
+        Ok(self
+            .core
+            .wait_in_cloud(&name, &id, Duration::from_millis(timeout_ms))?)
+    }
+
+    /// Waits up to `timeout_ms` until every earlier write is in the cloud.
+    pub fn wait_all_in_cloud(&self, timeout_ms: u64) -> FfiResult<bool> {
+        Ok(self
+            .core
+            .wait_all_in_cloud(Duration::from_millis(timeout_ms))?)
     }
 
     /// Observes the sync status: the current status first, then the new one after

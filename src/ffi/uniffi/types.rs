@@ -148,6 +148,8 @@ pub struct Status {
     pub last_error: Option<String>,
     /// Partitions written in the store and not yet synced below.
     pub pending_keys: u64,
+    /// Writes durable locally (or made, without a local tier) but not yet in the cloud.
+    pub pending_cloud: u64,
     /// Consecutive failed cloud attempts.
     pub failures: u32,
     pub closed: bool,
@@ -160,8 +162,46 @@ impl From<crate::Status> for Status {
             last_sync: s.last_sync,
             last_error: s.last_error,
             pending_keys: s.pending_keys as u64,
+            pending_cloud: s.pending_cloud as u64,
             failures: s.failures,
             closed: s.closed,
+        }
+    }
+}
+
+/// One write not yet where it is going: the entity it saved or deleted, and its
+/// partition key.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct PendingWrite {
+    /// The entity name.
+    pub name: String,
+    pub id: String,
+    pub key: String,
+}
+
+impl From<crate::PendingWrite> for PendingWrite {
+    fn from(w: crate::PendingWrite) -> Self {
+        PendingWrite {
+            name: w.name,
+            id: w.id,
+            key: w.key,
+        }
+    }
+}
+
+/// The writes not yet durable locally, and those durable locally but not yet in the
+/// cloud, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct PendingWrites {
+    pub local: Vec<PendingWrite>,
+    pub cloud: Vec<PendingWrite>,
+}
+
+impl From<crate::PendingWrites> for PendingWrites {
+    fn from(p: crate::PendingWrites) -> Self {
+        PendingWrites {
+            local: p.local.into_iter().map(Into::into).collect(),
+            cloud: p.cloud.into_iter().map(Into::into).collect(),
         }
     }
 }

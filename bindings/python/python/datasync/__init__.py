@@ -55,6 +55,8 @@ __all__ = [
     "Query",
     "SyncStats",
     "Status",
+    "PendingWrite",
+    "PendingWrites",
     "DataSyncError",
     "InvalidJson",
     "InvalidEntity",
@@ -325,8 +327,44 @@ class Status:
     last_sync: Optional[str]
     last_error: Optional[str]
     pending_keys: int
+    #: Writes durable locally (or made, without a local tier) but not yet in the cloud.
+    pending_cloud: int
     failures: int
     closed: bool
+
+
+@dataclass(frozen=True)
+class PendingWrite:
+    """A write not yet where it is going: the entity it saved or deleted."""
+
+    name: str
+    id: str
+    #: The partition holding the entity.
+    key: str
+
+
+@dataclass(frozen=True)
+class PendingWrites:
+    """This instance's writes not yet durable locally (``local``) and those durable
+    locally but not yet in the cloud (``cloud``), oldest first; each entity once."""
+
+    local: List[PendingWrite]
+    cloud: List[PendingWrite]
+
+
+def _pending(native: Any) -> PendingWrites:
+    return PendingWrites(
+        local=[_record(PendingWrite, w) for w in native.local],
+        cloud=[_record(PendingWrite, w) for w in native.cloud],
+    )
+
+
+def _timeout_ms(seconds: Any) -> int:
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or math.isnan(seconds) or seconds < 0:
+        raise ValueError(f"timeout must be a number of seconds, 0 or more, not {seconds!r}")
+    # Infinity, or longer than any wait can matter: as good as forever.
+    forever = 2**63
+    return forever if math.isinf(seconds) else min(math.ceil(seconds * 1000), forever)
 
 
 def default_options() -> Dict[str, Any]:
@@ -957,9 +995,31 @@ class DataSync:
         return _record(Status, self._native.status())
 
     @_translated
+    def pending_writes(self) -> PendingWrites:
+        """The writes not yet durable locally and those not yet in the cloud. Kept
+        in memory: writes made before this instance was opened are not listed."""
+        return _pending(self._native.pending_writes())
+
+    @_translated
+    def wait_in_cloud(self, name: str, id: str, timeout: float) -> bool:
+        """Waits up to ``timeout`` seconds until the latest write of entity ``id`` of
+        ``name`` is in the cloud: True when it is (at once when nothing of it is
+        pending), False when the time ran out. It only waits (call :meth:`sync_now`
+        to hurry). Raises :class:`WouldDeadlock` from an observer or adapter callback
+        and :class:`InvalidConfig` without a cloud tier."""
+        return bool(self._native.wait_in_cloud(name, id, _timeout_ms(timeout)))
+
+    @_translated
+    def wait_all_in_cloud(self, timeout: float) -> bool:
+        """Waits up to ``timeout`` seconds until every earlier write is in the cloud;
+        as :meth:`wait_in_cloud` otherwise."""
+        return bool(self._native.wait_all_in_cloud(_timeout_ms(timeout)))
+
+    @_translated
     def observe_status(self, fn: Callable[[Status], Any]) -> Subscription:
         """Calls ``fn`` with the current :class:`Status`, then with the new one after
-        every chain sync (success or failure), on the dispatcher thread."""
+        every chain sync (success or failure) and after a store sync that changed
+        ``pending_cloud``, on the dispatcher thread."""
         return Subscription(self._native.observe_status(_StatusObserver(fn)), self)
 
     @_translated

@@ -988,6 +988,12 @@ public protocol DataSyncProtocol: AnyObject, Sendable {
     func observeStatus(observer: StatusObserver) throws  -> Subscription
     
     /**
+     * This instance's writes not yet durable locally, and those not yet in the
+     * cloud (kept in memory: writes of an earlier run are not listed).
+     */
+    func pendingWrites() throws  -> PendingWrites
+    
+    /**
      * The repository of one entity name.
      */
     func repo(name: String) throws  -> Repository
@@ -1012,6 +1018,18 @@ public protocol DataSyncProtocol: AnyObject, Sendable {
      * The partition keys a tier holds.
      */
     func tierKeys(tier: TierKind) throws  -> [String]
+    
+    /**
+     * Waits up to `timeout_ms` until every earlier write is in the cloud.
+     */
+    func waitAllInCloud(timeoutMs: UInt64) throws  -> Bool
+    
+    /**
+     * Waits up to `timeout_ms` until the latest write of entity `id` of `name` is
+     * in the cloud: true when it is, false when the time ran out. Fails with
+     * `WouldDeadlock` from an observer or adapter callback.
+     */
+    func waitInCloud(name: String, id: String, timeoutMs: UInt64) throws  -> Bool
     
 }
 /**
@@ -1134,6 +1152,19 @@ open func observeStatus(observer: StatusObserver)throws  -> Subscription  {
 }
     
     /**
+     * This instance's writes not yet durable locally, and those not yet in the
+     * cloud (kept in memory: writes of an earlier run are not listed).
+     */
+open func pendingWrites()throws  -> PendingWrites  {
+    return try  FfiConverterTypePendingWrites_lift(try rustCallWithError(FfiConverterTypeDataSyncError_lift) {
+        uniffiCallStatus in
+    uniffi_datasync_fn_method_datasync_pending_writes(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * The repository of one entity name.
      */
 open func repo(name: String)throws  -> Repository  {
@@ -1191,6 +1222,36 @@ open func tierKeys(tier: TierKind)throws  -> [String]  {
     uniffi_datasync_fn_method_datasync_tier_keys(
             self.uniffiCloneHandle(),
         FfiConverterTypeTierKind_lower(tier),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Waits up to `timeout_ms` until every earlier write is in the cloud.
+     */
+open func waitAllInCloud(timeoutMs: UInt64)throws  -> Bool  {
+    return try  FfiConverterBool.lift(try rustCallWithError(FfiConverterTypeDataSyncError_lift) {
+        uniffiCallStatus in
+    uniffi_datasync_fn_method_datasync_wait_all_in_cloud(
+            self.uniffiCloneHandle(),
+        FfiConverterUInt64.lower(timeoutMs),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Waits up to `timeout_ms` until the latest write of entity `id` of `name` is
+     * in the cloud: true when it is, false when the time ran out. Fails with
+     * `WouldDeadlock` from an observer or adapter callback.
+     */
+open func waitInCloud(name: String, id: String, timeoutMs: UInt64)throws  -> Bool  {
+    return try  FfiConverterBool.lift(try rustCallWithError(FfiConverterTypeDataSyncError_lift) {
+        uniffiCallStatus in
+    uniffi_datasync_fn_method_datasync_wait_in_cloud(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(name),
+        FfiConverterString.lower(id),
+        FfiConverterUInt64.lower(timeoutMs),uniffiCallStatus
     )
 })
 }
@@ -3899,6 +3960,132 @@ public func FfiConverterTypeOpenOptions_lower(_ value: OpenOptions) -> RustBuffe
 
 
 /**
+ * One write not yet where it is going: the entity it saved or deleted, and its
+ * partition key.
+ */
+public struct PendingWrite: Equatable, Hashable {
+    /**
+     * The entity name.
+     */
+    public var name: String
+    public var id: String
+    public var key: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The entity name.
+         */name: String, id: String, key: String) {
+        self.name = name
+        self.id = id
+        self.key = key
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension PendingWrite: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePendingWrite: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PendingWrite {
+        return
+            try PendingWrite(
+                name: FfiConverterString.read(from: &buf), 
+                id: FfiConverterString.read(from: &buf), 
+                key: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: PendingWrite, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.name, into: &buf)
+        FfiConverterString.write(value.id, into: &buf)
+        FfiConverterString.write(value.key, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePendingWrite_lift(_ buf: RustBuffer) throws -> PendingWrite {
+    return try FfiConverterTypePendingWrite.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePendingWrite_lower(_ value: PendingWrite) -> RustBuffer {
+    return FfiConverterTypePendingWrite.lower(value)
+}
+
+
+/**
+ * The writes not yet durable locally, and those durable locally but not yet in the
+ * cloud, oldest first.
+ */
+public struct PendingWrites: Equatable, Hashable {
+    public var local: [PendingWrite]
+    public var cloud: [PendingWrite]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(local: [PendingWrite], cloud: [PendingWrite]) {
+        self.local = local
+        self.cloud = cloud
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension PendingWrites: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePendingWrites: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PendingWrites {
+        return
+            try PendingWrites(
+                local: FfiConverterSequenceTypePendingWrite.read(from: &buf), 
+                cloud: FfiConverterSequenceTypePendingWrite.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: PendingWrites, into buf: inout [UInt8]) {
+        FfiConverterSequenceTypePendingWrite.write(value.local, into: &buf)
+        FfiConverterSequenceTypePendingWrite.write(value.cloud, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePendingWrites_lift(_ buf: RustBuffer) throws -> PendingWrites {
+    return try FfiConverterTypePendingWrites.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePendingWrites_lower(_ value: PendingWrites) -> RustBuffer {
+    return FfiConverterTypePendingWrites.lower(value)
+}
+
+
+/**
  * What a query selects (DESIGN.md §7). Every field is optional.
  */
 public struct Query: Equatable, Hashable {
@@ -4073,6 +4260,10 @@ public struct Status: Equatable, Hashable {
      */
     public var pendingKeys: UInt64
     /**
+     * Writes durable locally (or made, without a local tier) but not yet in the cloud.
+     */
+    public var pendingCloud: UInt64
+    /**
      * Consecutive failed cloud attempts.
      */
     public var failures: UInt32
@@ -4094,12 +4285,16 @@ public struct Status: Equatable, Hashable {
          * Partitions written in the store and not yet synced below.
          */pendingKeys: UInt64, 
         /**
+         * Writes durable locally (or made, without a local tier) but not yet in the cloud.
+         */pendingCloud: UInt64, 
+        /**
          * Consecutive failed cloud attempts.
          */failures: UInt32, closed: Bool) {
         self.online = online
         self.lastSync = lastSync
         self.lastError = lastError
         self.pendingKeys = pendingKeys
+        self.pendingCloud = pendingCloud
         self.failures = failures
         self.closed = closed
     }
@@ -4124,6 +4319,7 @@ public struct FfiConverterTypeStatus: FfiConverterRustBuffer {
                 lastSync: FfiConverterOptionString.read(from: &buf), 
                 lastError: FfiConverterOptionString.read(from: &buf), 
                 pendingKeys: FfiConverterUInt64.read(from: &buf), 
+                pendingCloud: FfiConverterUInt64.read(from: &buf), 
                 failures: FfiConverterUInt32.read(from: &buf), 
                 closed: FfiConverterBool.read(from: &buf)
         )
@@ -4134,6 +4330,7 @@ public struct FfiConverterTypeStatus: FfiConverterRustBuffer {
         FfiConverterOptionString.write(value.lastSync, into: &buf)
         FfiConverterOptionString.write(value.lastError, into: &buf)
         FfiConverterUInt64.write(value.pendingKeys, into: &buf)
+        FfiConverterUInt64.write(value.pendingCloud, into: &buf)
         FfiConverterUInt32.write(value.failures, into: &buf)
         FfiConverterBool.write(value.closed, into: &buf)
     }
@@ -5408,6 +5605,31 @@ fileprivate struct FfiConverterSequenceString: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypePendingWrite: FfiConverterRustBuffer {
+    typealias SwiftType = [PendingWrite]
+
+    public static func write(_ value: [PendingWrite], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypePendingWrite.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [PendingWrite] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [PendingWrite]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypePendingWrite.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeSortField: FfiConverterRustBuffer {
     typealias SwiftType = [SortField]
 
@@ -5525,6 +5747,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_datasync_checksum_method_datasync_observe_status() != 30463) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_datasync_checksum_method_datasync_pending_writes() != 26571) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_datasync_checksum_method_datasync_repo() != 201) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -5538,6 +5763,12 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_datasync_checksum_method_datasync_tier_keys() != 10549) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_datasync_checksum_method_datasync_wait_all_in_cloud() != 46272) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_datasync_checksum_method_datasync_wait_in_cloud() != 54599) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_datasync_checksum_method_memorytier_keys() != 29179) {

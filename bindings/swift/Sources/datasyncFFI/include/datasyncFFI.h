@@ -486,6 +486,11 @@ void uniffi_datasync_fn_method_datasync_flush(uint64_t ptr, RustCallStatus *_Non
 uint64_t uniffi_datasync_fn_method_datasync_observe_status(uint64_t ptr, uint64_t observer, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_DATASYNC_PENDING_WRITES
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_DATASYNC_PENDING_WRITES
+RustBuffer uniffi_datasync_fn_method_datasync_pending_writes(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_DATASYNC_REPO
 #define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_DATASYNC_REPO
 uint64_t uniffi_datasync_fn_method_datasync_repo(uint64_t ptr, RustBuffer name, RustCallStatus *_Nonnull out_status
@@ -509,6 +514,16 @@ RustBuffer uniffi_datasync_fn_method_datasync_sync_now(uint64_t ptr, RustCallSta
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_DATASYNC_TIER_KEYS
 #define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_DATASYNC_TIER_KEYS
 RustBuffer uniffi_datasync_fn_method_datasync_tier_keys(uint64_t ptr, RustBuffer tier, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_DATASYNC_WAIT_ALL_IN_CLOUD
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_DATASYNC_WAIT_ALL_IN_CLOUD
+int8_t uniffi_datasync_fn_method_datasync_wait_all_in_cloud(uint64_t ptr, uint64_t timeout_ms, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_DATASYNC_WAIT_IN_CLOUD
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_DATASYNC_WAIT_IN_CLOUD
+int8_t uniffi_datasync_fn_method_datasync_wait_in_cloud(uint64_t ptr, RustBuffer name, RustBuffer id, uint64_t timeout_ms, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_CLONE_MEMORYTIER
@@ -1154,6 +1169,12 @@ uint16_t uniffi_datasync_checksum_method_datasync_observe_status(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_DATASYNC_PENDING_WRITES
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_DATASYNC_PENDING_WRITES
+uint16_t uniffi_datasync_checksum_method_datasync_pending_writes(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_DATASYNC_REPO
 #define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_DATASYNC_REPO
 uint16_t uniffi_datasync_checksum_method_datasync_repo(void
@@ -1181,6 +1202,18 @@ uint16_t uniffi_datasync_checksum_method_datasync_sync_now(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_DATASYNC_TIER_KEYS
 #define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_DATASYNC_TIER_KEYS
 uint16_t uniffi_datasync_checksum_method_datasync_tier_keys(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_DATASYNC_WAIT_ALL_IN_CLOUD
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_DATASYNC_WAIT_ALL_IN_CLOUD
+uint16_t uniffi_datasync_checksum_method_datasync_wait_all_in_cloud(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_DATASYNC_WAIT_IN_CLOUD
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_DATASYNC_WAIT_IN_CLOUD
+uint16_t uniffi_datasync_checksum_method_datasync_wait_in_cloud(void
     
 );
 #endif

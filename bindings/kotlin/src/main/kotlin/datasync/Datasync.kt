@@ -14,6 +14,7 @@ import datasync.ffi.HostKeyStrategy
 import datasync.ffi.HostPersistence
 import datasync.ffi.MemoryTier
 import datasync.ffi.OpenOptions
+import datasync.ffi.PendingWrites
 import datasync.ffi.Query
 import datasync.ffi.QueryObserver
 import datasync.ffi.Repository
@@ -185,7 +186,35 @@ class Instance internal constructor(val handle: DataSync) : AutoCloseable {
 
     val status: Status get() = handle.status()
 
-    /** Calls [listener] with the current status, then the new one after every chain sync, on the dispatcher thread. */
+    /**
+     * The writes not yet durable locally (`local`) and those durable locally but not
+     * yet in the cloud (`cloud`), oldest first. Kept in memory: writes made before
+     * this instance was opened are not listed.
+     */
+    fun pendingWrites(): PendingWrites = handle.pendingWrites()
+
+    /**
+     * Waits up to [timeoutMs] milliseconds until the latest write of entity [id] of
+     * [name] is in the cloud: true when it is (at once when nothing of it is pending),
+     * false when the time ran out. It only waits ([syncNow] hurries it). Throws
+     * `DataSyncException.WouldDeadlock` from an observer or adapter callback and
+     * `DataSyncException.InvalidConfig` without a cloud tier.
+     */
+    fun waitInCloud(name: String, id: String, timeoutMs: Long): Boolean {
+        require(timeoutMs >= 0) { "timeoutMs must be 0 or more, not $timeoutMs" }
+        return handle.waitInCloud(name, id, timeoutMs.toULong())
+    }
+
+    /** Waits up to [timeoutMs] milliseconds until every earlier write is in the cloud; as [waitInCloud]. */
+    fun waitAllInCloud(timeoutMs: Long): Boolean {
+        require(timeoutMs >= 0) { "timeoutMs must be 0 or more, not $timeoutMs" }
+        return handle.waitAllInCloud(timeoutMs.toULong())
+    }
+
+    /**
+     * Calls [listener] with the current status, then the new one after every chain
+     * sync and after a store sync that changed `pendingCloud`, on the dispatcher thread.
+     */
     fun observeStatus(listener: (Status) -> Unit): Subscription =
         handle.observeStatus(object : StatusObserver {
             override fun onStatus(status: Status) = listener(status)
@@ -222,6 +251,10 @@ class SuspendingInstance internal constructor(private val instance: Instance) {
     suspend fun flush() = withContext(Dispatchers.IO) { instance.flush() }
     suspend fun drainEvents() = withContext(Dispatchers.IO) { instance.drainEvents() }
     suspend fun audit(): List<String> = withContext(Dispatchers.IO) { instance.audit() }
+    suspend fun waitInCloud(name: String, id: String, timeoutMs: Long): Boolean =
+        withContext(Dispatchers.IO) { instance.waitInCloud(name, id, timeoutMs) }
+    suspend fun waitAllInCloud(timeoutMs: Long): Boolean =
+        withContext(Dispatchers.IO) { instance.waitAllInCloud(timeoutMs) }
     suspend fun shutdown() = withContext(Dispatchers.IO) { instance.shutdown() }
 }
 

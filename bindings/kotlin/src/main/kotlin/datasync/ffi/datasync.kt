@@ -903,6 +903,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_datasync_checksum_method_datasync_observe_status(
     ): Int
+    external fun uniffi_datasync_checksum_method_datasync_pending_writes(
+    ): Int
     external fun uniffi_datasync_checksum_method_datasync_repo(
     ): Int
     external fun uniffi_datasync_checksum_method_datasync_shutdown(
@@ -912,6 +914,10 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_datasync_checksum_method_datasync_sync_now(
     ): Int
     external fun uniffi_datasync_checksum_method_datasync_tier_keys(
+    ): Int
+    external fun uniffi_datasync_checksum_method_datasync_wait_all_in_cloud(
+    ): Int
+    external fun uniffi_datasync_checksum_method_datasync_wait_in_cloud(
     ): Int
     external fun uniffi_datasync_checksum_method_memorytier_keys(
     ): Int
@@ -1033,6 +1039,8 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_datasync_fn_method_datasync_observe_status(`ptr`: Long,`observer`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
+    external fun uniffi_datasync_fn_method_datasync_pending_writes(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_datasync_fn_method_datasync_repo(`ptr`: Long,`name`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_datasync_fn_method_datasync_shutdown(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1043,6 +1051,10 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_datasync_fn_method_datasync_tier_keys(`ptr`: Long,`tier`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_datasync_fn_method_datasync_wait_all_in_cloud(`ptr`: Long,`timeoutMs`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
+    external fun uniffi_datasync_fn_method_datasync_wait_in_cloud(`ptr`: Long,`name`: RustBuffer.ByValue,`id`: RustBuffer.ByValue,`timeoutMs`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
     external fun uniffi_datasync_fn_clone_memorytier(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_datasync_fn_free_memorytier(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1321,6 +1333,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_datasync_checksum_method_datasync_observe_status() and 0xFFFF) != 30463) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_datasync_checksum_method_datasync_pending_writes() and 0xFFFF) != 26571) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_datasync_checksum_method_datasync_repo() and 0xFFFF) != 201) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1334,6 +1349,12 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_datasync_checksum_method_datasync_tier_keys() and 0xFFFF) != 10549) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_datasync_checksum_method_datasync_wait_all_in_cloud() and 0xFFFF) != 46272) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_datasync_checksum_method_datasync_wait_in_cloud() and 0xFFFF) != 54599) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_datasync_checksum_method_memorytier_keys() and 0xFFFF) != 29179) {
@@ -2514,6 +2535,12 @@ public interface DataSyncInterface {
     fun `observeStatus`(`observer`: StatusObserver): Subscription
     
     /**
+     * This instance's writes not yet durable locally, and those not yet in the
+     * cloud (kept in memory: writes of an earlier run are not listed).
+     */
+    fun `pendingWrites`(): PendingWrites
+    
+    /**
      * The repository of one entity name.
      */
     fun `repo`(`name`: kotlin.String): Repository
@@ -2538,6 +2565,18 @@ public interface DataSyncInterface {
      * The partition keys a tier holds.
      */
     fun `tierKeys`(`tier`: TierKind): List<kotlin.String>
+    
+    /**
+     * Waits up to `timeout_ms` until every earlier write is in the cloud.
+     */
+    fun `waitAllInCloud`(`timeoutMs`: kotlin.ULong): kotlin.Boolean
+    
+    /**
+     * Waits up to `timeout_ms` until the latest write of entity `id` of `name` is
+     * in the cloud: true when it is, false when the time ran out. Fails with
+     * `WouldDeadlock` from an observer or adapter callback.
+     */
+    fun `waitInCloud`(`name`: kotlin.String, `id`: kotlin.String, `timeoutMs`: kotlin.ULong): kotlin.Boolean
     
     companion object
 }
@@ -2718,6 +2757,24 @@ open class DataSync: Disposable, AutoCloseable, DataSyncInterface
 
     
     /**
+     * This instance's writes not yet durable locally, and those not yet in the
+     * cloud (kept in memory: writes of an earlier run are not listed).
+     */
+    @Throws(DataSyncException::class)override fun `pendingWrites`(): PendingWrites {
+            return FfiConverterTypePendingWrites.lift(
+    callWithHandle {
+    uniffiRustCallWithError(DataSyncException) { _status ->
+    UniffiLib.uniffi_datasync_fn_method_datasync_pending_writes(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * The repository of one entity name.
      */
     @Throws(DataSyncException::class)override fun `repo`(`name`: kotlin.String): Repository {
@@ -2796,6 +2853,46 @@ open class DataSync: Disposable, AutoCloseable, DataSyncInterface
         it,
         
         FfiConverterTypeTierKind.lower(`tier`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Waits up to `timeout_ms` until every earlier write is in the cloud.
+     */
+    @Throws(DataSyncException::class)override fun `waitAllInCloud`(`timeoutMs`: kotlin.ULong): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithHandle {
+    uniffiRustCallWithError(DataSyncException) { _status ->
+    UniffiLib.uniffi_datasync_fn_method_datasync_wait_all_in_cloud(
+        it,
+        
+        FfiConverterULong.lower(`timeoutMs`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Waits up to `timeout_ms` until the latest write of entity `id` of `name` is
+     * in the cloud: true when it is, false when the time ran out. Fails with
+     * `WouldDeadlock` from an observer or adapter callback.
+     */
+    @Throws(DataSyncException::class)override fun `waitInCloud`(`name`: kotlin.String, `id`: kotlin.String, `timeoutMs`: kotlin.ULong): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithHandle {
+    uniffiRustCallWithError(DataSyncException) { _status ->
+    UniffiLib.uniffi_datasync_fn_method_datasync_wait_in_cloud(
+        it,
+        
+        FfiConverterString.lower(`name`),
+        FfiConverterString.lower(`id`),
+        FfiConverterULong.lower(`timeoutMs`),_status)
 }
     }
     )
@@ -6913,6 +7010,98 @@ public object FfiConverterTypeOpenOptions: FfiConverterRustBuffer<OpenOptions> {
 
 
 /**
+ * One write not yet where it is going: the entity it saved or deleted, and its
+ * partition key.
+ */
+data class PendingWrite (
+    /**
+     * The entity name.
+     */
+    var `name`: kotlin.String
+    , 
+    var `id`: kotlin.String
+    , 
+    var `key`: kotlin.String
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePendingWrite: FfiConverterRustBuffer<PendingWrite> {
+    override fun read(buf: ByteBuffer): PendingWrite {
+        return PendingWrite(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: PendingWrite) = (
+            FfiConverterString.allocationSize(value.`name`) +
+            FfiConverterString.allocationSize(value.`id`) +
+            FfiConverterString.allocationSize(value.`key`)
+    )
+
+    override fun write(value: PendingWrite, buf: ByteBuffer) {
+            FfiConverterString.write(value.`name`, buf)
+            FfiConverterString.write(value.`id`, buf)
+            FfiConverterString.write(value.`key`, buf)
+    }
+}
+
+
+
+/**
+ * The writes not yet durable locally, and those durable locally but not yet in the
+ * cloud, oldest first.
+ */
+data class PendingWrites (
+    var `local`: List<PendingWrite>
+    , 
+    var `cloud`: List<PendingWrite>
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePendingWrites: FfiConverterRustBuffer<PendingWrites> {
+    override fun read(buf: ByteBuffer): PendingWrites {
+        return PendingWrites(
+            FfiConverterSequenceTypePendingWrite.read(buf),
+            FfiConverterSequenceTypePendingWrite.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: PendingWrites) = (
+            FfiConverterSequenceTypePendingWrite.allocationSize(value.`local`) +
+            FfiConverterSequenceTypePendingWrite.allocationSize(value.`cloud`)
+    )
+
+    override fun write(value: PendingWrites, buf: ByteBuffer) {
+            FfiConverterSequenceTypePendingWrite.write(value.`local`, buf)
+            FfiConverterSequenceTypePendingWrite.write(value.`cloud`, buf)
+    }
+}
+
+
+
+/**
  * What a query selects (DESIGN.md §7). Every field is optional.
  */
 data class Query (
@@ -7051,6 +7240,11 @@ data class Status (
     var `pendingKeys`: kotlin.ULong
     , 
     /**
+     * Writes durable locally (or made, without a local tier) but not yet in the cloud.
+     */
+    var `pendingCloud`: kotlin.ULong
+    , 
+    /**
      * Consecutive failed cloud attempts.
      */
     var `failures`: kotlin.UInt
@@ -7076,6 +7270,7 @@ public object FfiConverterTypeStatus: FfiConverterRustBuffer<Status> {
             FfiConverterOptionalString.read(buf),
             FfiConverterOptionalString.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
             FfiConverterUInt.read(buf),
             FfiConverterBoolean.read(buf),
         )
@@ -7086,6 +7281,7 @@ public object FfiConverterTypeStatus: FfiConverterRustBuffer<Status> {
             FfiConverterOptionalString.allocationSize(value.`lastSync`) +
             FfiConverterOptionalString.allocationSize(value.`lastError`) +
             FfiConverterULong.allocationSize(value.`pendingKeys`) +
+            FfiConverterULong.allocationSize(value.`pendingCloud`) +
             FfiConverterUInt.allocationSize(value.`failures`) +
             FfiConverterBoolean.allocationSize(value.`closed`)
     )
@@ -7095,6 +7291,7 @@ public object FfiConverterTypeStatus: FfiConverterRustBuffer<Status> {
             FfiConverterOptionalString.write(value.`lastSync`, buf)
             FfiConverterOptionalString.write(value.`lastError`, buf)
             FfiConverterULong.write(value.`pendingKeys`, buf)
+            FfiConverterULong.write(value.`pendingCloud`, buf)
             FfiConverterUInt.write(value.`failures`, buf)
             FfiConverterBoolean.write(value.`closed`, buf)
     }
@@ -8551,6 +8748,34 @@ public object FfiConverterSequenceString: FfiConverterRustBuffer<List<kotlin.Str
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterString.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypePendingWrite: FfiConverterRustBuffer<List<PendingWrite>> {
+    override fun read(buf: ByteBuffer): List<PendingWrite> {
+        val len = buf.getInt()
+        return List<PendingWrite>(len) {
+            FfiConverterTypePendingWrite.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<PendingWrite>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypePendingWrite.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<PendingWrite>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypePendingWrite.write(it, buf)
         }
     }
 }
