@@ -55,7 +55,7 @@ fn user(i: usize, revision: u32) -> Value {
         "email": format!("user{i}@example.com"),
         "age": 20 + i,
         "team": TEAMS[i % TEAMS.len()],
-        "active": i % 4 != 0,
+        "active": !i.is_multiple_of(4),
         "revision": revision,
     })
 }
@@ -67,10 +67,10 @@ fn note(i: usize, revision: u32) -> Value {
         // Escapes and characters outside ASCII, as the canonical form writes them.
         "body": format!("line one\nline \"two\"\ttabbed \\ caf\u{e9} \u{65e5}\u{672c} \u{1f4dd} #{i}"),
         "rating": (i as f64) * 0.5 + 0.25,
-        "pinned": i % 3 == 0,
+        "pinned": i.is_multiple_of(3),
         "archived": Value::Null,
         "tags": ["fixture", format!("t{}", i % 4)],
-        "meta": {"words": 10 * i + revision as usize, "lang": if i % 2 == 0 { "en" } else { "fr" }},
+        "meta": {"words": 10 * i + revision as usize, "lang": if i.is_multiple_of(2) { "en" } else { "fr" }},
         "author": user_id(i % USERS),
     })
 }
