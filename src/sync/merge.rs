@@ -6,8 +6,40 @@ use crate::partition::{Ids, Partition, Slot};
 
 /// Chooses between two different slots of the same entity.
 ///
-/// Both devices run the resolver on the same pair (in either order), so it must be
-/// deterministic and symmetric: `resolve(a, b) == resolve(b, a)`, or tiers diverge.
+/// # The laws
+///
+/// A resolver must be
+///
+/// - **deterministic**: the answer depends on the two slots and the entity name
+///   only, never on time, randomness, the device or any state of its own;
+/// - **commutative**: `resolve(a, b) == resolve(b, a)`;
+/// - **associative**: resolving `a` with `b` and the result with `c` gives the same
+///   slot as resolving `b` with `c` first and `a` with the result.
+///
+/// Why: devices merge the same versions in different orders (which copy is side `a`
+/// depends on which tier syncs with which, and when), and the merge is meant to
+/// combine the immutable pieces of a partition in whatever order it finds them. Only
+/// a resolver with these laws gives every order the same bytes, so that tiers
+/// converge and a second sync is a no-op; one without them leaves devices
+/// disagreeing for ever, each sure it is up to date.
+///
+/// The simplest way to keep them is to rank every slot by one total order and
+/// return the greater of the two, as [`LastWriterWins`] does (instant, then version,
+/// then canonical bytes). A custom resolver should do the same:
+///
+/// - compare by a total order over what the slots hold (a field, the instant, and
+///   finally the canonical bytes, [`Entity::json`](crate::Entity::json), so that no
+///   two different slots tie);
+/// - never prefer a side because it is `a` or `b`: neither side is "local" or
+///   "remote" in a way the resolver can rely on;
+/// - decide deletes by a rule that does not depend on the side either (for example
+///   "a delete beats every edit", or "the later instant wins");
+/// - if it builds a new slot instead of picking one (a field-wise merge), make that
+///   combination itself commutative, associative and idempotent.
+///
+/// The merge calls the resolver only for two different slots of one id; equal
+/// slots are kept as they are. `tests/resolver_laws.rs` checks the laws through the
+/// merge for [`LastWriterWins`] and for a custom resolver.
 pub trait ConflictResolver: Send + Sync {
     /// The winner (or a merge) of `a` and `b`, which differ.
     fn resolve(&self, entity_name: &str, a: &Slot, b: &Slot) -> Slot;
