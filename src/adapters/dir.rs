@@ -134,7 +134,7 @@ impl DirPersistence {
             .truncate(false)
             .open(&lock_path)
             .map_err(|e| open_err("create lock file", &lock_path, e))?;
-        match lock.try_lock() {
+        match lock_briefly(&lock) {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 return Err(Error::InvalidConfig(format!(
@@ -467,6 +467,25 @@ impl Persistence for DirPersistence {
 
     fn commit(&mut self) -> AdapterResult<()> {
         self.mark_clean()
+    }
+}
+
+/// How long opening waits for a lock held by someone else before saying the
+/// directory is in use. A process that spawns a child holds a copy of every open
+/// file, the lock's included, from the fork until the child's exec closes it: a
+/// directory closed by one instance and reopened right away can look locked for
+/// that moment, most of all on a loaded machine.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(250);
+
+fn lock_briefly(lock: &File) -> std::result::Result<(), TryLockError> {
+    let started = std::time::Instant::now();
+    loop {
+        match lock.try_lock() {
+            Err(TryLockError::WouldBlock) if started.elapsed() < LOCK_PATIENCE => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return other,
+        }
     }
 }
 
