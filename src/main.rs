@@ -109,7 +109,7 @@ enum Command {
         #[arg(long)]
         n: Vec<usize>,
         /// Workloads to run (repeatable; default all).
-        #[arg(long = "workload", value_name = "W1|W2|W3|W4|W5")]
+        #[arg(long = "workload", value_name = "W1..W5")]
         workloads: Vec<String>,
         /// Entities per partition (0 = the default global strategy); default both 0 and 1000.
         #[arg(long)]

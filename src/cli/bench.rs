@@ -1,6 +1,8 @@
-//! `datasync bench`: the five workloads of the benchmark definitions, through the
-//! public API. Each (workload, N, partitioning) runs in a child process of its own,
-//! R times; one JSON line per combination with the median time and the peak RSS.
+//! `datasync bench`: the workloads of the benchmark definitions, through the public
+//! API. Each (workload,
+//! N, partitioning) runs in a child process of its own, R times; one JSON line per
+//! combination with the median time, the peak RSS and the bytes handed to and
+//! returned by the adapters.
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -12,8 +14,8 @@ use datasync::clock::format_millis;
 use datasync::meta::is_reserved;
 use datasync::meta::{Meta, META_KEY};
 use datasync::{
-    sync_tiers, Candidates, Config, DataSync, DirPersistence, KeyStrategy, LastWriterWins,
-    MemoryPersistence, Partition, QueryOptions, Slot,
+    sync_tiers, AdapterResult, Candidates, Config, DataSync, DirPersistence, KeyStrategy,
+    LastWriterWins, MemoryPersistence, Partition, Persistence, QueryOptions, Slot,
 };
 use serde_json::{json, Map, Value};
 
@@ -32,8 +34,151 @@ pub struct Measure {
     pub ops_per_s: f64,
     pub peak_rss_mb: f64,
     pub verified: bool,
+    /// Bytes handed to adapters to store during what `seconds` measures (per round
+    /// where `seconds` is one round); `None` where it cannot be known.
+    #[serde(default)]
+    pub bytes_written: Option<u64>,
+    /// Bytes adapters returned from loads during the same span.
+    #[serde(default)]
+    pub bytes_loaded: Option<u64>,
     #[serde(default)]
     pub extra: Map<String, Value>,
+}
+
+impl Measure {
+    /// Sets the bytes figures from what the adapters counted, divided by `per`.
+    pub fn with_bytes(mut self, tally: Tally, per: u64) -> Measure {
+        let per = per.max(1);
+        self.bytes_written = Some(tally.stored_bytes / per);
+        self.bytes_loaded = Some(tally.loaded_bytes / per);
+        self
+    }
+}
+
+/// What a [`Counting`] adapter saw, or the difference of two such readings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub stored_bytes: u64,
+    pub loaded_bytes: u64,
+    pub stores: u64,
+    pub loads: u64,
+    pub clears: u64,
+    pub commits: u64,
+}
+
+impl std::ops::Sub for Tally {
+    type Output = Tally;
+    fn sub(self, o: Tally) -> Tally {
+        Tally {
+            stored_bytes: self.stored_bytes - o.stored_bytes,
+            loaded_bytes: self.loaded_bytes - o.loaded_bytes,
+            stores: self.stores - o.stores,
+            loads: self.loads - o.loads,
+            clears: self.clears - o.clears,
+            commits: self.commits - o.commits,
+        }
+    }
+}
+
+impl std::ops::Add for Tally {
+    type Output = Tally;
+    fn add(self, o: Tally) -> Tally {
+        Tally {
+            stored_bytes: self.stored_bytes + o.stored_bytes,
+            loaded_bytes: self.loaded_bytes + o.loaded_bytes,
+            stores: self.stores + o.stores,
+            loads: self.loads + o.loads,
+            clears: self.clears + o.clears,
+            commits: self.commits + o.commits,
+        }
+    }
+}
+
+/// The counters a [`Counting`] adapter shares with whoever reads them.
+#[derive(Debug, Default)]
+pub struct Counts {
+    stored_bytes: AtomicU64,
+    loaded_bytes: AtomicU64,
+    stores: AtomicU64,
+    loads: AtomicU64,
+    clears: AtomicU64,
+    commits: AtomicU64,
+}
+
+impl Counts {
+    pub fn now(&self) -> Tally {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Tally {
+            stored_bytes: get(&self.stored_bytes),
+            loaded_bytes: get(&self.loaded_bytes),
+            stores: get(&self.stores),
+            loads: get(&self.loads),
+            clears: get(&self.clears),
+            commits: get(&self.commits),
+        }
+    }
+}
+
+/// A persistence that hands every call to `inner` and counts the calls and the bytes
+/// passed to `store` and returned by `load`: what a disk or a network would carry.
+pub struct Counting<P> {
+    inner: P,
+    counts: Arc<Counts>,
+}
+
+impl<P: Persistence> Counting<P> {
+    pub fn new(inner: P) -> (Counting<P>, Arc<Counts>) {
+        let counts = Arc::<Counts>::default();
+        (
+            Counting {
+                inner,
+                counts: counts.clone(),
+            },
+            counts,
+        )
+    }
+}
+
+/// Clones share the counters (and whatever `P`'s clones share).
+impl<P: Clone> Clone for Counting<P> {
+    fn clone(&self) -> Self {
+        Counting {
+            inner: self.inner.clone(),
+            counts: self.counts.clone(),
+        }
+    }
+}
+
+impl<P: Persistence> Persistence for Counting<P> {
+    fn load(&mut self, key: &str) -> AdapterResult<Option<Vec<u8>>> {
+        let found = self.inner.load(key)?;
+        self.counts.loads.fetch_add(1, Ordering::Relaxed);
+        let len = found.as_ref().map_or(0, Vec::len) as u64;
+        self.counts.loaded_bytes.fetch_add(len, Ordering::Relaxed);
+        Ok(found)
+    }
+
+    fn store(&mut self, key: &str, bytes: &[u8]) -> AdapterResult<()> {
+        self.counts.stores.fetch_add(1, Ordering::Relaxed);
+        self.counts
+            .stored_bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.inner.store(key, bytes)
+    }
+
+    fn clear(&mut self, key: &str) -> AdapterResult<()> {
+        self.counts.clears.fetch_add(1, Ordering::Relaxed);
+        self.inner.clear(key)
+    }
+
+    fn keys(&mut self) -> AdapterResult<Option<Vec<String>>> {
+        self.inner.keys()
+    }
+
+    fn commit(&mut self) -> AdapterResult<()> {
+        self.counts.commits.fetch_add(1, Ordering::Relaxed);
+        self.inner.commit()
+    }
 }
 
 pub struct BenchArgs {
@@ -85,7 +230,7 @@ impl KeyStrategy for Buckets {
     }
 }
 
-fn config(partition_size: usize, n: usize) -> Config {
+pub fn config(partition_size: usize, n: usize) -> Config {
     let config = Config::new("bench")
         .store_sync_delay(Duration::from_secs(3600))
         .cloud_sync_interval(Duration::from_secs(3600))
@@ -101,11 +246,11 @@ fn config(partition_size: usize, n: usize) -> Config {
 
 /// Starts peak-RSS accounting afresh (Linux: resets VmHWM to the current RSS), so a
 /// workload's setup does not count in its peak; what it holds still does.
-fn reset_peak() {
+pub fn reset_peak() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-fn peak_rss_mb() -> f64 {
+pub fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
@@ -129,7 +274,7 @@ fn meta_of(tier: &MemoryPersistence) -> Meta {
         .unwrap_or_default()
 }
 
-fn active_count(meta: &Meta) -> u64 {
+pub fn active_count(meta: &Meta) -> u64 {
     meta.entries
         .values()
         .flat_map(|e| e.entities.values())
@@ -158,7 +303,7 @@ fn copy_of(tier: &MemoryPersistence) -> MemoryPersistence {
 }
 
 /// `peak` is the peak RSS when the measured phase ended, before verification.
-fn measure(
+pub fn measure(
     peak: f64,
     (workload, n, partition_size): (&str, usize, usize),
     seconds: f64,
@@ -174,6 +319,8 @@ fn measure(
         ops_per_s: if seconds > 0.0 { ops / seconds } else { 0.0 },
         peak_rss_mb: peak,
         verified,
+        bytes_written: None,
+        bytes_loaded: None,
         extra,
     }
 }
@@ -188,9 +335,10 @@ fn partitioning_name(size: usize) -> String {
 
 fn w1(n: usize, ps: usize) -> CliResult<Measure> {
     let dir = tempfile::tempdir()?;
-    let local = DirPersistence::open(dir.path())?;
+    let (local, counts) = Counting::new(DirPersistence::open(dir.path())?);
     let ds = DataSync::open(config(ps, n).local(local))?;
     let users = ds.repo("User")?;
+    let before = counts.now();
     reset_peak();
     // Rows are made in chunks outside the timed part, so the input does not weigh on
     // the peak memory of what is measured.
@@ -209,6 +357,7 @@ fn w1(n: usize, ps: usize) -> CliResult<Measure> {
     ds.flush()?;
     let flush = t.elapsed().as_secs_f64();
     let peak = peak_rss_mb();
+    let bytes = counts.now() - before;
     let local_meta = ds.tier_meta(datasync::TierId::Local)?;
     let verified = active_count(&local_meta) == n as u64 && ds.audit()?.is_empty();
     let mut extra = Map::new();
@@ -217,14 +366,19 @@ fn w1(n: usize, ps: usize) -> CliResult<Measure> {
     extra.insert("json_mb".into(), json!(json_bytes as f64 / 1e6));
     extra.insert("partitions".into(), json!(local_meta.entries.len()));
     ds.close()?;
-    Ok(measure(
-        peak,
-        ("W1", n, ps),
-        save,
-        n as f64,
-        verified,
-        extra,
-    ))
+    Ok(measure(peak, ("W1", n, ps), save, n as f64, verified, extra).with_bytes(bytes, 1))
+}
+
+/// One `sync_tiers` between `a` and `b`, each behind a counting adapter; returns the
+/// stats and what both adapters carried.
+fn counted_sync(
+    a: &MemoryPersistence,
+    b: &MemoryPersistence,
+) -> datasync::Result<(datasync::SyncStats, Tally)> {
+    let (ca, na) = Counting::new(a.clone());
+    let (cb, nb) = Counting::new(b.clone());
+    let stats = sync_tiers(Box::new(ca), Box::new(cb), &LastWriterWins)?;
+    Ok((stats, na.now() + nb.now()))
 }
 
 fn w2(n: usize, ps: usize) -> CliResult<Measure> {
@@ -232,7 +386,7 @@ fn w2(n: usize, ps: usize) -> CliResult<Measure> {
     let b = MemoryPersistence::new();
     reset_peak();
     let t = Instant::now();
-    let stats = sync_tiers(Box::new(a.clone()), Box::new(b.clone()), &LastWriterWins)?;
+    let (stats, bytes) = counted_sync(&a, &b)?;
     let secs = t.elapsed().as_secs_f64();
     let peak = peak_rss_mb();
     let (ma, mb) = (meta_of(&a), meta_of(&b));
@@ -240,14 +394,7 @@ fn w2(n: usize, ps: usize) -> CliResult<Measure> {
         ma.root() == mb.root() && active_count(&mb) == n as u64 && stats.errors.is_empty();
     let mut extra = Map::new();
     extra.insert("partitions_copied".into(), json!(stats.keys_copied));
-    Ok(measure(
-        peak,
-        ("W2", n, ps),
-        secs,
-        n as f64,
-        verified,
-        extra,
-    ))
+    Ok(measure(peak, ("W2", n, ps), secs, n as f64, verified, extra).with_bytes(bytes, 1))
 }
 
 fn w3(n: usize, ps: usize) -> CliResult<Measure> {
@@ -279,7 +426,7 @@ fn w3(n: usize, ps: usize) -> CliResult<Measure> {
     }
     reset_peak();
     let t = Instant::now();
-    let stats = sync_tiers(Box::new(a.clone()), Box::new(b.clone()), &LastWriterWins)?;
+    let (stats, bytes) = counted_sync(&a, &b)?;
     let secs = t.elapsed().as_secs_f64();
     let peak = peak_rss_mb();
     let (pa, pb) = (partitions(&a), partitions(&b));
@@ -307,14 +454,7 @@ fn w3(n: usize, ps: usize) -> CliResult<Measure> {
     extra.insert("conflicts".into(), json!(stats.conflicts));
     extra.insert("entities_changed".into(), json!(stats.entities_changed));
     let changed = (n / 100) * 2 + n / 1000 * 2;
-    Ok(measure(
-        peak,
-        ("W3", n, ps),
-        secs,
-        changed as f64,
-        verified,
-        extra,
-    ))
+    Ok(measure(peak, ("W3", n, ps), secs, changed as f64, verified, extra).with_bytes(bytes, 1))
 }
 
 fn w4(n: usize, ps: usize) -> CliResult<Measure> {
@@ -325,19 +465,21 @@ fn w4(n: usize, ps: usize) -> CliResult<Measure> {
     reset_peak();
     let mut times = Vec::with_capacity(rounds);
     let mut verified = true;
+    let ((ca, na), (cb, nb)) = (Counting::new(a.clone()), Counting::new(b.clone()));
     for _ in 0..rounds {
         let t = Instant::now();
-        let stats = sync_tiers(Box::new(a.clone()), Box::new(b.clone()), &LastWriterWins)?;
+        let stats = sync_tiers(Box::new(ca.clone()), Box::new(cb.clone()), &LastWriterWins)?;
         times.push(t.elapsed().as_secs_f64());
         verified &= stats == datasync::SyncStats::default();
     }
+    let bytes = na.now() + nb.now();
     let peak = peak_rss_mb();
     times.sort_by(f64::total_cmp);
     let median = times[rounds / 2];
     let mut extra = Map::new();
     extra.insert("rounds".into(), json!(rounds));
     extra.insert("median_ms".into(), json!(median * 1e3));
-    Ok(measure(peak, ("W4", n, ps), median, 1.0, verified, extra))
+    Ok(measure(peak, ("W4", n, ps), median, 1.0, verified, extra).with_bytes(bytes, rounds as u64))
 }
 
 fn w5(n: usize, ps: usize) -> CliResult<Measure> {
@@ -435,15 +577,14 @@ fn w5(n: usize, ps: usize) -> CliResult<Measure> {
         "collection_bytes".into(),
         json!(handed_bytes.load(Ordering::Relaxed)),
     );
+    // The instance has no tier below its in-memory store (and its store sync is not
+    // due during the run): no adapter is handed or returns any bytes.
+    extra.insert("bytes_note".into(), json!("store tier only"));
     drop(subs);
-    Ok(measure(
-        peak,
-        ("W5", n, ps),
-        secs,
-        updates as f64,
-        verified,
-        extra,
-    ))
+    Ok(
+        measure(peak, ("W5", n, ps), secs, updates as f64, verified, extra)
+            .with_bytes(Tally::default(), 1),
+    )
 }
 
 fn run_one(workload: &str, n: usize, ps: usize) -> CliResult<Measure> {
@@ -459,14 +600,8 @@ fn run_one(workload: &str, n: usize, ps: usize) -> CliResult<Measure> {
 
 /// Runs the benchmark; prints one JSON line per workload, N and partitioning.
 pub fn run(args: BenchArgs) -> CliResult<()> {
-    let workloads = if args.workloads.is_empty() {
-        vec![
-            "W1".into(),
-            "W2".into(),
-            "W3".into(),
-            "W4".into(),
-            "W5".into(),
-        ]
+    let workloads: Vec<String> = if args.workloads.is_empty() {
+        (1..=5).map(|i| format!("W{i}")).collect()
     } else {
         args.workloads.iter().map(|w| w.to_uppercase()).collect()
     };
