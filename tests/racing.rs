@@ -134,9 +134,8 @@ fn missing(devices: &[&Device], ids: &[String]) -> usize {
 }
 
 /// A is held at its first write into the cloud, after reading the cloud's state,
-/// until B's whole sync is done; then A goes on. Then one more sync of each, in the
-/// order given. Returns how many writes a device lacks afterwards.
-fn forced_schedule(conditional: bool, a_first_after: bool) -> usize {
+/// until B's whole sync is done; then A goes on. Returns A, B and the two writes.
+fn forced_schedule(conditional: bool) -> (Device, Device, Vec<String>) {
     let cloud = MemoryPersistence::new();
     let (a, b) = (
         device(&cloud, conditional, Duration::ZERO),
@@ -158,17 +157,26 @@ fn forced_schedule(conditional: bool, a_first_after: bool) -> usize {
         release.send(()).unwrap();
         held.join().unwrap();
     });
-    let (first, second) = if a_first_after { (&a, &b) } else { (&b, &a) };
-    first.ds.sync_now().unwrap();
-    second.ds.sync_now().unwrap();
-    missing(&[&a, &b], &ids)
+    (a, b, ids)
+}
+
+/// `rounds` more syncs of each device, A first or B first.
+fn sync_each(a: &Device, b: &Device, a_first: bool, rounds: usize) {
+    let order: [&Device; 2] = if a_first { [a, b] } else { [b, a] };
+    for _ in 0..rounds {
+        for d in order {
+            d.ds.sync_now().unwrap();
+        }
+    }
 }
 
 #[test]
 fn forced_schedule_loses_nothing_with_the_conditional_write() {
     for a_first in [true, false] {
+        let (a, b, ids) = forced_schedule(true);
+        sync_each(&a, &b, a_first, 1);
         assert_eq!(
-            forced_schedule(true, a_first),
+            missing(&[&a, &b], &ids),
             0,
             "a write is missing after one more sync of each (A first: {a_first})"
         );
@@ -178,31 +186,15 @@ fn forced_schedule_loses_nothing_with_the_conditional_write() {
 #[test]
 fn forced_schedule_without_the_conditional_write_is_repaired_by_later_syncs() {
     for a_first in [true, false] {
-        let cloud = MemoryPersistence::new();
-        let (a, b) = (
-            device(&cloud, false, Duration::ZERO),
-            device(&cloud, false, Duration::ZERO),
+        let (a, b, ids) = forced_schedule(false);
+        sync_each(&a, &b, a_first, 1);
+        eprintln!(
+            "without the conditional write (A first: {a_first}): {} write(s) missing after one more sync of each",
+            missing(&[&a, &b], &ids)
         );
-        save(&a, "seed");
-        a.ds.sync_now().unwrap();
-        b.ds.sync_now().unwrap();
-        let ids = vec![save(&a, "from a"), save(&b, "from b")];
-        let (reached, release) = a.cloud.arm();
-        std::thread::scope(|s| {
-            let held = s.spawn(|| a.ds.sync_now().unwrap());
-            reached.recv_timeout(Duration::from_secs(30)).unwrap();
-            b.ds.sync_now().unwrap();
-            release.send(()).unwrap();
-            held.join().unwrap();
-        });
-        let order: [&Device; 2] = if a_first { [&a, &b] } else { [&b, &a] };
-        // Each device's writes are still in its own local tier: two more rounds of
-        // syncs bring them back into the cloud and to the other device.
-        for _ in 0..2 {
-            for d in order {
-                d.ds.sync_now().unwrap();
-            }
-        }
+        // Each device's writes are still in its own local tier: another round of
+        // syncs brings them back into the cloud and to the other device.
+        sync_each(&a, &b, a_first, 1);
         assert_eq!(missing(&[&a, &b], &ids), 0, "A first: {a_first}");
     }
 }
@@ -238,9 +230,7 @@ fn racing_rounds(conditional: bool, rounds: usize) -> (usize, Vec<String>, Devic
             b.ds.sync_now().unwrap();
             ta.join().unwrap();
         });
-        let (first, second) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
-        first.ds.sync_now().unwrap();
-        second.ds.sync_now().unwrap();
+        sync_each(&a, &b, round % 2 == 0, 1);
         if missing(&[&a, &b], &ids) > 0 {
             lost_rounds += 1;
         }
@@ -270,9 +260,6 @@ fn racing_syncs_with_the_conditional_write_lose_no_round() {
 fn racing_syncs_without_the_conditional_write_converge() {
     let (lost, all, a, b) = racing_rounds(false, 100);
     eprintln!("without the conditional write: {lost} of 100 rounds missed a write after one more sync of each");
-    for _ in 0..2 {
-        a.ds.sync_now().unwrap();
-        b.ds.sync_now().unwrap();
-    }
+    sync_each(&a, &b, true, 2);
     assert_eq!(missing(&[&a, &b], &all), 0, "a write was lost for good");
 }
