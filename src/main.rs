@@ -103,13 +103,13 @@ enum Command {
         #[command(flatten)]
         prefix: cli::ops::PrefixArg,
     },
-    /// Measure the benchmark workloads (W1..W5); one JSON line per workload and N.
+    /// Measure the benchmark workloads (W1..W8); one JSON line per workload and N.
     Bench {
         /// Entity counts (repeatable; default 10000 and 100000).
         #[arg(long)]
         n: Vec<usize>,
         /// Workloads to run (repeatable; default all).
-        #[arg(long = "workload", value_name = "W1..W5")]
+        #[arg(long = "workload", value_name = "W1..W8")]
         workloads: Vec<String>,
         /// Entities per partition (0 = the default global strategy); default both 0 and 1000.
         #[arg(long)]
@@ -119,6 +119,11 @@ enum Command {
         runs: usize,
         #[arg(long, hide = true)]
         child: bool,
+        /// W8's fresh process: open this directory tier cold (with `--cold-id`).
+        #[arg(long, hide = true, requires = "cold_id")]
+        cold_open: Option<PathBuf>,
+        #[arg(long, hide = true)]
+        cold_id: Option<String>,
     },
     /// Test helper: writes and flushes in a loop, reporting each flushed write.
     #[command(hide = true)]
@@ -158,12 +163,15 @@ fn main() -> ExitCode {
             partition_size,
             runs,
             child,
+            cold_open,
+            cold_id,
         } => cli::bench::run(cli::bench::BenchArgs {
             n,
             workloads,
             partition_size,
             runs,
             child,
+            cold_open: cold_open.zip(cold_id),
         })
         .map(|_| 0),
         Command::Inspect { dir, json } => cli::inspect::inspect(&dir, json),

@@ -53,3 +53,40 @@ fn every_workload_runs_and_verifies() {
         check_common(m);
     }
 }
+
+#[test]
+fn the_one_edit_workloads_run_and_verify() {
+    let mut args = vec!["--n", "2000", "--runs", "1"];
+    for w in ["W6", "W7", "W8"] {
+        args.extend(["--workload", w]);
+    }
+    let lines = bench(&args);
+    assert_eq!(lines.len(), 6, "3 workloads x 2 partitionings: {lines:?}");
+    for m in &lines {
+        check_common(m);
+        let e = &m["extra"];
+        let fields: &[&str] = match m["workload"].as_str() {
+            Some("W6") => &[
+                "median_ms",
+                "p99_ms",
+                "disk_write_bytes_per_edit",
+                "adapter_stored_bytes_per_edit",
+            ],
+            Some("W7") => &[
+                "a_cloud_stored_bytes_per_sync",
+                "b_cloud_loaded_bytes_per_sync",
+                "a_disk_write_bytes_per_sync",
+                "b_disk_write_bytes_per_sync",
+            ],
+            Some("W8") => &["open_ms", "first_get_ms", "query_ms", "disk_read_bytes"],
+            other => panic!("unexpected workload {other:?}"),
+        };
+        for field in fields {
+            assert!(e.get(*field).is_some(), "{field} missing in {m}");
+        }
+        // Something was written (W6, W7) or read (W8) through the adapters.
+        let carried =
+            m["bytes_written"].as_u64().unwrap_or(0) + m["bytes_loaded"].as_u64().unwrap_or(0);
+        assert!(carried > 0, "no bytes counted in {m}");
+    }
+}

@@ -1,5 +1,5 @@
 //! `datasync bench`: the workloads of the benchmark definitions, through the public
-//! API. Each (workload,
+//! API (W1..W5 here, the one-edit workloads W6..W8 in `bench_edit`). Each (workload,
 //! N, partitioning) runs in a child process of its own, R times; one JSON line per
 //! combination with the median time, the peak RSS and the bytes handed to and
 //! returned by the adapters.
@@ -187,6 +187,8 @@ pub struct BenchArgs {
     pub partition_size: Option<usize>,
     pub runs: usize,
     pub child: bool,
+    /// W8's fresh process: the directory to open cold and the id to get first.
+    pub cold_open: Option<(std::path::PathBuf, String)>,
 }
 
 /// Entity i as the benchmark definitions give it.
@@ -594,14 +596,17 @@ fn run_one(workload: &str, n: usize, ps: usize) -> CliResult<Measure> {
         "W3" => w3(n, ps),
         "W4" => w4(n, ps),
         "W5" => w5(n, ps),
-        other => Err(format!("unknown workload {other:?} (W1..W5)").into()),
+        "W6" => super::bench_edit::w6(n, ps),
+        "W7" => super::bench_edit::w7(n, ps),
+        "W8" => super::bench_edit::w8(n, ps),
+        other => Err(format!("unknown workload {other:?} (W1..W8)").into()),
     }
 }
 
 /// Runs the benchmark; prints one JSON line per workload, N and partitioning.
 pub fn run(args: BenchArgs) -> CliResult<()> {
     let workloads: Vec<String> = if args.workloads.is_empty() {
-        (1..=5).map(|i| format!("W{i}")).collect()
+        (1..=8).map(|i| format!("W{i}")).collect()
     } else {
         args.workloads.iter().map(|w| w.to_uppercase()).collect()
     };
@@ -614,6 +619,11 @@ pub fn run(args: BenchArgs) -> CliResult<()> {
         Some(k) => vec![k],
         None => vec![0, 1000],
     };
+    if let Some((dir, id)) = &args.cold_open {
+        let figures = super::bench_edit::cold_open(dir, id, sizes[0], partitionings[0])?;
+        println!("{}", serde_json::to_string(&figures)?);
+        return Ok(());
+    }
     if args.child {
         let m = run_one(&workloads[0], sizes[0], partitionings[0])?;
         println!("{}", serde_json::to_string(&m)?);

@@ -1,6 +1,7 @@
 //! The modules of the `datasync` command (not part of the library).
 
 pub mod bench;
+pub mod bench_edit;
 pub mod crash;
 pub mod demo;
 pub mod inspect;
