@@ -29,6 +29,12 @@ def detail(m: dict) -> str:
         return f"median of {e.get('rounds', '?')} rounds"
     if w == "W5":
         return f"{e.get('single_callbacks', '?')} single + {e.get('collection_callbacks', '?')} collection callbacks"
+    if w == "W6":
+        return f"{e.get('edits', '?')} edits, p99 {e.get('p99_ms', 0):.1f} ms, {e.get('adapter_stored_bytes_per_edit', 0) / 1e6:.2f} MB to the adapter per edit"
+    if w == "W7":
+        return f"A {e.get('a_edit_sync_median_ms', 0):.1f} ms, B {e.get('b_sync_read_median_ms', 0):.1f} ms, {e.get('a_cloud_stored_bytes_per_sync', 0) / 1e6:.2f} MB up, {e.get('b_cloud_loaded_bytes_per_sync', 0) / 1e6:.2f} MB down"
+    if w == "W8":
+        return f"open {e.get('open_ms', 0):.1f} ms, get {e.get('first_get_ms', 0):.1f} ms, query {e.get('query_ms', 0):.1f} ms"
     return ""
 
 
