@@ -76,15 +76,14 @@ impl Tier {
             return Ok(self.state.lock().meta.clone());
         }
         let stored = self.load(META_KEY)?;
-        let held = stored.clone();
-        let (meta, rebuilt) = match stored {
+        let (meta, rebuilt) = match stored.as_deref() {
             // No metadata over existing partitions (it was lost or moved aside): rebuild.
             None if self.lists_partitions()? => {
                 log::warn!(target: "datasync::tier", "{} metadata is missing; rebuilding it", self.label);
                 (self.rebuild_meta()?, true)
             }
             None => (Meta::default(), false),
-            Some(bytes) => match Meta::parse(&bytes) {
+            Some(bytes) => match Meta::parse(bytes) {
                 // Two devices syncing a shared tier at once can leave one's root beside
                 // the other's metadata; a device whose own root matches would then never
                 // look again. Rewriting both makes every device compare afresh.
@@ -106,7 +105,8 @@ impl Tier {
             // A rebuilt document is not what the adapter holds: store it at the next chance.
             marks.meta_changed = rebuilt;
             marks.touched.clear();
-            marks.meta_held = held;
+            // Only a shared tier's writes are conditional: no need to keep the bytes else.
+            marks.meta_held = if self.shared { stored } else { None };
         }
         Ok(meta)
     }
@@ -172,8 +172,9 @@ impl Tier {
         for _ in 0..META_ATTEMPTS {
             let (bytes, held) = self.meta_to_store();
             if self.put_if(META_KEY, held.as_deref(), &bytes)? {
+                let held = self.shared.then_some(bytes);
                 self.with_blob_marks(|m| {
-                    m.meta_held = Some(bytes);
+                    m.meta_held = held;
                     m.touched.clear();
                 });
                 return self.store_root();
