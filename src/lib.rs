@@ -13,6 +13,7 @@ mod lock;
 pub mod model;
 pub mod observe;
 pub mod persistence;
+pub mod pieces;
 mod status;
 pub mod sync;
 mod tier;

@@ -1,0 +1,193 @@
+//! A partition's index: the pieces that make it, each with the writes it holds.
+//! The only mutable document of a partition, written by conditional write where
+//! others write the tier too.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::piece::FORMAT;
+use super::span::{span_covers, Span, Vector};
+
+/// One piece as the index lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The piece's name (the hash of its bytes).
+    #[serde(rename = "h")]
+    pub name: String,
+    /// The writes it holds.
+    pub span: Span,
+    /// Its size in bytes.
+    #[serde(rename = "b")]
+    pub bytes: u64,
+    /// Folds only: per writer, the name of the delta of its last write here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tip: BTreeMap<String, String>,
+}
+
+impl Entry {
+    /// A delta lists no tip: it is its own.
+    fn is_delta(&self) -> bool {
+        self.tip.is_empty()
+    }
+
+    /// The name of the delta of `writer`'s last write in this piece.
+    pub fn tip_of(&self, writer: &str) -> Option<&str> {
+        if self.is_delta() {
+            return self.span.contains_key(writer).then_some(self.name.as_str());
+        }
+        self.tip.get(writer).map(String::as_str)
+    }
+}
+
+/// The pieces of one partition, sorted by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Index {
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    v: u32,
+    pieces: Vec<Entry>,
+}
+
+fn is_piece_name(name: &str) -> bool {
+    name.len() == 32 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+impl Index {
+    /// Parses stored bytes, refusing anything this library would not have written.
+    pub fn parse(bytes: &[u8]) -> Result<Index, String> {
+        let stored: Stored =
+            serde_json::from_slice(bytes).map_err(|e| format!("not an index document: {e}"))?;
+        if stored.v != FORMAT {
+            return Err(format!("index format {} is not {FORMAT}", stored.v));
+        }
+        for entry in &stored.pieces {
+            if !is_piece_name(&entry.name) {
+                return Err(format!("{:?} is not a piece name", entry.name));
+            }
+            if entry.span.is_empty() || entry.span.values().any(|(a, b)| *a == 0 || a > b) {
+                return Err(format!("piece {} lists no valid write", entry.name));
+            }
+            let delta = entry.span.len() == 1 && entry.span.values().all(|(a, b)| a == b);
+            let tips_match = entry.tip.keys().eq(entry.span.keys());
+            if !(entry.tip.is_empty() && delta || tips_match) {
+                return Err(format!(
+                    "piece {} lists tips for other writers than its own",
+                    entry.name
+                ));
+            }
+        }
+        Ok(Index::from_entries(stored.pieces))
+    }
+
+    /// The canonical bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let stored = Stored {
+            v: FORMAT,
+            pieces: self.entries.clone(),
+        };
+        // Strings, numbers and maps of them cannot fail to serialise.
+        serde_json::to_vec(&stored).unwrap_or_default()
+    }
+
+    /// The index of these pieces: each listed once, and none that another one listed
+    /// holds entirely (it was folded into that one). Of two pieces that hold the same
+    /// writes, the one with the smaller name stays. Deterministic: two devices
+    /// joining the same indexes write the same bytes.
+    pub fn from_entries(entries: impl IntoIterator<Item = Entry>) -> Index {
+        let mut all: BTreeMap<String, Entry> = BTreeMap::new();
+        for entry in entries {
+            all.entry(entry.name.clone()).or_insert(entry);
+        }
+        let all: Vec<Entry> = all.into_values().collect();
+        let kept = all
+            .iter()
+            .filter(|q| {
+                !all.iter().any(|p| {
+                    p.name != q.name
+                        && span_covers(&p.span, &q.span)
+                        && (p.span != q.span || p.name < q.name)
+                })
+            })
+            .cloned()
+            .collect();
+        Index { entries: kept }
+    }
+
+    /// The union of two indexes.
+    pub fn union(&self, other: &Index) -> Index {
+        Index::from_entries(self.entries.iter().chain(&other.entries).cloned())
+    }
+
+    /// This index with one more piece.
+    pub fn with(&self, entry: Entry) -> Index {
+        Index::from_entries(self.entries.iter().cloned().chain([entry]))
+    }
+
+    /// The writes the listed pieces hold.
+    pub fn vector(&self) -> Vector {
+        Vector::of(self.entries.iter().map(|e| &e.span))
+    }
+
+    /// The name of the piece holding write `seq` of `writer` as its last one, as the
+    /// next write of that writer names it (empty for its first write).
+    pub fn tip_for(&self, writer: &str, seq: u64) -> String {
+        self.entries
+            .iter()
+            .filter(|e| e.span.get(writer).is_some_and(|run| run.1 == seq))
+            .find_map(|e| e.tip_of(writer))
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: char, span: &[(&str, u64, u64)]) -> Entry {
+        Entry {
+            name: std::iter::repeat_n(name, 32).collect(),
+            span: span
+                .iter()
+                .map(|(w, a, b)| (w.to_string(), (*a, *b)))
+                .collect(),
+            bytes: 10,
+            tip: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn union_drops_what_a_fold_holds_and_is_order_free() {
+        let d1 = entry('1', &[("w", 1, 1)]);
+        let d2 = entry('2', &[("w", 2, 2)]);
+        let d3 = entry('3', &[("v", 1, 1)]);
+        let fold = entry('f', &[("w", 1, 2)]);
+        let twin = entry('e', &[("w", 1, 2)]);
+        let a = Index::from_entries([d1.clone(), d2.clone(), d3.clone()]);
+        let b = Index::from_entries([fold.clone(), d3.clone()]);
+        let u = a.union(&b);
+        assert_eq!(u, b.union(&a));
+        assert_eq!(u.entries, vec![d3.clone(), fold.clone()]);
+        // Two folds of the same writes: the smaller name stays, on every device.
+        let both = Index::from_entries([fold.clone(), twin.clone(), d3.clone()]);
+        assert_eq!(both.entries, vec![d3, twin]);
+        assert_eq!(Index::parse(&u.to_bytes()).unwrap(), u);
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        for bad in [
+            &b"{"[..],
+            br#"{"v":1,"pieces":[]}"#,
+            br#"{"v":2,"pieces":[{"h":"zz","span":{"w":[1,1]},"b":1}]}"#,
+            br#"{"v":2,"pieces":[{"h":"00000000000000000000000000000000","span":{},"b":1}]}"#,
+            br#"{"v":2,"pieces":[{"h":"00000000000000000000000000000000","span":{"w":[2,1]},"b":1}]}"#,
+        ] {
+            assert!(Index::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! Format 2 of a blob tier's partitions (`docs/format-2.md`): a partition is a set
+//! of write-once pieces plus a small index, so that a write adds O(its slots) bytes
+//! and a sync moves only the pieces the other side lacks.
+//!
+//! - `span.rs`: which writes a piece holds, and the version vector of a set of them;
+//! - `piece.rs`: a piece's bytes, and the merge and fold of pieces;
+//! - `index.rs`: a partition's index and the union of two;
+//! - `ops.rs`: append, read, sync and compact one partition through an adapter.
+//!
+//! These operations are the building blocks of the format; the instance's tiers do
+//! not use them yet.
+
+mod index;
+mod ops;
+mod piece;
+mod span;
+
+pub use index::{Entry, Index};
+pub use ops::{
+    index_key, piece_key, sync_partition, Compacted, Compaction, PieceRead, PieceSync, PieceTier,
+    DEVICES_KEY,
+};
+pub use piece::{content, fold, winners, Piece, TombstoneRule, Winners, Write, FORMAT};
+pub use span::{short_hash, span_covers, span_holds, Run, Span, Vector};

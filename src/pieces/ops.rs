@@ -1,0 +1,521 @@
+//! What a device does with the pieces of one partition in a blob tier: append a
+//! write, read the partition, sync it with another tier, compact it.
+
+use super::index::{Entry, Index};
+use super::piece::{content, fold, Piece, TombstoneRule};
+use super::span::Vector;
+use crate::clock::Millis;
+use crate::error::{Error, Result};
+use crate::partition::Partition;
+use crate::persistence::Persistence;
+use crate::sync::ConflictResolver;
+
+/// The key of a partition's index.
+pub fn index_key(partition: &str) -> String {
+    format!("!index:{partition}")
+}
+
+/// The key of one piece of a partition.
+pub fn piece_key(partition: &str, name: &str) -> String {
+    format!("!piece:{partition}:{name}")
+}
+
+/// How many times an index write is merged again and retried when another writer
+/// stored the index meanwhile.
+const INDEX_ATTEMPTS: usize = 8;
+
+/// One blob tier, as the piece operations see it.
+pub struct PieceTier<'a> {
+    adapter: &'a mut dyn Persistence,
+    /// Others write this tier too: index writes are conditional, and folded pieces
+    /// are never removed (someone may be reading them).
+    shared: bool,
+    label: &'a str,
+}
+
+/// An index as read, with the bytes a conditional write of it expects.
+struct Read {
+    index: Index,
+    held: Option<Vec<u8>>,
+}
+
+/// What a sync of one partition between two tiers moved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PieceSync {
+    /// Pieces copied each way.
+    pub a_to_b: u64,
+    pub b_to_a: u64,
+    /// Bytes of the pieces copied, both ways.
+    pub bytes: u64,
+    /// Index writes refused because another writer stored the index meanwhile.
+    pub races: u64,
+}
+
+/// When and how a partition is compacted.
+#[derive(Debug, Clone, Copy)]
+pub struct Compaction {
+    /// More pieces than this: fold.
+    pub bound: usize,
+    /// Tombstones older than this are dropped in a full fold.
+    pub horizon: Millis,
+}
+
+impl Default for Compaction {
+    fn default() -> Self {
+        Compaction {
+            bound: 16,
+            horizon: 30 * 24 * 3600 * 1000,
+        }
+    }
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compacted {
+    /// Pieces folded into one.
+    pub folded: usize,
+    /// Whether every piece was folded (then tombstones may be dropped).
+    pub full: bool,
+    /// Bytes of the new piece.
+    pub bytes: u64,
+}
+
+/// A partition read from its pieces.
+#[derive(Debug, Clone)]
+pub struct PieceRead {
+    pub partition: Partition,
+    /// The writes it holds.
+    pub vector: Vector,
+    /// How many pieces were read.
+    pub pieces: usize,
+}
+
+impl<'a> PieceTier<'a> {
+    pub fn new(adapter: &'a mut dyn Persistence, shared: bool, label: &'a str) -> Self {
+        PieceTier {
+            adapter,
+            shared,
+            label,
+        }
+    }
+
+    fn load(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.adapter
+            .load(key)
+            .map_err(|e| Error::adapter(self.label, key, e))
+    }
+
+    fn store(&mut self, key: &str, bytes: &[u8]) -> Result<()> {
+        self.adapter
+            .store(key, bytes)
+            .map_err(|e| Error::adapter(self.label, key, e))
+    }
+
+    fn read_index(&mut self, partition: &str) -> Result<Read> {
+        let key = index_key(partition);
+        let held = self.load(&key)?;
+        let index = match held.as_deref() {
+            None => Index::default(),
+            Some(bytes) => {
+                Index::parse(bytes).map_err(|why| Error::corrupt(self.label, &key, why))?
+            }
+        };
+        Ok(Read { index, held })
+    }
+
+    /// Writes an index over the one read. On a shared tier the write is conditional
+    /// (or, where the adapter has no conditional write, follows a fresh read): false
+    /// when another writer stored it meanwhile, and nothing was written.
+    fn write_index(&mut self, partition: &str, read: &Read, index: &Index) -> Result<bool> {
+        self.write_doc(&index_key(partition), read, &index.to_bytes())
+    }
+
+    /// Writes a mutable document over the bytes read.
+    fn write_doc(&mut self, key: &str, read: &Read, bytes: &[u8]) -> Result<bool> {
+        let key = key.to_string();
+        if read.held.as_deref() == Some(bytes) {
+            return Ok(true);
+        }
+        if !self.shared {
+            self.store(&key, bytes)?;
+            return Ok(true);
+        }
+        let offered = self
+            .adapter
+            .store_if(&key, read.held.as_deref(), bytes)
+            .map_err(|e| Error::adapter(self.label, &key, e))?;
+        if let Some(stored) = offered {
+            return Ok(stored);
+        }
+        if self.load(&key)? != read.held {
+            return Ok(false);
+        }
+        self.store(&key, bytes)?;
+        Ok(true)
+    }
+
+    fn load_piece(&mut self, partition: &str, name: &str) -> Result<(Vec<u8>, Piece)> {
+        let key = piece_key(partition, name);
+        let Some(bytes) = self.load(&key)? else {
+            return Err(Error::corrupt(
+                self.label,
+                &key,
+                "a piece the index lists is missing",
+            ));
+        };
+        if Piece::name_of(&bytes) != name {
+            return Err(Error::corrupt(
+                self.label,
+                &key,
+                "the piece does not match its hash",
+            ));
+        }
+        let piece = Piece::parse(&bytes).map_err(|why| Error::corrupt(self.label, &key, why))?;
+        Ok((bytes, piece))
+    }
+
+    /// Stores a piece under its name; returns its index entry.
+    fn store_piece(&mut self, partition: &str, piece: &Piece) -> Result<Entry> {
+        let bytes = piece.to_bytes();
+        let name = Piece::name_of(&bytes);
+        self.store(&piece_key(partition, &name), &bytes)?;
+        Ok(Entry {
+            name,
+            span: piece.span.clone(),
+            bytes: bytes.len() as u64,
+            tip: piece.tip.clone(),
+        })
+    }
+
+    /// Adds the next write of `writer` to a partition: one new piece of the given
+    /// slots, then the index. Returns the write's sequence number. Nothing already
+    /// stored is rewritten.
+    pub fn append(
+        &mut self,
+        partition: &str,
+        writer: &str,
+        clock: Millis,
+        slots: Partition,
+    ) -> Result<u64> {
+        let mut read = self.read_index(partition)?;
+        let seq = read.index.vector().last(writer) + 1;
+        let prev = read.index.tip_for(writer, seq - 1);
+        let entry = self.store_piece(partition, &Piece::delta(writer, seq, &prev, clock, slots))?;
+        for _ in 0..INDEX_ATTEMPTS {
+            if self.write_index(partition, &read, &read.index.with(entry.clone()))? {
+                return Ok(seq);
+            }
+            read = self.read_index(partition)?;
+        }
+        Err(self.busy(partition))
+    }
+
+    fn busy(&self, partition: &str) -> Error {
+        Error::adapter(
+            self.label,
+            &index_key(partition),
+            "the index kept changing while it was written (too many writers at once); the next sync writes it",
+        )
+    }
+
+    /// Reads a partition: every piece its index lists, each checked against its
+    /// name, the writers' chains checked, merged slot by slot. `None`: no index.
+    pub fn read(
+        &mut self,
+        partition: &str,
+        resolver: &dyn ConflictResolver,
+    ) -> Result<Option<PieceRead>> {
+        let read = self.read_index(partition)?;
+        if read.held.is_none() {
+            return Ok(None);
+        }
+        let key = index_key(partition);
+        let vector = read.index.vector();
+        if let Some((writer, (first, last))) = vector.gaps().into_iter().next() {
+            return Err(Error::corrupt(
+                self.label,
+                &key,
+                format!("writes {first}..{last} of writer {writer:?} are listed nowhere (a piece was lost or the index rolled back)"),
+            ));
+        }
+        let mut pieces = Vec::with_capacity(read.index.entries.len());
+        for entry in &read.index.entries {
+            let (_, piece) = self.load_piece(partition, &entry.name)?;
+            if piece.span != entry.span {
+                return Err(Error::corrupt(
+                    self.label,
+                    &piece_key(partition, &entry.name),
+                    "the piece holds other writes than its index entry says",
+                ));
+            }
+            pieces.push((entry.name.clone(), piece));
+        }
+        check_chains(&read.index, &pieces).map_err(|why| Error::corrupt(self.label, &key, why))?;
+        let refs: Vec<(&str, &Piece)> = pieces.iter().map(|(n, p)| (n.as_str(), p)).collect();
+        let partition = content(&super::piece::winners(&refs, resolver));
+        Ok(Some(PieceRead {
+            partition,
+            vector,
+            pieces: refs.len(),
+        }))
+    }
+
+    /// Folds a partition's pieces when there are more than `policy.bound`: every
+    /// piece but the largest when together they are small beside it (no tombstone is
+    /// dropped then), else every piece, dropping the tombstones the rule allows.
+    /// The new piece is written first, then the index; on a tier no one else writes
+    /// the folded pieces are removed last. A crash at any point leaves the partition
+    /// readable and complete.
+    ///
+    /// `past`: the instant every device of the tier has synced past (from
+    /// [`PieceTier::synced_past`] of a shared tier). Pass `None` where not every
+    /// device syncs through this tier (a device's own tier): there only the horizon
+    /// drops tombstones.
+    pub fn compact(
+        &mut self,
+        partition: &str,
+        resolver: &dyn ConflictResolver,
+        policy: Compaction,
+        now: Millis,
+        past: Option<Millis>,
+    ) -> Result<Option<Compacted>> {
+        let mut read = self.read_index(partition)?;
+        let entries = &read.index.entries;
+        if entries.len() <= policy.bound.max(1) {
+            return Ok(None);
+        }
+        let largest = entries
+            .iter()
+            .max_by(|a, b| a.bytes.cmp(&b.bytes).then(b.name.cmp(&a.name)))
+            .map(|e| e.name.clone())
+            .unwrap_or_default();
+        let largest_bytes = entries
+            .iter()
+            .find(|e| e.name == largest)
+            .map_or(0, |e| e.bytes);
+        let rest: u64 = entries.iter().map(|e| e.bytes).sum::<u64>() - largest_bytes;
+        // A fold holds one run of each writer: a set whose writes leave a hole is not
+        // folded on its own (the whole partition is, when it has no hole).
+        let one_run = |set: &[Entry]| {
+            Vector::of(set.iter().map(|e| &e.span))
+                .runs
+                .values()
+                .all(|runs| runs.len() == 1)
+        };
+        let rest_only: Vec<Entry> = entries
+            .iter()
+            .filter(|e| e.name != largest)
+            .cloned()
+            .collect();
+        let partial = rest.saturating_mul(4) < largest_bytes && one_run(&rest_only);
+        let chosen: Vec<Entry> = if partial { rest_only } else { entries.clone() };
+        if chosen.len() < 2 {
+            return Ok(None);
+        }
+        if !one_run(&chosen) || !read.index.vector().gaps().is_empty() {
+            log::warn!(target: "datasync::pieces", "{} partition {partition:?} has writes listed nowhere; not compacting it", self.label);
+            return Ok(None);
+        }
+        let mut pieces = Vec::with_capacity(chosen.len());
+        for entry in &chosen {
+            pieces.push((
+                entry.name.clone(),
+                self.load_piece(partition, &entry.name)?.1,
+            ));
+        }
+        let refs: Vec<(&str, &Piece)> = pieces.iter().map(|(n, p)| (n.as_str(), p)).collect();
+        let rule = (!partial).then_some(TombstoneRule {
+            now,
+            horizon: policy.horizon,
+            past,
+        });
+        let folded = fold(&refs, resolver, rule);
+        let entry = self.store_piece(partition, &folded)?;
+        let outcome = Compacted {
+            folded: chosen.len(),
+            full: !partial,
+            bytes: entry.bytes,
+        };
+        for _ in 0..INDEX_ATTEMPTS {
+            let index = read.index.with(entry.clone());
+            if self.write_index(partition, &read, &index)? {
+                if !self.shared {
+                    for gone in chosen.iter().filter(|e| !index.entries.contains(e)) {
+                        let key = piece_key(partition, &gone.name);
+                        self.adapter
+                            .clear(&key)
+                            .map_err(|e| Error::adapter(self.label, &key, e))?;
+                    }
+                }
+                return Ok(Some(outcome));
+            }
+            read = self.read_index(partition)?;
+        }
+        Err(self.busy(partition))
+    }
+}
+
+/// The reserved key of a tier's device register: per device, the instant its last
+/// completed sync with the tier began.
+pub const DEVICES_KEY: &str = "!datasync.devices";
+
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct Devices {
+    v: u32,
+    devices: std::collections::BTreeMap<String, Millis>,
+}
+
+impl PieceTier<'_> {
+    /// Records in the tier's register that `device` completed a sync that began at
+    /// `began` (never lowering what it holds). A device registers before its first
+    /// sync reads anything, with `Millis::MIN`, so that nothing it may hold is
+    /// forgotten while it is away.
+    pub fn note_synced(&mut self, device: &str, began: Millis) -> Result<()> {
+        for _ in 0..INDEX_ATTEMPTS {
+            let held = self.load(DEVICES_KEY)?;
+            let mut doc: Devices = match held.as_deref() {
+                None => Devices::default(),
+                Some(bytes) => serde_json::from_slice(bytes).map_err(|e| {
+                    Error::corrupt(
+                        self.label,
+                        DEVICES_KEY,
+                        format!("not a device register: {e}"),
+                    )
+                })?,
+            };
+            let known = doc.devices.get(device).copied();
+            if known.is_some_and(|at| at >= began) {
+                return Ok(());
+            }
+            doc.v = super::piece::FORMAT;
+            doc.devices.insert(device.to_string(), began);
+            let bytes = serde_json::to_vec(&doc).unwrap_or_default();
+            let read = Read {
+                index: Index::default(),
+                held,
+            };
+            if self.write_doc(DEVICES_KEY, &read, &bytes)? {
+                return Ok(());
+            }
+        }
+        Err(Error::adapter(
+            self.label,
+            DEVICES_KEY,
+            "the device register kept changing while it was written",
+        ))
+    }
+
+    /// The instant every device in the register has synced past (`None`: no device).
+    pub fn synced_past(&mut self) -> Result<Option<Millis>> {
+        let Some(bytes) = self.load(DEVICES_KEY)? else {
+            return Ok(None);
+        };
+        let doc: Devices = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::corrupt(
+                self.label,
+                DEVICES_KEY,
+                format!("not a device register: {e}"),
+            )
+        })?;
+        Ok(doc.devices.values().copied().min())
+    }
+}
+
+/// Checks every writer's hash chain: where one listed piece continues another
+/// writer's run, it must name that piece's last delta as the one before it.
+fn check_chains(index: &Index, pieces: &[(String, Piece)]) -> std::result::Result<(), String> {
+    for (name, piece) in pieces {
+        for (writer, &(first, _)) in &piece.span {
+            let said = piece.prev.get(writer).map(String::as_str).unwrap_or("");
+            if first == 1 {
+                if !said.is_empty() {
+                    return Err(format!(
+                        "piece {name} starts writer {writer:?} but names a piece before it"
+                    ));
+                }
+                continue;
+            }
+            let before = index.tip_for(writer, first - 1);
+            if !before.is_empty() && before != said {
+                return Err(format!(
+                    "write {first} of writer {writer:?} follows {said:?}, but the index holds {before:?} before it (a piece was replaced or rolled back)"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Syncs one partition between two blob tiers: each gets the pieces holding writes
+/// it lacks, then the union of both indexes. No piece is parsed, and only what a
+/// side lacks crosses. An index write refused because another writer stored it
+/// meanwhile is merged again and retried.
+pub fn sync_partition(a: &mut PieceTier, b: &mut PieceTier, partition: &str) -> Result<PieceSync> {
+    let mut out = PieceSync::default();
+    for _ in 0..INDEX_ATTEMPTS {
+        let (ra, rb) = (a.read_index(partition)?, b.read_index(partition)?);
+        let (va, vb) = (ra.index.vector(), rb.index.vector());
+        let to_b: Vec<Entry> = ra
+            .index
+            .entries
+            .iter()
+            .filter(|e| !vb.covers(&e.span))
+            .cloned()
+            .collect();
+        let to_a: Vec<Entry> = rb
+            .index
+            .entries
+            .iter()
+            .filter(|e| !va.covers(&e.span))
+            .cloned()
+            .collect();
+        if to_b.is_empty() && to_a.is_empty() {
+            return Ok(out);
+        }
+        for entry in &to_b {
+            out.bytes += copy_piece(a, b, partition, entry)?;
+        }
+        let new_b = Index::from_entries(rb.index.entries.iter().chain(&to_b).cloned());
+        if !to_b.is_empty() && !b.write_index(partition, &rb, &new_b)? {
+            out.races += 1;
+            continue;
+        }
+        out.a_to_b += to_b.len() as u64;
+        for entry in &to_a {
+            out.bytes += copy_piece(b, a, partition, entry)?;
+        }
+        let new_a = Index::from_entries(ra.index.entries.iter().chain(&to_a).cloned());
+        if !to_a.is_empty() && !a.write_index(partition, &ra, &new_a)? {
+            out.races += 1;
+            continue;
+        }
+        out.b_to_a += to_a.len() as u64;
+    }
+    Err(a.busy(partition))
+}
+
+/// Copies one piece's bytes, checked against its name, from one tier to another.
+fn copy_piece(
+    src: &mut PieceTier,
+    dst: &mut PieceTier,
+    partition: &str,
+    entry: &Entry,
+) -> Result<u64> {
+    let key = piece_key(partition, &entry.name);
+    let Some(bytes) = src.load(&key)? else {
+        return Err(Error::corrupt(
+            src.label,
+            &key,
+            "a piece the index lists is missing",
+        ));
+    };
+    if Piece::name_of(&bytes) != entry.name {
+        return Err(Error::corrupt(
+            src.label,
+            &key,
+            "the piece does not match its hash",
+        ));
+    }
+    dst.store(&key, &bytes)?;
+    Ok(bytes.len() as u64)
+}
