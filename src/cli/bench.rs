@@ -166,6 +166,21 @@ impl<P: Persistence> Persistence for Counting<P> {
         self.inner.store(key, bytes)
     }
 
+    fn store_if(
+        &mut self,
+        key: &str,
+        expected: Option<&[u8]>,
+        bytes: &[u8],
+    ) -> AdapterResult<Option<bool>> {
+        let stored = self.inner.store_if(key, expected, bytes)?;
+        if stored == Some(true) {
+            self.counts.stores.fetch_add(1, Ordering::Relaxed);
+            let len = bytes.len() as u64;
+            self.counts.stored_bytes.fetch_add(len, Ordering::Relaxed);
+        }
+        Ok(stored)
+    }
+
     fn clear(&mut self, key: &str) -> AdapterResult<()> {
         self.counts.clears.fetch_add(1, Ordering::Relaxed);
         self.inner.clear(key)
@@ -599,7 +614,9 @@ fn run_one(workload: &str, n: usize, ps: usize) -> CliResult<Measure> {
         "W6" => super::bench_edit::w6(n, ps),
         "W7" => super::bench_edit::w7(n, ps),
         "W8" => super::bench_edit::w8(n, ps),
-        other => Err(format!("unknown workload {other:?} (W1..W8)").into()),
+        "W6P" => super::bench_pieces::w6p(n),
+        "W7P" => super::bench_pieces::w7p(n),
+        other => Err(format!("unknown workload {other:?} (W1..W8, W6P, W7P)").into()),
     }
 }
 

@@ -30,13 +30,13 @@ const W7_ROUNDS: usize = 20;
 /// fetch from (`read_bytes`) and send to (`write_bytes`) the storage layer, and bytes
 /// its read calls returned, page cache included (`rchar`). Counts every thread.
 #[derive(Debug, Clone, Copy)]
-struct Io {
+pub(super) struct Io {
     read_bytes: u64,
     write_bytes: u64,
     rchar: u64,
 }
 
-fn io_now() -> Option<Io> {
+pub(super) fn io_now() -> Option<Io> {
     let text = std::fs::read_to_string("/proc/self/io").ok()?;
     let field = |name: &str| {
         text.lines().find_map(|l| {
@@ -56,14 +56,14 @@ fn io_now() -> Option<Io> {
 
 /// Sums `write_bytes` differences; `None` as soon as one reading is missing.
 #[derive(Debug, Clone, Copy)]
-struct DiskWrites(Option<u64>);
+pub(super) struct DiskWrites(Option<u64>);
 
 impl DiskWrites {
-    fn new() -> DiskWrites {
+    pub(super) fn new() -> DiskWrites {
         DiskWrites(Some(0))
     }
 
-    fn add(&mut self, before: Option<Io>, after: Option<Io>) {
+    pub(super) fn add(&mut self, before: Option<Io>, after: Option<Io>) {
         self.0 = match (self.0, before, after) {
             (Some(sum), Some(b), Some(a)) => {
                 Some(sum + a.write_bytes.saturating_sub(b.write_bytes))
@@ -72,18 +72,18 @@ impl DiskWrites {
         };
     }
 
-    fn per(&self, count: usize) -> Value {
+    pub(super) fn per(&self, count: usize) -> Value {
         json!(self.0.map(|b| b / count.max(1) as u64))
     }
 }
 
 /// Nearest-rank quantile of sorted samples.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
+pub(super) fn quantile(sorted: &[f64], q: f64) -> f64 {
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
     sorted.get(rank - 1).copied().unwrap_or(0.0)
 }
 
-fn per(total: u64, count: usize) -> f64 {
+pub(super) fn per(total: u64, count: usize) -> f64 {
     total as f64 / count.max(1) as f64
 }
 

@@ -31,9 +31,13 @@ pub struct PieceTier<'a> {
     /// are never removed (someone may be reading them).
     shared: bool,
     label: &'a str,
+    /// A tier no one else writes: the index last read or written here, which is
+    /// what the tier holds.
+    known: Option<(String, Read)>,
 }
 
 /// An index as read, with the bytes a conditional write of it expects.
+#[derive(Clone)]
 struct Read {
     index: Index,
     held: Option<Vec<u8>>,
@@ -63,7 +67,7 @@ pub struct Compaction {
 impl Default for Compaction {
     fn default() -> Self {
         Compaction {
-            bound: 16,
+            bound: 8,
             horizon: 30 * 24 * 3600 * 1000,
         }
     }
@@ -96,6 +100,7 @@ impl<'a> PieceTier<'a> {
             adapter,
             shared,
             label,
+            known: None,
         }
     }
 
@@ -112,6 +117,23 @@ impl<'a> PieceTier<'a> {
     }
 
     fn read_index(&mut self, partition: &str) -> Result<Read> {
+        if let Some((known, read)) = &self.known {
+            if known == partition {
+                return Ok(read.clone());
+            }
+        }
+        let read = self.read_index_stored(partition)?;
+        self.remember(partition, &read);
+        Ok(read)
+    }
+
+    fn remember(&mut self, partition: &str, read: &Read) {
+        if !self.shared {
+            self.known = Some((partition.to_string(), read.clone()));
+        }
+    }
+
+    fn read_index_stored(&mut self, partition: &str) -> Result<Read> {
         let key = index_key(partition);
         let held = self.load(&key)?;
         let index = match held.as_deref() {
@@ -127,7 +149,17 @@ impl<'a> PieceTier<'a> {
     /// (or, where the adapter has no conditional write, follows a fresh read): false
     /// when another writer stored it meanwhile, and nothing was written.
     fn write_index(&mut self, partition: &str, read: &Read, index: &Index) -> Result<bool> {
-        self.write_doc(&index_key(partition), read, &index.to_bytes())
+        let bytes = index.to_bytes();
+        self.known = None;
+        let written = self.write_doc(&index_key(partition), read, &bytes)?;
+        if written {
+            let now = Read {
+                index: index.clone(),
+                held: Some(bytes),
+            };
+            self.remember(partition, &now);
+        }
+        Ok(written)
     }
 
     /// Writes a mutable document over the bytes read.
@@ -260,9 +292,10 @@ impl<'a> PieceTier<'a> {
         }))
     }
 
-    /// Folds a partition's pieces when there are more than `policy.bound`: every
-    /// piece but the largest when together they are small beside it (no tombstone is
-    /// dropped then), else every piece, dropping the tombstones the rule allows.
+    /// Folds a partition's pieces when there are more than `policy.bound`: when the
+    /// pieces other than the largest are small beside it (under a quarter), those of
+    /// one size class, the most numerous (no tombstone is dropped then); else every
+    /// piece, dropping the tombstones the rule allows.
     /// The new piece is written first, then the index; on a tier no one else writes
     /// the folded pieces are removed last. A crash at any point leaves the partition
     /// readable and complete.
@@ -307,8 +340,24 @@ impl<'a> PieceTier<'a> {
             .filter(|e| e.name != largest)
             .cloned()
             .collect();
-        let partial = rest.saturating_mul(4) < largest_bytes && one_run(&rest_only);
-        let chosen: Vec<Entry> = if partial { rest_only } else { entries.clone() };
+        // Size-tiered: pieces of about the same size (the same power of four) are
+        // folded together, so a slot is refolded a logarithmic number of times.
+        let class = |e: &Entry| (64 - e.bytes.max(1).leading_zeros()) / 2;
+        let mut classes: std::collections::BTreeMap<u32, Vec<Entry>> = Default::default();
+        for e in &rest_only {
+            classes.entry(class(e)).or_default().push(e.clone());
+        }
+        let fullest = classes
+            .into_values()
+            .filter(|set| set.len() >= 2)
+            .max_by(|a, b| a.len().cmp(&b.len()).then(class(&b[0]).cmp(&class(&a[0]))));
+        let small = rest.saturating_mul(4) < largest_bytes;
+        let chosen: Vec<Entry> = match fullest {
+            Some(set) if small && one_run(&set) => set,
+            _ if small && one_run(&rest_only) => rest_only,
+            _ => entries.clone(),
+        };
+        let partial = chosen.len() < entries.len();
         if chosen.len() < 2 {
             return Ok(None);
         }
