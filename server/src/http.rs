@@ -263,8 +263,11 @@ fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn empty_key() -> ApiError {
-    ApiError::bad("malformed key: empty")
+async fn empty_key(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    match app.authenticate(&headers) {
+        Ok(g) => finish(Err(ApiError::bad("malformed key: empty")), Some(g), None),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn get_blob(State(app): State<Shared>, uri: Uri, headers: HeaderMap) -> Response {

@@ -282,6 +282,7 @@ fn bad_requests_write_nothing() {
                 assert!(!body.is_empty() && !body.contains('\n'), "{body:?}");
             }
         }
+        assert_eq!(Client::anonymous(&server).get_raw("/v1/blobs/").status, 401);
         // Path tricks: more than one segment is no key at all.
         for path in [
             "/v1/blobs/../../etc/passwd",
