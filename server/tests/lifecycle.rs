@@ -397,3 +397,76 @@ fn postgres_outage_is_503_then_recovers() {
     assert_eq!(c.put("app.o", b"after").status, 204);
     assert_eq!(c.get("app.o").body, b"after");
 }
+
+/// A server that cannot start says why on stderr and exits non-zero, without a token
+/// in the message.
+#[test]
+fn startup_failures_exit_non_zero_with_a_reason() {
+    let work = tempfile::tempdir().unwrap();
+    let good_tokens = write_tokens(work.path());
+    let bad_tokens = work.path().join("bad.jsonl");
+    std::fs::write(&bad_tokens, "{\"token\": \"secret-leak\", \"device\": 3}\n").unwrap();
+    let closed_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = work.path().join("store");
+    let pg_closed = format!("postgres://u:p@127.0.0.1:{closed_port}/db");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "--dir".into(),
+                dir.display().to_string(),
+                "--tokens".into(),
+                bad_tokens.display().to_string(),
+            ],
+            "tokens file line 1",
+        ),
+        (
+            vec![
+                "--dir".into(),
+                dir.display().to_string(),
+                "--tokens".into(),
+                "/nonexistent/tokens".into(),
+            ],
+            "cannot read the tokens file",
+        ),
+        (
+            vec![
+                "--postgres".into(),
+                pg_closed.clone(),
+                "--tokens".into(),
+                good_tokens.display().to_string(),
+            ],
+            "postgresql",
+        ),
+        (
+            vec![
+                "--postgres".into(),
+                pg_closed,
+                "--pg-schema".into(),
+                "Bad;Name".into(),
+                "--tokens".into(),
+                good_tokens.display().to_string(),
+            ],
+            "bad schema name",
+        ),
+        (
+            vec!["--tokens".into(), good_tokens.display().to_string()],
+            "--postgres",
+        ),
+    ];
+    for (args, reason) in cases {
+        let started = Instant::now();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_datasync-server"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started");
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+        assert!(!stderr.contains("secret-leak"), "a secret reached stderr");
+        assert!(started.elapsed() < Duration::from_secs(15));
+    }
+}
