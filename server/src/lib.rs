@@ -45,6 +45,20 @@ pub struct Config {
     pub max_body: usize,
     /// A certificate chain and its private key (PEM): serve HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// How long a client may take to send a request's headers before the connection
+    /// is closed (slow or stalled clients do not hold connections forever).
+    pub header_timeout: Duration,
+}
+
+/// The default `--header-timeout`.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn configure<A>(server: &mut axum_server::Server<A>, header_timeout: Duration) {
+    server
+        .http_builder()
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
 }
 
 async fn open_storage(backend: &Backend) -> anyhow::Result<Box<dyn Storage>> {
@@ -128,17 +142,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .await
                 .context("cannot load the TLS certificate or key")?;
             announce(addr, "https", &backend);
-            axum_server::from_tcp_rustls(listener, tls)
-                .handle(handle)
-                .serve(service)
-                .await?;
+            let mut server = axum_server::from_tcp_rustls(listener, tls).handle(handle);
+            configure(&mut server, config.header_timeout);
+            server.serve(service).await?;
         }
         None => {
             announce(addr, "http", &backend);
-            axum_server::from_tcp(listener)
-                .handle(handle)
-                .serve(service)
-                .await?;
+            let mut server = axum_server::from_tcp(listener).handle(handle);
+            configure(&mut server, config.header_timeout);
+            server.serve(service).await?;
         }
     }
     tracing::info!("stopped");

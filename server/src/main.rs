@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{ArgGroup, Parser};
-use datasync_server::{Backend, Config, DEFAULT_MAX_BODY};
+use datasync_server::{Backend, Config, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_BODY};
 
 /// The datasync sync server: the blob-tier protocol over HTTP/1.1.
 #[derive(Parser)]
@@ -39,6 +39,9 @@ struct Args {
     /// The largest request body accepted, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_BODY)]
     max_body: usize,
+    /// Seconds a client may take to send a request's headers.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_HEADER_TIMEOUT.as_secs_f64())]
+    header_timeout: f64,
     /// Serve HTTPS with this certificate chain (PEM).
     #[arg(long, value_name = "PEM", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         tokens: args.tokens,
         max_body: args.max_body,
         tls: args.tls_cert.zip(args.tls_key),
+        header_timeout: std::time::Duration::from_secs_f64(args.header_timeout.clamp(0.1, 3600.0)),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

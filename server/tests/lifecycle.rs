@@ -470,3 +470,25 @@ fn startup_failures_exit_non_zero_with_a_reason() {
         assert!(started.elapsed() < Duration::from_secs(15));
     }
 }
+
+/// A client that stalls in the middle of its headers is cut after `--header-timeout`,
+/// and the server keeps serving.
+#[test]
+fn stalled_headers_are_cut() {
+    let work = tempfile::tempdir().unwrap();
+    let store = Store::Dir(work.path().join("store"));
+    let server = Server::start(&store, work.path(), &["--header-timeout", "0.5"]);
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(5),
+        "the stalled connection stayed {waited:?}"
+    );
+    assert!(!buf.starts_with(b"HTTP/1.1 200"));
+    assert_eq!(Client::anonymous(&server).get_raw("/health").status, 200);
+}
