@@ -17,8 +17,14 @@ _datasync_pg() {
     local line ver name port status
     line="$(pg_lsclusters --no-header 2>/dev/null | head -n 1)"
     if [ -z "$line" ]; then
-        echo "postgres.sh: no PostgreSQL cluster (pg_createcluster <version> main)" >&2
-        return 1
+        # A package installed without its default cluster (some images): create it.
+        local newest
+        newest="$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -n 1)"
+        if [ -z "$newest" ] || ! pg_createcluster "$newest" main >&2; then
+            echo "postgres.sh: no PostgreSQL cluster, and none could be created" >&2
+            return 1
+        fi
+        line="$(pg_lsclusters --no-header 2>/dev/null | head -n 1)"
     fi
     read -r ver name port status _ <<<"$line"
     if [ "$status" != "online" ]; then
