@@ -133,6 +133,10 @@ enum Command {
         run: u64,
         #[arg(long, default_value_t = 100_000)]
         max_ops: u64,
+        /// Append pieces (format 2) to DIR/local, syncing with DIR/cloud and
+        /// compacting both, instead of writing through an instance.
+        #[arg(long)]
+        pieces: bool,
     },
 }
 
@@ -214,7 +218,18 @@ fn main() -> ExitCode {
             },
             prefix,
         ),
-        Command::CrashWriter { dir, run, max_ops } => cli::crash::run(&dir, run, max_ops),
+        Command::CrashWriter {
+            dir,
+            run,
+            max_ops,
+            pieces: false,
+        } => cli::crash::run(&dir, run, max_ops),
+        Command::CrashWriter {
+            dir,
+            run,
+            max_ops,
+            pieces: true,
+        } => cli::crash::run_pieces(&dir, run, max_ops),
     };
     match result {
         Ok(code) => ExitCode::from(code),
