@@ -5,16 +5,19 @@
 //! - `span.rs`: which writes a piece holds, and the version vector of a set of them;
 //! - `piece.rs`: a piece's bytes, and the merge and fold of pieces;
 //! - `index.rs`: a partition's index and the union of two;
-//! - `ops.rs`: append, read, sync and compact one partition through an adapter.
+//! - `ops.rs`: append, read, sync and compact one partition through an adapter;
+//! - `convert.rs`: the conversion of a format-1 tier, in place.
 //!
 //! These operations are the building blocks of the format; the instance's tiers do
 //! not use them yet.
 
+mod convert;
 mod index;
 mod ops;
 mod piece;
 mod span;
 
+pub use convert::{convert_format1, is_converted, Converted, FORMAT_KEY};
 pub use index::{Entry, Index};
 pub use ops::{
     index_key, piece_key, sync_partition, Compacted, Compaction, PieceRead, PieceSync, PieceTier,

@@ -219,6 +219,19 @@ impl<'a> PieceTier<'a> {
         })
     }
 
+    /// Stores a piece and adds it to the partition's index.
+    pub fn add_piece(&mut self, partition: &str, piece: &Piece) -> Result<()> {
+        let entry = self.store_piece(partition, piece)?;
+        let mut read = self.read_index(partition)?;
+        for _ in 0..INDEX_ATTEMPTS {
+            if self.write_index(partition, &read, &read.index.with(entry.clone()))? {
+                return Ok(());
+            }
+            read = self.read_index(partition)?;
+        }
+        Err(self.busy(partition))
+    }
+
     /// Adds the next write of `writer` to a partition: one new piece of the given
     /// slots, then the index. Returns the write's sequence number. Nothing already
     /// stored is rewritten.
