@@ -95,6 +95,10 @@ impl Persistence for Tier {
         self.inner.clear(key)
     }
 
+    fn keys(&mut self) -> AdapterResult<Option<Vec<String>>> {
+        self.inner.keys()
+    }
+
     fn store_if(
         &mut self,
         key: &str,
@@ -785,4 +789,50 @@ proptest! {
     fn devices_converge_on_every_acknowledged_write(cas in any::<bool>(), ops in proptest::collection::vec(op(), 1..40)) {
         run_model(cas, &ops)?;
     }
+}
+
+#[test]
+fn a_sweep_removes_the_pieces_no_index_lists_and_nothing_else() {
+    let mut t = Tier::new(true);
+    append(&mut t, "w1", 1, slots(&[("a", entity("a", 1, "one"))]));
+    // An append that dies between its piece and its index leaves the piece behind.
+    // Its calls: the index read, the piece, the index: the third fails.
+    t.fail_in.store(3, Ordering::SeqCst);
+    let lost = PieceTier::new(&mut t, false, "t").append(
+        KEY,
+        "w1",
+        BASE + 2,
+        slots(&[("b", entity("b", 2, "two"))]),
+    );
+    assert!(lost.is_err());
+    // Another partition whose name starts like this one keeps its pieces.
+    PieceTier::new(&mut t, false, "t")
+        .append(
+            "app.User:x",
+            "w1",
+            BASE + 3,
+            slots(&[("c", entity("c", 3, "three"))]),
+        )
+        .unwrap();
+    let pieces = |t: &Tier| {
+        t.inner
+            .snapshot()
+            .keys()
+            .filter(|k| k.starts_with("!piece:"))
+            .count()
+    };
+    assert_eq!(pieces(&t), 3);
+    assert_eq!(
+        PieceTier::new(&mut t, true, "t").sweep(KEY).unwrap(),
+        0,
+        "never in a shared tier"
+    );
+    assert_eq!(PieceTier::new(&mut t, false, "t").sweep(KEY).unwrap(), 1);
+    assert_eq!(pieces(&t), 2);
+    assert_eq!(live(&read(&mut t, false)).len(), 1);
+    let other = PieceTier::new(&mut t, false, "t")
+        .read("app.User:x", &LastWriterWins)
+        .unwrap()
+        .unwrap();
+    assert_eq!(live(&other.partition).len(), 1);
 }

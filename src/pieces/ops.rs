@@ -417,6 +417,43 @@ impl<'a> PieceTier<'a> {
     }
 }
 
+impl PieceTier<'_> {
+    /// Removes the pieces of a partition its index does not list (left by a crash
+    /// between a piece and its index, or by a compaction killed before it removed
+    /// what it folded). Only on a tier no one else writes: in a shared tier an
+    /// unlisted piece may be another device's, about to be listed. Returns how many
+    /// were removed (none where the adapter cannot list its keys).
+    pub fn sweep(&mut self, partition: &str) -> Result<usize> {
+        if self.shared {
+            return Ok(0);
+        }
+        let listed = self
+            .adapter
+            .keys()
+            .map_err(|e| Error::adapter(self.label, "(keys)", e))?;
+        let Some(keys) = listed else {
+            return Ok(0);
+        };
+        let read = self.read_index_stored(partition)?;
+        let prefix = piece_key(partition, "");
+        let mut removed = 0;
+        for key in keys {
+            let Some(name) = key.strip_prefix(&prefix) else {
+                continue;
+            };
+            // A partition whose name is a prefix of this one's shares the prefix.
+            if name.contains(':') || read.index.entries.iter().any(|e| e.name == name) {
+                continue;
+            }
+            self.adapter
+                .clear(&key)
+                .map_err(|e| Error::adapter(self.label, &key, e))?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+}
+
 /// The reserved key of a tier's device register: per device, the instant its last
 /// completed sync with the tier began.
 pub const DEVICES_KEY: &str = "!datasync.devices";
