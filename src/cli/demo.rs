@@ -30,7 +30,7 @@ impl Link {
         if self.online.load(Ordering::Acquire) {
             Ok(())
         } else {
-            Err(AdapterError("network unreachable".into()))
+            Err(AdapterError::new("network unreachable"))
         }
     }
 }
