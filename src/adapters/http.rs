@@ -162,8 +162,8 @@ impl HttpPersistence {
         match status {
             401 => AdapterError::new("the server rejected the token"),
             403 => AdapterError::refused(match key {
-                Some(key) => format!("the server refused {key:?} to this token: {reason}"),
-                None => format!("the server refused {what} to this token: {reason}"),
+                Some(_) => format!("the server refused it to this token ({reason})"),
+                None => format!("the server refused {what} to this token ({reason})"),
             }),
             _ => AdapterError::new(format!(
                 "{what} on {}: the server answered {status}: {reason}",

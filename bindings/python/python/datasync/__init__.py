@@ -1100,8 +1100,8 @@ def open(
     sync_on_open: Optional[bool] = None,
 ) -> DataSync:
     """Opens an instance. ``local`` and ``cloud`` are optional tiers (a
-    :class:`MemoryTier`, a :class:`DirectoryTier` or a :class:`Persistence`
-    subclass); durations are in seconds, and each one left out (None) keeps the
+    :class:`MemoryTier`, a :class:`DirectoryTier`, an :class:`HttpTier` or a
+    :class:`Persistence` subclass); durations are in seconds, and each one left out (None) keeps the
     library's default (:func:`default_options` lists them)."""
 
     def ms(seconds: Optional[float], what: str) -> Optional[int]:
