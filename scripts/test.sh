@@ -27,6 +27,7 @@ stage() {
 }
 
 stage "rust (cargo test)" cargo test
+stage "server (postgresql)" bash server/run-tests.sh
 stage "feature builds" bash scripts/check-features.sh
 stage "c and c++" bash tests/c/run.sh
 stage "python bindings" bash bindings/python/run-tests.sh
