@@ -196,8 +196,12 @@ fn reason(answer: &[u8]) -> String {
 }
 
 /// `key` as one path segment: RFC 3986 unreserved characters as they are, every
-/// other byte as `%XX`.
+/// other byte as `%XX` (and the dots of a key `.` or `..`, which a URL would read as
+/// a step up or in place).
 pub(crate) fn encode_segment(key: &str) -> String {
+    if key == "." || key == ".." {
+        return "%2E".repeat(key.len());
+    }
     let mut out = String::with_capacity(key.len() * 3);
     for &b in key.as_bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -279,6 +283,8 @@ mod tests {
         assert_eq!(encode_segment("!datasync.meta"), "%21datasync.meta");
         assert_eq!(encode_segment("a/b c:d%"), "a%2Fb%20c%3Ad%25");
         assert_eq!(encode_segment("é"), "%C3%A9");
+        assert_eq!(encode_segment(".."), "%2E%2E");
+        assert_eq!(encode_segment("..x"), "..x");
     }
 
     #[test]
