@@ -338,6 +338,38 @@ mod tests {
     }
 
     #[test]
+    fn a_server_that_never_answers_times_out() {
+        // Accepts the connection and reads, but never answers.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let silent = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut conn, &mut buf);
+            let _ = rx.recv_timeout(Duration::from_secs(10));
+        });
+        let options = HttpOptions {
+            connect_timeout: Duration::from_secs(2),
+            read_timeout: Duration::from_millis(300),
+        };
+        let mut tier =
+            HttpPersistence::with_options(&format!("http://127.0.0.1:{port}"), "t", options)
+                .unwrap();
+        let started = std::time::Instant::now();
+        let e = tier.load("app.notes").unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(e.to_string().contains("timed out"), "{e}");
+        tx.send(()).unwrap();
+        silent.join().unwrap();
+    }
+
+    #[test]
     fn error_reasons_are_one_short_line() {
         assert_eq!(reason(b"outside the token\nmore"), "outside the token");
         assert_eq!(reason(b""), "(no reason given)");
