@@ -62,21 +62,26 @@ async fn open_storage(backend: &Backend) -> anyhow::Result<Box<dyn Storage>> {
     })
 }
 
-/// Resolves when SIGTERM or SIGINT arrives.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// The shutdown signals, registered when this is called (so a signal arriving any time
+/// after it counts); the future resolves when SIGTERM or SIGINT arrives.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("a SIGTERM handler can be installed");
-        tokio::select! {
-            _ = interrupt => {}
-            _ = term.recv() => {}
-        }
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
     {
-        let _ = interrupt.await;
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 
@@ -105,8 +110,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let handle = axum_server::Handle::new();
     let on_signal = handle.clone();
+    let signalled = shutdown_signal().context("cannot install the signal handlers")?;
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signalled.await;
         tracing::info!("shutting down: finishing the requests in flight");
         on_signal.graceful_shutdown(Some(SHUTDOWN_GRACE));
     });

@@ -301,3 +301,99 @@ fn https_with_a_certificate() {
     let _ = s.read_to_end(&mut buf);
     assert!(!buf.starts_with(b"HTTP/1.1 200"));
 }
+
+/// A TCP proxy in front of PostgreSQL that can cut every connection and refuse new
+/// ones, then heal.
+struct CutProxy {
+    addr: std::net::SocketAddr,
+    state: Arc<std::sync::Mutex<(bool, Vec<TcpStream>)>>,
+}
+
+impl CutProxy {
+    fn start(upstream: String) -> CutProxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state: Arc<std::sync::Mutex<(bool, Vec<TcpStream>)>> = Arc::default();
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let mut guard = shared.lock().unwrap();
+                if guard.0 {
+                    continue; // cut: dropped at once
+                }
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                guard.1.push(client.try_clone().unwrap());
+                guard.1.push(server.try_clone().unwrap());
+                drop(guard);
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        CutProxy { addr, state }
+    }
+
+    fn cut(&self) {
+        let mut guard = self.state.lock().unwrap();
+        guard.0 = true;
+        for s in guard.1.drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn heal(&self) {
+        self.state.lock().unwrap().0 = false;
+    }
+}
+
+/// PostgreSQL going away: health and requests answer 503, nothing half-written, and
+/// the server recovers by itself when the database is back.
+#[test]
+fn postgres_outage_is_503_then_recovers() {
+    let Some(url) = pg_url() else { return };
+    let (head, tail) = url.split_once('@').expect("a URL with user@host");
+    let (hostport, path) = tail.split_once('/').expect("a URL with a database");
+    let proxy = CutProxy::start(hostport.to_string());
+    let proxied = format!("{head}@{}/{path}", proxy.addr);
+    let work = tempfile::tempdir().unwrap();
+    let schema = PgSchema::new(&url, "outage");
+    let store = Store::Pg {
+        url: proxied,
+        schema: schema.name.clone(),
+    };
+    let server = Server::start(&store, work.path(), &[]);
+    let c = Client::new(&server, ADMIN);
+    assert_eq!(c.put("app.o", b"before").status, 204);
+
+    proxy.cut();
+    let h = c.get_raw("/health");
+    assert_eq!(h.status, 503, "{}", h.text());
+    let r = c.put("app.o", b"during");
+    assert_eq!((r.status, r.text().as_str()), (503, "storage unavailable"));
+    assert_eq!(c.get("app.o").status, 503);
+    let r = c.batch(serde_json::json!([{"op": "load", "key": "app.o"}]));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["results"][0]["status"], 503);
+
+    proxy.heal();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while c.get_raw("/health").status != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "no recovery after the database came back"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(c.get("app.o").body, b"before");
+    assert_eq!(c.put("app.o", b"after").status, 204);
+    assert_eq!(c.get("app.o").body, b"after");
+}
