@@ -18,6 +18,7 @@ const TOKENS: &str = r#"# devices of the tests
 {"token": "tok-alice", "device": "alice", "read": ["*"], "write": ["*"]}
 {"token": "tok-bob", "device": "bob", "read": ["*"], "write": ["*"]}
 {"token": "tok-carol", "device": "carol", "read": ["app.Note", "app.Other"], "write": ["app.Note", "app.Other"]}
+{"token": "tok-dave", "device": "dave", "read": ["app.*"], "write": ["app.Z*"]}
 "#;
 
 /// A server process on 127.0.0.1, killed and reaped when dropped.
@@ -292,6 +293,47 @@ fn a_token_that_excludes_a_partition_syncs_the_rest_and_reports_it() {
     assert_eq!(titles(&alice, "Other"), ["carol"]);
     alice.close().unwrap();
     carol.close().unwrap();
+}
+
+#[test]
+fn a_partition_the_token_may_read_but_not_write_is_refused_and_the_rest_syncs() {
+    let work = tempfile::tempdir().unwrap();
+    let server = Server::start(work.path());
+    let alice = device(&server.url(), "tok-alice");
+    alice
+        .repo("Note")
+        .unwrap()
+        .save(&json!({"t": "alice"}))
+        .unwrap();
+    alice.sync_now().unwrap();
+
+    // Dave reads everything but writes only app.Z*: each sync, his Note edits are
+    // refused (a 403 on a PUT) while his Zebra partition syncs.
+    let dave = device(&server.url(), "tok-dave");
+    dave.sync_now().unwrap();
+    for round in 0..5 {
+        dave.repo("Note")
+            .unwrap()
+            .save(&json!({"t": format!("dave {round}")}))
+            .unwrap();
+        dave.repo("Zebra")
+            .unwrap()
+            .save(&json!({"t": format!("z {round}")}))
+            .unwrap();
+        let stats = dave.sync_now().unwrap();
+        assert!(!stats.offline, "round {round}: {stats:?}");
+        assert!(stats.keys_refused >= 1, "round {round}: {stats:?}");
+        assert!(
+            stats.errors.iter().all(|e| e.contains("\"app.Note\"")),
+            "round {round}: only the Note partition is refused: {stats:?}"
+        );
+        assert!(dave.status().online);
+    }
+    alice.sync_now().unwrap();
+    assert_eq!(titles(&alice, "Note"), ["alice"]);
+    assert_eq!(titles(&alice, "Zebra").len(), 5);
+    alice.close().unwrap();
+    dave.close().unwrap();
 }
 
 #[test]

@@ -110,6 +110,10 @@ impl HttpPersistence {
     }
 
     /// Sends a request (`body`: PUT with bytes) and returns the status and answer.
+    /// A connection the server dropped before answering (a kept-alive connection it
+    /// had closed meanwhile) is tried once more on a fresh one; every request of the
+    /// protocol may be repeated (a conditional write that had landed answers 412, and
+    /// the sync reads the key again).
     fn send(
         &self,
         method: &str,
@@ -117,8 +121,29 @@ impl HttpPersistence {
         condition: Option<(&str, String)>,
         body: Option<&[u8]>,
     ) -> AdapterResult<(u16, Vec<u8>)> {
+        let what = || format!("{method} {}", self.path_of(url));
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.send_once(method, url, condition.as_ref(), body) {
+                Err(e) if attempt < 2 && dropped(&e) => {
+                    log::debug!(target: "datasync::http", "{} on {}: the connection was dropped ({e}); trying again", what(), self.base);
+                }
+                Err(e) => return Err(AdapterError::new(describe(&self.base, what(), &e))),
+                Ok(answer) => return Ok(answer),
+            }
+        }
+    }
+
+    fn send_once(
+        &self,
+        method: &str,
+        url: &str,
+        condition: Option<&(&str, String)>,
+        body: Option<&[u8]>,
+    ) -> Result<(u16, Vec<u8>), ureq::Error> {
         let auth = self.authorization.as_str();
-        let result = match (method, body) {
+        let response = match (method, body) {
             ("GET", _) => self.agent.get(url).header("Authorization", auth).call(),
             ("DELETE", _) => self.agent.delete(url).header("Authorization", auth).call(),
             (_, body) => {
@@ -128,20 +153,17 @@ impl HttpPersistence {
                     .header("Authorization", auth)
                     .header("Content-Type", "application/octet-stream");
                 if let Some((name, value)) = condition {
-                    request = request.header(name, value);
+                    request = request.header(*name, value.as_str());
                 }
                 request.send(body.unwrap_or_default())
             }
-        };
-        let what = || format!("{method} {}", self.path_of(url));
-        let response = result.map_err(|e| AdapterError::new(describe(&self.base, what(), &e)))?;
+        }?;
         let status = response.status().as_u16();
         let answer = response
             .into_body()
             .with_config()
             .limit(MAX_ANSWER)
-            .read_to_vec()
-            .map_err(|e| AdapterError::new(describe(&self.base, what(), &e)))?;
+            .read_to_vec()?;
         Ok((status, answer))
     }
 
@@ -171,6 +193,13 @@ impl HttpPersistence {
             )),
         }
     }
+}
+
+/// Whether the server closed the connection without an answer (not a refusal to
+/// connect, nor a timeout).
+fn dropped(e: &ureq::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(e, ureq::Error::Io(io) if matches!(io.kind(), UnexpectedEof | ConnectionReset | BrokenPipe | ConnectionAborted))
 }
 
 /// One line of a failure, naming the server but none of the request's headers.
@@ -367,6 +396,34 @@ mod tests {
         assert!(e.to_string().contains("timed out"), "{e}");
         tx.send(()).unwrap();
         silent.join().unwrap();
+    }
+
+    #[test]
+    fn a_connection_dropped_without_an_answer_is_tried_once_more() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Drops the first two connections unanswered, answers 404 on the third.
+        let peer = std::thread::spawn(move || {
+            for n in 0..3 {
+                let (mut conn, _) = listener.accept().unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+                if n == 2 {
+                    let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                }
+            }
+        });
+        let url = format!("http://127.0.0.1:{port}");
+        let mut tier = HttpPersistence::new(&url, "t").unwrap();
+        let e = tier.load("app.a").unwrap_err();
+        assert!(
+            e.to_string().contains("cannot reach"),
+            "two drops in a row fail: {e}"
+        );
+        assert_eq!(tier.load("app.b").unwrap(), None, "one drop is tried again");
+        peer.join().unwrap();
     }
 
     #[test]
