@@ -39,7 +39,7 @@ struct Cloud {
 impl Cloud {
     fn check(&self) -> AdapterResult<()> {
         if self.offline.load(Ordering::SeqCst) {
-            return Err(AdapterError("the network is down".into()));
+            return Err(AdapterError::new("the network is down"));
         }
         Ok(())
     }

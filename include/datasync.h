@@ -625,6 +625,33 @@ datasync_code datasync_config_set_directory(struct datasync_config *config,
                                             bool durable);
 
 /**
+ * Sets the cloud tier to the sync server at `url` (`http://` or `https://`),
+ * authenticated by the bearer `token`, with timeouts of 5 s to connect and 30 s
+ * per read (see `datasync_config_set_cloud_http_timeouts`). A bad URL or token is
+ * `DATASYNC_INVALID_CONFIG`, and the configuration keeps its cloud tier.
+ *
+ * Ownership: `config` is borrowed; `url` and `token` are copied.
+ * Threads: one thread at a time per configuration.
+ */
+datasync_code datasync_config_set_cloud_http(struct datasync_config *config,
+                                             const char *url,
+                                             const char *token);
+
+/**
+ * Sets the cloud tier to the sync server at `url` as
+ * `datasync_config_set_cloud_http` does, with these timeouts in milliseconds
+ * (each > 0): to connect, and for each read or write on the connection.
+ *
+ * Ownership: `config` is borrowed; `url` and `token` are copied.
+ * Threads: one thread at a time per configuration.
+ */
+datasync_code datasync_config_set_cloud_http_timeouts(struct datasync_config *config,
+                                                      const char *url,
+                                                      const char *token,
+                                                      uint64_t connect_millis,
+                                                      uint64_t read_millis);
+
+/**
  * Sets the delay between a write and the store's sync to the tier below (writes
  * within it are coalesced), in milliseconds.
  *

@@ -19,10 +19,11 @@ build() {
 build --lib --no-default-features
 build --lib --no-default-features --features capi
 build --lib --no-default-features --features uniffi
+build --lib --no-default-features --features http
 build --no-default-features --features cli --bin datasync
 
 core="$(cargo tree -e normal --no-default-features --prefix none)"
-for crate in clap indicatif tempfile uniffi cbindgen; do
+for crate in clap indicatif tempfile uniffi cbindgen ureq rustls ring; do
     if grep -q "^$crate " <<<"$core"; then
         echo "the core (--no-default-features) depends on $crate" >&2
         exit 1

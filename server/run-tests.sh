@@ -20,5 +20,8 @@ else
     echo "SKIP: PostgreSQL server tests (no local PostgreSQL); directory-backend tests still run"
 fi
 
+# tests/cli.rs runs the `datasync` command, which lives next to the server binary.
+cargo build --bin datasync
+
 # Enough threads for the suites, few enough for a small machine.
 cargo test -p datasync-server -- --test-threads 2

@@ -84,6 +84,21 @@ impl Config {
         self
     }
 
+    /// Uses the sync server at `url` (`http://` or `https://`) as the cloud tier,
+    /// authenticated by `token`, with these timeouts (see [`HttpOptions`]).
+    ///
+    /// [`HttpOptions`]: crate::adapters::HttpOptions
+    #[cfg(feature = "http")]
+    pub fn cloud_http(
+        self,
+        url: &str,
+        token: &str,
+        options: crate::adapters::HttpOptions,
+    ) -> Result<Self> {
+        let http = crate::adapters::HttpPersistence::with_options(url, token, options)?;
+        Ok(self.cloud(http))
+    }
+
     pub fn store_sync_delay(mut self, delay: Duration) -> Self {
         self.store_sync_delay = delay;
         self

@@ -23,7 +23,8 @@ pub enum Error {
     #[error("invalid key {0:?}: {1}")]
     InvalidKey(String, String),
     /// The strategy does not let this instance read or write the partition
-    /// (DESIGN §11: `candidate_keys` is the authorisation hook).
+    /// (DESIGN §11: `candidate_keys` is the authorisation hook), or a tier refused
+    /// the key to this device (a server's 403).
     #[error("forbidden: {0}")]
     Forbidden(String),
     /// A configuration value that cannot work.
@@ -111,6 +112,20 @@ impl Error {
             tier: tier.to_string(),
             key: key.to_string(),
             message: message.to_string(),
+        }
+    }
+
+    /// An adapter's failure on `key`: a refusal of the key is `Forbidden`, naming the
+    /// tier and the key; anything else is `Adapter`.
+    pub(crate) fn from_adapter(
+        tier: &str,
+        key: &str,
+        e: crate::persistence::AdapterError,
+    ) -> Error {
+        if e.is_refused() {
+            Error::Forbidden(format!("the {tier} tier refused key {key:?}: {e}"))
+        } else {
+            Error::adapter(tier, key, e)
         }
     }
 

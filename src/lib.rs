@@ -25,6 +25,8 @@ pub use model::{clock, entity, id, meta, partition, query, strategy};
 uniffi::setup_scaffolding!();
 
 pub use adapters::{DirOptions, DirPersistence, MemoryPersistence, MemoryStore};
+#[cfg(feature = "http")]
+pub use adapters::{HttpOptions, HttpPersistence};
 pub use config::Config;
 pub use entity::Entity;
 pub use error::{Error, ErrorKind, Result};

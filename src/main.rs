@@ -27,6 +27,10 @@ enum Command {
         /// removed at the end). Must be new or empty.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Share the cloud through a sync server (datasync-server, next to this
+        /// program) on loopback, with a directory backend, instead of a directory.
+        #[arg(long)]
+        server: bool,
     },
     /// Partitions, entity counts, tombstones, sizes, hashes and the root of a directory tier.
     Inspect {
@@ -41,12 +45,26 @@ enum Command {
         /// The directory tier to verify (it is not changed).
         dir: PathBuf,
     },
-    /// Reconcile two directory tiers with the library's sync (last writer wins).
+    /// Reconcile two directory tiers, or a directory tier and a sync server, with the
+    /// library's sync (last writer wins).
     Sync {
         /// A directory tier.
         dir_a: PathBuf,
-        /// Created if it does not exist (a fresh copy of DIR_A).
-        dir_b: PathBuf,
+        /// A second directory, created if it does not exist (a fresh copy of DIR_A),
+        /// or the URL of a sync server (http:// or https://, with --token).
+        #[arg(value_name = "DIR_B|URL")]
+        dir_b: String,
+        /// The bearer token for the server at URL.
+        #[arg(long, value_name = "T")]
+        token: Option<String>,
+    },
+    /// Run the sync server: `datasync-server`, found next to this program, with these
+    /// arguments (e.g. `--listen 127.0.0.1:8080 --dir DIR --tokens FILE`).
+    #[command(disable_help_flag = true)]
+    Serve {
+        /// Passed to datasync-server as they are (`serve --help` shows its options).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
     },
     /// Save an entity given as a JSON object; prints its id.
     Put {
@@ -160,7 +178,8 @@ fn main() -> ExitCode {
     }));
     let args = Args::parse();
     let result = match args.command {
-        Command::Demo { dir } => cli::demo::run(dir),
+        Command::Demo { dir, server } => cli::demo::run(dir, server),
+        Command::Serve { args } => cli::serve::run(&args),
         Command::Bench {
             n,
             workloads,
@@ -180,7 +199,18 @@ fn main() -> ExitCode {
         .map(|_| 0),
         Command::Inspect { dir, json } => cli::inspect::inspect(&dir, json),
         Command::Verify { dir } => cli::inspect::verify(&dir),
-        Command::Sync { dir_a, dir_b } => cli::sync::run(&dir_a, &dir_b),
+        Command::Sync {
+            dir_a,
+            dir_b,
+            token,
+        } => match (cli::sync::is_url(&dir_b), token) {
+            (true, Some(token)) => cli::sync::run_http(&dir_a, &dir_b, &token),
+            (true, None) => Err("a sync server needs a token: add --token T".into()),
+            (false, Some(_)) => {
+                Err("--token is for a server URL (http:// or https://), not a directory".into())
+            }
+            (false, None) => cli::sync::run(&dir_a, std::path::Path::new(&dir_b)),
+        },
         Command::Put {
             dir,
             entity,

@@ -11,12 +11,49 @@ use crate::entity::Entity;
 use crate::partition::{Partition, Slot};
 
 /// A failure reported by an adapter: a message the library wraps with tier and key.
+///
+/// Most failures make the tier unreachable for this sync (the instance goes offline
+/// and retries with backoff). A [refusal](AdapterError::refused) is narrower: the
+/// medium will not let this device touch one key, and the sync goes on without it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdapterError(pub String);
+pub struct AdapterError {
+    message: String,
+    refused: bool,
+}
+
+impl AdapterError {
+    /// A failure of the medium (unreachable, timed out, broken).
+    pub fn new(message: impl Into<String>) -> AdapterError {
+        AdapterError {
+            message: message.into(),
+            refused: false,
+        }
+    }
+
+    /// The medium refuses this key to this device (e.g. a server's 403 for a
+    /// partition outside the device's token): the key is left out of the sync, the
+    /// other keys are synced, and the tier stays online.
+    pub fn refused(message: impl Into<String>) -> AdapterError {
+        AdapterError {
+            message: message.into(),
+            refused: true,
+        }
+    }
+
+    /// Whether this is a refusal of one key rather than a failure of the medium.
+    pub fn is_refused(&self) -> bool {
+        self.refused
+    }
+
+    /// What the adapter said.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
 
 impl fmt::Display for AdapterError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -24,19 +61,19 @@ impl std::error::Error for AdapterError {}
 
 impl From<std::io::Error> for AdapterError {
     fn from(e: std::io::Error) -> Self {
-        AdapterError(e.to_string())
+        AdapterError::new(e.to_string())
     }
 }
 
 impl From<String> for AdapterError {
     fn from(s: String) -> Self {
-        AdapterError(s)
+        AdapterError::new(s)
     }
 }
 
 impl From<&str> for AdapterError {
     fn from(s: &str) -> Self {
-        AdapterError(s.to_string())
+        AdapterError::new(s.to_string())
     }
 }
 
@@ -106,7 +143,7 @@ pub trait Store: Persistence {
             None => Ok(None),
             Some(bytes) => Partition::parse(&bytes, false)
                 .map(Some)
-                .map_err(AdapterError),
+                .map_err(AdapterError::new),
         }
     }
 

@@ -261,6 +261,29 @@ fn errors_are_one_line() {
 }
 
 #[test]
+fn sync_with_a_server_url_needs_a_token_and_reports_an_unreachable_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("tier");
+    ok(&["put", p(&dir), "User", r#"{"name": "Ann"}"#]);
+    let (code, err) = fails(&["sync", p(&dir), "http://127.0.0.1:1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--token"), "{err}");
+    let (_, err) = fails(&["sync", p(&dir), p(tmp.path()), "--token", "t"]);
+    assert!(err.contains("not a directory"), "{err}");
+    // A port nothing listens on (bound, then released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let (code, err) = fails(&["sync", p(&dir), &url, "--token", "s3cret-token"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot reach") && err.contains(&url), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+}
+
+#[test]
 fn sync_of_many_partitions() {
     use datasync::{Config, DataSync};
     let tmp = tempfile::tempdir().unwrap();

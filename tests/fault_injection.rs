@@ -39,7 +39,7 @@ impl<P: Persistence> Faulty<P> {
         if plan.after.load(Ordering::SeqCst) {
             let _ = op(&mut self.inner);
         }
-        Err(AdapterError(format!("injected fault on call {n}")))
+        Err(AdapterError::new(format!("injected fault on call {n}")))
     }
 }
 

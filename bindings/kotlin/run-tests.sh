@@ -26,6 +26,10 @@ elif ! diff -q "$generated/datasync/ffi/datasync.kt" "$committed" >/dev/null; th
     exit 1
 fi
 
+# HttpTest syncs through a real sync server, started by the test itself.
+cargo build --manifest-path "$root/Cargo.toml" -p datasync-server
+export DATASYNC_SERVER_BIN="$CARGO_TARGET_DIR/debug/datasync-server"
+
 cd "$here"
 # No library path on the command line: the pom finds target/debug (or
 # $CARGO_TARGET_DIR/debug) itself, as it does for a user's plain `mvn test`.

@@ -31,6 +31,10 @@ echo "built $(basename "$wheel")"
 # --force-reinstall: the version does not change between builds of a checkout.
 "$venv/bin/python" -m pip install --quiet --force-reinstall --no-deps "$wheel"
 
+# test_http.py syncs through a real sync server, started by the test itself.
+cargo build --manifest-path "$root/Cargo.toml" -p datasync-server
+export DATASYNC_SERVER_BIN="$CARGO_TARGET_DIR/debug/datasync-server"
+
 cd "$here"
 # Import the installed wheel, never the source tree.
 "$venv/bin/python" -m pytest -o faulthandler_timeout=120 -p no:cacheprovider "$@" tests

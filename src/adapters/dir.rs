@@ -242,7 +242,7 @@ impl DirPersistence {
     fn sync_dir(&self, dir: &Path) -> AdapterResult<()> {
         if self.shared.options.durable && cfg!(unix) {
             File::open(dir).and_then(|d| d.sync_all()).map_err(|e| {
-                AdapterError(format!("cannot sync directory {}: {e}", dir.display()))
+                AdapterError::new(format!("cannot sync directory {}: {e}", dir.display()))
             })?;
         }
         Ok(())
@@ -262,10 +262,11 @@ impl DirPersistence {
         if dirty.is_empty() {
             let path = self.marker();
             let file = File::create(&path)
-                .map_err(|e| AdapterError(format!("cannot create {}: {e}", path.display())))?;
+                .map_err(|e| AdapterError::new(format!("cannot create {}: {e}", path.display())))?;
             if self.shared.options.durable {
-                file.sync_all()
-                    .map_err(|e| AdapterError(format!("cannot sync {}: {e}", path.display())))?;
+                file.sync_all().map_err(|e| {
+                    AdapterError::new(format!("cannot sync {}: {e}", path.display()))
+                })?;
             }
             drop(file);
             self.sync_dir(&self.shared.dir)?;
@@ -290,7 +291,7 @@ impl DirPersistence {
         match fs::remove_file(&path) {
             Ok(()) => self.sync_dir(&self.shared.dir),
             Err(e) if e.kind() == IoKind::NotFound => Ok(()),
-            Err(e) => Err(AdapterError(format!(
+            Err(e) => Err(AdapterError::new(format!(
                 "cannot remove {}: {e}",
                 path.display()
             ))),
@@ -306,7 +307,7 @@ impl DirPersistence {
             .blobs
             .join(format!(".{}-{n}{TMP_EXT}", std::process::id()));
         let io = |what: &str, p: &Path, e: std::io::Error| {
-            AdapterError(format!("cannot {what} {}: {e}", p.display()))
+            AdapterError::new(format!("cannot {what} {}: {e}", p.display()))
         };
         let result = (|| {
             let mut file = File::create(&tmp).map_err(|e| io("create", &tmp, e))?;
@@ -348,11 +349,11 @@ impl DirPersistence {
     fn list_keys(&self) -> AdapterResult<Vec<String>> {
         let blobs = &self.shared.blobs;
         let entries = fs::read_dir(blobs)
-            .map_err(|e| AdapterError(format!("cannot list {}: {e}", blobs.display())))?;
+            .map_err(|e| AdapterError::new(format!("cannot list {}: {e}", blobs.display())))?;
         let mut keys = Vec::new();
         for entry in entries {
-            let entry =
-                entry.map_err(|e| AdapterError(format!("cannot list {}: {e}", blobs.display())))?;
+            let entry = entry
+                .map_err(|e| AdapterError::new(format!("cannot list {}: {e}", blobs.display())))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             let Some(stem) = name.strip_suffix(BLOB_EXT) else {
@@ -364,7 +365,7 @@ impl DirPersistence {
                     Ok(Some((key, _))) => keys.push(key),
                     Ok(None) => {}
                     Err(Damage::Io(e)) => {
-                        return Err(AdapterError(format!(
+                        return Err(AdapterError::new(format!(
                             "cannot read {}: {e}",
                             entry.path().display()
                         )))
@@ -389,7 +390,10 @@ impl Persistence for DirPersistence {
         let path = self.file_of(key);
         match read_blob(&path, Some(key)) {
             Ok(found) => Ok(found.map(|(_, payload)| payload)),
-            Err(Damage::Io(e)) => Err(AdapterError(format!("cannot read {}: {e}", path.display()))),
+            Err(Damage::Io(e)) => Err(AdapterError::new(format!(
+                "cannot read {}: {e}",
+                path.display()
+            ))),
             Err(Damage::Corrupt(why)) => {
                 let moved = match self.quarantine(&path) {
                     Ok(dest) => format!("moved aside to {}", dest.display()),
@@ -405,7 +409,7 @@ impl Persistence for DirPersistence {
                     Ok(None)
                 } else {
                     log::error!(target: "datasync::dir", "{message}");
-                    Err(AdapterError(message))
+                    Err(AdapterError::new(message))
                 }
             }
         }
@@ -433,7 +437,10 @@ impl Persistence for DirPersistence {
         let held = match read_blob(&path, Some(key)) {
             Ok(found) => found.map(|(_, payload)| payload),
             Err(Damage::Io(e)) => {
-                return Err(AdapterError(format!("cannot read {}: {e}", path.display())))
+                return Err(AdapterError::new(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )))
             }
             // A damaged file equals no expected bytes; the caller's next load moves it aside.
             Err(Damage::Corrupt(_)) => return Ok(Some(false)),
@@ -454,7 +461,7 @@ impl Persistence for DirPersistence {
         match fs::remove_file(&path) {
             Ok(()) => self.sync_dir(&self.shared.blobs),
             Err(e) if e.kind() == IoKind::NotFound => Ok(()),
-            Err(e) => Err(AdapterError(format!(
+            Err(e) => Err(AdapterError::new(format!(
                 "cannot remove {}: {e}",
                 path.display()
             ))),

@@ -37,7 +37,7 @@ impl Persistence for MemoryStore {
             self.blobs.insert(key.to_string(), bytes.to_vec());
             return Ok(());
         }
-        let partition = Partition::parse(bytes, false).map_err(AdapterError)?;
+        let partition = Partition::parse(bytes, false).map_err(AdapterError::new)?;
         self.partitions.insert(key.to_string(), partition);
         Ok(())
     }

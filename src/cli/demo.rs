@@ -1,7 +1,8 @@
 //! `demo`: two devices, each with an in-memory store over its own directory tier,
 //! share a cloud directory. They write offline, edit the same entities, one deletes
 //! what the other edits, they sync, observers fire, conflicts resolve by the
-//! documented rules, and every tier is checked to have converged.
+//! documented rules, and every tier is checked to have converged. With `--server`
+//! the cloud is a sync server (`datasync-server`) on loopback instead.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,19 +10,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use datasync::clock::format_millis;
+use datasync::meta::ROOT_KEY;
 use datasync::{
     AdapterError, AdapterResult, Config, ConflictResolver, DataSync, DirPersistence, Entity,
-    LastWriterWins, Partition, Persistence, QueryOptions, Slot, SortKey, Subscription, SyncStats,
-    TierId,
+    HttpPersistence, LastWriterWins, Partition, Persistence, QueryOptions, Slot, SortKey,
+    Subscription, SyncStats, TierId,
 };
 use serde_json::json;
 
 use super::inspect::examine;
+use super::serve::LocalServer;
 use super::CliResult;
 
-/// The cloud as a device reaches it: the shared directory behind a network switch.
+/// The cloud as a device reaches it: the shared directory (or the device's
+/// connection to the server) behind a network switch.
 struct Link {
-    cloud: DirPersistence,
+    cloud: Box<dyn Persistence>,
     online: Arc<AtomicBool>,
 }
 
@@ -30,7 +34,7 @@ impl Link {
         if self.online.load(Ordering::Acquire) {
             Ok(())
         } else {
-            Err(AdapterError("network unreachable".into()))
+            Err(AdapterError::new("network unreachable"))
         }
     }
 }
@@ -56,6 +60,15 @@ impl Persistence for Link {
         self.check()?;
         self.cloud.commit()
     }
+    fn store_if(
+        &mut self,
+        key: &str,
+        expected: Option<&[u8]>,
+        bytes: &[u8],
+    ) -> AdapterResult<Option<bool>> {
+        self.check()?;
+        self.cloud.store_if(key, expected, bytes)
+    }
 }
 
 struct Device {
@@ -67,13 +80,13 @@ struct Device {
 }
 
 impl Device {
-    fn open(name: &'static str, base: &Path, cloud: &DirPersistence) -> CliResult<Device> {
+    fn open(name: &'static str, base: &Path, cloud: Box<dyn Persistence>) -> CliResult<Device> {
         let local = DirPersistence::open(base.join(name))?;
         let online = Arc::new(AtomicBool::new(true));
         let config = Config::new("app")
             .local(local.clone())
             .cloud(Link {
-                cloud: cloud.clone(),
+                cloud,
                 online: online.clone(),
             })
             .cloud_sync_interval(Duration::from_secs(3600))
@@ -276,17 +289,77 @@ fn demo_dir(dir: Option<PathBuf>) -> CliResult<(PathBuf, Option<tempfile::TempDi
     }
 }
 
-pub fn run(dir: Option<PathBuf>) -> CliResult<u8> {
+/// The shared cloud: a directory, or a sync server on loopback over a directory.
+enum Cloud {
+    Dir(DirPersistence),
+    Server {
+        server: LocalServer,
+        tokens: [String; 2],
+    },
+}
+
+impl Cloud {
+    fn open(base: &Path, server: bool) -> CliResult<Cloud> {
+        if !server {
+            return Ok(Cloud::Dir(DirPersistence::open(base.join("cloud"))?));
+        }
+        let tokens = [
+            format!("phone-{}", nanoid::nanoid!(24)),
+            format!("laptop-{}", nanoid::nanoid!(24)),
+        ];
+        let lines: Vec<String> = tokens
+            .iter()
+            .zip(["phone", "laptop"])
+            .map(|(token, device)| {
+                json!({"token": token, "device": device, "read": ["app*"], "write": ["app*"]})
+                    .to_string()
+            })
+            .collect();
+        let tokens_file = base.join("tokens.jsonl");
+        std::fs::write(&tokens_file, lines.join("\n") + "\n")?;
+        let server = LocalServer::start(&[
+            "--dir".into(),
+            base.join("cloud").into_os_string(),
+            "--tokens".into(),
+            tokens_file.into_os_string(),
+        ])?;
+        Ok(Cloud::Server { server, tokens })
+    }
+
+    /// How device `n` (0: phone, 1: laptop) reaches the cloud.
+    fn link(&self, n: usize) -> CliResult<Box<dyn Persistence>> {
+        Ok(match self {
+            Cloud::Dir(dir) => Box::new(dir.clone()),
+            Cloud::Server { server, tokens } => {
+                Box::new(HttpPersistence::new(&server.url, &tokens[n])?)
+            }
+        })
+    }
+}
+
+pub fn run(dir: Option<PathBuf>, server: bool) -> CliResult<u8> {
     let started = Instant::now();
     let (base, _temp) = demo_dir(dir)?;
-    println!(
-        "datasync demo: two devices (phone, laptop) share a cloud, all three on disk in {}",
-        base.display()
-    );
-    println!("Each device: an in-memory store over its own directory tier (phone/, laptop/); the cloud is cloud/.");
-    let cloud = DirPersistence::open(base.join("cloud"))?;
-    let phone = Device::open("phone", &base, &cloud)?;
-    let laptop = Device::open("laptop", &base, &cloud)?;
+    let cloud = Cloud::open(&base, server)?;
+    match &cloud {
+        Cloud::Dir(_) => {
+            println!(
+                "datasync demo: two devices (phone, laptop) share a cloud, all three on disk in {}",
+                base.display()
+            );
+            println!("Each device: an in-memory store over its own directory tier (phone/, laptop/); the cloud is cloud/.");
+        }
+        Cloud::Server { server, .. } => {
+            println!(
+                "datasync demo: two devices (phone, laptop) share a cloud through the sync server at {}, all on disk in {}",
+                server.url,
+                base.display()
+            );
+            println!("Each device: an in-memory store over its own directory tier (phone/, laptop/); the server stores in cloud/ and knows each device by its token.");
+        }
+    }
+    let phone = Device::open("phone", &base, cloud.link(0)?)?;
+    let laptop = Device::open("laptop", &base, cloud.link(1)?)?;
     let mut checks = Checks::default();
 
     let (mut ids, seen, subs) = online(&phone, &laptop)?;
@@ -300,14 +373,30 @@ pub fn run(dir: Option<PathBuf>) -> CliResult<u8> {
     phone.ds.close()?;
     laptop.ds.close()?;
     drop((phone, laptop));
-    converged_on_disk(
-        [
-            ("phone/", phone_local),
-            ("laptop/", laptop_local),
-            ("cloud/", cloud),
-        ],
-        &mut checks,
-    )?;
+    match cloud {
+        Cloud::Dir(cloud) => converged_on_disk(
+            &[
+                ("phone/", phone_local),
+                ("laptop/", laptop_local),
+                ("cloud/", cloud),
+            ],
+            None,
+            &mut checks,
+        )?,
+        Cloud::Server { server, tokens } => {
+            let root = HttpPersistence::new(&server.url, &tokens[0])?
+                .load(ROOT_KEY)
+                .map_err(|e| e.to_string())?
+                .map(|b| String::from_utf8_lossy(&b).into_owned());
+            converged_on_disk(
+                &[("phone/", phone_local), ("laptop/", laptop_local)],
+                Some(root.unwrap_or_default()),
+                &mut checks,
+            )?;
+            server.stop();
+            say("the sync server stopped");
+        }
+    }
 
     println!();
     if checks.0.is_empty() {
@@ -607,10 +696,16 @@ fn converged_in_memory(phone: &Device, laptop: &Device, checks: &mut Checks) -> 
     Ok(())
 }
 
-/// Step 6, second half: the three directories, verified on disk once closed.
-fn converged_on_disk(dirs: [(&str, DirPersistence); 3], checks: &mut Checks) -> CliResult<()> {
+/// Step 6, second half: the directories, verified on disk once closed, and the root
+/// the server records (`server_root`, when the cloud is a server).
+fn converged_on_disk(
+    dirs: &[(&str, DirPersistence)],
+    server_root: Option<String>,
+    checks: &mut Checks,
+) -> CliResult<()> {
     let mut disk_roots = Vec::new();
-    for (what, mut dir) in dirs {
+    for (what, dir) in dirs {
+        let mut dir = dir.clone();
         let report = examine(&mut dir)?;
         checks.expect(
             report.problems.is_empty()
@@ -626,9 +721,24 @@ fn converged_on_disk(dirs: [(&str, DirPersistence); 3], checks: &mut Checks) -> 
         }
         disk_roots.push(report.root);
     }
-    checks.expect(
-        disk_roots.iter().all(|r| *r == disk_roots[0]),
-        "the three directories hold identical partitions".into(),
-    );
+    match server_root {
+        None => checks.expect(
+            disk_roots.iter().all(|r| *r == disk_roots[0]),
+            "the three directories hold identical partitions".into(),
+        ),
+        Some(root) => {
+            checks.expect(
+                disk_roots.iter().all(|r| *r == disk_roots[0]),
+                "both devices' directories hold identical partitions".into(),
+            );
+            checks.expect(
+                root == disk_roots[0],
+                format!(
+                    "the server records the same root ({})",
+                    &root[..root.len().min(16)]
+                ),
+            );
+        }
+    }
     Ok(())
 }

@@ -7,6 +7,7 @@ pub mod crash;
 pub mod demo;
 pub mod inspect;
 pub mod ops;
+pub mod serve;
 pub mod sync;
 
 /// What a command returns: an exit code, or an error printed as one line.

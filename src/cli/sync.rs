@@ -1,11 +1,15 @@
-//! `sync DIR_A DIR_B`: reconcile two directory tiers with the library's sync.
+//! `sync DIR_A DIR_B`: reconcile two directory tiers with the library's sync;
+//! `sync DIR URL --token T`: reconcile a directory tier with a sync server.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use datasync::meta::is_reserved;
 use datasync::meta::META_KEY;
-use datasync::{sync_tiers, AdapterResult, DirPersistence, LastWriterWins, Meta, Persistence};
+use datasync::{
+    sync_tiers, AdapterResult, DirPersistence, HttpPersistence, LastWriterWins, Meta, Persistence,
+    SyncStats,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{existing_tier, CliResult};
@@ -45,13 +49,17 @@ impl Persistence for Progress {
 
 /// Partition hashes as the tier's metadata records them (empty if it has none).
 fn hashes(dir: &DirPersistence) -> BTreeMap<String, String> {
-    let meta = dir
-        .read(META_KEY)
-        .ok()
-        .flatten()
-        .and_then(|b| Meta::parse(&b).ok())
-        .unwrap_or_default();
+    hashes_of(dir.read(META_KEY).ok().flatten())
+}
+
+fn hashes_of(meta: Option<Vec<u8>>) -> BTreeMap<String, String> {
+    let meta = meta.and_then(|b| Meta::parse(&b).ok()).unwrap_or_default();
     meta.entries.into_iter().map(|(k, e)| (k, e.hash)).collect()
+}
+
+/// Whether `target` names a sync server rather than a directory.
+pub fn is_url(target: &str) -> bool {
+    target.starts_with("http://") || target.starts_with("https://")
 }
 
 fn received(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> Vec<String> {
@@ -60,6 +68,102 @@ fn received(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>)
         .filter(|(k, h)| before.get(*k) != Some(*h))
         .map(|(k, _)| k.clone())
         .collect()
+}
+
+/// A progress bar over `differing` partitions, hidden when they are few.
+fn progress_bar(differing: usize) -> ProgressBar {
+    if differing < PROGRESS_FROM {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(differing as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} syncing {pos}/{len} partitions [{bar:30}] {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+fn differing(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> usize {
+    a.keys()
+        .chain(b.keys().filter(|k| !a.contains_key(*k)))
+        .filter(|k| a.get(*k) != b.get(*k))
+        .count()
+}
+
+/// Lists what went each way, at most [`MAX_LISTED`] keys per direction.
+fn list_moves(a: &str, b: &str, to_b: &[String], to_a: &[String]) {
+    for (keys, arrow) in [(to_b, "->"), (to_a, "<-")] {
+        for key in keys.iter().take(MAX_LISTED) {
+            println!("  {a} {arrow} {b}  {key}");
+        }
+        if keys.len() > MAX_LISTED {
+            println!(
+                "  {a} {arrow} {b}  ... and {} more",
+                keys.len() - MAX_LISTED
+            );
+        }
+    }
+}
+
+fn print_stats(stats: &SyncStats) {
+    println!(
+        "{} partition(s) compared, {} copied, {} merged; {} conflict(s) resolved (last writer wins, delete wins ties); {} entity change(s), {} bytes written",
+        stats.keys_compared, stats.keys_copied, stats.keys_merged, stats.conflicts, stats.entities_changed, stats.bytes_written
+    );
+    if stats.keys_refused > 0 {
+        println!(
+            "{} partition(s) refused by the server (outside the token) and left out",
+            stats.keys_refused
+        );
+    }
+    for e in &stats.errors {
+        println!("  error: {e}");
+    }
+}
+
+/// `sync DIR URL --token T`: the directory tier and the server's tier, synced as two
+/// directories are. Partitions the token may not read or write are left out and
+/// reported; they do not count against convergence.
+pub fn run_http(path: &Path, url: &str, token: &str) -> CliResult<u8> {
+    existing_tier(path)?;
+    let dir = DirPersistence::open(path)?;
+    let mut server = HttpPersistence::new(url, token)?;
+    let before_dir = hashes(&dir);
+    let before_server = hashes_of(server.load(META_KEY).map_err(|e| e.to_string())?);
+    let bar = progress_bar(differing(&before_dir, &before_server));
+    let side = Progress {
+        inner: dir.clone(),
+        bar: bar.clone(),
+    };
+    let stats = sync_tiers(Box::new(side), Box::new(server), &LastWriterWins);
+    bar.finish_and_clear();
+    let stats = stats?;
+    let mut server = HttpPersistence::new(url, token)?;
+    let after_dir = hashes(&dir);
+    let after_server = hashes_of(server.load(META_KEY).map_err(|e| e.to_string())?);
+    let (to_dir, to_server) = (
+        received(&before_dir, &after_dir),
+        received(&before_server, &after_server),
+    );
+    list_moves(&path.display().to_string(), url, &to_server, &to_dir);
+    print_stats(&stats);
+    let left = differing(&after_dir, &after_server) as u64;
+    if left <= stats.keys_refused && stats.errors.len() as u64 == stats.keys_refused {
+        if stats.keys_refused == 0 {
+            println!("in sync: both hold {} partition(s)", after_dir.len());
+        } else {
+            println!(
+                "in sync but for the {} refused partition(s): {} partition(s) here",
+                stats.keys_refused,
+                after_dir.len()
+            );
+        }
+        Ok(0)
+    } else {
+        println!("not in sync: {left} partition(s) still differ (run again)");
+        Ok(1)
+    }
 }
 
 pub fn run(path_a: &Path, path_b: &Path) -> CliResult<u8> {
@@ -74,24 +178,7 @@ pub fn run(path_a: &Path, path_b: &Path) -> CliResult<u8> {
     let a = DirPersistence::open(path_a)?;
     let b = DirPersistence::open(path_b)?;
     let (before_a, before_b) = (hashes(&a), hashes(&b));
-    let differing = before_a
-        .keys()
-        .chain(before_b.keys())
-        .filter(|k| before_a.get(*k) != before_b.get(*k))
-        .count();
-    let bar = if differing >= PROGRESS_FROM {
-        let bar = ProgressBar::new(differing as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} syncing {pos}/{len} partitions [{bar:30}] {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = progress_bar(differing(&before_a, &before_b));
     let side_a = Progress {
         inner: a.clone(),
         bar: bar.clone(),
@@ -101,26 +188,9 @@ pub fn run(path_a: &Path, path_b: &Path) -> CliResult<u8> {
     let stats = stats?;
     let (after_a, after_b) = (hashes(&a), hashes(&b));
     let (to_a, to_b) = (received(&before_a, &after_a), received(&before_b, &after_b));
-    for (keys, arrow) in [(&to_b, "->"), (&to_a, "<-")] {
-        for key in keys.iter().take(MAX_LISTED) {
-            println!("  {} {arrow} {}  {key}", path_a.display(), path_b.display());
-        }
-        if keys.len() > MAX_LISTED {
-            println!(
-                "  {} {arrow} {}  ... and {} more",
-                path_a.display(),
-                path_b.display(),
-                keys.len() - MAX_LISTED
-            );
-        }
-    }
-    println!(
-        "{} partition(s) compared, {} copied, {} merged; {} conflict(s) resolved (last writer wins, delete wins ties); {} entity change(s), {} bytes written",
-        stats.keys_compared, stats.keys_copied, stats.keys_merged, stats.conflicts, stats.entities_changed, stats.bytes_written
-    );
-    for e in &stats.errors {
-        println!("  error: {e}");
-    }
+    let (name_a, name_b) = (path_a.display().to_string(), path_b.display().to_string());
+    list_moves(&name_a, &name_b, &to_b, &to_a);
+    print_stats(&stats);
     let converged = after_a == after_b;
     if converged {
         println!("in sync: both hold {} partition(s)", after_a.len());

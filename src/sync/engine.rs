@@ -185,6 +185,15 @@ fn sync_keys(
                 out.stats.errors.push(e.to_string());
                 out.failed_keys.push(key.clone());
             }
+            Err(e) if e.kind() == ErrorKind::Forbidden => {
+                // A tier refused this key to this device (a partition its token may
+                // not touch): left out like a partition the strategy does not let it
+                // read; the other keys are synced and the tier stays online.
+                log::warn!(target: "datasync::sync", "left out: {e}");
+                out.stats.keys_refused += 1;
+                out.stats.errors.push(e.to_string());
+                out.failed_keys.push(key.clone());
+            }
             Err(e) => {
                 log::warn!(target: "datasync::sync", "sync {}<->{} stopped: {e}", upper.label, lower.label);
                 out.stats.errors.push(e.to_string());

@@ -237,7 +237,7 @@ impl Tier {
 
     fn adapter_err(&self, key: &str) -> impl Fn(AdapterError) -> Error + '_ {
         let key = key.to_string();
-        move |e| Error::adapter(self.label, &key, e)
+        move |e| Error::from_adapter(self.label, &key, e)
     }
 
     fn lock_adapter(&self) -> AdapterGuard<'_> {
@@ -257,7 +257,7 @@ impl Tier {
     ) -> Result<R> {
         self.with_adapter(|adapter| match adapter {
             Adapter::Store(store) => f(store.as_mut()),
-            Adapter::Blobs(_) => Err(AdapterError("not a store tier".into())),
+            Adapter::Blobs(_) => Err(AdapterError::new("not a store tier")),
         })
         .map_err(self.adapter_err(key))
     }

@@ -3,7 +3,9 @@
 # the shared and the static library under AddressSanitizer + UBSan, then runs the C
 # tests once more under valgrind (a build without sanitizers), and finally installs
 # the library into a temporary prefix (scripts/install.sh) and builds and runs the
-# README's C example against it with CMake and with pkg-config. Ends with a summary
+# README's C example against it with CMake and with pkg-config. test_http syncs
+# through a real sync server (datasync-server, built here) that this script starts
+# on loopback for the run and stops at the end. Ends with a summary
 # line "N passed, N failed" and exits non-zero when anything failed.
 #
 # Needs: a Rust toolchain, a C compiler and a C++17 compiler (gcc/g++ or clang),
@@ -55,6 +57,40 @@ if ! (cd "$root" && cargo build --lib --features debug-panic); then
     fail "cargo build --features debug-panic"
     summary
 fi
+
+echo "== starting a sync server on loopback (for test_http)"
+if ! (cd "$root" && cargo build -p datasync-server); then
+    fail "cargo build -p datasync-server"
+    summary
+fi
+server_work="$(mktemp -d)"
+server_pid=""
+stop_server() {
+    if [ -n "$server_pid" ]; then
+        kill "$server_pid" 2> /dev/null
+        wait "$server_pid" 2> /dev/null
+        server_pid=""
+    fi
+    rm -rf "$server_work"
+}
+trap stop_server EXIT
+server_token="c-tests-$$-$RANDOM$RANDOM"
+printf '{"token": "%s", "device": "c-tests", "read": ["*"], "write": ["*"]}\n' "$server_token" \
+    > "$server_work/tokens.jsonl"
+"$libdir/datasync-server" --listen 127.0.0.1:0 --dir "$server_work/cloud" \
+    --tokens "$server_work/tokens.jsonl" > "$server_work/out" 2> "$server_work/log" &
+server_pid=$!
+server_addr=""
+for _ in $(seq 1 200); do
+    server_addr="$(sed -n 's/^listening on //p' "$server_work/out" | head -n 1)"
+    [ -n "$server_addr" ] && break
+    sleep 0.1
+done
+if [ -z "$server_addr" ]; then
+    fail "datasync-server did not start in 20 s" "$server_work/log"
+    summary
+fi
+export DATASYNC_TEST_SERVER="http://$server_addr" DATASYNC_TEST_TOKEN="$server_token"
 
 echo "== building the tests"
 mkdir -p "$logs"

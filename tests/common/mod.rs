@@ -51,7 +51,7 @@ impl Persistence for Probe {
     fn load(&mut self, key: &str) -> AdapterResult<Option<Vec<u8>>> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.failing.load(Ordering::SeqCst) {
-            return Err(AdapterError("unreachable".into()));
+            return Err(AdapterError::new("unreachable"));
         }
         self.loads.lock().unwrap().push(key.to_string());
         if self.garbage_for.lock().unwrap().as_deref() == Some(key) {
@@ -63,7 +63,7 @@ impl Persistence for Probe {
     fn store(&mut self, key: &str, bytes: &[u8]) -> AdapterResult<()> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.failing.load(Ordering::SeqCst) {
-            return Err(AdapterError("unreachable".into()));
+            return Err(AdapterError::new("unreachable"));
         }
         self.stores.lock().unwrap().push(key.to_string());
         self.inner.store(key, bytes)

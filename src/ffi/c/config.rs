@@ -11,7 +11,9 @@ use super::vtable::{
     datasync_persistence_vtable, datasync_resolver_vtable, datasync_strategy_vtable,
     HostPersistence, HostResolver, HostStrategy,
 };
-use crate::adapters::{DirOptions, DirPersistence, MemoryPersistence};
+use crate::adapters::{
+    DirOptions, DirPersistence, HttpOptions, HttpPersistence, MemoryPersistence,
+};
 use crate::config::Config;
 use crate::instance::TierId;
 use crate::persistence::Persistence;
@@ -284,6 +286,55 @@ pub unsafe extern "C" fn datasync_config_set_directory(
         }
         let dir = DirPersistence::open_with(path, DirOptions { durable })?;
         set_tier(config, tier, Box::new(dir))
+    })
+}
+
+/// Sets the cloud tier to the sync server at `url` (`http://` or `https://`),
+/// authenticated by the bearer `token`, with timeouts of 5 s to connect and 30 s
+/// per read (see `datasync_config_set_cloud_http_timeouts`). A bad URL or token is
+/// `DATASYNC_INVALID_CONFIG`, and the configuration keeps its cloud tier.
+///
+/// Ownership: `config` is borrowed; `url` and `token` are copied.
+/// Threads: one thread at a time per configuration.
+#[no_mangle]
+pub unsafe extern "C" fn datasync_config_set_cloud_http(
+    config: *mut datasync_config,
+    url: *const c_char,
+    token: *const c_char,
+) -> datasync_code {
+    boundary(|| {
+        let config = config_mut(config)?;
+        let (url, token) = (str_in(url, "url")?, str_in(token, "token")?);
+        let http = HttpPersistence::new(url, token)?;
+        config.cloud = Some(Box::new(http));
+        Ok(())
+    })
+}
+
+/// Sets the cloud tier to the sync server at `url` as
+/// `datasync_config_set_cloud_http` does, with these timeouts in milliseconds
+/// (each > 0): to connect, and for each read or write on the connection.
+///
+/// Ownership: `config` is borrowed; `url` and `token` are copied.
+/// Threads: one thread at a time per configuration.
+#[no_mangle]
+pub unsafe extern "C" fn datasync_config_set_cloud_http_timeouts(
+    config: *mut datasync_config,
+    url: *const c_char,
+    token: *const c_char,
+    connect_millis: u64,
+    read_millis: u64,
+) -> datasync_code {
+    boundary(|| {
+        let config = config_mut(config)?;
+        let (url, token) = (str_in(url, "url")?, str_in(token, "token")?);
+        let options = HttpOptions {
+            connect_timeout: Duration::from_millis(connect_millis),
+            read_timeout: Duration::from_millis(read_millis),
+        };
+        let http = HttpPersistence::with_options(url, token, options)?;
+        config.cloud = Some(Box::new(http));
+        Ok(())
     })
 }
 

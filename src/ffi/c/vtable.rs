@@ -104,11 +104,11 @@ impl Drop for Owned {
 }
 
 fn key_text(key: &str) -> AdapterResult<CString> {
-    CString::new(key).map_err(|_| AdapterError(format!("key {key:?} contains a NUL byte")))
+    CString::new(key).map_err(|_| AdapterError::new(format!("key {key:?} contains a NUL byte")))
 }
 
 fn host_failed(op: &str, code: i32) -> AdapterError {
-    AdapterError(format!("host {op} callback returned {code}"))
+    AdapterError::new(format!("host {op} callback returned {code}"))
 }
 
 /// A [`Persistence`] backed by a host vtable.
@@ -155,7 +155,7 @@ impl Persistence for HostPersistence {
         let load = self
             .vt
             .load
-            .ok_or_else(|| AdapterError("no load callback".into()))?;
+            .ok_or_else(|| AdapterError::new("no load callback"))?;
         // SAFETY: the host's contract; `key` and `sink` outlive the call.
         let code = unsafe { load(self.vt.userdata, key.as_ptr(), &mut sink) };
         if code != 0 {
@@ -169,7 +169,7 @@ impl Persistence for HostPersistence {
         let store = self
             .vt
             .store
-            .ok_or_else(|| AdapterError("no store callback".into()))?;
+            .ok_or_else(|| AdapterError::new("no store callback"))?;
         // SAFETY: as above; `bytes` outlives the call.
         let code = unsafe { store(self.vt.userdata, key.as_ptr(), bytes.as_ptr(), bytes.len()) };
         if code != 0 {
@@ -183,7 +183,7 @@ impl Persistence for HostPersistence {
         let clear = self
             .vt
             .clear
-            .ok_or_else(|| AdapterError("no clear callback".into()))?;
+            .ok_or_else(|| AdapterError::new("no clear callback"))?;
         // SAFETY: as above.
         let code = unsafe { clear(self.vt.userdata, key.as_ptr()) };
         if code != 0 {
@@ -227,7 +227,7 @@ impl Persistence for HostPersistence {
         match stored {
             0 => Ok(Some(false)),
             1 => Ok(Some(true)),
-            other => Err(AdapterError(format!(
+            other => Err(AdapterError::new(format!(
                 "the store_if callback set stored to {other} (0 or 1 expected)"
             ))),
         }
@@ -248,7 +248,7 @@ impl Persistence for HostPersistence {
             .into_iter()
             .map(|k| {
                 String::from_utf8(k).map_err(|_| {
-                    AdapterError("the keys callback wrote a key that is not UTF-8".into())
+                    AdapterError::new("the keys callback wrote a key that is not UTF-8")
                 })
             })
             .collect::<AdapterResult<Vec<_>>>()?;

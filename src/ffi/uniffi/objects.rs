@@ -61,6 +61,14 @@ pub enum TierSpec {
     /// The crash-safe directory store (the embedded default). `durable` syncs files
     /// to disk before a write counts as done.
     Directory { path: String, durable: bool },
+    /// The sync server at `url` (`http://` or `https://`), authenticated by the
+    /// bearer `token`. Timeouts in milliseconds; `None`: 5 s to connect, 30 s per read.
+    Http {
+        url: String,
+        token: String,
+        connect_timeout_ms: Option<u64>,
+        read_timeout_ms: Option<u64>,
+    },
     /// An adapter the host implements.
     Host { adapter: Arc<dyn HostPersistence> },
 }
@@ -73,6 +81,21 @@ impl TierSpec {
                 path,
                 crate::DirOptions { durable },
             )?),
+            TierSpec::Http {
+                url,
+                token,
+                connect_timeout_ms,
+                read_timeout_ms,
+            } => {
+                let defaults = crate::HttpOptions::default();
+                let options = crate::HttpOptions {
+                    connect_timeout: connect_timeout_ms
+                        .map_or(defaults.connect_timeout, Duration::from_millis),
+                    read_timeout: read_timeout_ms
+                        .map_or(defaults.read_timeout, Duration::from_millis),
+                };
+                Box::new(crate::HttpPersistence::with_options(&url, &token, options)?)
+            }
             TierSpec::Host { adapter } => Box::new(PersistenceBridge(adapter)),
         })
     }

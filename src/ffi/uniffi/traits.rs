@@ -103,7 +103,7 @@ pub trait HostLogger: Send + Sync {
 pub(crate) struct PersistenceBridge(pub Arc<dyn HostPersistence>);
 
 fn adapter_error(e: DataSyncError) -> AdapterError {
-    AdapterError(e.host_reason())
+    AdapterError::new(e.host_reason())
 }
 
 impl Persistence for PersistenceBridge {

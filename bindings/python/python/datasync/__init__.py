@@ -29,7 +29,7 @@ import re
 import threading
 import weakref
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -44,6 +44,7 @@ __all__ = [
     "Changes",
     "MemoryTier",
     "DirectoryTier",
+    "HttpTier",
     "Persistence",
     "KeyStrategy",
     "GlobalStrategy",
@@ -414,6 +415,19 @@ class DirectoryTier:
     durable: bool = True
 
 
+@dataclass(frozen=True)
+class HttpTier:
+    """The sync server (``datasync-server``) at ``url``, authenticated by the bearer
+    ``token``. Timeouts in seconds; ``None``: 5 s to connect, 30 s per read.
+    A partition the token may not touch is left out of syncs (counted in
+    ``keys_refused``); an unreachable server makes the instance offline."""
+
+    url: str
+    token: str = field(repr=False)
+    connect_timeout: Optional[float] = None
+    read_timeout: Optional[float] = None
+
+
 class Persistence(ABC):
     """Blob storage supplied by the app: subclass it and pass an instance as
     ``local`` or ``cloud``.
@@ -503,7 +517,11 @@ class _PersistenceAdapter(_native.HostPersistence):
         raise TypeError(f"store_if must return True, False or None, not {type(stored).__name__}")
 
 
-TierLike = Union[MemoryTier, DirectoryTier, Persistence]
+TierLike = Union[MemoryTier, DirectoryTier, HttpTier, Persistence]
+
+
+def _millis(seconds: Optional[float]) -> Optional[int]:
+    return None if seconds is None else max(1, int(round(seconds * 1000)))
 
 
 def _tier_spec(tier: Optional[TierLike]) -> Optional[Any]:
@@ -513,9 +531,15 @@ def _tier_spec(tier: Optional[TierLike]) -> Optional[Any]:
         return _native.TierSpec.MEMORY(tier._native)
     if isinstance(tier, DirectoryTier):
         return _native.TierSpec.DIRECTORY(str(tier.path), bool(tier.durable))
+    if isinstance(tier, HttpTier):
+        return _native.TierSpec.HTTP(
+            str(tier.url), str(tier.token), _millis(tier.connect_timeout), _millis(tier.read_timeout)
+        )
     if isinstance(tier, Persistence):
         return _native.TierSpec.HOST(_PersistenceAdapter(tier))
-    raise TypeError(f"a tier must be a MemoryTier, DirectoryTier or Persistence, not {type(tier).__name__}")
+    raise TypeError(
+        f"a tier must be a MemoryTier, DirectoryTier, HttpTier or Persistence, not {type(tier).__name__}"
+    )
 
 
 # ---------------------------------------------------------------- strategies
@@ -1076,8 +1100,8 @@ def open(
     sync_on_open: Optional[bool] = None,
 ) -> DataSync:
     """Opens an instance. ``local`` and ``cloud`` are optional tiers (a
-    :class:`MemoryTier`, a :class:`DirectoryTier` or a :class:`Persistence`
-    subclass); durations are in seconds, and each one left out (None) keeps the
+    :class:`MemoryTier`, a :class:`DirectoryTier`, an :class:`HttpTier` or a
+    :class:`Persistence` subclass); durations are in seconds, and each one left out (None) keeps the
     library's default (:func:`default_options` lists them)."""
 
     def ms(seconds: Optional[float], what: str) -> Optional[int]:

@@ -5284,6 +5284,12 @@ public enum TierSpec {
     case directory(path: String, durable: Bool
     )
     /**
+     * The sync server at `url` (`http://` or `https://`), authenticated by the
+     * bearer `token`. Timeouts in milliseconds; `None`: 5 s to connect, 30 s per read.
+     */
+    case http(url: String, token: String, connectTimeoutMs: UInt64?, readTimeoutMs: UInt64?
+    )
+    /**
      * An adapter the host implements.
      */
     case host(adapter: HostPersistence
@@ -5315,7 +5321,10 @@ public struct FfiConverterTypeTierSpec: FfiConverterRustBuffer {
         case 2: return .directory(path: try FfiConverterString.read(from: &buf), durable: try FfiConverterBool.read(from: &buf)
         )
         
-        case 3: return .host(adapter: try FfiConverterTypeHostPersistence.read(from: &buf)
+        case 3: return .http(url: try FfiConverterString.read(from: &buf), token: try FfiConverterString.read(from: &buf), connectTimeoutMs: try FfiConverterOptionUInt64.read(from: &buf), readTimeoutMs: try FfiConverterOptionUInt64.read(from: &buf)
+        )
+        
+        case 4: return .host(adapter: try FfiConverterTypeHostPersistence.read(from: &buf)
         )
         
         default: throw UniffiInternalError.unexpectedEnumCase
@@ -5337,8 +5346,16 @@ public struct FfiConverterTypeTierSpec: FfiConverterRustBuffer {
             FfiConverterBool.write(durable, into: &buf)
             
         
-        case let .host(adapter):
+        case let .http(url,token,connectTimeoutMs,readTimeoutMs):
             writeInt(&buf, Int32(3))
+            FfiConverterString.write(url, into: &buf)
+            FfiConverterString.write(token, into: &buf)
+            FfiConverterOptionUInt64.write(connectTimeoutMs, into: &buf)
+            FfiConverterOptionUInt64.write(readTimeoutMs, into: &buf)
+            
+        
+        case let .host(adapter):
+            writeInt(&buf, Int32(4))
             FfiConverterTypeHostPersistence.write(adapter, into: &buf)
             
         }

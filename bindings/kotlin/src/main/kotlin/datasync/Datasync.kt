@@ -82,6 +82,19 @@ object Tier {
     /** The crash-safe directory store; [durable] syncs files to disk before a write counts as done. */
     fun directory(path: String, durable: Boolean = true): TierSpec = TierSpec.Directory(path, durable)
 
+    /**
+     * The sync server (`datasync-server`) at [url], authenticated by the bearer [token];
+     * timeouts in milliseconds, null for 5 s to connect and 30 s per read. A partition the
+     * token may not touch is left out of syncs (`keysRefused`); an unreachable server
+     * makes the instance offline.
+     */
+    fun http(
+        url: String,
+        token: String,
+        connectTimeoutMs: Long? = null,
+        readTimeoutMs: Long? = null,
+    ): TierSpec = TierSpec.Http(url, token, connectTimeoutMs?.toULong(), readTimeoutMs?.toULong())
+
     /** A tier the app implements. */
     fun host(adapter: HostPersistence): TierSpec = TierSpec.Host(adapter)
 }

@@ -8318,6 +8318,22 @@ sealed class TierSpec: Disposable  {
     }
     
     /**
+     * The sync server at `url` (`http://` or `https://`), authenticated by the
+     * bearer `token`. Timeouts in milliseconds; `None`: 5 s to connect, 30 s per read.
+     */
+    data class Http(
+        val `url`: kotlin.String, 
+        val `token`: kotlin.String, 
+        val `connectTimeoutMs`: kotlin.ULong?, 
+        val `readTimeoutMs`: kotlin.ULong?) : TierSpec()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
      * An adapter the host implements.
      */
     data class Host(
@@ -8346,6 +8362,16 @@ sealed class TierSpec: Disposable  {
     Disposable.destroy(
         this.`path`,
         this.`durable`
+    )
+                
+            }
+            is TierSpec.Http -> {
+                
+    Disposable.destroy(
+        this.`url`,
+        this.`token`,
+        this.`connectTimeoutMs`,
+        this.`readTimeoutMs`
     )
                 
             }
@@ -8380,7 +8406,13 @@ public object FfiConverterTypeTierSpec : FfiConverterRustBuffer<TierSpec>{
                 FfiConverterString.read(buf),
                 FfiConverterBoolean.read(buf),
                 )
-            3 -> TierSpec.Host(
+            3 -> TierSpec.Http(
+                FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterOptionalULong.read(buf),
+                FfiConverterOptionalULong.read(buf),
+                )
+            4 -> TierSpec.Host(
                 FfiConverterTypeHostPersistence.read(buf),
                 )
             else -> throw RuntimeException("invalid enum value, something is very wrong!!")
@@ -8401,6 +8433,16 @@ public object FfiConverterTypeTierSpec : FfiConverterRustBuffer<TierSpec>{
                 4UL
                 + FfiConverterString.allocationSize(value.`path`)
                 + FfiConverterBoolean.allocationSize(value.`durable`)
+            )
+        }
+        is TierSpec.Http -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`url`)
+                + FfiConverterString.allocationSize(value.`token`)
+                + FfiConverterOptionalULong.allocationSize(value.`connectTimeoutMs`)
+                + FfiConverterOptionalULong.allocationSize(value.`readTimeoutMs`)
             )
         }
         is TierSpec.Host -> {
@@ -8425,8 +8467,16 @@ public object FfiConverterTypeTierSpec : FfiConverterRustBuffer<TierSpec>{
                 FfiConverterBoolean.write(value.`durable`, buf)
                 Unit
             }
-            is TierSpec.Host -> {
+            is TierSpec.Http -> {
                 buf.putInt(3)
+                FfiConverterString.write(value.`url`, buf)
+                FfiConverterString.write(value.`token`, buf)
+                FfiConverterOptionalULong.write(value.`connectTimeoutMs`, buf)
+                FfiConverterOptionalULong.write(value.`readTimeoutMs`, buf)
+                Unit
+            }
+            is TierSpec.Host -> {
+                buf.putInt(4)
                 FfiConverterTypeHostPersistence.write(value.`adapter`, buf)
                 Unit
             }
