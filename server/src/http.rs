@@ -259,6 +259,15 @@ fn finish(
     response
 }
 
+/// An answer given before the request's body was read: the connection closes after
+/// it (the unread body is still on the wire), so the client is told not to reuse it.
+fn closing(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
@@ -336,7 +345,7 @@ fn condition(headers: &HeaderMap) -> Result<Condition, ApiError> {
 async fn put_blob(State(app): State<Shared>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let grant = match app.authenticate(&headers) {
         Ok(g) => g,
-        Err(e) => return e.into_response(),
+        Err(e) => return closing(e.into_response()),
     };
     let mut read = None;
     let result = async {
@@ -364,7 +373,13 @@ async fn put_blob(State(app): State<Shared>, uri: Uri, headers: HeaderMap, body:
         }
     }
     .await;
-    finish(result, Some(grant), read)
+    let unread = read.is_none();
+    let response = finish(result, Some(grant), read);
+    if unread {
+        closing(response)
+    } else {
+        response
+    }
 }
 
 async fn delete_blob(State(app): State<Shared>, uri: Uri, headers: HeaderMap) -> Response {
@@ -553,7 +568,7 @@ async fn run_op(app: &App, grant: &Grant, op: Checked) -> Value {
 async fn batch(State(app): State<Shared>, headers: HeaderMap, body: Body) -> Response {
     let grant = match app.authenticate(&headers) {
         Ok(g) => g,
-        Err(e) => return e.into_response(),
+        Err(e) => return closing(e.into_response()),
     };
     let mut read = None;
     let result = async {
@@ -567,7 +582,13 @@ async fn batch(State(app): State<Shared>, headers: HeaderMap, body: Body) -> Res
         Ok(axum::Json(json!({ "results": results })).into_response())
     }
     .await;
-    finish(result, Some(grant), read)
+    let unread = read.is_none();
+    let response = finish(result, Some(grant), read);
+    if unread {
+        closing(response)
+    } else {
+        response
+    }
 }
 
 async fn health(State(app): State<Shared>) -> Response {
