@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::{audit, Marks, Tier};
-use crate::clock::Millis;
+use crate::clock::{now_millis, Millis};
 use crate::error::Result;
 use crate::meta::{is_reserved, Meta, DAMAGED, META_KEY, ROOT_KEY};
 
@@ -205,10 +205,42 @@ impl Tier {
     }
 
     /// Another writer stored the metadata since it was read here: takes its document
-    /// and puts into it the entries this process changed.
+    /// and puts into it the entries this process changed. Where the other writer
+    /// recorded a different entry for one of those partitions, neither entry can be
+    /// trusted to be the later one (partition writes are ordered by the tier, entry
+    /// writes by whoever stores the metadata last): the partition is read again and
+    /// the entry describes what the tier holds.
     fn adopt_stored_meta(&self) -> Result<()> {
         let stored = self.load(META_KEY)?;
         let theirs = stored.as_deref().map(Meta::parse);
+        let disputed: Vec<String> = match &theirs {
+            Some(Ok(theirs)) => {
+                let state = self.state.lock();
+                match &state.marks {
+                    Marks::Blobs(marks) => marks
+                        .touched
+                        .iter()
+                        .filter(|key| {
+                            let ours = state.meta.entries.get(*key).map(|e| &e.hash);
+                            let other = theirs.entries.get(*key).map(|e| &e.hash);
+                            other.is_some() && ours != other
+                        })
+                        .cloned()
+                        .collect(),
+                    Marks::Store(_) => Vec::new(),
+                }
+            }
+            _ => Vec::new(),
+        };
+        // Adapter calls outside the state lock.
+        let mut reread = Vec::with_capacity(disputed.len());
+        for key in disputed {
+            let entry = match self.load_raw(&key)? {
+                Some(raw) => Some(raw.finish(self.label, &key, None)?.entry(now_millis())),
+                None => None,
+            };
+            reread.push((key, entry));
+        }
         let mut state = self.state.lock();
         let state = &mut *state;
         let Marks::Blobs(marks) = &mut state.marks else {
@@ -222,6 +254,16 @@ impl Tier {
                     }
                     None => {
                         theirs.entries.remove(key);
+                    }
+                }
+            }
+            for (key, entry) in reread {
+                match entry {
+                    Some(entry) => {
+                        theirs.entries.insert(key, entry);
+                    }
+                    None => {
+                        theirs.entries.remove(&key);
                     }
                 }
             }
