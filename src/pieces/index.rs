@@ -165,8 +165,12 @@ mod tests {
         let d1 = entry('1', &[("w", 1, 1)]);
         let d2 = entry('2', &[("w", 2, 2)]);
         let d3 = entry('3', &[("v", 1, 1)]);
-        let fold = entry('f', &[("w", 1, 2)]);
-        let twin = entry('e', &[("w", 1, 2)]);
+        let tipped = |mut e: Entry| {
+            e.tip = [("w".to_string(), d2.name.clone())].into();
+            e
+        };
+        let fold = tipped(entry('f', &[("w", 1, 2)]));
+        let twin = tipped(entry('e', &[("w", 1, 2)]));
         let a = Index::from_entries([d1.clone(), d2.clone(), d3.clone()]);
         let b = Index::from_entries([fold.clone(), d3.clone()]);
         let u = a.union(&b);
