@@ -599,7 +599,9 @@ fn run_one(workload: &str, n: usize, ps: usize) -> CliResult<Measure> {
         "W6" => super::bench_edit::w6(n, ps),
         "W7" => super::bench_edit::w7(n, ps),
         "W8" => super::bench_edit::w8(n, ps),
-        other => Err(format!("unknown workload {other:?} (W1..W8)").into()),
+        "W7S" => super::bench_server::w7s(n, ps),
+        "ST" => super::bench_server::st(n, ps),
+        other => Err(format!("unknown workload {other:?} (W1..W8, W7S, ST)").into()),
     }
 }
 
