@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_edit;
 pub mod bench_pieces;
+pub mod bench_server;
 pub mod crash;
 pub mod demo;
 pub mod inspect;
