@@ -90,3 +90,26 @@ fn the_one_edit_workloads_run_and_verify() {
         assert!(carried > 0, "no bytes counted in {m}");
     }
 }
+
+#[test]
+fn the_pieces_workloads_run_and_verify() {
+    let lines = bench(&[
+        "--n",
+        "2000",
+        "--runs",
+        "1",
+        "--partition-size",
+        "0",
+        "--workload",
+        "W6P",
+        "--workload",
+        "W7P",
+    ]);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for m in &lines {
+        check_common(m);
+        // One edit costs a few KB whatever N is: far below the 0.5 MB partition.
+        let written = m["bytes_written"].as_u64().unwrap();
+        assert!(written > 0 && written < 20_000, "{m}");
+    }
+}
