@@ -268,6 +268,22 @@ fn closing(mut response: Response) -> Response {
     response
 }
 
+/// [`finish`] for a request with a body: `read` is the size read, `None` when the
+/// answer came before the body was read (the connection then closes).
+fn finish_with_body(
+    result: Result<Response, ApiError>,
+    grant: &Grant,
+    read: Option<u64>,
+) -> Response {
+    let unread = read.is_none();
+    let response = finish(result, Some(grant), read);
+    if unread {
+        closing(response)
+    } else {
+        response
+    }
+}
+
 fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
@@ -373,13 +389,7 @@ async fn put_blob(State(app): State<Shared>, uri: Uri, headers: HeaderMap, body:
         }
     }
     .await;
-    let unread = read.is_none();
-    let response = finish(result, Some(grant), read);
-    if unread {
-        closing(response)
-    } else {
-        response
-    }
+    finish_with_body(result, grant, read)
 }
 
 async fn delete_blob(State(app): State<Shared>, uri: Uri, headers: HeaderMap) -> Response {
@@ -582,13 +592,7 @@ async fn batch(State(app): State<Shared>, headers: HeaderMap, body: Body) -> Res
         Ok(axum::Json(json!({ "results": results })).into_response())
     }
     .await;
-    let unread = read.is_none();
-    let response = finish(result, Some(grant), read);
-    if unread {
-        closing(response)
-    } else {
-        response
-    }
+    finish_with_body(result, grant, read)
 }
 
 async fn health(State(app): State<Shared>) -> Response {

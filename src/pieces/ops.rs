@@ -151,7 +151,7 @@ impl<'a> PieceTier<'a> {
     fn write_index(&mut self, partition: &str, read: &Read, index: &Index) -> Result<bool> {
         let bytes = index.to_bytes();
         self.known = None;
-        let written = self.write_doc(&index_key(partition), read, &bytes)?;
+        let written = self.write_doc(&index_key(partition), read.held.as_deref(), &bytes)?;
         if written {
             let now = Read {
                 index: index.clone(),
@@ -162,10 +162,10 @@ impl<'a> PieceTier<'a> {
         Ok(written)
     }
 
-    /// Writes a mutable document over the bytes read.
-    fn write_doc(&mut self, key: &str, read: &Read, bytes: &[u8]) -> Result<bool> {
+    /// Writes a mutable document over `held`, the bytes read (`None`: absent).
+    fn write_doc(&mut self, key: &str, held: Option<&[u8]>, bytes: &[u8]) -> Result<bool> {
         let key = key.to_string();
-        if read.held.as_deref() == Some(bytes) {
+        if held == Some(bytes) {
             return Ok(true);
         }
         if !self.shared {
@@ -174,19 +174,20 @@ impl<'a> PieceTier<'a> {
         }
         let offered = self
             .adapter
-            .store_if(&key, read.held.as_deref(), bytes)
+            .store_if(&key, held, bytes)
             .map_err(|e| Error::adapter(self.label, &key, e))?;
         if let Some(stored) = offered {
             return Ok(stored);
         }
-        if self.load(&key)? != read.held {
+        if self.load(&key)?.as_deref() != held {
             return Ok(false);
         }
         self.store(&key, bytes)?;
         Ok(true)
     }
 
-    fn load_piece(&mut self, partition: &str, name: &str) -> Result<(Vec<u8>, Piece)> {
+    /// The bytes of a piece the index lists, checked against its name.
+    fn load_checked(&mut self, partition: &str, name: &str) -> Result<Vec<u8>> {
         let key = piece_key(partition, name);
         let Some(bytes) = self.load(&key)? else {
             return Err(Error::corrupt(
@@ -202,8 +203,13 @@ impl<'a> PieceTier<'a> {
                 "the piece does not match its hash",
             ));
         }
-        let piece = Piece::parse(&bytes).map_err(|why| Error::corrupt(self.label, &key, why))?;
-        Ok((bytes, piece))
+        Ok(bytes)
+    }
+
+    fn load_piece(&mut self, partition: &str, name: &str) -> Result<Piece> {
+        let bytes = self.load_checked(partition, name)?;
+        Piece::parse(&bytes)
+            .map_err(|why| Error::corrupt(self.label, &piece_key(partition, name), why))
     }
 
     /// Stores a piece under its name; returns its index entry.
@@ -285,7 +291,7 @@ impl<'a> PieceTier<'a> {
         }
         let mut pieces = Vec::with_capacity(read.index.entries.len());
         for entry in &read.index.entries {
-            let (_, piece) = self.load_piece(partition, &entry.name)?;
+            let piece = self.load_piece(partition, &entry.name)?;
             if piece.span != entry.span {
                 return Err(Error::corrupt(
                     self.label,
@@ -380,10 +386,7 @@ impl<'a> PieceTier<'a> {
         }
         let mut pieces = Vec::with_capacity(chosen.len());
         for entry in &chosen {
-            pieces.push((
-                entry.name.clone(),
-                self.load_piece(partition, &entry.name)?.1,
-            ));
+            pieces.push((entry.name.clone(), self.load_piece(partition, &entry.name)?));
         }
         let refs: Vec<(&str, &Piece)> = pieces.iter().map(|(n, p)| (n.as_str(), p)).collect();
         let rule = (!partial).then_some(TombstoneRule {
@@ -489,11 +492,7 @@ impl PieceTier<'_> {
             doc.v = super::piece::FORMAT;
             doc.devices.insert(device.to_string(), began);
             let bytes = serde_json::to_vec(&doc).unwrap_or_default();
-            let read = Read {
-                index: Index::default(),
-                held,
-            };
-            if self.write_doc(DEVICES_KEY, &read, &bytes)? {
+            if self.write_doc(DEVICES_KEY, held.as_deref(), &bytes)? {
                 return Ok(());
             }
         }
@@ -600,21 +599,7 @@ fn copy_piece(
     partition: &str,
     entry: &Entry,
 ) -> Result<u64> {
-    let key = piece_key(partition, &entry.name);
-    let Some(bytes) = src.load(&key)? else {
-        return Err(Error::corrupt(
-            src.label,
-            &key,
-            "a piece the index lists is missing",
-        ));
-    };
-    if Piece::name_of(&bytes) != entry.name {
-        return Err(Error::corrupt(
-            src.label,
-            &key,
-            "the piece does not match its hash",
-        ));
-    }
-    dst.store(&key, &bytes)?;
+    let bytes = src.load_checked(partition, &entry.name)?;
+    dst.store(&piece_key(partition, &entry.name), &bytes)?;
     Ok(bytes.len() as u64)
 }

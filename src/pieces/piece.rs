@@ -150,7 +150,7 @@ impl Piece {
         })
     }
 
-    /// Whether any write of this piece has a slot for `name`/`id`.
+    /// The (name, id) of every slot this piece holds, whatever write it came from.
     fn present(&self) -> HashSet<(&str, &str)> {
         self.data
             .values()
