@@ -21,6 +21,8 @@ use serde_json::{json, Value};
 #[derive(Default)]
 struct Copy {
     list: Vec<Entity>,
+    /// The same copy, kept by applying the change sets by id instead of by position.
+    by_id: Vec<Entity>,
     emissions: usize,
     initials: usize,
     disagreements: Vec<String>,
@@ -42,6 +44,11 @@ fn follow(repo: &Repository, query: QueryOptions) -> (Arc<Mutex<Copy>>, Subscrip
                     .push(format!("positions not ascending: {positions:?}"));
             }
             changes.apply_to(&mut copy.list);
+            apply_by_id(changes, &mut copy.by_id);
+            if copy.by_id != copy.list {
+                copy.disagreements
+                    .push("applying by id and by position differ".into());
+            }
             if copy.list.len() != changes.count() || copy.list.as_slice() != changes.list() {
                 let msg = format!(
                     "applied copy ({}) differs from the emission's list ({})",
@@ -53,6 +60,21 @@ fn follow(repo: &Repository, query: QueryOptions) -> (Arc<Mutex<Copy>>, Subscrip
         })
         .unwrap();
     (copy, sub)
+}
+
+/// The change set's rule by id: remove what `removed` and the upserts name, then
+/// insert every upsert at its position.
+fn apply_by_id(changes: &ChangeSet, list: &mut Vec<Entity>) {
+    let gone: std::collections::HashSet<&str> = changes
+        .removed()
+        .iter()
+        .map(String::as_str)
+        .chain(changes.upserted().iter().map(|u| u.entity.id()))
+        .collect();
+    list.retain(|e| !gone.contains(e.id()));
+    for u in changes.upserted() {
+        list.insert(u.position.min(list.len()), u.entity.clone());
+    }
 }
 
 fn ids(list: &[Entity]) -> Vec<&str> {

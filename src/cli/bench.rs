@@ -562,6 +562,7 @@ fn w5(n: usize, ps: usize) -> CliResult<Measure> {
         e["name"] = json!(format!("User {i}"));
         users.save(&e)?;
     }
+    let saves_secs = t.elapsed().as_secs_f64();
     ds.drain_events()?;
     let secs = t.elapsed().as_secs_f64();
     let peak = peak_rss_mb();
@@ -578,6 +579,7 @@ fn w5(n: usize, ps: usize) -> CliResult<Measure> {
         score == Some(Some(expected(i)))
     });
     let mut extra = Map::new();
+    extra.insert("saves_seconds".into(), json!(saves_secs));
     extra.insert(
         "single_callbacks".into(),
         json!(single_calls.load(Ordering::Relaxed)),

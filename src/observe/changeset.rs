@@ -12,6 +12,10 @@ use crate::entity::Entity;
 pub struct Upsert {
     pub position: usize,
     pub entity: Entity,
+    /// The entity was in the previous list and kept its place among the entries
+    /// kept: applying by position replaces the entry at `position` instead of
+    /// inserting one.
+    pub in_place: bool,
 }
 
 /// The full result of a query at one emission, shared with the observer's view:
@@ -66,16 +70,26 @@ impl std::fmt::Debug for ListSnapshot {
 ///
 /// The first emission (`is_initial()`) carries the whole result as upserts at
 /// positions 0..count. Every later one says what changed since the previous one.
-/// **Applying it**: to the list of the previous emission (an empty list for the
-/// first), (1) remove every entity whose id is in `removed()` or in `upserted()`;
-/// (2) insert each upserted entity at its `position`, in the order given (ascending
-/// position). The result is `list()`, `count()` entities long. [`ChangeSet::apply_to`]
-/// does exactly this. Entities that are not mentioned did not change; they may
-/// still have moved by the inserts and removals around them.
+///
+/// **Applying it by position** (what [`ChangeSet::apply_to`] does; the cost follows
+/// the change, whatever the list's size): to the list of the previous emission (an
+/// empty list for the first), (1) remove the entries at the indexes
+/// `removed_at()` (indexes into that previous list, ascending: remove from the
+/// last); (2) for each upsert, in the order given (ascending position), replace the
+/// entry at `position` when `in_place`, else insert the entity at `position`.
+///
+/// **Applying it by id** gives the same list: (1) remove every entity whose id is
+/// in `removed()` or in `upserted()`; (2) insert each upserted entity at its
+/// `position`, in the order given.
+///
+/// The result is `list()`, `count()` entities long. Entities that are not mentioned
+/// did not change; they may still have moved by the inserts and removals around
+/// them.
 #[derive(Debug, Clone)]
 pub struct ChangeSet {
     pub(super) initial: bool,
     pub(super) removed: Vec<String>,
+    pub(super) removed_at: Vec<usize>,
     pub(super) upserted: Vec<Upsert>,
     pub(super) list: ListSnapshot,
 }
@@ -89,6 +103,12 @@ impl ChangeSet {
     /// Ids that left the result.
     pub fn removed(&self) -> &[String] {
         &self.removed
+    }
+
+    /// The indexes, in the previous emission's list, of the entries that leave their
+    /// place: those in `removed()` and the upserts that moved. Ascending.
+    pub fn removed_at(&self) -> &[usize] {
+        &self.removed_at
     }
 
     /// Entities that entered the result or changed, by ascending position.
@@ -116,26 +136,25 @@ impl ChangeSet {
         !self.initial && self.removed.is_empty() && self.upserted.is_empty()
     }
 
-    /// Applies the change set to the previous emission's list, as the type's
-    /// documentation says.
+    /// Applies the change set to the previous emission's list, by position, as the
+    /// type's documentation says.
     pub fn apply_to(&self, list: &mut Vec<Entity>) {
-        let gone: std::collections::HashSet<&str> = self
-            .removed
-            .iter()
-            .map(String::as_str)
-            .chain(self.upserted.iter().map(|u| u.entity.id()))
-            .collect();
-        if !gone.is_empty() {
-            list.retain(|e| !gone.contains(e.id()));
+        for &at in self.removed_at.iter().rev() {
+            if at < list.len() {
+                list.remove(at);
+            }
         }
         for u in &self.upserted {
-            let at = u.position.min(list.len());
-            list.insert(at, u.entity.clone());
+            match list.get_mut(u.position) {
+                Some(slot) if u.in_place => *slot = u.entity.clone(),
+                _ => list.insert(u.position.min(list.len()), u.entity.clone()),
+            }
         }
     }
 
     /// The change set as one JSON document, what the doors hand across:
-    /// `{"initial":bool,"count":n,"removed":["id",...],"upserted":[{"position":i,"entity":{...}},...]}`.
+    /// `{"initial":bool,"count":n,"removed":["id",...],"removedAt":[i,...],
+    /// "upserted":[{"position":i,"inPlace":bool,"entity":{...}},...]}`.
     pub fn to_json(&self) -> String {
         let entities: usize = self.upserted.iter().map(|u| u.entity.json().len()).sum();
         let mut out = String::with_capacity(64 + entities + 32 * self.upserted.len());
@@ -152,12 +171,23 @@ impl ChangeSet {
             // An id is a string; serde_json escapes it.
             out.push_str(&serde_json::Value::from(id.as_str()).to_string());
         }
+        out.push_str("],\"removedAt\":[");
+        for (i, at) in self.removed_at.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{at}");
+        }
         out.push_str("],\"upserted\":[");
         for (i, u) in self.upserted.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            let _ = write!(out, "{{\"position\":{},\"entity\":", u.position);
+            let _ = write!(
+                out,
+                "{{\"position\":{},\"inPlace\":{},\"entity\":",
+                u.position, u.in_place
+            );
             out.push_str(u.entity.json());
             out.push('}');
         }

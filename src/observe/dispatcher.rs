@@ -204,6 +204,7 @@ fn deliver_collection(sub: &Sub, source: &dyn Source, pending: &Pending) {
                     ChangeSet {
                         initial: true,
                         removed: Vec::new(),
+                        removed_at: Vec::new(),
                         upserted: Vec::new(),
                         list: view.snapshot(),
                     }

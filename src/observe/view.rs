@@ -39,6 +39,8 @@ struct Changed {
     new: Option<(Arc<RowKey>, Entity)>,
     /// Where `new` sits once the batch is applied.
     at: Option<usize>,
+    /// Updated without moving: its place in the order did not change.
+    in_place: bool,
 }
 
 pub(super) struct View {
@@ -122,11 +124,13 @@ impl View {
             .map(|(position, entity)| Upsert {
                 position,
                 entity: entity.clone(),
+                in_place: false,
             })
             .collect();
         ChangeSet {
             initial: true,
             removed: Vec::new(),
+            removed_at: Vec::new(),
             upserted,
             list: ListSnapshot::new(self.entities.clone(), window),
         }
@@ -227,6 +231,7 @@ impl View {
                 old,
                 new,
                 at: None,
+                in_place: false,
             });
         }
         out
@@ -247,6 +252,7 @@ impl View {
                     self.keys[at] = row.clone();
                     self.by_id.insert(c.id.clone(), (row.clone(), at));
                     c.at = Some(at);
+                    c.in_place = true;
                 }
                 _ => moves.push(i),
             }
@@ -344,16 +350,25 @@ impl View {
     ) -> ChangeSet {
         let (old, new) = (self.window(len_old), self.window(self.keys.len()));
         let mut removed = Vec::new();
+        let mut removed_at = Vec::new();
         let mut upserted = Vec::new();
         for c in changed {
             let now = c.at.filter(|p| new.contains(p));
+            let was = c.old.filter(|p| old.contains(p));
             if let Some(p) = now {
+                // Kept in the window and in its place among the kept: replaced there.
+                let in_place = c.in_place && was.is_some();
+                if let (Some(w), false) = (was, in_place) {
+                    removed_at.push(w - old.start);
+                }
                 upserted.push(Upsert {
                     position: p - new.start,
                     entity: self.entities[p].clone(),
+                    in_place,
                 });
-            } else if c.old.is_some_and(|p| old.contains(&p)) {
+            } else if let Some(w) = was {
                 removed.push(c.id.clone());
+                removed_at.push(w - old.start);
             }
         }
         // Unchanged entries keep their order; number them 0.. (`u`). The window held
@@ -369,18 +384,23 @@ impl View {
                 upserted.push(Upsert {
                     position: p - new.start,
                     entity: self.entities[p].clone(),
+                    in_place: false,
                 });
             }
         }
         for range in difference(&u_old, &u_new) {
-            for p in untouched_positions(t_new, range) {
+            let was = untouched_positions(t_old, range.clone());
+            for (p, w) in untouched_positions(t_new, range).into_iter().zip(was) {
                 removed.push(self.entities[p].id().to_string());
+                removed_at.push(w - old.start);
             }
         }
         upserted.sort_by_key(|u| u.position);
+        removed_at.sort_unstable();
         ChangeSet {
             initial: false,
             removed,
+            removed_at,
             upserted,
             list: ListSnapshot::new(self.entities.clone(), new),
         }

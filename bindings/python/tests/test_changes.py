@@ -13,14 +13,25 @@ class Copy:
 
     def __init__(self) -> None:
         self.rows = []
+        self.by_id = []
         self.emissions = []
         self._lock = threading.Lock()
 
     def __call__(self, changes: datasync.Changes) -> None:
         with self._lock:
             changes.apply(self.rows)
+            apply_by_id(changes, self.by_id)
             assert len(self.rows) == changes.count
+            assert self.by_id == self.rows, "applying by id and by position differ"
             self.emissions.append(changes)
+
+
+def apply_by_id(changes: datasync.Changes, rows: list) -> None:
+    """The rule by id: remove what `removed` and the upserts name, insert every upsert."""
+    gone = set(changes.removed) | {e["id"] for _, e in changes.upserted}
+    rows[:] = [e for e in rows if e["id"] not in gone]
+    for position, entity in changes.upserted:
+        rows.insert(position, entity)
 
 
 def test_first_emission_is_the_whole_list_then_only_changes(ds):
@@ -107,9 +118,20 @@ def test_one_update_in_100k_carries_one_entity(ds):
     assert len(seen[-1].upserted) == 1 and seen[-1].removed == [] and seen[-1].count == 100_000
 
 
-def test_batch_writes_cross_the_binding_once(ds):
+def test_batch_writes_cross_the_binding_once(ds, monkeypatch):
     notes = ds.repo("Note")
     calls = []
+
+    def counted(name, fn):
+        def call(*args):
+            calls.append(name)
+            return fn(*args)
+
+        return call
+
+    # save_many is one direct call (datasync_direct_save_many), delete_many one
+    # generated method.
+    monkeypatch.setattr(datasync, "_direct_save_many", counted("direct_save_many", datasync._direct_save_many))
 
     class Counting:
         def __init__(self, inner):
@@ -122,4 +144,4 @@ def test_batch_writes_cross_the_binding_once(ds):
     notes._native = Counting(notes._native)
     ids = notes.save_many({"n": i} for i in range(1000))
     assert notes.delete_many(ids) == 1000
-    assert calls == ["save_many_json", "delete_many"]
+    assert calls == ["direct_save_many", "delete_many"]

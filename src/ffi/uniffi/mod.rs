@@ -9,6 +9,7 @@
 //! - [`error`]: `DataSyncError`, mapped from [`crate::Error`] without a wildcard arm.
 
 pub mod changes;
+pub mod direct;
 pub mod error;
 pub mod objects;
 pub mod traits;

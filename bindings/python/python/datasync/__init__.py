@@ -20,6 +20,7 @@ The generated low-level bindings live in :mod:`datasync._native`.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import functools
 import inspect
 import json
@@ -292,6 +293,91 @@ def _dumps(value: Any, what: str, kind: type = InvalidJson) -> str:
         if why:
             raise _refuse(kind, why)
     return text
+
+
+# ---------------------------------------------------------------- direct calls
+
+
+# A repository's hot calls (save, save_many, get, delete) go through the library's
+# `datasync_direct_*` functions (src/ffi/uniffi/direct.rs): one ctypes call with the
+# JSON bytes borrowed and the answer written into a buffer this thread owns, instead
+# of the generated method's several foreign calls. Errors are raised by the
+# generated `direct_error()`, so they are the same objects as everywhere else.
+_lib = _native.datasync._UniffiLib
+_OK, _ERROR, _WAITING, _ABSENT = 0, 1, 2, 3
+_ANSWER = 64 * 1024
+_size_p = ctypes.POINTER(ctypes.c_size_t)
+for _fn in (_lib.datasync_direct_save, _lib.datasync_direct_save_many, _lib.datasync_direct_get):
+    _fn.argtypes = [ctypes.c_uint64, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t, _size_p]
+    _fn.restype = ctypes.c_int32
+_lib.datasync_direct_delete.argtypes = [ctypes.c_uint64, ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_uint8)]
+_lib.datasync_direct_delete.restype = ctypes.c_int32
+_lib.datasync_direct_take.argtypes = [ctypes.c_char_p, ctypes.c_size_t, _size_p]
+_lib.datasync_direct_take.restype = ctypes.c_int32
+_lib.datasync_direct_release.argtypes = [ctypes.c_uint64]
+_lib.datasync_direct_release.restype = None
+_direct_save = _lib.datasync_direct_save
+_direct_save_many = _lib.datasync_direct_save_many
+_direct_get = _lib.datasync_direct_get
+_direct_delete = _lib.datasync_direct_delete
+_direct_release = _lib.datasync_direct_release
+
+
+def _release(handle: int) -> None:
+    _direct_release(handle)
+
+
+class _Answers(threading.local):
+    """This thread's answer buffer for direct calls."""
+
+    def __init__(self) -> None:
+        self.buf = ctypes.create_string_buffer(_ANSWER)
+        self.len = ctypes.c_size_t()
+        self.len_p = ctypes.pointer(self.len)
+        self.flag = ctypes.c_uint8()
+        self.flag_p = ctypes.pointer(self.flag)
+
+
+_answers = _Answers()
+
+
+def _answer(code: int, a: _Answers) -> bytes:
+    """The bytes a direct call answered with `code`; raises its error."""
+    if code == _OK:
+        return a.buf[: a.len.value]
+    if code == _WAITING:
+        big = ctypes.create_string_buffer(a.len.value)
+        if _lib.datasync_direct_take(big, a.len.value, a.len_p) == _OK:
+            return big[: a.len.value]
+    _native.direct_error()
+    raise Internal("a direct call failed without an error", reason="no error recorded")
+
+
+def _id_bytes(id: Any) -> bytes:
+    if type(id) is not str:
+        raise TypeError(f"an id must be a str, not {type(id).__name__}")
+    try:
+        return id.encode()
+    except UnicodeEncodeError:
+        raise InvalidId(f"invalid id {id!r}: it is not valid UTF-8", id=id, reason="it is not valid UTF-8") from None
+
+
+def _encode_direct(value: Any, what: str) -> bytes:
+    """`value` as JSON bytes for a direct call, refused as :func:`_dumps` refuses;
+    integers past 64 bits are left to the library, which refuses them (see
+    :func:`_direct_refusal`)."""
+    try:
+        return _encode(value).encode()
+    except ValueError:
+        raise _refuse(InvalidJson, _bad_value(value, what) or f"{what} is not JSON") from None
+
+
+def _direct_refusal(value: Any, what: str) -> None:
+    """After a direct call refused `value`: an InvalidJson naming the field when the
+    library refused an integer past 64 bits (it cannot name the field)."""
+    why = _bad_value(value, what)
+    if why:
+        raise _refuse(InvalidJson, why)
 
 
 # ---------------------------------------------------------------- records
@@ -710,12 +796,16 @@ class _QueryObserver(_native.QueryObserver):
 
 class Changes:
     """One emission of :meth:`Repository.observe_changes`: what changed since the
-    previous one. To apply it to the previous list (empty before the first), remove
-    every entity whose id is in ``removed`` or among the upserts, then insert each
-    upserted entity at its position, in the order given (:meth:`apply` does this).
-    ``list()`` gives the whole result instead; it is fetched only when asked."""
+    previous one. To apply it to the previous list (empty before the first), by
+    position: delete the entries at the indexes ``removed_at`` (from the last), then
+    for each upsert in the order given replace the entry at its position when it is
+    ``in place``, else insert it there (:meth:`apply` does this; the cost follows
+    the change, not the list). By id gives the same list: remove every entity whose
+    id is in ``removed`` or among the upserts, then insert each upserted entity at
+    its position. ``list()`` gives the whole result instead; it is fetched only when
+    asked."""
 
-    __slots__ = ("initial", "count", "removed", "upserted", "_handle", "_list")
+    __slots__ = ("initial", "count", "removed", "removed_at", "upserted", "in_place", "_handle", "_list")
 
     def __init__(self, doc: Dict[str, Any], handle: Any) -> None:
         self.initial: bool = doc["initial"]
@@ -724,8 +814,15 @@ class Changes:
         """How many entities the result has now."""
         self.removed: List[str] = doc["removed"]
         """Ids no longer in the result."""
-        self.upserted: List[Tuple[int, Entity]] = [(u["position"], u["entity"]) for u in doc["upserted"]]
+        self.removed_at: List[int] = doc["removedAt"]
+        """Indexes in the previous list of the entries that leave their place (the
+        removed ones and the upserts that moved), ascending."""
+        ups = doc["upserted"]
+        self.upserted: List[Tuple[int, Entity]] = [(u["position"], u["entity"]) for u in ups]
         """``(position, entity)`` pairs, positions ascending, inserted or updated."""
+        self.in_place: List[bool] = [u["inPlace"] for u in ups]
+        """For each upsert: it replaces the entry at its position (it was there and
+        kept its place) rather than being inserted."""
         self._handle = handle
         self._list: Optional[List[Entity]] = None
 
@@ -738,12 +835,13 @@ class Changes:
     def apply(self, previous: List[Entity]) -> List[Entity]:
         """``previous`` (the list after the last emission) changed in place into
         this emission's list; returns it."""
-        gone = set(self.removed)
-        gone.update(e["id"] for _, e in self.upserted)
-        if gone:
-            previous[:] = [e for e in previous if e["id"] not in gone]
-        for position, entity in self.upserted:
-            previous.insert(position, entity)
+        for at in reversed(self.removed_at):
+            del previous[at]
+        for (position, entity), replace in zip(self.upserted, self.in_place):
+            if replace:
+                previous[position] = entity
+            else:
+                previous.insert(position, entity)
         return previous
 
     def __repr__(self) -> str:
@@ -874,6 +972,8 @@ class Repository:
         self._native = native
         # The instance shuts down when its last reference goes; a repository keeps it.
         self._owner = owner
+        self._direct = native.direct_handle()
+        weakref.finalize(self, _release, self._direct)
 
     @property
     def name(self) -> str:
@@ -885,24 +985,51 @@ class Repository:
         passed in is not changed. Aware ``datetime`` values (e.g. ``createdAt``)
         are stored as instants; NaN, infinities and integers past 64 bits raise
         :class:`InvalidJson`."""
-        return self._native.save(_dumps(entity, "the entity"))
+        data = _encode_direct(entity, "the entity")
+        a = _answers
+        code = _direct_save(self._direct, data, len(data), a.buf, _ANSWER, a.len_p)
+        if code == _OK:
+            return a.buf[: a.len.value].decode()
+        try:
+            return _answer(code, a).decode()
+        except _native.DataSyncError.InvalidJson:
+            _direct_refusal(entity, "the entity")
+            raise
 
     @_translated
     def save_many(self, entities: Iterable[Entity]) -> List[str]:
         """Saves several entities at once (all or none); returns their ids. The batch
         crosses as one JSON array each way."""
-        return json.loads(self._native.save_many_json(_dumps(list(entities), "the entities")))
+        batch = list(entities)
+        data = _encode_direct(batch, "the entities")
+        a = _answers
+        try:
+            return json.loads(_answer(_direct_save_many(self._direct, data, len(data), a.buf, _ANSWER, a.len_p), a))
+        except _native.DataSyncError.InvalidJson:
+            _direct_refusal(batch, "the entities")
+            raise
 
     @_translated
     def get(self, id: str) -> Optional[Entity]:
         """The entity with this id, or None."""
-        text = self._native.get(id)
-        return None if text is None else json.loads(text)
+        key = _id_bytes(id)
+        a = _answers
+        code = _direct_get(self._direct, key, len(key), a.buf, _ANSWER, a.len_p)
+        if code == _OK:
+            return json.loads(a.buf[: a.len.value])
+        if code == _ABSENT:
+            return None
+        return json.loads(_answer(code, a))
 
     @_translated
     def delete(self, id: str) -> bool:
         """Deletes an entity; returns whether it existed."""
-        return self._native.delete(id)
+        key = _id_bytes(id)
+        a = _answers
+        code = _direct_delete(self._direct, key, len(key), a.flag_p)
+        if code != _OK:
+            _answer(code, a)
+        return bool(a.flag.value)
 
     @_translated
     def delete_many(self, ids: Iterable[str]) -> int:

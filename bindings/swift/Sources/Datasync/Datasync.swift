@@ -3144,6 +3144,12 @@ public protocol RepositoryProtocol: AnyObject, Sendable {
     func observeChanges(query: Query, observer: ChangeObserver) throws  -> Subscription
     
     /**
+     * A handle for the direct calls (`datasync_direct_*`) on this repository, to
+     * be released once with `datasync_direct_release`.
+     */
+    func directHandle()  -> UInt64
+    
+    /**
      * Deletes an entity; returns whether it existed.
      */
     func delete(id: String) throws  -> Bool
@@ -3263,6 +3269,19 @@ open func observeChanges(query: Query, observer: ChangeObserver)throws  -> Subsc
             self.uniffiCloneHandle(),
         FfiConverterTypeQuery_lower(query),
         FfiConverterTypeChangeObserver_lower(observer),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * A handle for the direct calls (`datasync_direct_*`) on this repository, to
+     * be released once with `datasync_direct_release`.
+     */
+open func directHandle() -> UInt64  {
+    return try!  FfiConverterUInt64.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_datasync_fn_method_repository_direct_handle(
+            self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
 }
@@ -5669,6 +5688,16 @@ fileprivate struct FfiConverterSequenceTypeSortField: FfiConverterRustBuffer {
     }
 }
 /**
+ * Raises the error the last failed direct call on this thread recorded (and
+ * forgets it).
+ */
+public func directError()throws   {try rustCallWithError(FfiConverterTypeDataSyncError_lift) {
+        uniffiCallStatus in
+    uniffi_datasync_fn_func_direct_error(uniffiCallStatus
+    )
+}
+}
+/**
  * Options for `prefix` with every timing set to the library's default (read from
  * the core's configuration, the one place defaults are kept) and no tiers.
  */
@@ -5730,6 +5759,9 @@ private let initializationResult: InitializationResult = {
     let scaffolding_contract_version = ffi_datasync_uniffi_contract_version()
     if bindings_contract_version != scaffolding_contract_version {
         return InitializationResult.contractVersionMismatch
+    }
+    if (uniffi_datasync_checksum_func_direct_error() != 18255) {
+        return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_datasync_checksum_func_default_options() != 25449) {
         return InitializationResult.apiChecksumMismatch
@@ -5798,6 +5830,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_datasync_checksum_method_repository_observe_changes() != 25173) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_datasync_checksum_method_repository_direct_handle() != 32982) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_datasync_checksum_method_repository_delete() != 64318) {

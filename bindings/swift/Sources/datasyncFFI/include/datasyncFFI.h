@@ -572,6 +572,11 @@ void uniffi_datasync_fn_free_repository(uint64_t handle, RustCallStatus *_Nonnul
 uint64_t uniffi_datasync_fn_method_repository_observe_changes(uint64_t ptr, RustBuffer query, uint64_t observer, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_REPOSITORY_DIRECT_HANDLE
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_REPOSITORY_DIRECT_HANDLE
+uint64_t uniffi_datasync_fn_method_repository_direct_handle(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_REPOSITORY_DELETE
 #define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_REPOSITORY_DELETE
 int8_t uniffi_datasync_fn_method_repository_delete(uint64_t ptr, RustBuffer id, RustCallStatus *_Nonnull out_status
@@ -820,6 +825,12 @@ void uniffi_datasync_fn_init_callback_vtable_statusobserver(const UniffiVTableCa
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_STATUSOBSERVER_ON_STATUS
 #define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_STATUSOBSERVER_ON_STATUS
 void uniffi_datasync_fn_method_statusobserver_on_status(uint64_t ptr, RustBuffer status, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_FUNC_DIRECT_ERROR
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_FUNC_DIRECT_ERROR
+void uniffi_datasync_fn_func_direct_error(RustCallStatus *_Nonnull out_status
+    
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_FUNC_DEFAULT_OPTIONS
@@ -1103,6 +1114,12 @@ void ffi_datasync_rust_future_free_void(uint64_t handle
 void ffi_datasync_rust_future_complete_void(uint64_t handle, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_FUNC_DIRECT_ERROR
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_FUNC_DIRECT_ERROR
+uint16_t uniffi_datasync_checksum_func_direct_error(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_FUNC_DEFAULT_OPTIONS
 #define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_FUNC_DEFAULT_OPTIONS
 uint16_t uniffi_datasync_checksum_func_default_options(void
@@ -1238,6 +1255,12 @@ uint16_t uniffi_datasync_checksum_method_memorytier_read(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_REPOSITORY_OBSERVE_CHANGES
 #define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_REPOSITORY_OBSERVE_CHANGES
 uint16_t uniffi_datasync_checksum_method_repository_observe_changes(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_REPOSITORY_DIRECT_HANDLE
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_REPOSITORY_DIRECT_HANDLE
+uint16_t uniffi_datasync_checksum_method_repository_direct_handle(void
     
 );
 #endif
