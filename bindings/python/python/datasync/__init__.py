@@ -24,6 +24,7 @@ import ctypes
 import functools
 import inspect
 import json
+import json.encoder
 import logging
 import math
 import re
@@ -362,14 +363,45 @@ def _id_bytes(id: Any) -> bytes:
         raise InvalidId(f"invalid id {id!r}: it is not valid UTF-8", id=id, reason="it is not valid UTF-8") from None
 
 
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+
+
+class _Encoder(threading.local):
+    """This thread's compact JSON encoder for direct calls. Where the C encoder is
+    there, it is made once and called directly, without the one made per call by
+    ``JSONEncoder.encode``; each thread has its own, since the encoder's table of
+    containers being encoded must not be shared."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        if _c_make_encoder is None:
+            encode = json.JSONEncoder(default=_json_default, allow_nan=False, separators=(",", ":")).encode
+            self.chunks = lambda value, _level: (encode(value),)
+        else:
+            self.chunks = _c_make_encoder(
+                {}, _json_default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False
+            )
+
+
+_encoder = _Encoder()
+
+
 def _encode_direct(value: Any, what: str) -> bytes:
     """`value` as JSON bytes for a direct call, refused as :func:`_dumps` refuses;
     integers past 64 bits are left to the library, which refuses them (see
     :func:`_direct_refusal`)."""
+    e = _encoder
     try:
-        return _encode(value).encode()
+        return "".join(e.chunks(value, 0)).encode()
     except ValueError:
+        e.reset()
         raise _refuse(InvalidJson, _bad_value(value, what) or f"{what} is not JSON") from None
+    except BaseException:
+        # A failed encoding may leave containers in the encoder's table.
+        e.reset()
+        raise
 
 
 def _direct_refusal(value: Any, what: str) -> None:
