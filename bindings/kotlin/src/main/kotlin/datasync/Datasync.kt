@@ -3,10 +3,14 @@
 // blocking calls also as suspend functions, instances as AutoCloseable.
 package datasync
 
+import com.sun.jna.Memory
+import com.sun.jna.Native
+import com.sun.jna.Pointer
 import datasync.ffi.CandidateKeys
 import datasync.ffi.ChangeObserver
 import datasync.ffi.ChangeSetHandle
 import datasync.ffi.DataSync
+import datasync.ffi.DataSyncException
 import datasync.ffi.DateGranularity
 import datasync.ffi.EntityObserver
 import datasync.ffi.HostConflictResolver
@@ -27,6 +31,7 @@ import datasync.ffi.Subscription
 import datasync.ffi.SyncStats
 import datasync.ffi.TierKind
 import datasync.ffi.TierSpec
+import datasync.ffi.directError
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.channels.Channel
 import kotlinx.coroutines.channels.awaitClose
@@ -41,6 +46,7 @@ import kotlinx.serialization.json.JsonElement
 import kotlinx.serialization.json.JsonNull
 import kotlinx.serialization.json.JsonObject
 import kotlinx.serialization.json.JsonPrimitive
+import kotlinx.serialization.json.boolean
 import kotlinx.serialization.json.int
 import kotlinx.serialization.json.jsonObject
 import kotlinx.serialization.json.jsonPrimitive
@@ -278,19 +284,35 @@ data class Sort(val field: String, val descending: Boolean = false)
 class Repo internal constructor(val handle: Repository) {
     val name: String get() = handle.name()
 
+    // Taken on the first save/get/delete: a repository used only for queries costs no handle.
+    private val direct: DirectHandle? by lazy { if (Direct.available) DirectHandle(handle) else null }
+
     /** Saves an entity and returns its id (generated when absent). */
-    fun save(entity: JsonObject): String = handle.save(entity.toString())
+    fun save(entity: JsonObject): String {
+        val d = direct ?: return handle.save(entity.toString())
+        return Direct.call(d, utf8(entity.toString()), Direct::datasync_direct_save)!!.decodeToString()
+    }
 
     /** Saves an entity given as a map of JSON-like values. */
     fun save(entity: Map<String, Any?>): String = save(toJson(entity).jsonObject)
 
     /** Saves several entities at once (all or none); the batch crosses as one JSON array each way. */
-    fun saveMany(entities: List<JsonObject>): List<String> =
-        Json.parseToJsonElement(handle.saveManyJson(JsonArray(entities).toString())).jsonArray.map { it.jsonPrimitive.content }
+    fun saveMany(entities: List<JsonObject>): List<String> {
+        val batch = JsonArray(entities).toString()
+        val d = direct
+        val ids = if (d == null) handle.saveManyJson(batch) else Direct.call(d, utf8(batch), Direct::datasync_direct_save_many)!!.decodeToString()
+        return Json.parseToJsonElement(ids).jsonArray.map { it.jsonPrimitive.content }
+    }
 
-    fun get(id: String): JsonObject? = handle.get(id)?.let(::parseEntity)
+    fun get(id: String): JsonObject? {
+        val d = direct ?: return handle.get(id)?.let(::parseEntity)
+        return Direct.call(d, utf8(id), Direct::datasync_direct_get)?.let { parseEntity(it.decodeToString()) }
+    }
 
-    fun delete(id: String): Boolean = handle.delete(id)
+    fun delete(id: String): Boolean {
+        val d = direct ?: return handle.delete(id)
+        return Direct.delete(d, utf8(id))
+    }
 
     fun deleteMany(ids: List<String>): Long = handle.deleteMany(ids).toLong()
 
@@ -387,14 +409,21 @@ class Repo internal constructor(val handle: Repository) {
     val suspending: SuspendingRepo get() = SuspendingRepo(this)
 }
 
-/** An entity inserted or updated at [position] of the sorted result. */
-data class Upsert(val position: Int, val entity: JsonObject)
+/**
+ * An entity inserted or updated at [position] of the sorted result; [inPlace]: it was
+ * in the previous list and kept its place, so applying by position replaces the entry
+ * at [position] instead of inserting it.
+ */
+data class Upsert(val position: Int, val entity: JsonObject, val inPlace: Boolean = false)
 
 /**
  * One emission of a change-set observer ([Repo.observeChanges], [Repo.changeSets]).
- * To apply a [Delta] to the previous list: remove every entity whose id is in
- * [Delta.removed] or among the upserts, then insert each upsert at its position,
- * in the order given ([applyTo] does this).
+ * To apply a [Delta] to the previous list by position ([applyTo] does this; the cost
+ * follows the change, not the list): remove the entries at the indexes
+ * [Delta.removedAt] (from the last), then for each upsert in the order given replace
+ * the entry at its position when it is [Upsert.inPlace], else insert it there. By id
+ * gives the same list: remove every entity whose id is in [Delta.removed] or among
+ * the upserts, then insert each upsert at its position, in the order given.
  */
 sealed class Changes {
     /** How many entities the result has now. */
@@ -419,6 +448,8 @@ sealed class Changes {
     /** What changed since the last emission; [list] reads the whole result, once, when asked. */
     class Delta internal constructor(
         val removed: List<String>,
+        /** Indexes in the previous list of the entries that leave their place (the removed ones and the upserts that moved), ascending. */
+        val removedAt: List<Int>,
         val upserted: List<Upsert>,
         override val count: Int,
         private val handle: ChangeSetHandle,
@@ -430,13 +461,17 @@ sealed class Changes {
         override fun list(): List<JsonObject> = whole
 
         override fun applyTo(previous: MutableList<JsonObject>) {
-            val gone = HashSet<String>(removed)
-            upserted.mapTo(gone) { it.entity["id"]!!.jsonPrimitive.content }
-            if (gone.isNotEmpty()) previous.removeAll { it["id"]?.jsonPrimitive?.content in gone }
-            for (u in upserted) previous.add(u.position, u.entity)
+            for (i in removedAt.indices.reversed()) {
+                val at = removedAt[i]
+                if (at < previous.size) previous.removeAt(at)
+            }
+            for (u in upserted) {
+                if (u.inPlace && u.position < previous.size) previous[u.position] = u.entity
+                else previous.add(minOf(u.position, previous.size), u.entity)
+            }
         }
 
-        override fun toString() = "Changes.Delta(removed=${removed.size}, upserted=${upserted.size}, count=$count)"
+        override fun toString() = "Changes.Delta(removed=${removed.size}, removedAt=${removedAt.size}, upserted=${upserted.size}, count=$count)"
     }
 
     internal companion object {
@@ -444,14 +479,15 @@ sealed class Changes {
             val doc = Json.parseToJsonElement(text).jsonObject
             val upserted = doc["upserted"]!!.jsonArray.map {
                 val u = it.jsonObject
-                Upsert(u["position"]!!.jsonPrimitive.int, u["entity"]!!.jsonObject)
+                Upsert(u["position"]!!.jsonPrimitive.int, u["entity"]!!.jsonObject, u["inPlace"]?.jsonPrimitive?.boolean ?: false)
             }
             if (doc["initial"]!!.jsonPrimitive.content == "true") {
                 handle.close()
                 return Initial(upserted.map { it.entity })
             }
             val removed = doc["removed"]!!.jsonArray.map { it.jsonPrimitive.content }
-            return Delta(removed, upserted, doc["count"]!!.jsonPrimitive.int, handle)
+            val removedAt = doc["removedAt"]!!.jsonArray.map { it.jsonPrimitive.int }
+            return Delta(removed, removedAt, upserted, doc["count"]!!.jsonPrimitive.int, handle)
         }
     }
 }
@@ -475,6 +511,163 @@ class SuspendingRepo internal constructor(private val repo: Repo) {
 }
 
 private fun parseEntity(text: String): JsonObject = Json.parseToJsonElement(text).jsonObject
+
+/**
+ * A repository's handle for the library's direct calls (`datasync_direct_*`),
+ * released once, when it becomes unreachable (its [Repo] with it).
+ */
+private class DirectHandle(repository: Repository) {
+    val value: Long = repository.directHandle().toLong()
+
+    init {
+        val value = value
+        // The action must not hold this object, or it would never become unreachable.
+        Direct.cleaner.register(this) { Direct.datasync_direct_release(value) }
+    }
+}
+
+/** One thread's native buffers for direct calls: the answer, its length (or the delete flag), the argument. */
+private class DirectBuffers {
+    val answer = Memory(Direct.ANSWER)
+    val answerAt = Pointer.nativeValue(answer)
+    val length = Memory(8)
+    val lengthAt = Pointer.nativeValue(length)
+    var argument = Memory(Direct.ANSWER)
+
+    /** In a call: a callback on this thread (a host strategy or tier) calling again gets buffers of its own. */
+    var busy = false
+
+    /** [bytes] in native memory: the argument buffer (grown up to [Direct.KEPT]), or a new one the caller closes. */
+    fun argument(bytes: ByteArray): Memory {
+        var into = argument
+        if (bytes.size > into.size()) {
+            into = Memory(bytes.size.toLong())
+            if (bytes.size <= Direct.KEPT) {
+                argument.close()
+                argument = into
+            }
+        }
+        into.write(0, bytes, 0, bytes.size)
+        return into
+    }
+
+    fun close() {
+        answer.close()
+        length.close()
+        argument.close()
+    }
+}
+
+/**
+ * Repo's hot calls (save, saveMany, get, delete) as one JNA direct-mapped call each
+ * into the library the generated code loads, instead of the generated method's
+ * several calls with RustBuffer structures. Pointers and `size_t` cross as `Long`
+ * addresses of per-thread native buffers: with only primitive arguments JNA copies
+ * just the bytes written and read, where a `ByteArray` argument would be copied
+ * whole both ways. That needs 64-bit pointers and `size_t`; elsewhere [available]
+ * is false and Repo keeps the generated methods.
+ */
+@Suppress("FunctionName")
+private object Direct {
+    const val OK = 0
+    const val WAITING = 2
+    const val ABSENT = 3
+
+    /** The answer buffer's size; a longer answer waits in the library for `take`. */
+    const val ANSWER = 64 * 1024L
+
+    /** The largest argument buffer a thread keeps between calls. */
+    const val KEPT = 1 shl 20
+
+    val available = Native.POINTER_SIZE == 8 && Native.SIZE_T_SIZE == 8
+
+    val cleaner: java.lang.ref.Cleaner by lazy { java.lang.ref.Cleaner.create() }
+
+    // The library keeps a failed call's error and a long answer per thread: they are
+    // read right after the call, on its thread, as the buffers are.
+    private val buffers = ThreadLocal.withInitial { DirectBuffers() }
+
+    init {
+        // The generated code's library name and override, so both load the same file.
+        val name = System.getProperty("uniffi.component.datasync.libraryOverride") ?: "datasync"
+        Native.register(Direct::class.java, name)
+    }
+
+    external fun datasync_direct_save(handle: Long, json: Long, len: Long, out: Long, cap: Long, outLen: Long): Int
+    external fun datasync_direct_save_many(handle: Long, json: Long, len: Long, out: Long, cap: Long, outLen: Long): Int
+    external fun datasync_direct_get(handle: Long, id: Long, len: Long, out: Long, cap: Long, outLen: Long): Int
+    external fun datasync_direct_delete(handle: Long, id: Long, len: Long, existed: Long): Int
+    external fun datasync_direct_take(out: Long, cap: Long, outLen: Long): Int
+    external fun datasync_direct_release(handle: Long)
+
+    /** This thread's buffers, or new ones when a call on this thread is still using them. */
+    fun acquire(): DirectBuffers {
+        val kept = buffers.get()
+        val b = if (kept.busy) DirectBuffers() else kept
+        b.busy = true
+        return b
+    }
+
+    fun release(b: DirectBuffers, arg: Memory, handle: DirectHandle) {
+        if (arg !== b.argument) arg.close()
+        b.busy = false
+        if (b !== buffers.get()) b.close()
+        // The cleaner must not release the handle while the library uses it.
+        java.lang.ref.Reference.reachabilityFence(handle)
+    }
+
+    /** Calls [f] (save, saveMany or get) with [input]: the answer's bytes, null when absent. */
+    inline fun call(handle: DirectHandle, input: ByteArray, f: (Long, Long, Long, Long, Long, Long) -> Int): ByteArray? {
+        val b = acquire()
+        val arg = b.argument(input)
+        try {
+            return when (val code = f(handle.value, Pointer.nativeValue(arg), input.size.toLong(), b.answerAt, ANSWER, b.lengthAt)) {
+                OK -> b.answer.getByteArray(0, b.length.getLong(0).toInt())
+                ABSENT -> null
+                WAITING -> take(b)
+                else -> failed(code)
+            }
+        } finally {
+            release(b, arg, handle)
+        }
+    }
+
+    fun delete(handle: DirectHandle, id: ByteArray): Boolean {
+        val b = acquire()
+        val arg = b.argument(id)
+        try {
+            val code = datasync_direct_delete(handle.value, Pointer.nativeValue(arg), id.size.toLong(), b.lengthAt)
+            if (code != OK) failed(code)
+            return b.length.getByte(0).toInt() != 0
+        } finally {
+            release(b, arg, handle)
+        }
+    }
+
+    /** The answer that did not fit: it waits in the library, `length` bytes long. */
+    private fun take(b: DirectBuffers): ByteArray {
+        val size = b.length.getLong(0)
+        Memory(size).use { whole ->
+            val code = datasync_direct_take(Pointer.nativeValue(whole), size, b.lengthAt)
+            if (code != OK) failed(code)
+            return whole.getByteArray(0, b.length.getLong(0).toInt())
+        }
+    }
+
+    /** Throws the error the library kept for this thread, as the generated methods would. */
+    fun failed(code: Int): Nothing {
+        directError()
+        throw DataSyncException.Internal("a direct call answered $code without an error")
+    }
+}
+
+/** [text] as UTF-8; a lone surrogate throws, as the generated code's conversion does, instead of becoming '?'. */
+private fun utf8(text: String): ByteArray {
+    val bytes = text.encodeToByteArray()
+    // The strict (slower) encoder only when a '?' might be a replaced surrogate.
+    if (bytes.contains('?'.code.toByte())) text.encodeToByteArray(0, text.length, throwOnInvalidSequence = true)
+    return bytes
+}
 
 private fun count(value: Int?, what: String): ULong? {
     require(value == null || value >= 0) { "$what must be 0 or more, not $value" }

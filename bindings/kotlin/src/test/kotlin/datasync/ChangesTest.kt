@@ -11,20 +11,36 @@ import kotlinx.coroutines.runBlocking
 import kotlinx.serialization.json.JsonObject
 import kotlinx.serialization.json.jsonPrimitive
 import org.junit.jupiter.api.Assertions.assertEquals
+import org.junit.jupiter.api.Assertions.assertFalse
 import org.junit.jupiter.api.Assertions.assertTrue
 import org.junit.jupiter.api.Test
 import java.util.Collections
 import kotlin.random.Random
 
-/** A list kept by applying change sets. */
+/**
+ * The other documented rule, by id: remove every entity whose id is in `removed` or
+ * among the upserts, then insert each upsert at its position, in the order given.
+ */
+fun applyById(changes: Changes, previous: MutableList<JsonObject>) {
+    if (changes !is Changes.Delta) return changes.applyTo(previous)
+    val gone = HashSet<String>(changes.removed)
+    changes.upserted.mapTo(gone) { it.entity["id"]!!.jsonPrimitive.content }
+    previous.removeAll { it["id"]!!.jsonPrimitive.content in gone }
+    for (u in changes.upserted) previous.add(u.position, u.entity)
+}
+
+/** A list kept by applying change sets, by position ([Changes.applyTo]) and by id: both must agree. */
 class Copy {
     val rows = mutableListOf<JsonObject>()
+    val byId = mutableListOf<JsonObject>()
     val emissions = Collections.synchronizedList(mutableListOf<Changes>())
 
     @Synchronized
     fun apply(changes: Changes) {
         changes.applyTo(rows)
+        applyById(changes, byId)
         assertEquals(changes.count, rows.size)
+        assertEquals(byId, rows, "$changes applied by position and by id")
         emissions.add(changes)
     }
 }
@@ -47,6 +63,34 @@ class ChangesTest {
         assertTrue(copy.emissions.drop(1).all { it is Changes.Delta })
         assertEquals(users.query(sort = listOf(Sort("name"))), copy.rows)
         assertEquals(copy.rows, lists.last())
+        sub.close()
+    }
+
+    @Test
+    fun byPositionAndByIdGiveTheSameList() = Datasync.open("app").use { ds ->
+        val tasks = ds.repo("Task")
+        val ids = (0 until 8).map { tasks.save(mapOf("name" to "t$it", "rank" to it)) }
+        val sorted = { tasks.query(sort = listOf(Sort("rank"), Sort("name"))) }
+        val copy = Copy()
+        val sub = tasks.observeChanges(sort = listOf(Sort("rank"), Sort("name"))) { copy.apply(it) }
+        ds.drainEvents()
+        val steps: List<() -> Unit> = listOf(
+            { tasks.save(mapOf("id" to ids[3], "name" to "t3", "rank" to 3, "note" to "same place")) },
+            { tasks.save(mapOf("id" to ids[1], "name" to "t1", "rank" to 100)) },
+            { tasks.save(mapOf("id" to ids[6], "name" to "t6", "rank" to -1)) },
+            { tasks.delete(ids[0]); tasks.delete(ids[7]) },
+            { tasks.save(mapOf("name" to "new", "rank" to 4)); tasks.save(mapOf("id" to ids[2], "name" to "t2", "rank" to 5)) },
+            { tasks.deleteMany(ids.subList(2, 6)); tasks.save(mapOf("id" to ids[1], "name" to "t1", "rank" to 100, "note" to "x")) },
+        )
+        for ((i, step) in steps.withIndex()) {
+            step()
+            ds.drainEvents()
+            assertEquals(sorted(), copy.rows, "step $i")
+        }
+        val deltas = copy.emissions.filterIsInstance<Changes.Delta>()
+        assertTrue(deltas[0].upserted.single().inPlace)
+        assertEquals(listOf(1), deltas[1].removedAt)
+        assertFalse(deltas[1].upserted.single().inPlace)
         sub.close()
     }
 
@@ -116,6 +160,10 @@ class ChangesTest {
                     }
                 }
                 assertTrue(copies.all { it.emissions.size > 1 })
+                // Both kinds of upsert and removals by index were applied (and agreed with the rule by id).
+                val deltas = copies.flatMap { it.emissions }.filterIsInstance<Changes.Delta>()
+                assertTrue(deltas.any { d -> d.upserted.any { it.inPlace } })
+                assertTrue(deltas.any { d -> d.upserted.any { !it.inPlace } && d.removedAt.isNotEmpty() })
                 subs.forEach { it.close() }
             }
         }
@@ -151,6 +199,9 @@ class ChangesTest {
         }
         val delta = last.last() as Changes.Delta
         assertEquals(1, delta.upserted.size)
+        // An update that keeps its place replaces the entry; nothing leaves.
+        assertTrue(delta.upserted[0].inPlace)
+        assertEquals(emptyList<Int>(), delta.removedAt)
         assertEquals(ids[7], delta.upserted[0].entity["id"]!!.jsonPrimitive.content)
         assertEquals(100_000, delta.count)
     }

@@ -881,6 +881,8 @@ internal object IntegrityCheckingUniffiLib {
     }
 
     internal fun ensureInitialized() = Unit
+    external fun uniffi_datasync_checksum_func_direct_error(
+    ): Int
     external fun uniffi_datasync_checksum_func_default_options(
     ): Int
     external fun uniffi_datasync_checksum_func_describe_error(
@@ -926,6 +928,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_datasync_checksum_method_memorytier_read(
     ): Int
     external fun uniffi_datasync_checksum_method_repository_observe_changes(
+    ): Int
+    external fun uniffi_datasync_checksum_method_repository_direct_handle(
     ): Int
     external fun uniffi_datasync_checksum_method_repository_delete(
     ): Int
@@ -1073,6 +1077,8 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_datasync_fn_method_repository_observe_changes(`ptr`: Long,`query`: RustBuffer.ByValue,`observer`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
+    external fun uniffi_datasync_fn_method_repository_direct_handle(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
     external fun uniffi_datasync_fn_method_repository_delete(`ptr`: Long,`id`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Byte
     external fun uniffi_datasync_fn_method_repository_delete_many(`ptr`: Long,`ids`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -1172,6 +1178,8 @@ internal object UniffiLib {
     external fun uniffi_datasync_fn_init_callback_vtable_statusobserver(`vtable`: UniffiVTableCallbackInterfaceStatusObserver,
     ): Unit
     external fun uniffi_datasync_fn_method_statusobserver_on_status(`ptr`: Long,`status`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_datasync_fn_func_direct_error(uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_datasync_fn_func_default_options(`prefix`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -1300,6 +1308,9 @@ private fun uniffiCheckContractApiVersion(lib: IntegrityCheckingUniffiLib) {
 }
 @Suppress("UNUSED_PARAMETER")
 private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
+    if ((lib.uniffi_datasync_checksum_func_direct_error() and 0xFFFF) != 18255) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_datasync_checksum_func_default_options() and 0xFFFF) != 25449) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1367,6 +1378,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_datasync_checksum_method_repository_observe_changes() and 0xFFFF) != 25173) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_datasync_checksum_method_repository_direct_handle() and 0xFFFF) != 32982) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_datasync_checksum_method_repository_delete() and 0xFFFF) != 64318) {
@@ -5859,6 +5873,12 @@ public interface RepositoryInterface {
     fun `observeChanges`(`query`: Query, `observer`: ChangeObserver): Subscription
     
     /**
+     * A handle for the direct calls (`datasync_direct_*`) on this repository, to
+     * be released once with `datasync_direct_release`.
+     */
+    fun `directHandle`(): kotlin.ULong
+    
+    /**
      * Deletes an entity; returns whether it existed.
      */
     fun `delete`(`id`: kotlin.String): kotlin.Boolean
@@ -6031,6 +6051,23 @@ open class Repository: Disposable, AutoCloseable, RepositoryInterface
         
         FfiConverterTypeQuery.lower(`query`),
         FfiConverterTypeChangeObserver.lower(`observer`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * A handle for the direct calls (`datasync_direct_*`) on this repository, to
+     * be released once with `datasync_direct_release`.
+     */override fun `directHandle`(): kotlin.ULong {
+            return FfiConverterULong.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_datasync_fn_method_repository_direct_handle(
+        it,
+        _status)
 }
     }
     )
@@ -8857,6 +8894,20 @@ public object FfiConverterSequenceTypeSortField: FfiConverterRustBuffer<List<Sor
         }
     }
 }
+        /**
+         * Raises the error the last failed direct call on this thread recorded (and
+         * forgets it).
+         */
+    @Throws(DataSyncException::class) fun `directError`()
+        = 
+    uniffiRustCallWithError(DataSyncException) { _status ->
+    UniffiLib.uniffi_datasync_fn_func_direct_error(
+    
+        _status)
+}
+    
+    
+
         /**
          * Options for `prefix` with every timing set to the library's default (read from
          * the core's configuration, the one place defaults are kept) and no tiers.
