@@ -495,12 +495,15 @@ datasync_code datasync_debug_panic(const char *message);
  * Observes a query (options as for `datasync_entity_query`) by change sets. `on_change`
  * gets one JSON document per emission, `len` bytes (NUL-terminated at `json[len]`),
  * valid only during the call:
- * `{"initial":bool,"count":n,"removed":["id",...],"upserted":[{"position":i,"entity":{...}},...]}`.
+ * `{"initial":bool,"count":n,"removed":["id",...],"removedAt":[i,...],"upserted":[{"position":i,"inPlace":bool,"entity":{...}},...]}`.
  * The first has `"initial":true` and the whole result as upserts. To apply one to
- * the previous list (empty for the first): remove every entity whose id is in
- * `removed` or `upserted`, then insert each upserted entity at its `position`, in
- * the order given (ascending); the list then has `count` entities and equals the
- * query's result. Bursts are coalesced; the last call leaves the list at the final
+ * the previous list (empty for the first), by position: remove the entries at the
+ * indexes `removedAt` (indexes into the previous list, ascending; remove from the
+ * last), then for each upsert in the order given (ascending `position`) replace
+ * the entry at `position` when `inPlace`, else insert the entity there. Or by id,
+ * with the same result: remove every entity whose id is in `removed` or
+ * `upserted`, then insert each upserted entity at its `position`, in the order
+ * given. The list then has `count` entities and equals the query's result. Bursts are coalesced; the last call leaves the list at the final
  * state. Writes the subscription to `*out` only on success.
  *
  * Ownership: as `datasync_entity_observe`.

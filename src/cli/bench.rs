@@ -226,6 +226,10 @@ struct Buckets {
 }
 
 impl KeyStrategy for Buckets {
+    fn reads_created_at(&self) -> bool {
+        false
+    }
+
     fn logical_key(&self, name: &str, entity: &Map<String, Value>) -> datasync::Result<String> {
         let email = entity
             .get("email")

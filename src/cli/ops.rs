@@ -45,6 +45,10 @@ struct DirectoryStrategy {
 }
 
 impl KeyStrategy for DirectoryStrategy {
+    fn reads_created_at(&self) -> bool {
+        false
+    }
+
     fn logical_key(
         &self,
         entity_name: &str,

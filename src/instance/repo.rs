@@ -91,9 +91,12 @@ impl Inner {
                             let stamp = self.clock.stamp(Millis::MIN);
                             created = Some(stamp);
                             issued = true;
-                            object
-                                .to_mut()
-                                .insert("createdAt".into(), Value::String(format_millis(stamp)));
+                            if self.strategy.reads_created_at() {
+                                object.to_mut().insert(
+                                    "createdAt".into(),
+                                    Value::String(format_millis(stamp)),
+                                );
+                            }
                         }
                         let logical = self.strategy.logical_key(name, &object)?;
                         id::validate_logical_key(&logical, self.sep())?;

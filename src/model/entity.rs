@@ -23,13 +23,23 @@ pub struct Entity(Arc<Inner>);
 struct Inner {
     id: Box<str>,
     json: Box<str>,
-    /// `updatedAt` and `version`, read from `json` when first needed (entities loaded
-    /// from trusted bytes are not parsed until a merge or a caller asks).
-    stamps: OnceLock<(Millis, u64)>,
+    /// The reserved fields, read from `json` when first needed (entities loaded from
+    /// trusted bytes are not parsed until a merge, a save over them or a caller asks).
+    stamps: OnceLock<Stamps>,
+}
+
+/// `createdAt` (None when absent or not an instant), `updatedAt` and `version`.
+#[derive(Clone, Copy)]
+struct Stamps {
+    created: Option<Millis>,
+    updated: Millis,
+    version: u64,
 }
 
 #[derive(Deserialize)]
 struct Header<'a> {
+    #[serde(rename = "createdAt", borrow)]
+    created_at: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow)]
     id: Option<std::borrow::Cow<'a, str>>,
     #[serde(rename = "updatedAt", borrow)]
@@ -54,17 +64,21 @@ impl Entity {
         }))
     }
 
-    fn stamps(&self) -> (Millis, u64) {
+    fn stamps(&self) -> Stamps {
         *self.0.stamps.get_or_init(|| match Entity::read_stamps(&self.0.json) {
-            Ok((_, updated_at, version)) => (updated_at, version),
+            Ok((_, stamps)) => stamps,
             Err(e) => {
                 log::error!(target: "datasync::entity", "entity {:?} lost its reserved fields: {e}", self.0.id);
-                (Millis::MIN, 0)
+                Stamps {
+                    created: None,
+                    updated: Millis::MIN,
+                    version: 0,
+                }
             }
         })
     }
 
-    fn read_stamps(json: &str) -> Result<(String, Millis, u64)> {
+    fn read_stamps(json: &str) -> Result<(String, Stamps)> {
         let header: Header = serde_json::from_str(json)
             .map_err(|e| Error::InvalidEntity(format!("not a JSON object: {e}")))?;
         let id = match header.id {
@@ -83,14 +97,22 @@ impl Entity {
             _ => None,
         }
         .ok_or_else(|| Error::InvalidEntity(format!("entity {id:?} has no valid \"version\"")))?;
-        Ok((id, updated_at, version))
+        let created = header.created_at.as_deref().and_then(parse_millis);
+        Ok((
+            id,
+            Stamps {
+                created,
+                updated: updated_at,
+                version,
+            },
+        ))
     }
 
     /// Wraps canonical JSON text after checking its reserved fields. Text that is not
     /// canonical must go through [`Entity::parse`].
     pub(crate) fn from_canonical(json: String) -> Result<Entity> {
-        let (id, updated_at, version) = Entity::read_stamps(&json)?;
-        let stamps = OnceLock::from((updated_at, version));
+        let (id, stamps) = Entity::read_stamps(&json)?;
+        let stamps = OnceLock::from(stamps);
         Ok(Entity(Arc::new(Inner {
             id: id.into_boxed_str(),
             json: json.into_boxed_str(),
@@ -154,7 +176,11 @@ impl Entity {
         }
         // Only valid UTF-8 was written: keys and strings come from `String`s.
         let json = String::from_utf8(out).map_err(|e| Error::Internal(e.to_string()))?;
-        let stamps = OnceLock::from((updated, version));
+        let stamps = OnceLock::from(Stamps {
+            created: Some(created),
+            updated,
+            version,
+        });
         Ok(Entity(Arc::new(Inner {
             id: id.into(),
             json: json.into_boxed_str(),
@@ -162,15 +188,9 @@ impl Entity {
         })))
     }
 
-    /// `createdAt`, read from the text.
+    /// `createdAt` (read with the other reserved fields, once).
     pub(crate) fn created_at(&self) -> Option<Millis> {
-        #[derive(Deserialize)]
-        struct Created<'a> {
-            #[serde(rename = "createdAt", borrow)]
-            created_at: Option<std::borrow::Cow<'a, str>>,
-        }
-        let c: Created = serde_json::from_str(&self.0.json).ok()?;
-        c.created_at.as_deref().and_then(parse_millis)
+        self.stamps().created
     }
 
     /// Parses JSON text of any layout into canonical form.
@@ -195,7 +215,7 @@ impl Entity {
 
     /// `updatedAt` in milliseconds since the epoch.
     pub fn updated_at(&self) -> Millis {
-        self.stamps().0
+        self.stamps().updated
     }
 
     /// `updatedAt` as written in the entity.
@@ -205,7 +225,7 @@ impl Entity {
 
     /// The entity's version (1 for a new entity, +1 for every save).
     pub fn version(&self) -> u64 {
-        self.stamps().1
+        self.stamps().version
     }
 
     /// The entity as a JSON value (parsed on each call).

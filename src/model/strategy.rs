@@ -48,8 +48,16 @@ pub trait KeyStrategy: Send + Sync {
         Ok(())
     }
 
+    /// Whether [`KeyStrategy::logical_key`] reads `createdAt`. When it does (the
+    /// default), a new entity saved without one is handed to it with the
+    /// `createdAt` it is given; a strategy that never reads it says `false` and
+    /// saves the copy of the entity that takes.
+    fn reads_created_at(&self) -> bool {
+        true
+    }
+
     /// The logical key (partition, without prefix) of an entity about to be saved.
-    /// `entity` already has its `createdAt`.
+    /// `entity` has its `createdAt` unless [`KeyStrategy::reads_created_at`] is false.
     fn logical_key(&self, entity_name: &str, entity: &Map<String, Value>) -> Result<String>;
 
     /// The partitions a query over `entity_name` with the strategy `filter` reads.
@@ -111,6 +119,10 @@ pub fn validate_strategy(strategy: &dyn KeyStrategy) -> Result<()> {
 pub struct GlobalStrategy;
 
 impl KeyStrategy for GlobalStrategy {
+    fn reads_created_at(&self) -> bool {
+        false
+    }
+
     fn logical_key(&self, entity_name: &str, _entity: &Map<String, Value>) -> Result<String> {
         Ok(entity_name.to_string())
     }
@@ -295,6 +307,10 @@ fn field_text(value: &Value) -> Option<String> {
 }
 
 impl KeyStrategy for FieldStrategy {
+    fn reads_created_at(&self) -> bool {
+        self.field == "createdAt"
+    }
+
     fn validate(&self) -> Result<()> {
         if self.field.is_empty() {
             return Err(Error::InvalidConfig(
