@@ -17,6 +17,8 @@
 //! - After [`DIRECT_ERROR`] the error waits in a per-thread slot;
 //!   [`direct_error`] (a UniFFI function) raises it as the door's `DataSyncError`, so
 //!   the wrapper's error handling is the generated one.
+//! - A call refused for its arguments (no handle, a null pointer, bytes that are not
+//!   UTF-8) does nothing.
 //! - Bytes in are JSON text or ids (UTF-8, checked). JSON integers past 64 bits are
 //!   refused: the core would read them as floats, and a binding's caller handed an
 //!   exact integer.
@@ -168,11 +170,7 @@ fn long_integer(json: &str) -> Option<&str> {
 /// # Safety
 /// `out` is valid for `cap` bytes and `out_len` for one write.
 unsafe fn answer(bytes: Vec<u8>, out: *mut u8, cap: usize, out_len: *mut usize) -> Result<i32> {
-    if out_len.is_null() || (out.is_null() && cap > 0) {
-        return Err(Error::Internal(
-            "a direct call without its answer buffer".into(),
-        ));
-    }
+    answer_buffer(out, cap, out_len)?;
     *out_len = bytes.len();
     if bytes.len() > cap {
         WAITING.with(|slot| *slot.borrow_mut() = Some(bytes));
@@ -180,6 +178,16 @@ unsafe fn answer(bytes: Vec<u8>, out: *mut u8, cap: usize, out_len: *mut usize) 
     }
     std::ptr::copy_nonoverlapping(bytes.as_ptr(), out, bytes.len());
     Ok(DIRECT_OK)
+}
+
+/// Refuses an answer buffer that cannot be written, before a call does anything.
+fn answer_buffer(out: *mut u8, cap: usize, out_len: *mut usize) -> Result<()> {
+    if out_len.is_null() || (out.is_null() && cap > 0) {
+        return Err(Error::Internal(
+            "a direct call without its answer buffer".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Copies the answer waiting after [`DIRECT_WAITING`] into `out` (`cap` bytes, at
@@ -224,6 +232,7 @@ pub unsafe extern "C" fn datasync_direct_save(
 ) -> i32 {
     call(|| {
         let repo = repo(handle)?;
+        answer_buffer(out, cap, out_len)?;
         let value = parse(text(json, len, "the entity")?)?;
         let id = repo.save(&value)?;
         answer(id.into_bytes(), out, cap, out_len)
@@ -246,6 +255,7 @@ pub unsafe extern "C" fn datasync_direct_save_many(
 ) -> i32 {
     call(|| {
         let repo = repo(handle)?;
+        answer_buffer(out, cap, out_len)?;
         let entities = match parse(text(json, len, "the entities")?)? {
             Value::Array(items) => items,
             _ => {
@@ -275,6 +285,7 @@ pub unsafe extern "C" fn datasync_direct_get(
 ) -> i32 {
     call(|| {
         let repo = repo(handle)?;
+        answer_buffer(out, cap, out_len)?;
         let id = text(id, len, "the id")?;
         match repo.get(id)? {
             Some(entity) => answer(entity.json().as_bytes().to_vec(), out, cap, out_len),
@@ -319,7 +330,121 @@ pub unsafe extern "C" fn datasync_direct_release(handle: u64) {
 
 #[cfg(test)]
 mod tests {
-    use super::long_integer;
+    use super::*;
+
+    fn handle() -> (crate::DataSync, u64) {
+        let ds = crate::DataSync::open(crate::Config::new("t")).unwrap();
+        let repo = ds.repo("Note").unwrap();
+        (ds, Box::into_raw(Box::new(repo)) as u64)
+    }
+
+    fn error() -> DataSyncError {
+        direct_error().unwrap_err()
+    }
+
+    #[test]
+    fn bad_pointers_and_bytes_are_errors_not_crashes() {
+        let (ds, h) = handle();
+        let mut out = [0u8; 64];
+        let mut len = 0usize;
+        let json = br#"{"n":1}"#;
+        unsafe {
+            let code =
+                datasync_direct_save(0, json.as_ptr(), json.len(), out.as_mut_ptr(), 64, &mut len);
+            assert_eq!(code, DIRECT_ERROR);
+            assert!(matches!(error(), DataSyncError::Internal { .. }));
+            let code = datasync_direct_save(h, std::ptr::null(), 3, out.as_mut_ptr(), 64, &mut len);
+            assert_eq!(code, DIRECT_ERROR);
+            assert!(matches!(error(), DataSyncError::Internal { .. }));
+            let bad = b"{\"n\":\"\xff\"}";
+            let code =
+                datasync_direct_save(h, bad.as_ptr(), bad.len(), out.as_mut_ptr(), 64, &mut len);
+            assert_eq!(code, DIRECT_ERROR);
+            assert!(matches!(error(), DataSyncError::InvalidJson { .. }));
+            let code = datasync_direct_save(
+                h,
+                json.as_ptr(),
+                json.len(),
+                out.as_mut_ptr(),
+                64,
+                std::ptr::null_mut(),
+            );
+            assert_eq!(code, DIRECT_ERROR);
+            assert!(matches!(error(), DataSyncError::Internal { .. }));
+            let id = b"Note";
+            let mut existed = 7u8;
+            let code = datasync_direct_delete(h, id.as_ptr(), id.len(), &mut existed);
+            assert_eq!(code, DIRECT_ERROR);
+            assert!(matches!(error(), DataSyncError::InvalidId { .. }));
+            assert_eq!(existed, 7, "nothing written on failure");
+            let code = datasync_direct_take(out.as_mut_ptr(), 64, &mut len);
+            assert_eq!(code, DIRECT_ERROR, "no answer waits");
+            let big = br#"{"n":123456789012345678901234567890}"#;
+            let code =
+                datasync_direct_save(h, big.as_ptr(), big.len(), out.as_mut_ptr(), 64, &mut len);
+            assert_eq!(code, DIRECT_ERROR);
+            assert!(
+                matches!(error(), DataSyncError::InvalidJson { reason } if reason.contains("64-bit"))
+            );
+            assert!(
+                matches!(direct_error(), Err(DataSyncError::Internal { .. })),
+                "an error is raised once"
+            );
+            datasync_direct_release(h);
+            datasync_direct_release(0);
+        }
+        assert!(ds
+            .repo("Note")
+            .unwrap()
+            .query(&Default::default())
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn an_answer_too_long_for_the_buffer_waits_for_take() {
+        let (_ds, h) = handle();
+        let body = "x".repeat(500);
+        let json = format!(r#"{{"body":"{body}"}}"#);
+        let (mut out, mut len) = ([0u8; 2048], 0usize);
+        unsafe {
+            let code = datasync_direct_save(
+                h,
+                json.as_ptr(),
+                json.len(),
+                out.as_mut_ptr(),
+                2048,
+                &mut len,
+            );
+            assert_eq!(code, DIRECT_OK);
+            let id = std::str::from_utf8(&out[..len]).unwrap().to_string();
+            let mut small = [0u8; 16];
+            let code =
+                datasync_direct_get(h, id.as_ptr(), id.len(), small.as_mut_ptr(), 16, &mut len);
+            assert_eq!(code, DIRECT_WAITING);
+            let needed = len;
+            assert!(needed > 500);
+            let code = datasync_direct_take(small.as_mut_ptr(), 16, &mut len);
+            assert_eq!(code, DIRECT_ERROR, "a buffer still too small");
+            let _ = direct_error();
+            let mut whole = vec![0u8; needed];
+            let code = datasync_direct_take(whole.as_mut_ptr(), needed, &mut len);
+            assert_eq!(code, DIRECT_OK);
+            let got: Value = serde_json::from_slice(&whole[..len]).unwrap();
+            assert_eq!(got["body"], Value::from(body));
+            let absent = b"Note.nothere";
+            let code = datasync_direct_get(
+                h,
+                absent.as_ptr(),
+                absent.len(),
+                out.as_mut_ptr(),
+                2048,
+                &mut len,
+            );
+            assert_eq!(code, DIRECT_ABSENT);
+            datasync_direct_release(h);
+        }
+    }
 
     #[test]
     fn integers_past_64_bits_are_found_outside_strings() {
