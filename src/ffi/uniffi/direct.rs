@@ -164,30 +164,58 @@ fn long_integer(json: &str) -> Option<&str> {
     None
 }
 
-/// Copies an answer into the caller's buffer; one that does not fit waits in this
-/// thread's slot for [`datasync_direct_take`].
-///
-/// # Safety
-/// `out` is valid for `cap` bytes and `out_len` for one write.
-unsafe fn answer(bytes: Vec<u8>, out: *mut u8, cap: usize, out_len: *mut usize) -> Result<i32> {
-    answer_buffer(out, cap, out_len)?;
-    *out_len = bytes.len();
-    if bytes.len() > cap {
-        WAITING.with(|slot| *slot.borrow_mut() = Some(bytes));
-        return Ok(DIRECT_WAITING);
-    }
-    std::ptr::copy_nonoverlapping(bytes.as_ptr(), out, bytes.len());
-    Ok(DIRECT_OK)
+/// The caller's answer buffer: `out`, `cap` bytes, and where the answer's length goes.
+struct Reply {
+    out: *mut u8,
+    cap: usize,
+    out_len: *mut usize,
 }
 
-/// Refuses an answer buffer that cannot be written, before a call does anything.
-fn answer_buffer(out: *mut u8, cap: usize, out_len: *mut usize) -> Result<()> {
-    if out_len.is_null() || (out.is_null() && cap > 0) {
-        return Err(Error::Internal(
-            "a direct call without its answer buffer".into(),
-        ));
+impl Reply {
+    /// Refuses a buffer that cannot be written, before the call does anything.
+    fn new(out: *mut u8, cap: usize, out_len: *mut usize) -> Result<Reply> {
+        if out_len.is_null() || (out.is_null() && cap > 0) {
+            return Err(Error::Internal(
+                "a direct call without its answer buffer".into(),
+            ));
+        }
+        Ok(Reply { out, cap, out_len })
     }
-    Ok(())
+
+    /// Copies an answer into the buffer; one that does not fit waits in this
+    /// thread's slot for [`datasync_direct_take`].
+    ///
+    /// # Safety
+    /// The buffer is valid for `cap` bytes and `out_len` for one write.
+    unsafe fn send(&self, bytes: &[u8]) -> Result<i32> {
+        *self.out_len = bytes.len();
+        if bytes.len() > self.cap {
+            WAITING.with(|slot| *slot.borrow_mut() = Some(bytes.to_vec()));
+            return Ok(DIRECT_WAITING);
+        }
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.out, bytes.len());
+        Ok(DIRECT_OK)
+    }
+}
+
+/// What save, save_many and get share: the repository, the answer buffer checked
+/// and the input read as UTF-8 before `f` does anything.
+///
+/// # Safety
+/// As [`datasync_direct_save`].
+unsafe fn serve(
+    handle: u64,
+    input: *const u8,
+    len: usize,
+    what: &str,
+    reply: Result<Reply>,
+    f: impl FnOnce(&crate::Repository, &str, &Reply) -> Result<i32>,
+) -> i32 {
+    call(|| {
+        let repo = repo(handle)?;
+        let reply = reply?;
+        f(repo, text(input, len, what)?, &reply)
+    })
 }
 
 /// Copies the answer waiting after [`DIRECT_WAITING`] into `out` (`cap` bytes, at
@@ -202,6 +230,7 @@ pub unsafe extern "C" fn datasync_direct_take(
     out_len: *mut usize,
 ) -> i32 {
     call(|| {
+        let reply = Reply::new(out, cap, out_len)?;
         let bytes = WAITING
             .with(|slot| slot.borrow_mut().take())
             .ok_or_else(|| Error::Internal("no direct answer waits on this thread".into()))?;
@@ -212,7 +241,7 @@ pub unsafe extern "C" fn datasync_direct_take(
                 "the waiting answer takes {needed} bytes, not {cap}"
             )));
         }
-        answer(bytes, out, cap, out_len)
+        reply.send(&bytes)
     })
 }
 
@@ -230,13 +259,18 @@ pub unsafe extern "C" fn datasync_direct_save(
     cap: usize,
     out_len: *mut usize,
 ) -> i32 {
-    call(|| {
-        let repo = repo(handle)?;
-        answer_buffer(out, cap, out_len)?;
-        let value = parse(text(json, len, "the entity")?)?;
-        let id = repo.save(&value)?;
-        answer(id.into_bytes(), out, cap, out_len)
-    })
+    let reply = Reply::new(out, cap, out_len);
+    serve(
+        handle,
+        json,
+        len,
+        "the entity",
+        reply,
+        |repo, json, reply| {
+            let id = repo.save(&parse(json)?)?;
+            reply.send(id.as_bytes())
+        },
+    )
 }
 
 /// Saves the JSON array of entities in `json` at once (all or none) and answers
@@ -253,20 +287,23 @@ pub unsafe extern "C" fn datasync_direct_save_many(
     cap: usize,
     out_len: *mut usize,
 ) -> i32 {
-    call(|| {
-        let repo = repo(handle)?;
-        answer_buffer(out, cap, out_len)?;
-        let entities = match parse(text(json, len, "the entities")?)? {
-            Value::Array(items) => items,
-            _ => {
+    let reply = Reply::new(out, cap, out_len);
+    serve(
+        handle,
+        json,
+        len,
+        "the entities",
+        reply,
+        |repo, json, reply| {
+            let Value::Array(entities) = parse(json)? else {
                 return Err(Error::InvalidJson(
                     "expected a JSON array of entities".into(),
-                ))
-            }
-        };
-        let ids = repo.save_many(&entities)?;
-        answer(Value::from(ids).to_string().into_bytes(), out, cap, out_len)
-    })
+                ));
+            };
+            let ids = repo.save_many(&entities)?;
+            reply.send(Value::from(ids).to_string().as_bytes())
+        },
+    )
 }
 
 /// Answers the entity with id `id` (`len` bytes of UTF-8) as JSON text, or
@@ -283,15 +320,18 @@ pub unsafe extern "C" fn datasync_direct_get(
     cap: usize,
     out_len: *mut usize,
 ) -> i32 {
-    call(|| {
-        let repo = repo(handle)?;
-        answer_buffer(out, cap, out_len)?;
-        let id = text(id, len, "the id")?;
-        match repo.get(id)? {
-            Some(entity) => answer(entity.json().as_bytes().to_vec(), out, cap, out_len),
+    let reply = Reply::new(out, cap, out_len);
+    serve(
+        handle,
+        id,
+        len,
+        "the id",
+        reply,
+        |repo, id, reply| match repo.get(id)? {
+            Some(entity) => reply.send(entity.json().as_bytes()),
             None => Ok(DIRECT_ABSENT),
-        }
-    })
+        },
+    )
 }
 
 /// Deletes the entity with id `id` (`len` bytes of UTF-8); writes 1 to `*existed`

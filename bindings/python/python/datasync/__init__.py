@@ -305,7 +305,7 @@ def _dumps(value: Any, what: str, kind: type = InvalidJson) -> str:
 # of the generated method's several foreign calls. Errors are raised by the
 # generated `direct_error()`, so they are the same objects as everywhere else.
 _lib = _native.datasync._UniffiLib
-_OK, _ERROR, _WAITING, _ABSENT = 0, 1, 2, 3
+_OK, _WAITING, _ABSENT = 0, 2, 3  # 1: failed, raised by direct_error()
 _ANSWER = 64 * 1024
 _size_p = ctypes.POINTER(ctypes.c_size_t)
 for _fn in (_lib.datasync_direct_save, _lib.datasync_direct_save_many, _lib.datasync_direct_get):
