@@ -36,6 +36,24 @@ pub struct Config {
     /// The wall clock in milliseconds since the epoch (replaceable for simulations
     /// and tests that need exact instants).
     pub clock_source: fn() -> crate::clock::Millis,
+    /// How the blob tiers (local, cloud) keep partitions: 1, one document per
+    /// partition rewritten by every flush; 2, write-once pieces and a small index
+    /// per partition (`docs/format-2.md`), so that a flush or a sync moves only
+    /// what changed. Opening a format-1 tier with format 2 converts it in place; a
+    /// tier in format 2 refuses to open with format 1. The default is 1, or the
+    /// value of the environment variable `DATASYNC_DEFAULT_FORMAT` (so that a test
+    /// suite can run on either).
+    pub format: u32,
+    /// Format 2: when a partition's pieces are folded, and when tombstones go.
+    pub compaction: crate::pieces::Compaction,
+}
+
+/// The format a configuration gets unless it chooses one.
+fn default_format() -> u32 {
+    match std::env::var("DATASYNC_DEFAULT_FORMAT").as_deref() {
+        Ok("2") => 2,
+        _ => 1,
+    }
 }
 
 impl Config {
@@ -56,7 +74,28 @@ impl Config {
             max_clock_skew: Duration::from_secs(300),
             sync_on_open: true,
             clock_source: crate::clock::now_millis,
+            format: default_format(),
+            compaction: crate::pieces::Compaction::default(),
         }
+    }
+
+    /// The format of the blob tiers (1 or 2; see [`Config::format`]).
+    pub fn format(mut self, format: u32) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// Format 2: fold a partition's pieces when there are more than `bound`.
+    pub fn compaction_bound(mut self, bound: usize) -> Self {
+        self.compaction.bound = bound;
+        self
+    }
+
+    /// Format 2: tombstones older than this are dropped by a full fold even where a
+    /// device has not synced past them.
+    pub fn tombstone_horizon(mut self, horizon: Duration) -> Self {
+        self.compaction.horizon = horizon.as_millis().min(i64::MAX as u128) as i64;
+        self
     }
 
     pub fn strategy(mut self, strategy: impl KeyStrategy + 'static) -> Self {
@@ -148,6 +187,17 @@ impl Config {
         {
             return Err(Error::InvalidConfig(
                 "intervals must be positive and retry_max >= retry_base".into(),
+            ));
+        }
+        if !matches!(self.format, 1 | 2) {
+            return Err(Error::InvalidConfig(format!(
+                "format {} is not 1 or 2",
+                self.format
+            )));
+        }
+        if self.compaction.bound == 0 || self.compaction.horizon <= 0 {
+            return Err(Error::InvalidConfig(
+                "the compaction bound and the tombstone horizon must be positive".into(),
             ));
         }
         Ok(())

@@ -7,14 +7,17 @@
 //! 1. [`Level::Callback`]: a subscription's callback lock, held while the callback
 //!    runs (the callback may call back into the library);
 //! 2. [`Level::Hydrating`]: the keys being loaded into the store;
-//! 3. [`Level::TierAdapter`]: a tier's adapter (its serialisation lock, held during
+//! 3. [`Level::PiecesWriter`]: a format-2 tier's index writes (held across the
+//!    read, merge and write of a partition's index, so that two threads of one
+//!    instance never write the index of a tier no one else writes over each other);
+//! 4. [`Level::TierAdapter`]: a tier's adapter (its serialisation lock, held during
 //!    adapter calls);
-//! 4. [`Level::AdapterInner`]: a built-in adapter's own state (the directory tier's
+//! 5. [`Level::AdapterInner`]: a built-in adapter's own state (the directory tier's
 //!    dirty handles, a shared memory tier's map, a host vtable's call lock), taken
 //!    inside an adapter call;
-//! 5. [`Level::TierState`]: a tier's metadata and marks (never held during a call to
+//! 6. [`Level::TierState`]: a tier's metadata and marks (never held during a call to
 //!    host code);
-//! 6. [`Level::Leaf`]: taken alone, never while another leaf is held: the registry's
+//! 7. [`Level::Leaf`]: taken alone, never while another leaf is held: the registry's
 //!    subscriptions and queue, status, the worker's handles.
 //!
 //! A violation panics in debug builds (tests run them), naming both levels; release
@@ -27,6 +30,7 @@ use std::ops::{Deref, DerefMut};
 pub(crate) enum Level {
     Callback,
     Hydrating,
+    PiecesWriter,
     TierAdapter,
     AdapterInner,
     TierState,

@@ -121,11 +121,7 @@ fn a_device_can_neither_read_nor_write_outside_its_partitions() {
     bob.sync_now().unwrap();
     let note = bob.repo("Note").unwrap().get(&bob_id).unwrap().unwrap();
     assert_eq!(note.value()["text"], "bob's");
-    let cloud_keys: Vec<String> = cloud
-        .snapshot()
-        .into_keys()
-        .filter(|k| !datasync::meta::is_reserved(k))
-        .collect();
+    let cloud_keys: Vec<String> = common::partition_keys(&cloud);
     assert_eq!(
         cloud_keys,
         vec!["app.alice".to_string(), "app.bob".to_string()]

@@ -151,7 +151,7 @@ fn flush_over_a_corrupted_local_partition_fails_with_its_key_and_keeps_the_rest(
     assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
     assert!(err.to_string().contains("app.User"), "{err}");
     assert!(
-        String::from_utf8_lossy(&local.snapshot()["app.Post"]).contains(&post),
+        common::partition_text(&local, "app.Post").contains(&post),
         "the healthy partition was not flushed"
     );
     assert_eq!(

@@ -68,10 +68,13 @@ fn writes_travel_and_conflicts_resolve_the_same_everywhere() {
     assert_eq!(audit_blobs(&a.local), audit_blobs(&cloud));
     assert_eq!(audit_blobs(&b.local), audit_blobs(&cloud));
     assert_eq!(stored_root(&a.local), stored_root(&b.local));
+    // In format 2 a local entry records the writes the partition holds, not its
+    // content's hash: only the counts compare.
+    let format2 = common::format2();
     let described = |meta: datasync::Meta| -> Vec<_> {
         meta.entries
             .into_iter()
-            .map(|(k, e)| (k, e.hash, e.entities))
+            .map(|(k, e)| (k, if format2 { String::new() } else { e.hash }, e.entities))
             .filter(|(k, ..)| k == "app.User")
             .collect()
     };
@@ -124,7 +127,7 @@ fn a_fresh_device_hydrates_from_the_cloud_on_access() {
     let b = device(&cloud);
     // No sync yet on B: reading the key loads it from the cloud, down into local.
     assert_eq!(name(&b.ds, &id).as_deref(), Some("Ann"));
-    assert!(b.local.snapshot().contains_key("app.User"));
+    assert!(common::holds(&b.local, "app.User"));
     audit_blobs(&b.local);
 }
 
@@ -197,7 +200,7 @@ fn cloud_failures_leave_the_instance_usable_and_recover() {
     );
     ds.flush().unwrap();
     assert!(
-        local.snapshot().contains_key("app.User"),
+        common::holds(&local, "app.User"),
         "local write lost while offline"
     );
     assert_eq!(users.get(&id).unwrap().unwrap().value()["name"], "offline");

@@ -117,7 +117,7 @@ impl Persistence for Gate {
     }
 
     fn store(&mut self, key: &str, bytes: &[u8]) -> AdapterResult<()> {
-        if !key.starts_with('!') && self.armed.swap(false, Ordering::SeqCst) {
+        if !key.starts_with("!datasync") && self.armed.swap(false, Ordering::SeqCst) {
             if let Some(tx) = self.entered.lock().unwrap().take() {
                 let _ = tx.send(());
             }

@@ -41,13 +41,13 @@ impl Reentrant {
 
 impl Persistence for Reentrant {
     fn load(&mut self, key: &str) -> AdapterResult<Option<Vec<u8>>> {
-        if !datasync::meta::is_reserved(key) {
+        if !key.starts_with("!datasync") {
             self.reenter("load");
         }
         self.inner.load(key)
     }
     fn store(&mut self, key: &str, bytes: &[u8]) -> AdapterResult<()> {
-        if !datasync::meta::is_reserved(key) {
+        if !key.starts_with("!datasync") {
             self.reenter("store");
         }
         self.inner.store(key, bytes)

@@ -30,13 +30,10 @@ fn writes_reach_local_and_cloud_without_being_asked() {
     let ds = DataSync::open(config).unwrap();
     let id = ds.repo("User").unwrap().save(&json!({"n": 1})).unwrap();
     eventually("the write reaches local", || {
-        local.snapshot().contains_key("app.User")
+        common::holds(&local, "app.User")
     });
     eventually("the write reaches the cloud", || {
-        cloud
-            .snapshot()
-            .get("app.User")
-            .is_some_and(|b| String::from_utf8_lossy(b).contains(&id))
+        common::partition_text(&cloud, "app.User").contains(&id)
     });
     eventually("status shows a successful sync", || {
         ds.status().last_sync.is_some() && ds.status().pending_keys == 0
@@ -59,7 +56,7 @@ fn cloud_failures_back_off_and_recover_by_themselves() {
     assert!(!ds.status().online);
     cloud.fail(false);
     eventually("back online", || {
-        ds.status().online && cloud.inner.snapshot().contains_key("app.User")
+        ds.status().online && common::holds(&cloud.inner, "app.User")
     });
     assert_eq!(ds.status().failures, 0);
 }
@@ -74,7 +71,7 @@ fn close_flushes_and_joins() {
     let id = ds.repo("User").unwrap().save(&json!({"n": 1})).unwrap();
     ds.close().unwrap();
     assert!(
-        String::from_utf8_lossy(&local.snapshot()["app.User"]).contains(&id),
+        common::partition_text(&local, "app.User").contains(&id),
         "close did not flush"
     );
     assert!(ds.status().closed);

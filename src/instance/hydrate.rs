@@ -51,6 +51,13 @@ impl Inner {
                 {
                     // Written meanwhile (a sync brought it up): the store already has it.
                     log::debug!(target: "datasync::instance", "{key:?} changed while hydrating; keeping the store's");
+                } else if let Some(local) = self.local.as_ref().filter(|l| l.is_pieces()) {
+                    // The store holds what local holds: a flush appends what is
+                    // written from now on.
+                    if let Some(entry) = local.entry(key).filter(|e| e.hash == loaded.entry_hash())
+                    {
+                        self.store.set_reflects(key, &entry.hash);
+                    }
                 }
                 Ok(())
             }
@@ -75,7 +82,7 @@ impl Inner {
         let expected = local.entry(key).map(|e| e.hash);
         let why = match local.load_partition(key, expected.as_deref()) {
             Ok(Some(loaded)) => match &expected {
-                Some(hash) if *hash != loaded.hash => format!(
+                Some(hash) if hash != loaded.entry_hash() => format!(
                     "partition {key:?} is not the one its metadata records (an older copy, or changed outside datasync)"
                 ),
                 _ => return Ok((Some(loaded), None)),
@@ -96,6 +103,23 @@ impl Inner {
         let Some(cloud) = self.cloud.as_ref().filter(|_| self.status.lock().online) else {
             return Ok(None);
         };
+        if let Some(local) = self.local.as_ref().filter(|l| l.is_pieces()) {
+            // Pieces are copied as they are, then read from local.
+            return match cloud
+                .ensure_format()
+                .and_then(|_| local.sync_pieces(cloud, key, now_millis()))
+            {
+                Ok(_) => {
+                    local.persist_meta(now_millis())?;
+                    local.load_partition(key, None)
+                }
+                Err(e) if e.kind() == ErrorKind::Corrupt => Err(e),
+                Err(e) => {
+                    log::warn!(target: "datasync::instance", "cannot hydrate {key:?} from the cloud: {e}");
+                    Ok(None)
+                }
+            };
+        }
         match cloud.load_partition(key, None) {
             Ok(Some(loaded)) => {
                 if let Some(local) = &self.local {

@@ -75,8 +75,21 @@ pub struct DataSync {
 impl DataSync {
     /// Opens an instance: validates the config, reads local metadata, starts the
     /// sync worker and the dispatcher.
-    pub fn open(config: Config) -> Result<DataSync> {
+    pub fn open(mut config: Config) -> Result<DataSync> {
         config.validate()?;
+        if config.format == 1 {
+            if let Some(local) = config.local.as_mut() {
+                refuse_format2(local.as_mut())?;
+            }
+        }
+        let pieces = (config.format == 2).then(|| (config.resolver.clone(), config.compaction));
+        let clock_source = config.clock_source;
+        let in_format = |tier: Tier| match &pieces {
+            Some((resolver, compaction)) => {
+                tier.in_pieces(resolver.clone(), *compaction, clock_source)
+            }
+            None => tier,
+        };
         let skew = config.max_clock_skew.as_millis() as Millis;
         let pending = Pending::new(config.local.is_some(), config.cloud.is_some());
         let first_chain = config.cloud.is_some().then(|| {
@@ -95,10 +108,10 @@ impl DataSync {
             store: Tier::new("store", Adapter::Store(config.store), false),
             local: config
                 .local
-                .map(|p| Tier::new("local", Adapter::Blobs(p), false)),
+                .map(|p| in_format(Tier::new("local", Adapter::Blobs(p), false))),
             cloud: config
                 .cloud
-                .map(|p| Tier::new("cloud", Adapter::Blobs(p), true)),
+                .map(|p| in_format(Tier::new("cloud", Adapter::Blobs(p), true))),
             registry: Registry::new(),
             worker: Worker::new(config.store_sync_delay, first_chain),
             pending,
@@ -113,10 +126,13 @@ impl DataSync {
             retry_max: config.retry_max,
             chain_interval: config.cloud_sync_interval,
         });
+        if inner.local.as_ref().is_some_and(Tier::is_pieces) {
+            inner.store.track_written_ids();
+        }
         let source: Weak<dyn Source> = Arc::downgrade(&inner) as Weak<Inner>;
         inner.registry.start(source, &inner.prefix)?;
         if let Some(local) = &inner.local {
-            if let Err(e) = local.meta() {
+            if let Err(e) = local.ensure_format().and_then(|_| local.meta().map(|_| ())) {
                 inner.registry.shutdown();
                 return Err(e);
             }
@@ -280,6 +296,10 @@ impl Inner {
             } else {
                 tier.load(ROOT_KEY)?
             };
+            if tier.is_pieces() {
+                problems.extend(tier.audit_pieces(&meta, root.as_deref())?);
+                continue;
+            }
             let found = audit(tier.label, None, Some(&meta), root.as_deref(), |key| {
                 tier.load(key)
             });
@@ -300,6 +320,17 @@ impl Inner {
         }
         Ok(problems)
     }
+}
+
+/// With format 1, a local tier already in format 2 is refused rather than read as
+/// empty.
+fn refuse_format2(adapter: &mut dyn crate::Persistence) -> Result<()> {
+    if crate::pieces::is_converted(adapter, "local")? {
+        return Err(Error::InvalidConfig(
+            "the local tier is in format 2; open it with format 2".into(),
+        ));
+    }
+    Ok(())
 }
 
 impl Drop for DataSync {

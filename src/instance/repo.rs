@@ -18,7 +18,7 @@ use crate::partition::Slot;
 use crate::persistence::Store;
 use crate::query::QueryOptions;
 use crate::strategy::{partition_key, Candidates};
-use crate::tier::Adapter;
+use crate::tier::{Adapter, Was};
 
 /// The entity-facing API for one entity name.
 #[derive(Clone)]
@@ -135,14 +135,15 @@ impl Inner {
         let mut changes = Vec::new();
         let mut results = Vec::with_capacity(planned.len());
         let mut touched: BTreeSet<String> = BTreeSet::new();
-        let mut written: Vec<(String, String)> = Vec::new();
+        let mut written: Vec<(String, String, Was)> = Vec::new();
         let outcome = self.store.with_adapter(|adapter| {
             let Adapter::Store(store) = adapter else {
                 return Err(Error::Internal("store tier without a store".into()));
             };
             let applied = || -> Result<()> {
                 for p in planned {
-                    let (slot, existed) = self.apply(store.as_mut(), name, &p)?;
+                    let (slot, was) = self.apply(store.as_mut(), name, &p)?;
+                    let existed = was == Was::Active;
                     if !touched.contains(&p.key) {
                         touched.insert(p.key.clone());
                     }
@@ -154,7 +155,7 @@ impl Inner {
                             entity: slot.entity().cloned(),
                         });
                     }
-                    written.push((p.key.clone(), p.id.clone()));
+                    written.push((p.key.clone(), p.id.clone(), was));
                     results.push((p.id, existed));
                 }
                 Ok(())
@@ -164,10 +165,18 @@ impl Inner {
             // the store is still locked: a sync that read the key before this write
             // must see the new generation and not write its older merge back, and a
             // sync that starts later must find it pending.
-            self.store.mark_written(touched.iter().map(String::as_str));
+            self.store.mark_written(
+                touched.iter().map(String::as_str),
+                name,
+                written
+                    .iter()
+                    .map(|(key, id, was)| (key.as_str(), id.as_str(), *was)),
+            );
             self.pending.record(
                 name,
-                written.iter().map(|(key, id)| (key.as_str(), id.as_str())),
+                written
+                    .iter()
+                    .map(|(key, id, _)| (key.as_str(), id.as_str())),
             );
             outcome
         });
@@ -179,11 +188,11 @@ impl Inner {
     }
 
     /// Applies one planned save or delete to the store; returns the new slot and
-    /// whether the entity existed before.
-    fn apply(&self, store: &mut dyn Store, name: &str, p: &Planned<'_>) -> Result<(Slot, bool)> {
+    /// what the slot held before.
+    fn apply(&self, store: &mut dyn Store, name: &str, p: &Planned<'_>) -> Result<(Slot, Was)> {
         let err = |e| Error::adapter("store", &p.key, e);
         let previous = store.get(&p.key, name, &p.id).map_err(err)?;
-        let existed = previous.as_ref().is_some_and(|s| s.entity().is_some());
+        let was = Was::of(previous.as_ref());
         let slot = match &p.op {
             Op::Save(object) => {
                 let (floor, version, before) = match &previous {
@@ -210,7 +219,7 @@ impl Inner {
                 Slot::Deleted(stamp)
             }
         };
-        Ok((slot, existed))
+        Ok((slot, was))
     }
 
     pub(crate) fn get(&self, name: &str, id: &str) -> Result<Option<Entity>> {

@@ -192,6 +192,11 @@ impl Clock {
         }
     }
 
+    /// The time source's reading now.
+    pub fn now(&self) -> Millis {
+        (self.source)()
+    }
+
     /// Issues a stamp no earlier than `floor` (e.g. the entity's previous `updatedAt`).
     pub fn stamp(&self, floor: Millis) -> Millis {
         let now = (self.source)();

@@ -36,7 +36,7 @@ fn adapter_err<'a>(
     key: &str,
 ) -> impl Fn(crate::persistence::AdapterError) -> Error + 'a {
     let key = key.to_string();
-    move |e| Error::adapter(label, &key, e)
+    move |e| Error::from_adapter(label, &key, e)
 }
 
 /// Whether the tier is in pieces already.

@@ -8,8 +8,8 @@
 //! - `ops.rs`: append, read, sync and compact one partition through an adapter;
 //! - `convert.rs`: the conversion of a format-1 tier, in place.
 //!
-//! These operations are the building blocks of the format; the instance's tiers do
-//! not use them yet.
+//! An instance opened with format 2 keeps its blob tiers this way through
+//! `crate::tier` (`src/tier/pieces.rs`); these operations are also usable on their own.
 
 mod convert;
 mod index;
@@ -20,8 +20,8 @@ mod span;
 pub use convert::{convert_format1, is_converted, Converted, FORMAT_KEY};
 pub use index::{Entry, Index};
 pub use ops::{
-    index_key, piece_key, sync_partition, Compacted, Compaction, PieceRead, PieceSync, PieceTier,
-    DEVICES_KEY,
+    index_key, piece_key, sync_partition, Compacted, Compaction, IndexRead, PieceRead, PieceSide,
+    PieceSync, PieceTier, DEVICES_KEY,
 };
 pub use piece::{content, fold, winners, Piece, TombstoneRule, Winners, Write, FORMAT};
 pub use span::{short_hash, span_covers, span_holds, Run, Span, Vector};

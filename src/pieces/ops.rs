@@ -37,11 +37,20 @@ pub struct PieceTier<'a> {
 }
 
 /// An index as read, with the bytes a conditional write of it expects.
-#[derive(Clone)]
-struct Read {
-    index: Index,
+#[derive(Clone, Debug)]
+pub struct IndexRead {
+    pub index: Index,
     held: Option<Vec<u8>>,
 }
+
+impl IndexRead {
+    /// Whether the tier holds an index for the partition.
+    pub fn exists(&self) -> bool {
+        self.held.is_some()
+    }
+}
+
+type Read = IndexRead;
 
 /// What a sync of one partition between two tiers moved.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,6 +62,12 @@ pub struct PieceSync {
     pub bytes: u64,
     /// Index writes refused because another writer stored the index meanwhile.
     pub races: u64,
+    /// The writes each side holds after the sync (the union, unless another writer
+    /// added to one meanwhile).
+    pub a_vector: Vector,
+    pub b_vector: Vector,
+    /// The names of the pieces copied into `a`.
+    pub into_a: Vec<String>,
 }
 
 /// When and how a partition is compacted.
@@ -107,13 +122,13 @@ impl<'a> PieceTier<'a> {
     fn load(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
         self.adapter
             .load(key)
-            .map_err(|e| Error::adapter(self.label, key, e))
+            .map_err(|e| Error::from_adapter(self.label, key, e))
     }
 
     fn store(&mut self, key: &str, bytes: &[u8]) -> Result<()> {
         self.adapter
             .store(key, bytes)
-            .map_err(|e| Error::adapter(self.label, key, e))
+            .map_err(|e| Error::from_adapter(self.label, key, e))
     }
 
     fn read_index(&mut self, partition: &str) -> Result<Read> {
@@ -175,7 +190,7 @@ impl<'a> PieceTier<'a> {
         let offered = self
             .adapter
             .store_if(&key, held, bytes)
-            .map_err(|e| Error::adapter(self.label, &key, e))?;
+            .map_err(|e| Error::from_adapter(self.label, &key, e))?;
         if let Some(stored) = offered {
             return Ok(stored);
         }
@@ -248,13 +263,26 @@ impl<'a> PieceTier<'a> {
         clock: Millis,
         slots: Partition,
     ) -> Result<u64> {
+        self.append_indexed(partition, writer, clock, slots)
+            .map(|(seq, _)| seq)
+    }
+
+    /// [`PieceTier::append`], returning the index written as well.
+    pub fn append_indexed(
+        &mut self,
+        partition: &str,
+        writer: &str,
+        clock: Millis,
+        slots: Partition,
+    ) -> Result<(u64, Index)> {
         let mut read = self.read_index(partition)?;
         let seq = read.index.vector().last(writer) + 1;
         let prev = read.index.tip_for(writer, seq - 1);
         let entry = self.store_piece(partition, &Piece::delta(writer, seq, &prev, clock, slots))?;
         for _ in 0..INDEX_ATTEMPTS {
-            if self.write_index(partition, &read, &read.index.with(entry.clone()))? {
-                return Ok(seq);
+            let index = read.index.with(entry.clone());
+            if self.write_index(partition, &read, &index)? {
+                return Ok((seq, index));
             }
             read = self.read_index(partition)?;
         }
@@ -262,11 +290,7 @@ impl<'a> PieceTier<'a> {
     }
 
     fn busy(&self, partition: &str) -> Error {
-        Error::adapter(
-            self.label,
-            &index_key(partition),
-            "the index kept changing while it was written (too many writers at once); the next sync writes it",
-        )
+        busy(self.label, partition)
     }
 
     /// Reads a partition: every piece its index lists, each checked against its
@@ -409,7 +433,7 @@ impl<'a> PieceTier<'a> {
                         let key = piece_key(partition, &gone.name);
                         self.adapter
                             .clear(&key)
-                            .map_err(|e| Error::adapter(self.label, &key, e))?;
+                            .map_err(|e| Error::from_adapter(self.label, &key, e))?;
                     }
                 }
                 return Ok(Some(outcome));
@@ -433,7 +457,7 @@ impl PieceTier<'_> {
         let listed = self
             .adapter
             .keys()
-            .map_err(|e| Error::adapter(self.label, "(keys)", e))?;
+            .map_err(|e| Error::from_adapter(self.label, "(keys)", e))?;
         let Some(keys) = listed else {
             return Ok(0);
         };
@@ -450,7 +474,7 @@ impl PieceTier<'_> {
             }
             self.adapter
                 .clear(&key)
-                .map_err(|e| Error::adapter(self.label, &key, e))?;
+                .map_err(|e| Error::from_adapter(self.label, &key, e))?;
             removed += 1;
         }
         Ok(removed)
@@ -544,14 +568,59 @@ fn check_chains(index: &Index, pieces: &[(String, Piece)]) -> std::result::Resul
     Ok(())
 }
 
+fn busy(label: &str, partition: &str) -> Error {
+    Error::adapter(
+        label,
+        &index_key(partition),
+        "the index kept changing while it was written (too many writers at once); the next sync writes it",
+    )
+}
+
+/// One side of a sync of pieces: a partition's index and pieces, read and written.
+/// A [`PieceTier`] is one; so is a tier of an instance, whose adapter is locked call
+/// by call rather than for the whole sync.
+pub trait PieceSide {
+    fn side_label(&self) -> &str;
+    /// The partition's index as the tier holds it now.
+    fn index_of(&mut self, partition: &str) -> Result<IndexRead>;
+    /// The bytes of a listed piece, checked against its name.
+    fn piece_bytes(&mut self, partition: &str, name: &str) -> Result<Vec<u8>>;
+    /// Stores a piece's bytes under its name.
+    fn put_piece(&mut self, partition: &str, name: &str, bytes: &[u8]) -> Result<()>;
+    /// Writes `index` over the one read; false when another writer stored it meanwhile.
+    fn replace_index(&mut self, partition: &str, read: &IndexRead, index: &Index) -> Result<bool>;
+}
+
+impl PieceSide for PieceTier<'_> {
+    fn side_label(&self) -> &str {
+        self.label
+    }
+    fn index_of(&mut self, partition: &str) -> Result<IndexRead> {
+        self.read_index(partition)
+    }
+    fn piece_bytes(&mut self, partition: &str, name: &str) -> Result<Vec<u8>> {
+        self.load_checked(partition, name)
+    }
+    fn put_piece(&mut self, partition: &str, name: &str, bytes: &[u8]) -> Result<()> {
+        self.store(&piece_key(partition, name), bytes)
+    }
+    fn replace_index(&mut self, partition: &str, read: &IndexRead, index: &Index) -> Result<bool> {
+        self.write_index(partition, read, index)
+    }
+}
+
 /// Syncs one partition between two blob tiers: each gets the pieces holding writes
 /// it lacks, then the union of both indexes. No piece is parsed, and only what a
 /// side lacks crosses. An index write refused because another writer stored it
 /// meanwhile is merged again and retried.
-pub fn sync_partition(a: &mut PieceTier, b: &mut PieceTier, partition: &str) -> Result<PieceSync> {
+pub fn sync_partition<A, B>(a: &mut A, b: &mut B, partition: &str) -> Result<PieceSync>
+where
+    A: PieceSide + ?Sized,
+    B: PieceSide + ?Sized,
+{
     let mut out = PieceSync::default();
     for _ in 0..INDEX_ATTEMPTS {
-        let (ra, rb) = (a.read_index(partition)?, b.read_index(partition)?);
+        let (ra, rb) = (a.index_of(partition)?, b.index_of(partition)?);
         let (va, vb) = (ra.index.vector(), rb.index.vector());
         let to_b: Vec<Entry> = ra
             .index
@@ -568,13 +637,15 @@ pub fn sync_partition(a: &mut PieceTier, b: &mut PieceTier, partition: &str) -> 
             .cloned()
             .collect();
         if to_b.is_empty() && to_a.is_empty() {
+            out.a_vector = va;
+            out.b_vector = vb;
             return Ok(out);
         }
         for entry in &to_b {
             out.bytes += copy_piece(a, b, partition, entry)?;
         }
         let new_b = Index::from_entries(rb.index.entries.iter().chain(&to_b).cloned());
-        if !to_b.is_empty() && !b.write_index(partition, &rb, &new_b)? {
+        if !to_b.is_empty() && !b.replace_index(partition, &rb, &new_b)? {
             out.races += 1;
             continue;
         }
@@ -583,23 +654,26 @@ pub fn sync_partition(a: &mut PieceTier, b: &mut PieceTier, partition: &str) -> 
             out.bytes += copy_piece(b, a, partition, entry)?;
         }
         let new_a = Index::from_entries(ra.index.entries.iter().chain(&to_a).cloned());
-        if !to_a.is_empty() && !a.write_index(partition, &ra, &new_a)? {
+        if !to_a.is_empty() && !a.replace_index(partition, &ra, &new_a)? {
             out.races += 1;
             continue;
         }
         out.b_to_a += to_a.len() as u64;
+        out.into_a = to_a.iter().map(|e| e.name.clone()).collect();
+        out.a_vector = if to_a.is_empty() { va } else { new_a.vector() };
+        out.b_vector = if to_b.is_empty() { vb } else { new_b.vector() };
+        return Ok(out);
     }
-    Err(a.busy(partition))
+    Err(busy(a.side_label(), partition))
 }
 
 /// Copies one piece's bytes, checked against its name, from one tier to another.
-fn copy_piece(
-    src: &mut PieceTier,
-    dst: &mut PieceTier,
-    partition: &str,
-    entry: &Entry,
-) -> Result<u64> {
-    let bytes = src.load_checked(partition, &entry.name)?;
-    dst.store(&piece_key(partition, &entry.name), &bytes)?;
+fn copy_piece<S, D>(src: &mut S, dst: &mut D, partition: &str, entry: &Entry) -> Result<u64>
+where
+    S: PieceSide + ?Sized,
+    D: PieceSide + ?Sized,
+{
+    let bytes = src.piece_bytes(partition, &entry.name)?;
+    dst.put_piece(partition, &entry.name, &bytes)?;
     Ok(bytes.len() as u64)
 }

@@ -87,6 +87,12 @@ impl Vector {
         gaps
     }
 
+    /// The hash a tier's metadata entry records for a partition holding these
+    /// writes (64 hex digits, like a format-1 content hash).
+    pub fn summary(&self) -> String {
+        crate::partition::hash_bytes(self.identity().as_bytes())
+    }
+
     /// A short identity of the vector (32 hex digits): equal for equal vectors.
     pub fn identity(&self) -> String {
         let mut text = String::new();

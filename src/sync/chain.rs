@@ -205,7 +205,21 @@ impl Inner {
         let ctx = self.sync_ctx();
         match &self.local {
             Some(local) => {
+                let began = self.clock.now();
+                let device = if cloud.is_pieces() {
+                    let device = local.writer_id()?;
+                    cloud.register_device(&device)?;
+                    Some(device)
+                } else {
+                    None
+                };
                 let outcome = sync_pair(local, cloud, Scope::Full, &ctx)?;
+                if let Some(device) = &device {
+                    if outcome.failed_keys.is_empty() {
+                        let worked = outcome.stats.keys_compared > 0;
+                        cloud.device_synced(device, began, worked)?;
+                    }
+                }
                 // A pending write's partition is in the cloud once both tiers hold
                 // the same content for it (local changes only on this thread).
                 let in_cloud: Vec<String> = self

@@ -101,6 +101,8 @@ pub(crate) fn sync_pair(
     ctx: &SyncCtx,
 ) -> Result<PairOutcome> {
     let mut out = PairOutcome::default();
+    upper.ensure_format()?;
+    lower.ensure_format()?;
     let keys: Vec<String> = match scope {
         Scope::Full => {
             let (ru, rl) = (upper.root()?, lower.root()?);
@@ -220,7 +222,15 @@ fn sync_key_until_settled(
     out: &mut PairOutcome,
 ) -> Result<()> {
     for _ in 0..KEY_ATTEMPTS {
+        let failed = out.failed_keys.len();
         if sync_key(upper, lower, key, ctx, out)? {
+            // Store and tier below now hold the same content: the next flush of the
+            // key appends just the slots written after this.
+            if upper.is_store() && lower.is_pieces() && out.failed_keys.len() == failed {
+                if let Some(entry) = lower.entry(key) {
+                    upper.set_reflects(key, &entry.hash);
+                }
+            }
             return Ok(());
         }
         out.stats.write_races += 1;
@@ -245,6 +255,18 @@ fn sync_key(
     if let (Some(eu), Some(el)) = (&eu, &el) {
         if eu.hash == el.hash {
             return Ok(true);
+        }
+    }
+    if upper.is_pieces() && lower.is_pieces() {
+        sync_pieces_key(upper, lower, key, now, ctx, out)?;
+        return Ok(true);
+    }
+    if upper.is_store() && lower.is_pieces() && !lower.shared {
+        if let Some(written) = upper.take_written(key)? {
+            if let Some(el) = el.as_ref().filter(|el| el.hash == written.reflects) {
+                flush_written(upper, lower, key, el, written, now, out)?;
+                return Ok(true);
+            }
         }
     }
     // One side lacks the key and the other's bytes are what its metadata says: copy
@@ -276,6 +298,79 @@ fn sync_key(
         return Ok(true);
     };
     sides.write_back(resolution, guard, ctx, out)
+}
+
+/// Syncs one key between two tiers in pieces: each gets the pieces it lacks (no
+/// partition is read, unless both sides wrote since they last met and the counts
+/// must be taken again).
+fn sync_pieces_key(
+    upper: &Tier,
+    lower: &Tier,
+    key: &str,
+    now: i64,
+    ctx: &SyncCtx,
+    out: &mut PairOutcome,
+) -> Result<()> {
+    let synced = upper.sync_pieces(lower, key, now)?;
+    let moved = &synced.moved;
+    if let (Some(clock), Some(latest)) = (ctx.clock, synced.latest_into) {
+        // Writes coming up into an instance: their stamps are adopted, as a merge
+        // would.
+        clock.observe(latest);
+    }
+    out.stats.write_races += moved.races;
+    out.stats.bytes_written += moved.bytes;
+    out.stats.entities_changed += moved.a_to_b + moved.b_to_a;
+    match (moved.a_to_b > 0, moved.b_to_a > 0) {
+        (true, true) => out.stats.keys_merged += 1,
+        (false, false) => {}
+        _ => out.stats.keys_copied += 1,
+    }
+    if moved.b_to_a > 0 {
+        out.upper_keys_changed.push(key.to_string());
+    }
+    Ok(())
+}
+
+/// Flushes the slots written in the store since its last sync of `key` with the
+/// tier below, which holds what the store held then (its entry is `el`): one new
+/// piece of those slots; neither side's partition is read. The counts follow from
+/// what each slot held before and holds now.
+fn flush_written(
+    store: &Tier,
+    lower: &Tier,
+    key: &str,
+    el: &MetaEntry,
+    written: crate::tier::Written,
+    now: i64,
+    out: &mut PairOutcome,
+) -> Result<()> {
+    use crate::partition::Counts;
+    use crate::tier::Was;
+    let _ = store;
+    let mut counts = el.entities.clone();
+    let mut delta = Partition::default();
+    for (name, id, was, slot) in written.slots {
+        let Some(slot) = slot else { continue };
+        let c = counts.entry(name.clone()).or_default();
+        match was {
+            Was::Active => c.count = c.count.saturating_sub(1),
+            Was::Deleted => c.deleted_count = c.deleted_count.saturating_sub(1),
+            Was::Absent => {}
+        }
+        match &slot {
+            crate::partition::Slot::Active(_) => c.count += 1,
+            crate::partition::Slot::Deleted(_) => c.deleted_count += 1,
+        }
+        delta.put(&name, &id, slot);
+    }
+    counts.retain(|_, c| *c != Counts::default());
+    let n: usize = delta.names.values().map(|ids| ids.len()).sum();
+    if n > 0 {
+        out.stats.bytes_written += lower.append_slots(key, delta, counts, now)?;
+        out.stats.entities_changed += n as u64;
+    }
+    Ok(())
 }
 
 /// The two tiers of one key's sync.
@@ -392,12 +487,18 @@ impl Sides<'_> {
         // means someone else wrote it meanwhile.
         let upper_seen = upper.entry(key).map(|e| e.hash);
         if r.lower_hash.as_deref() != Some(r.merged.hash.as_str()) {
-            let before = r.lower_before.as_deref();
-            if !lower.write_partition(key, &r.merged, now, None, before)? {
-                return Ok(false);
+            if lower.is_pieces() {
+                // Only the slots that changed, as one new piece.
+                out.stats.bytes_written +=
+                    lower.append_changes(key, &r.changed_lower, &r.merged.partition, now)?;
+            } else {
+                let before = r.lower_before.as_deref();
+                if !lower.write_partition(key, &r.merged, now, None, before)? {
+                    return Ok(false);
+                }
+                out.stats.bytes_written += r.merged.bytes.len() as u64;
             }
             out.stats.entities_changed += r.changed_lower.len() as u64;
-            out.stats.bytes_written += r.merged.bytes.len() as u64;
         }
         if r.upper_hash.as_deref() == Some(r.merged.hash.as_str()) {
             return Ok(true);

@@ -124,13 +124,23 @@ impl Tier {
 
     /// Whether the adapter lists any partition key (false when it cannot list).
     fn lists_partitions(&self) -> Result<bool> {
-        Ok(self
-            .list()?
-            .is_some_and(|keys| keys.iter().any(|k| !is_reserved(k))))
+        let pieces = self.is_pieces();
+        Ok(self.list()?.is_some_and(|keys| {
+            keys.iter().any(|k| {
+                if pieces {
+                    k.starts_with("!index:")
+                } else {
+                    !is_reserved(k)
+                }
+            })
+        }))
     }
 
     /// Rebuilds metadata from the partitions the adapter lists.
     fn rebuild_meta(&self) -> Result<Meta> {
+        if self.is_pieces() {
+            return self.rebuild_pieces_meta();
+        }
         let listed = self.list()?.unwrap_or_default();
         let found = audit::audit(self.label, Some(listed), None, None, |key| self.load(key));
         for problem in &found.problems {

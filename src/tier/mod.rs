@@ -5,10 +5,12 @@
 //!
 //! - `store.rs`: the in-memory store tier (typed partitions, write marks);
 //! - `blob.rs`: blob tiers (metadata read from and written to the adapter);
+//! - `pieces.rs`: blob tiers in format 2 (partitions as write-once pieces);
 //! - `audit.rs`: the one audit and rebuild of a tier's metadata from its partitions.
 
 pub mod audit;
 mod blob;
+mod pieces;
 mod store;
 
 use crate::clock::Millis;
@@ -19,7 +21,9 @@ use crate::partition::{hash_bytes, Partition};
 use crate::persistence::{AdapterError, AdapterResult, Persistence, Store};
 
 use blob::BlobMarks;
+use pieces::PiecesMode;
 use store::StoreMarks;
+pub(crate) use store::{Was, Written};
 
 /// The adapter behind a tier.
 pub(crate) enum Adapter {
@@ -58,6 +62,8 @@ pub(crate) enum Raw {
     Typed(Partition, u64),
     /// From a blob tier.
     Bytes(Vec<u8>),
+    /// From a blob tier in pieces, merged.
+    Pieces(crate::pieces::PieceRead),
 }
 
 impl Raw {
@@ -66,6 +72,7 @@ impl Raw {
         match self {
             Raw::Typed(p, _) => p.names.values().map(|ids| ids.len() * 256).sum(),
             Raw::Bytes(b) => b.len(),
+            Raw::Pieces(_) => 0,
         }
     }
 
@@ -82,8 +89,10 @@ impl Raw {
                     generation,
                     rewrite: false,
                     stored: None,
+                    summary: None,
                 })
             }
+            Raw::Pieces(read) => Ok(Loaded::from_pieces(read)),
             Raw::Bytes(bytes) => {
                 let hash = hash_bytes(&bytes);
                 let trusted = expected_hash == Some(hash.as_str());
@@ -97,6 +106,7 @@ impl Raw {
                         generation: 0,
                         rewrite: false,
                         stored: None,
+                        summary: None,
                     });
                 }
                 let canonical = partition.to_canonical();
@@ -108,6 +118,7 @@ impl Raw {
                     generation: 0,
                     rewrite,
                     stored: rewrite.then_some(bytes),
+                    summary: None,
                 })
             }
         }
@@ -127,6 +138,9 @@ pub(crate) struct Loaded {
     pub rewrite: bool,
     /// The bytes as stored, when they are not the canonical ones (`rewrite`).
     pub stored: Option<Vec<u8>>,
+    /// Read from pieces: the hash of the writes it holds, which its entry records
+    /// instead of the content's hash.
+    pub summary: Option<String>,
 }
 
 impl Loaded {
@@ -140,7 +154,13 @@ impl Loaded {
             generation: 0,
             rewrite: false,
             stored: None,
+            summary: None,
         }
+    }
+
+    /// The hash the tier's entry records for this partition.
+    pub fn entry_hash(&self) -> &str {
+        self.summary.as_deref().unwrap_or(&self.hash)
     }
 
     /// The bytes the tier held when this was read: what a conditional write back
@@ -152,7 +172,7 @@ impl Loaded {
     /// The metadata entry describing this partition.
     pub fn entry(&self, now: Millis) -> MetaEntry {
         MetaEntry {
-            hash: self.hash.clone(),
+            hash: self.entry_hash().to_string(),
             updated_at: now,
             entities: self.partition.counts(),
         }
@@ -208,6 +228,8 @@ pub(crate) struct Tier {
     pub shared: bool,
     adapter: Mutex<Adapter>,
     state: Mutex<TierState>,
+    /// Format 2: partitions kept as pieces (blob tiers only).
+    pieces: Option<PiecesMode>,
 }
 
 impl Tier {
@@ -227,6 +249,7 @@ impl Tier {
                     marks,
                 },
             ),
+            pieces: None,
         }
     }
 
@@ -347,10 +370,14 @@ impl Tier {
     /// Reads one partition without parsing it (the adapter call; parsing is
     /// [`Raw::finish`], pure, so two sides can be parsed at once).
     pub fn load_raw(&self, key: &str) -> Result<Option<Raw>> {
+        if self.is_pieces() {
+            return Ok(self.read_pieces(key)?.map(Raw::Pieces));
+        }
         let mut adapter = self.lock_adapter();
         match &mut *adapter {
             Adapter::Store(store) => {
                 let partition = store.load_partition(key).map_err(self.adapter_err(key))?;
+                self.forget_written(key);
                 let generation = self.generation(key);
                 Ok(partition.map(|p| Raw::Typed(p, generation)))
             }
@@ -373,6 +400,17 @@ impl Tier {
         guard: Option<u64>,
         before: Option<&[u8]>,
     ) -> Result<bool> {
+        if self.is_pieces() {
+            // Every slot as one piece (the callers that know what changed append
+            // only that, with `append_changes`).
+            self.append_slots(
+                key,
+                loaded.partition.clone(),
+                loaded.partition.counts(),
+                now,
+            )?;
+            return Ok(true);
+        }
         let entry = loaded.entry(now);
         {
             let mut adapter = self.lock_adapter();
@@ -383,6 +421,12 @@ impl Tier {
                 store
                     .store_partition(key, &loaded.partition)
                     .map_err(self.adapter_err(key))?;
+                // The store's entries always hash the content (a partition read from
+                // pieces records its writes instead).
+                let entry = MetaEntry {
+                    hash: loaded.hash.clone(),
+                    ..entry
+                };
                 self.record_store_write(key, entry);
                 return Ok(true);
             }
@@ -439,7 +483,7 @@ impl Tier {
     ) {
         if self.is_store() {
             self.settle_entry(key, loaded, now);
-        } else if recorded.map(|e| e.hash.as_str()) != Some(loaded.hash.as_str()) {
+        } else if recorded.map(|e| e.hash.as_str()) != Some(loaded.entry_hash()) {
             self.set_entry(key, loaded.entry(now));
         }
     }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use super::{Loaded, Marks, Tier, TierState};
+use super::{Adapter, Loaded, Marks, Tier, TierState};
 use crate::clock::{now_millis, Millis};
 use crate::error::Result;
 use crate::meta::MetaEntry;
@@ -19,6 +19,40 @@ pub(super) struct StoreMarks {
     pub present: HashSet<String>,
     /// A write counter per key.
     pub generation: HashMap<String, u64>,
+    /// Whether the tier below keeps pieces: then the ids written are kept too.
+    pub track_ids: bool,
+    /// Per key, the slots written since the key was last synced below, each with
+    /// what it held before the first of those writes.
+    pub written_ids: HashMap<String, HashMap<(String, String), Was>>,
+    /// Per key, the entry hash of the tier below whose content the store holds, but
+    /// for the slots written since (`written_ids`): then a flush appends just those.
+    pub reflects: HashMap<String, String>,
+}
+
+/// What a slot held before a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Was {
+    Absent,
+    Active,
+    Deleted,
+}
+
+impl Was {
+    pub fn of(slot: Option<&crate::partition::Slot>) -> Was {
+        match slot {
+            None => Was::Absent,
+            Some(crate::partition::Slot::Active(_)) => Was::Active,
+            Some(crate::partition::Slot::Deleted(_)) => Was::Deleted,
+        }
+    }
+}
+
+/// What a flush of the slots written since the last sync needs.
+pub(crate) struct Written {
+    /// The entry hash of the tier below the store reflects.
+    pub reflects: String,
+    /// Each slot written: name, id, what it held before, what it holds now.
+    pub slots: Vec<(String, String, Was, Option<crate::partition::Slot>)>,
 }
 
 impl TierState {
@@ -47,9 +81,25 @@ impl Tier {
     /// Records writes to `keys` (new generation, stale entry, to sync). Called while
     /// the store adapter is still locked, so a sync that read a key before the write
     /// sees the new generation.
-    pub fn mark_written<'a>(&self, keys: impl IntoIterator<Item = &'a str>) {
+    pub fn mark_written<'a>(
+        &self,
+        keys: impl IntoIterator<Item = &'a str>,
+        name: &str,
+        ids: impl IntoIterator<Item = (&'a str, &'a str, Was)>,
+    ) {
         let mut state = self.state.lock();
         let marks = state.store_marks();
+        if marks.track_ids {
+            for (key, id, was) in ids {
+                let per_key = match marks.written_ids.get_mut(key) {
+                    Some(m) => m,
+                    None => marks.written_ids.entry(key.to_string()).or_default(),
+                };
+                per_key
+                    .entry((name.to_string(), id.to_string()))
+                    .or_insert(was);
+            }
+        }
         for key in keys {
             match marks.generation.get_mut(key) {
                 Some(g) => *g += 1,
@@ -167,6 +217,63 @@ impl Tier {
     /// Store tier: keys whose sync below failed; they stay pending.
     pub fn requeue_unsynced(&self, keys: impl IntoIterator<Item = String>) {
         self.state.lock().store_marks().unsynced.extend(keys);
+    }
+
+    /// Store tier: keep the ids written per key (the tier below keeps pieces).
+    pub fn track_written_ids(&self) {
+        self.state.lock().store_marks().track_ids = true;
+    }
+
+    /// Store tier: forgets the slots written in `key` and what the store reflects,
+    /// as a read of the whole partition takes them along (called with the store
+    /// adapter locked, so no write falls between the read and this).
+    pub(super) fn forget_written(&self, key: &str) {
+        let mut state = self.state.lock();
+        let marks = state.store_marks();
+        if marks.track_ids {
+            marks.written_ids.remove(key);
+            marks.reflects.remove(key);
+        }
+    }
+
+    /// Store tier: when the store is known to hold the lower tier's content of `key`
+    /// but for the slots written since, takes those slots as they are now, with what
+    /// each held before; the ids and the store's slots are read under one hold of
+    /// the store adapter, so no write falls between them. Either way the key is no
+    /// longer known to reflect anything until [`Tier::set_reflects`].
+    pub fn take_written(&self, key: &str) -> Result<Option<Written>> {
+        let mut adapter = self.lock_adapter();
+        let taken = {
+            let mut state = self.state.lock();
+            let marks = state.store_marks();
+            let ids = marks.written_ids.remove(key).unwrap_or_default();
+            marks.reflects.remove(key).map(|reflects| (reflects, ids))
+        };
+        let Some((reflects, ids)) = taken else {
+            return Ok(None);
+        };
+        let Adapter::Store(store) = &mut *adapter else {
+            return Ok(None);
+        };
+        let mut slots = Vec::with_capacity(ids.len());
+        for ((name, id), was) in ids {
+            let slot = store
+                .get(key, &name, &id)
+                .map_err(|e| crate::Error::from_adapter(self.label, key, e))?;
+            slots.push((name, id, was, slot));
+        }
+        Ok(Some(Written { reflects, slots }))
+    }
+
+    /// Store tier: records that the store holds the content of the tier below whose
+    /// entry hash is `hash`, but for the slots written since the last
+    /// [`Tier::take_written`] of the key (kept in `written_ids`).
+    pub fn set_reflects(&self, key: &str, hash: &str) {
+        let mut state = self.state.lock();
+        let marks = state.store_marks();
+        if marks.track_ids {
+            marks.reflects.insert(key.to_string(), hash.to_string());
+        }
     }
 
     /// Store tier: how many written partitions wait for a sync below.

@@ -26,14 +26,22 @@ impl Probe {
         Probe::default()
     }
 
-    /// Partition keys loaded since the last reset (metadata keys left out).
+    /// Partition keys loaded since the last reset (metadata keys left out; in
+    /// format 2, the partitions whose index or pieces were loaded).
     pub fn partition_loads(&self) -> Vec<String> {
         self.loads
             .lock()
             .unwrap()
             .iter()
-            .filter(|k| !k.starts_with('!'))
-            .cloned()
+            .filter_map(|k| {
+                if let Some(p) = k.strip_prefix("!index:") {
+                    return Some(p.to_string());
+                }
+                if let Some(rest) = k.strip_prefix("!piece:") {
+                    return rest.rsplit_once(':').map(|(p, _)| p.to_string());
+                }
+                (!k.starts_with('!')).then(|| k.clone())
+            })
             .collect()
     }
 
@@ -94,9 +102,104 @@ pub fn ticking() -> i64 {
     TICK.fetch_add(1, Ordering::SeqCst)
 }
 
+/// Whether configurations default to format 2 (`DATASYNC_DEFAULT_FORMAT`).
+pub fn format2() -> bool {
+    Config::new("x").format == 2
+}
+
+/// The partition keys a blob tier holds, in either format.
+pub fn partition_keys(tier: &MemoryPersistence) -> Vec<String> {
+    let blobs = tier.snapshot();
+    if blobs.contains_key(datasync::pieces::FORMAT_KEY) {
+        return blobs
+            .keys()
+            .filter_map(|k| k.strip_prefix("!index:"))
+            .map(str::to_string)
+            .collect();
+    }
+    blobs.into_keys().filter(|k| !k.starts_with('!')).collect()
+}
+
+/// Whether a blob tier holds partition `key`, in either format.
+pub fn holds(tier: &MemoryPersistence, key: &str) -> bool {
+    partition_keys(tier).iter().any(|k| k == key)
+}
+
+/// The canonical text of partition `key` in a blob tier, in either format (empty
+/// when it lacks it).
+pub fn partition_text(tier: &MemoryPersistence, key: &str) -> String {
+    let blobs = tier.snapshot();
+    if blobs.contains_key(datasync::pieces::FORMAT_KEY) {
+        let mut adapter = tier.clone();
+        return datasync::pieces::PieceTier::new(&mut adapter, false, "test")
+            .read(key, &datasync::LastWriterWins)
+            .expect("pieces read")
+            .map(|r| String::from_utf8(r.partition.to_canonical()).unwrap())
+            .unwrap_or_default();
+    }
+    blobs
+        .get(key)
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default()
+}
+
+/// Whether a blob tier keeps its partitions in pieces (format 2).
+pub fn in_pieces(tier: &MemoryPersistence) -> bool {
+    tier.snapshot().contains_key(datasync::pieces::FORMAT_KEY)
+}
+
+/// Reads every partition of a blob tier in pieces, each piece checked, and compares
+/// what it holds with the stored metadata and root.
+fn audit_pieces(tier: &MemoryPersistence) -> BTreeMap<String, Partition> {
+    let blobs = tier.snapshot();
+    let meta = blobs
+        .get(META_KEY)
+        .map(|b| Meta::parse(b).expect("metadata parses"))
+        .unwrap_or_default();
+    let mut adapter = tier.clone();
+    let mut partitions = BTreeMap::new();
+    for key in blobs.keys().filter_map(|k| k.strip_prefix("!index:")) {
+        let read = datasync::pieces::PieceTier::new(&mut adapter, false, "audit")
+            .read(key, &datasync::LastWriterWins)
+            .expect("pieces read")
+            .expect("an index");
+        let entry = meta
+            .entries
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} missing from metadata"));
+        assert_eq!(
+            entry.hash,
+            read.vector.summary(),
+            "{key}: the entry does not record the writes the partition holds"
+        );
+        assert_eq!(
+            entry.entities,
+            read.partition.counts(),
+            "{key}: counts differ from metadata"
+        );
+        partitions.insert(key.to_string(), read.partition);
+    }
+    assert_eq!(
+        meta.entries.len(),
+        partitions.len(),
+        "metadata lists partitions that do not exist"
+    );
+    if let Some(root) = blobs.get(ROOT_KEY) {
+        assert_eq!(
+            String::from_utf8_lossy(root),
+            meta.root(),
+            "stored root differs"
+        );
+    }
+    partitions
+}
+
 /// Recomputes every hash and count of a blob tier from its partitions and compares
 /// them with its stored metadata and root. Returns the partitions.
 pub fn audit_blobs(tier: &MemoryPersistence) -> BTreeMap<String, Partition> {
+    if in_pieces(tier) {
+        return audit_pieces(tier);
+    }
     let blobs = tier.snapshot();
     let meta = blobs
         .get(META_KEY)
@@ -149,7 +252,8 @@ pub fn stored_root(tier: &MemoryPersistence) -> String {
         .unwrap_or_else(|| Meta::default().root())
 }
 
-/// Writes a partition and correct metadata into a blob tier, as if a sync had.
+/// Writes a partition and correct metadata into a blob tier, as if a sync had (in
+/// the format the default configuration uses: pieces where it is 2).
 pub fn put_partition(tier: &MemoryPersistence, key: &str, partition: &Partition) {
     let blobs = tier.snapshot();
     let mut meta = blobs
@@ -157,6 +261,25 @@ pub fn put_partition(tier: &MemoryPersistence, key: &str, partition: &Partition)
         .map(|b| Meta::parse(b).unwrap())
         .unwrap_or_default();
     let bytes = partition.to_canonical();
+    if Config::new("x").format == 2 {
+        tier.poke(datasync::pieces::FORMAT_KEY, b"{\"v\":2}");
+        let mut adapter = tier.clone();
+        let mut pieces = datasync::pieces::PieceTier::new(&mut adapter, false, "put");
+        let writer = format!("put-{}", &hash_bytes(&bytes)[..12]);
+        pieces
+            .append(key, &writer, 0, partition.clone())
+            .expect("append");
+        let read = pieces
+            .read(key, &datasync::LastWriterWins)
+            .expect("read")
+            .expect("index");
+        let mut entry = MetaEntry::describe(&read.partition, &bytes, 0);
+        entry.hash = read.vector.summary();
+        meta.entries.insert(key.to_string(), entry);
+        tier.poke(META_KEY, &meta.to_bytes());
+        tier.poke(ROOT_KEY, meta.root().as_bytes());
+        return;
+    }
     meta.entries
         .insert(key.to_string(), MetaEntry::describe(partition, &bytes, 0));
     tier.poke(key, &bytes);

@@ -1,0 +1,578 @@
+//! Blob tiers in format 2 (`docs/format-2.md`): a partition is write-once pieces and
+//! a small index (`crate::pieces`), read and written through the tier's adapter one
+//! call at a time, so that no adapter lock is held across two tiers.
+//!
+//! The tier's metadata stays as in format 1 (entries and a root, so that a no-op sync
+//! is two small reads), but an entry's hash is the hash of the partition's version
+//! vector: equal vectors hold equal content, and no write needs the whole partition
+//! hashed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::{Loaded, Tier};
+use crate::clock::Millis;
+use crate::error::{Error, ErrorKind, Result};
+use crate::lock::Mutex;
+use crate::meta::{Meta, MetaEntry};
+use crate::partition::{Counts, Partition};
+use crate::pieces::{
+    index_key, sync_partition, Compaction, Index, IndexRead, PieceRead, PieceSide, PieceSync,
+    PieceTier, Vector,
+};
+use crate::sync::merge::SlotChange;
+use crate::sync::ConflictResolver;
+
+/// The reserved key under which a tier no one else writes keeps the writer id its
+/// device appends under.
+pub const WRITER_KEY: &str = "!datasync.writer";
+
+/// What a tier in pieces needs besides its adapter.
+pub(crate) struct PiecesMode {
+    resolver: Arc<dyn ConflictResolver>,
+    compaction: Compaction,
+    /// The instance's time source: the instant a piece is cut, and the `now` of a
+    /// compaction's tombstone rule.
+    clock: fn() -> Millis,
+    /// The id this device appends under (read or made on first use).
+    writer: Mutex<Option<String>>,
+    /// Shared tier: when this instance last recorded a sync in the device register.
+    noted: Mutex<Option<Millis>>,
+    /// Whether the tier was found in format 2 (or converted) by this instance.
+    prepared: std::sync::atomic::AtomicBool,
+    /// Held across a read, merge and write of an index of a tier no one else
+    /// writes (there the write is not conditional).
+    writing: Mutex<()>,
+}
+
+/// How often an instance whose syncs find nothing to do records them in the device
+/// register anyway (so that it does not hold tombstones back).
+const NOTE_IDLE_EVERY: Millis = 3600 * 1000;
+
+/// The hash an entry records for a partition holding the writes `vector`.
+fn summary_of(vector: &Vector) -> String {
+    vector.summary()
+}
+
+/// A new writer id: 16 random hex digits.
+fn new_writer_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// A tier of an instance as one side of a sync of pieces: each call locks its adapter
+/// for that call only.
+struct Side<'t>(&'t Tier);
+
+impl PieceSide for Side<'_> {
+    fn side_label(&self) -> &str {
+        self.0.label
+    }
+    fn index_of(&mut self, partition: &str) -> Result<IndexRead> {
+        self.0.with_pieces(|p| p.index_of(partition))
+    }
+    fn piece_bytes(&mut self, partition: &str, name: &str) -> Result<Vec<u8>> {
+        self.0.with_pieces(|p| p.piece_bytes(partition, name))
+    }
+    fn put_piece(&mut self, partition: &str, name: &str, bytes: &[u8]) -> Result<()> {
+        self.0.with_pieces(|p| p.put_piece(partition, name, bytes))
+    }
+    fn replace_index(&mut self, partition: &str, read: &IndexRead, index: &Index) -> Result<bool> {
+        self.0
+            .with_pieces(|p| p.replace_index(partition, read, index))
+    }
+}
+
+/// What a sync of one partition's pieces between two tiers did.
+pub(crate) struct PiecesSynced {
+    pub moved: PieceSync,
+    /// The latest instant the pieces copied into this tier were cut at.
+    pub latest_into: Option<Millis>,
+}
+
+impl Tier {
+    /// This tier keeps its partitions in pieces (format 2).
+    pub fn in_pieces(
+        mut self,
+        resolver: Arc<dyn ConflictResolver>,
+        compaction: Compaction,
+        clock: fn() -> Millis,
+    ) -> Tier {
+        self.pieces = Some(PiecesMode {
+            resolver,
+            compaction,
+            clock,
+            writer: Mutex::new(None),
+            noted: Mutex::new(None),
+            prepared: std::sync::atomic::AtomicBool::new(false),
+            writing: Mutex::ordered(crate::lock::Level::PiecesWriter, ()),
+        });
+        self
+    }
+
+    /// Makes sure the tier is in pieces before anything reads it: a tier in format
+    /// 1 is converted in place (crash-safely: a conversion cut short is finished by
+    /// the next one, see `crate::pieces::convert_format1`). Once per instance; a
+    /// tier not in pieces has nothing to do.
+    pub fn ensure_format(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let Some(mode) = &self.pieces else {
+            return Ok(());
+        };
+        if mode.prepared.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let label = self.label;
+        self.with_adapter(|a| {
+            let adapter = a.blobs();
+            if crate::pieces::is_converted(adapter, label)? {
+                return Ok(());
+            }
+            let done = crate::pieces::convert_format1(adapter, label)?;
+            if done.partitions + done.already > 0 {
+                log::info!(target: "datasync::tier", "converted the {label} tier to format 2 ({} partitions)", done.partitions + done.already);
+            }
+            Ok::<(), Error>(())
+        })?;
+        mode.prepared.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether this tier keeps its partitions in pieces.
+    pub fn is_pieces(&self) -> bool {
+        self.pieces.is_some()
+    }
+
+    fn mode(&self) -> Result<&PiecesMode> {
+        self.pieces
+            .as_ref()
+            .ok_or_else(|| Error::Internal(format!("the {} tier is not in pieces", self.label)))
+    }
+
+    /// Runs `f` with the piece operations over this tier's adapter (locked for `f`).
+    fn with_pieces<R>(&self, f: impl FnOnce(&mut PieceTier) -> Result<R>) -> Result<R> {
+        let (shared, label) = (self.shared, self.label);
+        self.with_adapter(|a| f(&mut PieceTier::new(a.blobs(), shared, label)))
+    }
+
+    /// Reads a partition from its pieces, every piece checked (`None`: no index).
+    pub(super) fn read_pieces(&self, key: &str) -> Result<Option<PieceRead>> {
+        let resolver = self.mode()?.resolver.clone();
+        self.with_pieces(|p| p.read(key, resolver.as_ref()))
+    }
+
+    /// The id this device writes under. A tier no one else writes keeps it (so that
+    /// a device's writes form one chain across restarts); in a shared tier every
+    /// instance takes a new one, since the key would be everyone's.
+    pub fn writer_id(&self) -> Result<String> {
+        let mode = self.mode()?;
+        if let Some(id) = mode.writer.lock().clone() {
+            return Ok(id);
+        }
+        let id = if self.shared {
+            new_writer_id()
+        } else {
+            match self.load(WRITER_KEY)? {
+                Some(bytes) => match String::from_utf8(bytes) {
+                    Ok(id) if !id.is_empty() && id.len() <= 64 => id,
+                    _ => return Err(Error::corrupt(self.label, WRITER_KEY, "not a writer id")),
+                },
+                None => {
+                    let id = new_writer_id();
+                    self.store(WRITER_KEY, id.as_bytes())?;
+                    id
+                }
+            }
+        };
+        *mode.writer.lock() = Some(id.clone());
+        Ok(id)
+    }
+
+    /// Appends the slots a sync or a flush changed as one new piece of this device,
+    /// records the partition's entry (its vector's hash, with `counts`), and compacts
+    /// the partition when it has more pieces than the bound. Returns the bytes of
+    /// the new piece. Nothing stored is rewritten.
+    pub fn append_slots(
+        &self,
+        key: &str,
+        slots: Partition,
+        counts: BTreeMap<String, Counts>,
+        now: Millis,
+    ) -> Result<u64> {
+        let writer = self.writer_id()?;
+        let mode = self.mode()?;
+        let _writing = (!self.shared).then(|| mode.writing.lock());
+        let cut = (mode.clock)();
+        let clock = slots
+            .names
+            .values()
+            .flat_map(|ids| ids.values().map(|s| s.instant()))
+            .max()
+            .unwrap_or(cut)
+            .max(cut);
+        let (seq, index) = self.with_pieces(|p| p.append_indexed(key, &writer, clock, slots))?;
+        let bytes = index
+            .entries
+            .iter()
+            .find(|e| {
+                e.span
+                    .get(&writer)
+                    .is_some_and(|&(a, b)| a <= seq && seq <= b)
+            })
+            .map_or(0, |e| e.bytes);
+        self.set_entry(
+            key,
+            MetaEntry {
+                hash: summary_of(&index.vector()),
+                updated_at: now,
+                entities: counts,
+            },
+        );
+        if index.entries.len() > self.mode()?.compaction.bound.max(1) {
+            self.compact_pieces(key)?;
+        }
+        Ok(bytes)
+    }
+
+    /// [`Tier::append_slots`] of the slots a merge changed in this tier.
+    pub fn append_changes(
+        &self,
+        key: &str,
+        changes: &[SlotChange],
+        merged: &Partition,
+        now: Millis,
+    ) -> Result<u64> {
+        let mut slots = Partition::default();
+        for c in changes {
+            slots.put(&c.name, &c.id, c.slot.clone());
+        }
+        self.append_slots(key, slots, merged.counts(), now)
+    }
+
+    /// Folds a partition's pieces (see [`PieceTier::compact`]). In a shared tier the
+    /// tombstones every device has synced past may go (the tier's device register);
+    /// elsewhere only those past the horizon.
+    pub fn compact_pieces(&self, key: &str) -> Result<()> {
+        let mode = self.mode()?;
+        let (resolver, policy) = (mode.resolver.clone(), mode.compaction);
+        let now = (mode.clock)();
+        let shared = self.shared;
+        let done = self.with_pieces(|p| {
+            let past = if shared { p.synced_past()? } else { None };
+            p.compact(key, resolver.as_ref(), policy, now, past)
+        })?;
+        let Some(done) = done else {
+            return Ok(());
+        };
+        log::debug!(target: "datasync::pieces", "{} {key:?}: folded {} pieces into one of {} bytes", self.label, done.folded, done.bytes);
+        if done.full {
+            // A full fold may drop tombstones: the counts are taken again.
+            if let (Some(read), Some(mut entry)) = (self.read_pieces(key)?, self.entry(key)) {
+                let counts = read.partition.counts();
+                if entry.entities != counts {
+                    entry.entities = counts;
+                    self.set_entry(key, entry);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Syncs partition `key`'s pieces between this tier and `other`: each gets the
+    /// pieces it lacks, then the union of the indexes; then both entries record what
+    /// each holds. A side whose entry says it is damaged is first restored from the
+    /// other. A partition neither side holds loses its entries.
+    pub(crate) fn sync_pieces(&self, other: &Tier, key: &str, now: Millis) -> Result<PiecesSynced> {
+        // The index writes of the side no one else writes are this instance's only.
+        let _writing = [self, other]
+            .into_iter()
+            .find(|t| !t.shared)
+            .map(|t| t.mode().map(|m| m.writing.lock()))
+            .transpose()?;
+        let (mine, theirs) = (self.entry(key), other.entry(key));
+        let damaged =
+            |e: &Option<MetaEntry>| e.as_ref().is_some_and(|e| e.hash == crate::meta::DAMAGED);
+        if damaged(&mine) {
+            self.restore_pieces(other, key)?;
+        }
+        if damaged(&theirs) {
+            other.restore_pieces(self, key)?;
+        }
+        let moved = sync_partition(&mut Side(self), &mut Side(other), key)?;
+        let exists = !moved.a_vector.runs.is_empty() || !moved.b_vector.runs.is_empty();
+        if !exists {
+            if mine.is_some() {
+                self.remove_entry(key);
+            }
+            if theirs.is_some() {
+                other.remove_entry(key);
+            }
+            return Ok(PiecesSynced {
+                moved,
+                latest_into: None,
+            });
+        }
+        // Counts: a side whose entry records the writes it holds after the sync
+        // keeps its counts; a side that received pieces and now holds what the
+        // other held takes the other's; else the partition is read (both sides
+        // wrote since they last met, or an entry was out of date).
+        let counts_after = |tier: &Tier,
+                            own: &Option<MetaEntry>,
+                            vector: &Vector,
+                            peer: &Option<MetaEntry>,
+                            peer_received: u64,
+                            peer_vector: &Vector|
+         -> Result<BTreeMap<String, Counts>> {
+            let records = |e: &Option<MetaEntry>, v: &Vector| {
+                e.as_ref()
+                    .filter(|e| e.hash == summary_of(v))
+                    .map(|e| e.entities.clone())
+            };
+            if let Some(c) = records(own, vector) {
+                return Ok(c);
+            }
+            if peer_received == 0 && vector == peer_vector {
+                if let Some(c) = records(peer, peer_vector) {
+                    return Ok(c);
+                }
+            }
+            Ok(tier
+                .read_pieces(key)?
+                .map(|r| r.partition.counts())
+                .unwrap_or_default())
+        };
+        let counts_mine = counts_after(
+            self,
+            &mine,
+            &moved.a_vector,
+            &theirs,
+            moved.a_to_b,
+            &moved.b_vector,
+        )?;
+        let counts_theirs = counts_after(
+            other,
+            &theirs,
+            &moved.b_vector,
+            &mine,
+            moved.b_to_a,
+            &moved.a_vector,
+        )?;
+        for (tier, vector, counts, before) in [
+            (self, &moved.a_vector, counts_mine, &mine),
+            (other, &moved.b_vector, counts_theirs, &theirs),
+        ] {
+            let hash = summary_of(vector);
+            if before
+                .as_ref()
+                .is_some_and(|e| e.hash == hash && e.entities == counts)
+            {
+                continue;
+            }
+            tier.set_entry(
+                key,
+                MetaEntry {
+                    hash,
+                    updated_at: now,
+                    entities: counts,
+                },
+            );
+        }
+        // Read before a compaction folds them away.
+        let latest_into = self.latest_cut(key, &moved.into_a)?;
+        for (tier, received) in [(self, moved.b_to_a), (other, moved.a_to_b)] {
+            if received > 0 {
+                let bound = tier.mode()?.compaction.bound.max(1);
+                let pieces = tier.with_pieces(|p| p.index_of(key))?.index.entries.len();
+                if pieces > bound {
+                    tier.compact_pieces(key)?;
+                }
+            }
+        }
+        Ok(PiecesSynced { moved, latest_into })
+    }
+
+    /// The latest instant the given pieces of `key` were cut at (their writers'
+    /// clocks), to adopt into an instance clock when they come up.
+    pub fn latest_cut(&self, key: &str, names: &[String]) -> Result<Option<Millis>> {
+        let mut latest = None;
+        for name in names {
+            let bytes = Side(self).piece_bytes(key, name)?;
+            let piece = crate::pieces::Piece::parse(&bytes).map_err(|why| {
+                Error::corrupt(self.label, &crate::pieces::piece_key(key, name), why)
+            })?;
+            latest = latest.max(piece.clock.values().copied().max());
+        }
+        Ok(latest)
+    }
+
+    /// Shared tier: registers `device` in the tier's device register before its
+    /// first sync of this instance reads anything (so that nothing it may hold is
+    /// forgotten while it is away). Once per instance.
+    pub fn register_device(&self, device: &str) -> Result<()> {
+        let mode = self.mode()?;
+        if mode.noted.lock().is_some() {
+            return Ok(());
+        }
+        self.with_pieces(|p| p.note_synced(device, Millis::MIN))?;
+        *mode.noted.lock() = Some(Millis::MIN);
+        Ok(())
+    }
+
+    /// Shared tier: records that `device` completed a sync that began at `began`.
+    /// A sync that found nothing to do is recorded at most once an hour.
+    pub fn device_synced(&self, device: &str, began: Millis, worked: bool) -> Result<()> {
+        let mode = self.mode()?;
+        let last = mode.noted.lock().unwrap_or(Millis::MIN);
+        if !worked && began.saturating_sub(last) < NOTE_IDLE_EVERY {
+            return Ok(());
+        }
+        self.with_pieces(|p| p.note_synced(device, began))?;
+        *mode.noted.lock() = Some(began);
+        Ok(())
+    }
+
+    /// Restores a partition this tier holds damaged (a piece missing or not matching
+    /// its hash, or the index unreadable) from `from`: every piece `from` lists that
+    /// this tier cannot read is copied, the pieces of this tier that cannot be read
+    /// and that `from` lacks are dropped from the index, and the partition is read
+    /// again to check it. Returns how many pieces were copied.
+    pub(crate) fn restore_pieces(&self, from: &Tier, key: &str) -> Result<u64> {
+        let theirs = Side(from).index_of(key)?;
+        let mine = match Side(self).index_of(key) {
+            Ok(read) => Some(read),
+            Err(e) if e.kind() == ErrorKind::Corrupt => None,
+            Err(e) => return Err(e),
+        };
+        let readable = |tier: &Tier, name: &str| -> Result<Option<Vec<u8>>> {
+            match Side(tier).piece_bytes(key, name) {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(e) if e.kind() == ErrorKind::Corrupt => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        let mut copied = 0;
+        let mut kept = Vec::new();
+        for entry in &theirs.index.entries {
+            if readable(self, &entry.name)?.is_none() {
+                let bytes = Side(from).piece_bytes(key, &entry.name)?;
+                Side(self).put_piece(key, &entry.name, &bytes)?;
+                copied += 1;
+            }
+            kept.push(entry.clone());
+        }
+        if let Some(mine) = &mine {
+            for entry in &mine.index.entries {
+                if theirs.index.entries.contains(entry) {
+                    continue;
+                }
+                if readable(self, &entry.name)?.is_some() {
+                    kept.push(entry.clone());
+                } else {
+                    log::error!(target: "datasync::pieces", "{} {key:?}: piece {} is unreadable and no other tier holds it; its writes are lost here", self.label, entry.name);
+                }
+            }
+        }
+        let index = Index::from_entries(kept);
+        let over = match mine {
+            Some(read) => read,
+            // An unreadable index is replaced whatever it holds.
+            None => {
+                self.store(&index_key(key), &index.to_bytes())?;
+                Side(self).index_of(key)?
+            }
+        };
+        Side(self).replace_index(key, &over, &index)?;
+        match self.read_pieces(key)? {
+            Some(read) => {
+                self.set_entry(
+                    key,
+                    MetaEntry {
+                        hash: summary_of(&read.vector),
+                        updated_at: crate::clock::now_millis(),
+                        entities: read.partition.counts(),
+                    },
+                );
+                log::info!(target: "datasync::pieces", "{} {key:?} restored from the {} tier ({copied} pieces copied)", self.label, from.label);
+            }
+            None => self.remove_entry(key),
+        }
+        Ok(copied)
+    }
+
+    /// The entries of every partition the tier holds in pieces, each read in full
+    /// (the metadata is missing or damaged). Unreadable partitions are recorded as
+    /// damaged, so that a sync restores them.
+    pub(super) fn rebuild_pieces_meta(&self) -> Result<Meta> {
+        let listed = self.list()?.unwrap_or_default();
+        let mut meta = Meta {
+            updated_at: crate::clock::now_millis(),
+            ..Meta::default()
+        };
+        for key in listed.iter().filter_map(|k| k.strip_prefix("!index:")) {
+            let entry = match self.read_pieces(key) {
+                Ok(Some(read)) => MetaEntry {
+                    hash: summary_of(&read.vector),
+                    updated_at: meta.updated_at,
+                    entities: read.partition.counts(),
+                },
+                Ok(None) => continue,
+                Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    log::error!(target: "datasync::tier", "while rebuilding metadata: {e}");
+                    MetaEntry {
+                        hash: crate::meta::DAMAGED.to_string(),
+                        updated_at: meta.updated_at,
+                        entities: BTreeMap::new(),
+                    }
+                }
+                Err(e) => return Err(e),
+            };
+            meta.entries.insert(key.to_string(), entry);
+        }
+        Ok(meta)
+    }
+
+    /// The audit of a tier in pieces: every recorded partition read through its
+    /// pieces (each checked), its vector and counts compared with its entry, and
+    /// every index the adapter lists recorded.
+    pub fn audit_pieces(&self, recorded: &Meta, stored_root: Option<&[u8]>) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        let label = self.label;
+        for (key, entry) in &recorded.entries {
+            match self.read_pieces(key) {
+                Ok(Some(read)) => {
+                    if summary_of(&read.vector) != entry.hash {
+                        problems.push(format!("{label} {key:?}: the entry does not record the writes the partition holds"));
+                    }
+                    if read.partition.counts() != entry.entities {
+                        problems.push(format!(
+                            "{label} {key:?}: the entry's counts are not the partition's"
+                        ));
+                    }
+                }
+                Ok(None) => problems.push(format!("{label} {key:?} is recorded but has no index")),
+                Err(e) => problems.push(format!("{label} {key:?}: {e}")),
+            }
+        }
+        if let Some(listed) = self.list()? {
+            for key in listed.iter().filter_map(|k| k.strip_prefix("!index:")) {
+                if !recorded.entries.contains_key(key) {
+                    problems.push(format!("{label} {key:?} has an index but no entry"));
+                }
+            }
+        }
+        if let Some(root) = stored_root {
+            if root != recorded.root().as_bytes() {
+                problems.push(format!("{label} root does not match its metadata"));
+            }
+        }
+        Ok(problems)
+    }
+}
+
+impl Loaded {
+    /// A partition read from its pieces.
+    pub(crate) fn from_pieces(read: PieceRead) -> Loaded {
+        let mut loaded = Loaded::new(read.partition);
+        loaded.summary = Some(summary_of(&read.vector));
+        loaded
+    }
+}
