@@ -43,6 +43,13 @@ pub struct Measure {
     pub bytes_loaded: Option<u64>,
     #[serde(default)]
     pub extra: Map<String, Value>,
+    /// The format of the blob tiers (`DATASYNC_DEFAULT_FORMAT`, 1 unless set).
+    #[serde(default = "format_one")]
+    pub format: u32,
+}
+
+fn format_one() -> u32 {
+    1
 }
 
 impl Measure {
@@ -343,6 +350,7 @@ pub fn measure(
         bytes_written: None,
         bytes_loaded: None,
         extra,
+        format: Config::new("bench").format,
     }
 }
 

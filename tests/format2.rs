@@ -1,0 +1,346 @@
+//! An instance in format 2 (DESIGN §10, `docs/format-2.md`): what a flush and a sync
+//! cost, counted in adapter bytes; conversion on open; a small edit with little free
+//! space; a damaged piece restored from the cloud; compaction keeping pieces few.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use common::manual;
+use datasync::{
+    AdapterError, AdapterResult, Config, DataSync, DirPersistence, ErrorKind, MemoryPersistence,
+    Persistence, TierId,
+};
+use serde_json::{json, Value};
+
+/// A memory adapter that counts the bytes and calls it is handed, and can be given a
+/// capacity (stores that would exceed it fail, as a full disk does).
+#[derive(Clone, Default)]
+struct Meter {
+    inner: MemoryPersistence,
+    loaded: Arc<AtomicU64>,
+    stored: Arc<AtomicU64>,
+    piece_loads: Arc<AtomicU64>,
+    capacity: Arc<AtomicU64>,
+}
+
+impl Meter {
+    fn reset(&self) {
+        self.loaded.store(0, Ordering::SeqCst);
+        self.stored.store(0, Ordering::SeqCst);
+        self.piece_loads.store(0, Ordering::SeqCst);
+    }
+    fn loaded(&self) -> u64 {
+        self.loaded.load(Ordering::SeqCst)
+    }
+    fn stored(&self) -> u64 {
+        self.stored.load(Ordering::SeqCst)
+    }
+    fn used(&self) -> u64 {
+        self.inner.snapshot().values().map(|v| v.len() as u64).sum()
+    }
+}
+
+impl Persistence for Meter {
+    fn load(&mut self, key: &str) -> AdapterResult<Option<Vec<u8>>> {
+        let got = self.inner.load(key)?;
+        if key.starts_with("!piece:") {
+            self.piece_loads.fetch_add(1, Ordering::SeqCst);
+        }
+        let n = got.as_ref().map_or(0, |b| b.len() as u64);
+        self.loaded.fetch_add(n, Ordering::SeqCst);
+        Ok(got)
+    }
+    fn store(&mut self, key: &str, bytes: &[u8]) -> AdapterResult<()> {
+        let capacity = self.capacity.load(Ordering::SeqCst);
+        if capacity > 0 {
+            let old = self.inner.load(key)?.map_or(0, |b| b.len() as u64);
+            if self.used() - old + bytes.len() as u64 > capacity {
+                return Err(AdapterError::new("no space left on device"));
+            }
+        }
+        self.stored.fetch_add(bytes.len() as u64, Ordering::SeqCst);
+        self.inner.store(key, bytes)
+    }
+    fn clear(&mut self, key: &str) -> AdapterResult<()> {
+        self.inner.clear(key)
+    }
+    fn store_if(
+        &mut self,
+        key: &str,
+        expected: Option<&[u8]>,
+        bytes: &[u8],
+    ) -> AdapterResult<Option<bool>> {
+        if self.inner.load(key)?.as_deref() != expected {
+            return Ok(Some(false));
+        }
+        self.store(key, bytes).map(|_| Some(true))
+    }
+    fn keys(&mut self) -> AdapterResult<Option<Vec<String>>> {
+        self.inner.keys()
+    }
+}
+
+fn users(n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| json!({"id": format!("User.{i:016}"), "name": format!("user {i}"), "n": i}))
+        .collect()
+}
+
+fn device(local: &Meter, cloud: &Meter) -> DataSync {
+    DataSync::open(
+        manual("app")
+            .format(2)
+            .local(local.clone())
+            .cloud(cloud.clone()),
+    )
+    .unwrap()
+}
+
+const N: usize = 100_000;
+
+#[test]
+fn one_edit_costs_its_own_bytes_in_a_partition_of_100k() {
+    let (local_a, local_b, cloud) = (Meter::default(), Meter::default(), Meter::default());
+    let a = device(&local_a, &cloud);
+    a.repo("User").unwrap().save_many(&users(N)).unwrap();
+    a.sync_now().unwrap();
+    let b = device(&local_b, &cloud);
+    b.sync_now().unwrap();
+    let id = format!("User.{:016}", 7);
+    assert!(b.repo("User").unwrap().get(&id).unwrap().is_some());
+
+    // A flush of one edit hands the local adapter one small piece and an index.
+    local_a.reset();
+    a.repo("User")
+        .unwrap()
+        .save(&json!({"id": id, "name": "edited", "n": -1}))
+        .unwrap();
+    a.flush().unwrap();
+    assert!(
+        local_a.stored() < 2_000,
+        "a flush stored {} bytes",
+        local_a.stored()
+    );
+    assert!(
+        local_a.loaded() < 2_000,
+        "a flush loaded {} bytes",
+        local_a.loaded()
+    );
+
+    // Syncing it into the cloud moves that piece, under 2 KB each way.
+    cloud.reset();
+    a.sync_now().unwrap();
+    assert!(
+        cloud.stored() < 2_000,
+        "A's sync stored {} bytes in the cloud",
+        cloud.stored()
+    );
+    assert!(
+        cloud.loaded() < 2_000,
+        "A's sync loaded {} bytes from the cloud",
+        cloud.loaded()
+    );
+
+    // And down to the other device: under 2 KB from the cloud, and B sees the edit.
+    cloud.reset();
+    local_b.reset();
+    b.sync_now().unwrap();
+    assert!(
+        cloud.loaded() < 2_000,
+        "B's sync loaded {} bytes from the cloud",
+        cloud.loaded()
+    );
+    assert!(
+        cloud.stored() < 2_000,
+        "B's sync stored {} bytes in the cloud",
+        cloud.stored()
+    );
+    assert!(
+        local_b.stored() < 4_000,
+        "B's sync stored {} bytes locally",
+        local_b.stored()
+    );
+    let got = b.repo("User").unwrap().get(&id).unwrap().unwrap();
+    assert_eq!(got.value()["name"], "edited");
+
+    // A no-op sync loads no piece anywhere.
+    for t in [&local_a, &cloud] {
+        t.reset();
+    }
+    let stats = a.sync_now().unwrap();
+    assert_eq!(stats.keys_compared, 0, "{stats:?}");
+    assert_eq!(cloud.piece_loads.load(Ordering::SeqCst), 0);
+    assert_eq!(local_a.piece_loads.load(Ordering::SeqCst), 0);
+    assert!(a.audit().unwrap().is_empty());
+    assert!(b.audit().unwrap().is_empty());
+}
+
+#[test]
+fn with_less_free_space_than_the_partition_a_small_edit_commits() {
+    let local = Meter::default();
+    let ds = DataSync::open(manual("app").format(2).local(local.clone())).unwrap();
+    let repo = ds.repo("User").unwrap();
+    repo.save_many(&users(5_000)).unwrap();
+    ds.flush().unwrap();
+    let used = local.used();
+    assert!(used > 500_000, "the partition is {used} bytes");
+    // 4 KB free: far less than the partition.
+    local.capacity.store(used + 4_096, Ordering::SeqCst);
+    let id = format!("User.{:016}", 42);
+    repo.save(&json!({"id": id, "name": "small edit"})).unwrap();
+    ds.flush().unwrap();
+    ds.close().unwrap();
+    drop(ds);
+    local.capacity.store(0, Ordering::SeqCst);
+    let ds = DataSync::open(manual("app").format(2).local(local.clone())).unwrap();
+    let got = ds.repo("User").unwrap().get(&id).unwrap().unwrap();
+    assert_eq!(got.value()["name"], "small edit");
+    assert_eq!(
+        ds.repo("User")
+            .unwrap()
+            .query(&Default::default())
+            .unwrap()
+            .len(),
+        5_000
+    );
+}
+
+#[test]
+fn compaction_keeps_a_partition_to_a_few_pieces_and_loses_nothing() {
+    let local = MemoryPersistence::new();
+    let config = manual("app")
+        .format(2)
+        .compaction_bound(4)
+        .local(local.clone());
+    let ds = DataSync::open(config).unwrap();
+    let repo = ds.repo("User").unwrap();
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        ids.push(repo.save(&json!({"n": i})).unwrap());
+        if i % 3 == 0 {
+            repo.delete(&ids[i / 2]).unwrap();
+        }
+        ds.flush().unwrap();
+    }
+    let pieces = local
+        .snapshot()
+        .keys()
+        .filter(|k| k.starts_with("!piece:"))
+        .count();
+    assert!(
+        pieces <= 5,
+        "{pieces} pieces after 40 flushes with a bound of 4"
+    );
+    let expected = repo.query(&Default::default()).unwrap().len();
+    ds.close().unwrap();
+    drop(ds);
+    let ds = DataSync::open(manual("app").format(2).local(local.clone())).unwrap();
+    assert_eq!(
+        ds.repo("User")
+            .unwrap()
+            .query(&Default::default())
+            .unwrap()
+            .len(),
+        expected
+    );
+    assert!(ds.audit().unwrap().is_empty());
+    common::audit_blobs(&local);
+}
+
+#[test]
+fn a_damaged_piece_is_an_error_until_the_cloud_restores_it() {
+    let (local, cloud) = (MemoryPersistence::new(), common::Probe::new());
+    let open = || {
+        DataSync::open(
+            manual("app")
+                .format(2)
+                .local(local.clone())
+                .cloud(cloud.clone()),
+        )
+        .unwrap()
+    };
+    let ds = open();
+    let id = ds
+        .repo("User")
+        .unwrap()
+        .save(&json!({"name": "kept"}))
+        .unwrap();
+    ds.sync_now().unwrap();
+    ds.close().unwrap();
+    drop(ds);
+    // Damage every piece of the partition in local.
+    for key in local.snapshot().keys().filter(|k| k.starts_with("!piece:")) {
+        local.poke(key, b"{\"v\":2,\"garbage\"");
+    }
+    // With the cloud unreachable the read fails: never a silent empty answer.
+    cloud.fail(true);
+    let ds = open();
+    let err = ds.repo("User").unwrap().get(&id).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    // The next sync with the cloud restores it.
+    cloud.fail(false);
+    let stats = ds.sync_now().unwrap();
+    assert!(stats.errors.is_empty(), "{stats:?}");
+    let got = ds.repo("User").unwrap().get(&id).unwrap().unwrap();
+    assert_eq!(got.value()["name"], "kept");
+    assert!(ds.audit().unwrap().is_empty());
+    ds.close().unwrap();
+    drop(ds);
+    // With the cloud reachable, a read of a damaged partition restores it on the way.
+    for key in local.snapshot().keys().filter(|k| k.starts_with("!piece:")) {
+        local.poke(key, b"not a piece");
+    }
+    let ds = open();
+    let got = ds.repo("User").unwrap().get(&id).unwrap().unwrap();
+    assert_eq!(got.value()["name"], "kept");
+    assert!(ds.audit().unwrap().is_empty());
+}
+
+#[test]
+fn a_format1_directory_is_converted_on_open_and_then_refuses_format1() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = |format: u32| -> datasync::Result<DataSync> {
+        DataSync::open(
+            manual("app")
+                .format(format)
+                .local(DirPersistence::open(dir.path()).unwrap()),
+        )
+    };
+    let ds = open(1).unwrap();
+    let repo = ds.repo("User").unwrap();
+    let kept = repo.save(&json!({"name": "from format 1"})).unwrap();
+    let gone = repo.save(&json!({"name": "deleted in format 1"})).unwrap();
+    repo.delete(&gone).unwrap();
+    ds.close().unwrap();
+    drop(ds);
+
+    let ds = open(2).unwrap();
+    let repo = ds.repo("User").unwrap();
+    assert_eq!(
+        repo.get(&kept).unwrap().unwrap().value()["name"],
+        "from format 1"
+    );
+    assert!(repo.get(&gone).unwrap().is_none());
+    let added = repo.save(&json!({"name": "in format 2"})).unwrap();
+    ds.close().unwrap();
+    drop(ds);
+
+    let err = open(1)
+        .err()
+        .expect("format 1 refuses a format-2 directory");
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
+    let ds = open(2).unwrap();
+    let repo = ds.repo("User").unwrap();
+    assert!(repo.get(&added).unwrap().is_some());
+    assert!(repo.get(&kept).unwrap().is_some());
+    assert_eq!(ds.tier_keys(TierId::Local).unwrap(), vec!["app.User"]);
+    assert!(ds.audit().unwrap().is_empty());
+}
+
+#[test]
+fn an_unknown_format_is_refused() {
+    let err = DataSync::open(Config::new("app").format(3)).err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+}
