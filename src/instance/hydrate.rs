@@ -54,9 +54,11 @@ impl Inner {
                 } else if let Some(local) = self.local.as_ref().filter(|l| l.is_pieces()) {
                     // The store holds what local holds: a flush appends what is
                     // written from now on.
-                    if let Some(entry) = local.entry(key).filter(|e| e.hash == loaded.entry_hash())
-                    {
-                        self.store.set_reflects(key, &entry.hash);
+                    if let (Some(entry), Some(vector)) = (
+                        local.entry(key).filter(|e| e.hash == loaded.entry_hash()),
+                        loaded.vector.clone(),
+                    ) {
+                        self.store.set_reflects(key, &entry.hash, vector);
                     }
                 }
                 Ok(())

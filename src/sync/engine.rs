@@ -226,9 +226,15 @@ fn sync_key_until_settled(
         if sync_key(upper, lower, key, ctx, out)? {
             // Store and tier below now hold the same content: the next flush of the
             // key appends just the slots written after this.
-            if upper.is_store() && lower.is_pieces() && out.failed_keys.len() == failed {
+            if upper.is_store()
+                && lower.is_pieces()
+                && !lower.shared
+                && out.failed_keys.len() == failed
+                && upper.reflects(key).is_none()
+            {
                 if let Some(entry) = lower.entry(key) {
-                    upper.set_reflects(key, &entry.hash);
+                    let vector = lower.pieces_vector(key)?;
+                    upper.set_reflects(key, &entry.hash, vector);
                 }
             }
             return Ok(());
@@ -262,9 +268,17 @@ fn sync_key(
         return Ok(true);
     }
     if upper.is_store() && lower.is_pieces() && !lower.shared {
-        if let Some(written) = upper.take_written(key)? {
-            if let Some(el) = el.as_ref().filter(|el| el.hash == written.reflects) {
-                flush_written(upper, lower, key, el, written, now, out)?;
+        if let (Some((hash, known)), Some(el)) = (upper.reflects(key), el.as_ref()) {
+            // The tier below is as the store last saw it: append what was written.
+            if el.hash == hash {
+                if let Some(written) = upper.take_written(key)? {
+                    if written.reflects == el.hash {
+                        flush_written(upper, lower, key, el, written, now, out)?;
+                        return Ok(true);
+                    }
+                }
+            } else if pull_beyond(upper, lower, key, el, &known, ctx, out)? {
+                // It holds more (a cloud sync brought it): apply just that.
                 return Ok(true);
             }
         }
@@ -367,10 +381,49 @@ fn flush_written(
     counts.retain(|_, c| *c != Counts::default());
     let n: usize = delta.names.values().map(|ids| ids.len()).sum();
     if n > 0 {
-        out.stats.bytes_written += lower.append_slots(key, delta, counts, now)?;
+        let (bytes, vector) = lower.append_slots(key, delta, counts, now)?;
+        out.stats.bytes_written += bytes;
         out.stats.entities_changed += n as u64;
+        if let Some(entry) = lower.entry(key) {
+            store.set_reflects(key, &entry.hash, vector);
+        }
     }
     Ok(())
+}
+
+/// Brings into the store the writes the tier below holds beyond those the store
+/// reflects (`known`), when the store was not written since: only the pieces holding
+/// them are loaded, and each slot goes through the resolver against the store's.
+/// `false` when that cannot be done (the store was written, or the tier below does
+/// not hold every write the store reflects): then the partitions are merged whole.
+fn pull_beyond(
+    store: &Tier,
+    lower: &Tier,
+    key: &str,
+    el: &MetaEntry,
+    known: &crate::pieces::Vector,
+    ctx: &SyncCtx,
+    out: &mut PairOutcome,
+) -> Result<bool> {
+    let Some((slots, vector)) = lower.slots_beyond(key, known)? else {
+        return Ok(false);
+    };
+    let Some(changes) = store.apply_pulled(key, slots, ctx.resolver)? else {
+        return Ok(false);
+    };
+    store.set_reflects(key, &el.hash, vector);
+    if changes.is_empty() {
+        return Ok(true);
+    }
+    if let Some(clock) = ctx.clock {
+        if let Some(max) = changes.iter().map(|c| c.slot.instant()).max() {
+            clock.observe(max);
+        }
+    }
+    out.stats.entities_changed += changes.len() as u64;
+    out.upper_keys_changed.push(key.to_string());
+    out.upper_changes.push((key.to_string(), changes));
+    Ok(true)
 }
 
 /// The two tiers of one key's sync.

@@ -90,6 +90,7 @@ impl Raw {
                     rewrite: false,
                     stored: None,
                     summary: None,
+                    vector: None,
                 })
             }
             Raw::Pieces(read) => Ok(Loaded::from_pieces(read)),
@@ -107,6 +108,7 @@ impl Raw {
                         rewrite: false,
                         stored: None,
                         summary: None,
+                        vector: None,
                     });
                 }
                 let canonical = partition.to_canonical();
@@ -119,6 +121,7 @@ impl Raw {
                     rewrite,
                     stored: rewrite.then_some(bytes),
                     summary: None,
+                    vector: None,
                 })
             }
         }
@@ -141,6 +144,8 @@ pub(crate) struct Loaded {
     /// Read from pieces: the hash of the writes it holds, which its entry records
     /// instead of the content's hash.
     pub summary: Option<String>,
+    /// Read from pieces: the writes it holds.
+    pub vector: Option<crate::pieces::Vector>,
 }
 
 impl Loaded {
@@ -155,6 +160,7 @@ impl Loaded {
             rewrite: false,
             stored: None,
             summary: None,
+            vector: None,
         }
     }
 

@@ -197,7 +197,7 @@ impl Tier {
         slots: Partition,
         counts: BTreeMap<String, Counts>,
         now: Millis,
-    ) -> Result<u64> {
+    ) -> Result<(u64, Vector)> {
         let writer = self.writer_id()?;
         let mode = self.mode()?;
         let _writing = (!self.shared).then(|| mode.writing.lock());
@@ -230,7 +230,55 @@ impl Tier {
         if index.entries.len() > self.mode()?.compaction.bound.max(1) {
             self.compact_pieces(key)?;
         }
-        Ok(bytes)
+        Ok((bytes, index.vector()))
+    }
+
+    /// The writes partition `key` holds in this tier now (its index read).
+    pub fn pieces_vector(&self, key: &str) -> Result<Vector> {
+        Ok(self.with_pieces(|p| p.index_of(key))?.index.vector())
+    }
+
+    /// The slots of the writes partition `key` holds beyond `known`, each with the
+    /// write it came from: only the pieces holding such writes are loaded, and of a
+    /// fold only the slots filed under those writes are taken. `None` when the
+    /// partition does not hold every write of `known` (then only a whole read
+    /// tells what it holds).
+    pub fn slots_beyond(
+        &self,
+        key: &str,
+        known: &Vector,
+    ) -> Result<Option<(Vec<(String, String, crate::partition::Slot)>, Vector)>> {
+        let index = self.with_pieces(|p| p.index_of(key))?.index;
+        let vector = index.vector();
+        let known_spans = known.runs.iter().flat_map(|(w, runs)| {
+            runs.iter()
+                .map(move |r| -> crate::pieces::Span { [(w.clone(), *r)].into() })
+        });
+        if !known_spans.into_iter().all(|span| vector.covers(&span)) {
+            return Ok(None);
+        }
+        let mut slots = Vec::new();
+        for entry in &index.entries {
+            if known.covers(&entry.span) {
+                continue;
+            }
+            let bytes = Side(self).piece_bytes(key, &entry.name)?;
+            let piece = crate::pieces::Piece::parse(&bytes).map_err(|why| {
+                Error::corrupt(self.label, &crate::pieces::piece_key(key, &entry.name), why)
+            })?;
+            for ((writer, seq), part) in piece.data {
+                let one: crate::pieces::Span = [(writer, (seq, seq))].into();
+                if known.covers(&one) {
+                    continue;
+                }
+                for (name, ids) in part.names {
+                    for (id, slot) in ids {
+                        slots.push((name.clone(), id, slot));
+                    }
+                }
+            }
+        }
+        Ok(Some((slots, vector)))
     }
 
     /// [`Tier::append_slots`] of the slots a merge changed in this tier.
@@ -246,6 +294,7 @@ impl Tier {
             slots.put(&c.name, &c.id, c.slot.clone());
         }
         self.append_slots(key, slots, merged.counts(), now)
+            .map(|(bytes, _)| bytes)
     }
 
     /// Folds a partition's pieces (see [`PieceTier::compact`]). In a shared tier the
@@ -573,6 +622,7 @@ impl Loaded {
     pub(crate) fn from_pieces(read: PieceRead) -> Loaded {
         let mut loaded = Loaded::new(read.partition);
         loaded.summary = Some(summary_of(&read.vector));
+        loaded.vector = Some(read.vector);
         loaded
     }
 }

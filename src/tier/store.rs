@@ -24,9 +24,10 @@ pub(super) struct StoreMarks {
     /// Per key, the slots written since the key was last synced below, each with
     /// what it held before the first of those writes.
     pub written_ids: HashMap<String, HashMap<(String, String), Was>>,
-    /// Per key, the entry hash of the tier below whose content the store holds, but
-    /// for the slots written since (`written_ids`): then a flush appends just those.
-    pub reflects: HashMap<String, String>,
+    /// Per key, the entry hash and the writes of the tier below whose content the
+    /// store holds, but for the slots written since (`written_ids`): then a flush
+    /// appends just those, and a pull applies just the writes beyond.
+    pub reflects: HashMap<String, (String, crate::pieces::Vector)>,
 }
 
 /// What a slot held before a write.
@@ -247,7 +248,10 @@ impl Tier {
             let mut state = self.state.lock();
             let marks = state.store_marks();
             let ids = marks.written_ids.remove(key).unwrap_or_default();
-            marks.reflects.remove(key).map(|reflects| (reflects, ids))
+            marks
+                .reflects
+                .remove(key)
+                .map(|(reflects, _)| (reflects, ids))
         };
         let Some((reflects, ids)) = taken else {
             return Ok(None);
@@ -268,12 +272,77 @@ impl Tier {
     /// Store tier: records that the store holds the content of the tier below whose
     /// entry hash is `hash`, but for the slots written since the last
     /// [`Tier::take_written`] of the key (kept in `written_ids`).
-    pub fn set_reflects(&self, key: &str, hash: &str) {
+    pub fn set_reflects(&self, key: &str, hash: &str, vector: crate::pieces::Vector) {
         let mut state = self.state.lock();
         let marks = state.store_marks();
         if marks.track_ids {
-            marks.reflects.insert(key.to_string(), hash.to_string());
+            marks
+                .reflects
+                .insert(key.to_string(), (hash.to_string(), vector));
         }
+    }
+
+    /// Store tier: what the store reflects of `key` in the tier below, if known.
+    pub fn reflects(&self, key: &str) -> Option<(String, crate::pieces::Vector)> {
+        let state = self.state.lock();
+        state
+            .store_marks_ref()
+            .and_then(|m| m.reflects.get(key).cloned())
+    }
+
+    /// Store tier: applies slots another tier brought (`pulled`), each through the
+    /// resolver against the store's slot, under one hold of the store adapter; returns
+    /// the slots that changed. `None`, and nothing applied, when the key was written
+    /// since its last sync (then a whole merge decides).
+    pub fn apply_pulled(
+        &self,
+        key: &str,
+        pulled: Vec<(String, String, crate::partition::Slot)>,
+        resolver: &dyn crate::sync::ConflictResolver,
+    ) -> Result<Option<Vec<crate::sync::merge::SlotChange>>> {
+        use crate::partition::Slot;
+        let mut adapter = self.lock_adapter();
+        let written = {
+            let state = self.state.lock();
+            state
+                .store_marks_ref()
+                .is_some_and(|m| m.written_ids.get(key).is_some_and(|ids| !ids.is_empty()))
+        };
+        if written {
+            return Ok(None);
+        }
+        let Adapter::Store(store) = &mut *adapter else {
+            return Ok(None);
+        };
+        let err = |e| crate::Error::from_adapter(self.label, key, e);
+        let mut changes = Vec::new();
+        for (name, id, slot) in pulled {
+            let current = store.get(key, &name, &id).map_err(err)?;
+            let winner = match &current {
+                None => slot,
+                Some(current) => resolver.resolve(&name, current, &slot),
+            };
+            if current.as_ref() == Some(&winner) {
+                continue;
+            }
+            match &winner {
+                Slot::Active(entity) => store.save(key, &name, entity).map_err(err)?,
+                Slot::Deleted(at) => store.delete(key, &name, &id, *at).map_err(err)?,
+            }
+            changes.push(crate::sync::merge::SlotChange {
+                name,
+                id,
+                slot: winner,
+            });
+        }
+        if !changes.is_empty() {
+            // Written by the library: a new generation, and an entry to recompute.
+            let mut state = self.state.lock();
+            let marks = state.store_marks();
+            *marks.generation.entry(key.to_string()).or_insert(0) += 1;
+            marks.stale.insert(key.to_string());
+        }
+        Ok(Some(changes))
     }
 
     /// Store tier: how many written partitions wait for a sync below.
