@@ -82,6 +82,9 @@ impl PieceSide for Side<'_> {
     }
 }
 
+/// A slot another tier holds: entity name, id, slot.
+pub(crate) type PulledSlot = (String, String, crate::partition::Slot);
+
 /// What a sync of one partition's pieces between two tiers did.
 pub(crate) struct PiecesSynced {
     pub moved: PieceSync,
@@ -247,7 +250,7 @@ impl Tier {
         &self,
         key: &str,
         known: &Vector,
-    ) -> Result<Option<(Vec<(String, String, crate::partition::Slot)>, Vector)>> {
+    ) -> Result<Option<(Vec<PulledSlot>, Vector)>> {
         let index = self.with_pieces(|p| p.index_of(key))?.index;
         let vector = index.vector();
         let known_spans = known.runs.iter().flat_map(|(w, runs)| {

@@ -297,7 +297,7 @@ impl Tier {
     pub fn apply_pulled(
         &self,
         key: &str,
-        pulled: Vec<(String, String, crate::partition::Slot)>,
+        pulled: Vec<super::pieces::PulledSlot>,
         resolver: &dyn crate::sync::ConflictResolver,
     ) -> Result<Option<Vec<crate::sync::merge::SlotChange>>> {
         use crate::partition::Slot;
