@@ -82,7 +82,11 @@ fn a_failing_local_adapter_is_an_error_naming_the_key_and_the_rest_works() {
     users.save(&json!({"id": id, "n": 2})).unwrap();
     local.fail(false);
     ds.flush().unwrap();
-    let blob = datasync::Partition::parse(&local.inner.snapshot()["app.User"], false).unwrap();
+    let blob = datasync::Partition::parse(
+        common::partition_text(&local.inner, "app.User").as_bytes(),
+        false,
+    )
+    .unwrap();
     assert_eq!(
         blob.get("User", &id).unwrap().entity().unwrap().version(),
         2
@@ -98,7 +102,7 @@ fn corrupt_bytes_from_an_adapter_are_reported_with_their_key() {
         ds.repo("Post").unwrap().save(&json!({"n": 1})).unwrap();
         ds.close().unwrap();
     }
-    local.poke("app.User", b"\xff\xfe garbage");
+    local.poke(&common::data_key("app.User"), b"\xff\xfe garbage");
     let ds = DataSync::open(manual("app").local(local.clone())).unwrap();
     let err = ds
         .repo("User")
@@ -144,7 +148,7 @@ fn flush_over_a_corrupted_local_partition_fails_with_its_key_and_keeps_the_rest(
     let posts = ds.repo("Post").unwrap();
     users.save(&json!({"n": 1})).unwrap();
     ds.flush().unwrap();
-    local.poke("app.User", b"{torn");
+    local.poke(&common::data_key("app.User"), b"{torn");
     users.save(&json!({"n": 2})).unwrap();
     let post = posts.save(&json!({"n": 1})).unwrap();
     let err = ds.flush().unwrap_err();

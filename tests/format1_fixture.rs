@@ -109,8 +109,73 @@ fn todays_code_reads_every_entity_and_no_deleted_one() {
     let deleted = expected_deleted(&expected);
     let (_tmp, dir) = tier_copy();
 
-    let ds = DataSync::open(Config::new("app").local(DirPersistence::open(&dir).unwrap())).unwrap();
-    for (name, by_id) in &entities {
+    let ds = DataSync::open(
+        Config::new("app")
+            .format(1)
+            .local(DirPersistence::open(&dir).unwrap()),
+    )
+    .unwrap();
+    check_entities(&ds, &entities, &deleted);
+    ds.close().unwrap();
+
+    // The tombstones, with their instants, as the partitions on disk hold them.
+    let tier = DirPersistence::open(&dir).unwrap();
+    for (name, tombstones) in &deleted {
+        let key = format!("app.{name}");
+        let bytes = tier.read(&key).unwrap().expect("the partition exists");
+        let partition = Partition::parse(&bytes, false).unwrap();
+        assert_eq!(partition.to_canonical(), bytes, "{key} is not canonical");
+        check_tombstones(&key, name, &partition, tombstones, entities[name].len());
+    }
+}
+
+/// Format 2 opens the fixture by converting it in place: every entity and no deleted
+/// one, the tombstones kept with their instants, and format 1 refuses it after.
+#[test]
+fn format_2_converts_the_fixture_and_reads_every_entity_and_no_deleted_one() {
+    let expected = expected();
+    let entities = expected_entities(&expected);
+    let deleted = expected_deleted(&expected);
+    let (_tmp, dir) = tier_copy();
+    let open = |format: u32| {
+        DataSync::open(
+            Config::new("app")
+                .format(format)
+                .local(DirPersistence::open(&dir).unwrap()),
+        )
+    };
+    let ds = open(2).unwrap();
+    check_entities(&ds, &entities, &deleted);
+    ds.close().unwrap();
+    drop(ds);
+    let mut tier = DirPersistence::open(&dir).unwrap();
+    for (name, tombstones) in &deleted {
+        let key = format!("app.{name}");
+        let read = datasync::pieces::PieceTier::new(&mut tier, false, "local")
+            .read(&key, &datasync::LastWriterWins)
+            .unwrap()
+            .expect("the partition exists");
+        check_tombstones(
+            &key,
+            name,
+            &read.partition,
+            tombstones,
+            entities[name].len(),
+        );
+    }
+    drop(tier);
+    let err = open(1)
+        .err()
+        .expect("format 1 refuses a converted directory");
+    assert_eq!(err.kind(), datasync::ErrorKind::InvalidConfig);
+}
+
+fn check_entities(
+    ds: &DataSync,
+    entities: &BTreeMap<String, BTreeMap<String, Value>>,
+    deleted: &BTreeMap<String, BTreeMap<String, String>>,
+) {
+    for (name, by_id) in entities {
         let repo = ds.repo(name).unwrap();
         let all: BTreeMap<String, Value> = repo
             .query(&QueryOptions::default())
@@ -140,16 +205,17 @@ fn todays_code_reads_every_entity_and_no_deleted_one() {
         }
     }
     assert_eq!(ds.audit().unwrap(), Vec::<String>::new());
-    ds.close().unwrap();
+}
 
-    // The tombstones, with their instants, as the partitions on disk hold them.
-    let tier = DirPersistence::open(&dir).unwrap();
-    for (name, tombstones) in &deleted {
-        let key = format!("app.{name}");
-        let bytes = tier.read(&key).unwrap().expect("the partition exists");
-        let partition = Partition::parse(&bytes, false).unwrap();
-        assert_eq!(partition.to_canonical(), bytes, "{key} is not canonical");
-        let found: BTreeMap<String, String> = partition.names[name.as_str()]
+fn check_tombstones(
+    key: &str,
+    name: &str,
+    partition: &Partition,
+    tombstones: &BTreeMap<String, String>,
+    live: usize,
+) {
+    {
+        let found: BTreeMap<String, String> = partition.names[name]
             .iter()
             .filter_map(|(id, slot)| match slot {
                 Slot::Deleted(at) => Some((id.clone(), format_millis(*at))),
@@ -157,10 +223,7 @@ fn todays_code_reads_every_entity_and_no_deleted_one() {
             })
             .collect();
         assert_eq!(&found, tombstones, "{key}: the tombstones differ");
-        assert_eq!(
-            partition.counts()[name.as_str()].count as usize,
-            entities[name].len()
-        );
+        assert_eq!(partition.counts()[name].count as usize, live);
     }
 }
 
@@ -185,7 +248,12 @@ fn verify_reports_the_fixture_clean() {
     };
     let (_tmp, dir) = tier_copy();
     let before = verify(&dir);
-    let ds = DataSync::open(Config::new("app").local(DirPersistence::open(&dir).unwrap())).unwrap();
+    let ds = DataSync::open(
+        Config::new("app")
+            .format(1)
+            .local(DirPersistence::open(&dir).unwrap()),
+    )
+    .unwrap();
     ds.repo("User")
         .unwrap()
         .get("User.fixture-user-00")

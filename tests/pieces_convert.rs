@@ -89,7 +89,12 @@ const KILLS: usize = 25;
 
 /// A format-1 tier of `NAMES` partitions written by today's instance, and what it holds.
 fn format1_tier(dir: &Path) -> BTreeMap<String, Partition> {
-    let ds = DataSync::open(Config::new("app").local(DirPersistence::open(dir).unwrap())).unwrap();
+    let ds = DataSync::open(
+        Config::new("app")
+            .format(1)
+            .local(DirPersistence::open(dir).unwrap()),
+    )
+    .unwrap();
     for n in 0..NAMES {
         let repo = ds.repo(&format!("Kind{n:02}")).unwrap();
         for i in 0..8 {
@@ -164,8 +169,12 @@ fn a_conversion_killed_at_any_moment_loses_nothing() {
             // Not converted yet: today's instance still reads every partition.
             still_format1 += 1;
             drop(tier);
-            let ds = DataSync::open(Config::new("app").local(DirPersistence::open(&dir).unwrap()))
-                .unwrap();
+            let ds = DataSync::open(
+                Config::new("app")
+                    .format(1)
+                    .local(DirPersistence::open(&dir).unwrap()),
+            )
+            .unwrap();
             for (key, p) in &want {
                 let name = key.trim_start_matches("app.");
                 let live = ds

@@ -29,7 +29,12 @@ fn blob(active: &[String], deleted: &[(&str, i64)]) -> Partition {
 }
 
 fn sync(a: &MemoryPersistence, b: &MemoryPersistence) -> datasync::SyncStats {
-    sync_tiers(Box::new(a.clone()), Box::new(b.clone()), &LastWriterWins).unwrap()
+    sync_tiers(
+        Box::new(a.clone()),
+        Box::new(b.clone()),
+        std::sync::Arc::new(LastWriterWins),
+    )
+    .unwrap()
 }
 
 /// Syncs A and B, checks both converged and their metadata is true, and returns the
@@ -206,7 +211,12 @@ fn second_sync_loads_nothing_and_changes_nothing() {
             ..Probe::new()
         },
     );
-    let stats = sync_tiers(Box::new(pa.clone()), Box::new(pb.clone()), &LastWriterWins).unwrap();
+    let stats = sync_tiers(
+        Box::new(pa.clone()),
+        Box::new(pb.clone()),
+        std::sync::Arc::new(LastWriterWins),
+    )
+    .unwrap();
     assert_eq!(stats, datasync::SyncStats::default());
     assert!(pa.partition_loads().is_empty() && pb.partition_loads().is_empty());
     assert!(

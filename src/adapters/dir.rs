@@ -16,7 +16,9 @@
 //! library's next [`Persistence::commit`] (it calls it once the metadata describing
 //! those partitions is stored) a `recovering` marker exists; opening a directory that
 //! still has it rebuilds the metadata from the partition files, so a crash between the
-//! two never leaves metadata that disagrees with the partitions.
+//! two never leaves metadata that disagrees with the partitions. In format 2 an index
+//! write counts as a partition write, and the recovery removes the metadata, which
+//! the instance then rebuilds from the indexes.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -33,6 +35,12 @@ use crate::persistence::{AdapterError, AdapterResult, Persistence};
 use crate::tier::audit::audit;
 
 const MAGIC: &[u8; 5] = b"DSB1\n";
+
+/// Whether a write of `key` changes what the metadata describes (a format-1
+/// partition, or a format-2 index): the `recovering` marker exists before it.
+fn describes_partition(key: &str) -> bool {
+    !is_reserved(key) || key.starts_with("!index:")
+}
 const CHECKSUM_LEN: usize = 32;
 const HEADER_MIN: usize = MAGIC.len() + 4 + 8;
 const LOCK_FILE: &str = "datasync.lock";
@@ -208,6 +216,8 @@ impl DirPersistence {
     }
 
     /// Rebuilds the metadata from the partition files after an interrupted write.
+    /// In format 2 (pieces) the metadata is removed instead: the instance rebuilds it
+    /// from the partitions' indexes when it opens the tier.
     fn recover(&mut self) -> Result<()> {
         let dir = self.shared.dir.clone();
         let err = |e: AdapterError| {
@@ -217,6 +227,13 @@ impl DirPersistence {
                 format!("while recovering {}: {e}", dir.display()),
             )
         };
+        if self.file_of(crate::pieces::FORMAT_KEY).exists() {
+            log::warn!(target: "datasync::dir", "{}: the last writer stopped before its metadata was written; it is rebuilt from the indexes", dir.display());
+            for key in [META_KEY, ROOT_KEY] {
+                self.clear(key).map_err(err)?;
+            }
+            return self.remove_marker().map_err(err);
+        }
         let keys = self.list_keys().map_err(err)?;
         let found = audit(&dir.display().to_string(), Some(keys), None, None, |key| {
             self.load(key).map_err(|e| Error::adapter("dir", key, e))
@@ -416,7 +433,7 @@ impl Persistence for DirPersistence {
     }
 
     fn store(&mut self, key: &str, bytes: &[u8]) -> AdapterResult<()> {
-        if !is_reserved(key) {
+        if describes_partition(key) {
             self.mark_dirty()?;
         }
         let _writing = self.shared.writes.lock();
@@ -429,7 +446,7 @@ impl Persistence for DirPersistence {
         expected: Option<&[u8]>,
         bytes: &[u8],
     ) -> AdapterResult<Option<bool>> {
-        if !is_reserved(key) {
+        if describes_partition(key) {
             self.mark_dirty()?;
         }
         let _writing = self.shared.writes.lock();

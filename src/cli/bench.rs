@@ -287,8 +287,23 @@ pub fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// Every partition a blob tier holds, read in either format.
 fn partitions(tier: &MemoryPersistence) -> HashMap<String, Partition> {
-    tier.snapshot()
+    let blobs = tier.snapshot();
+    if blobs.contains_key(datasync::pieces::FORMAT_KEY) {
+        let mut adapter = tier.clone();
+        return blobs
+            .keys()
+            .filter_map(|k| k.strip_prefix("!index:"))
+            .filter_map(|key| {
+                let read = datasync::pieces::PieceTier::new(&mut adapter, false, "bench")
+                    .read(key, &LastWriterWins)
+                    .ok()??;
+                Some((key.to_string(), read.partition))
+            })
+            .collect();
+    }
+    blobs
         .into_iter()
         .filter(|(k, _)| !is_reserved(k))
         .filter_map(|(k, b)| Some((k, Partition::parse(&b, false).ok()?)))
@@ -322,10 +337,14 @@ fn filled(partition_size: usize, n: usize) -> CliResult<(MemoryPersistence, Vec<
     Ok((tier, ids))
 }
 
+/// A second device's tier that starts as a copy of `tier`: everything but the id
+/// the first device writes under (in format 2 each device writes as itself).
 fn copy_of(tier: &MemoryPersistence) -> MemoryPersistence {
     let copy = MemoryPersistence::new();
     for (k, v) in tier.snapshot() {
-        copy.poke(&k, &v);
+        if k != datasync::pieces::WRITER_KEY {
+            copy.poke(&k, &v);
+        }
     }
     copy
 }
@@ -406,7 +425,11 @@ fn counted_sync(
 ) -> datasync::Result<(datasync::SyncStats, Tally)> {
     let (ca, na) = Counting::new(a.clone());
     let (cb, nb) = Counting::new(b.clone());
-    let stats = sync_tiers(Box::new(ca), Box::new(cb), &LastWriterWins)?;
+    let stats = sync_tiers(
+        Box::new(ca),
+        Box::new(cb),
+        std::sync::Arc::new(LastWriterWins),
+    )?;
     Ok((stats, na.now() + nb.now()))
 }
 
@@ -489,7 +512,11 @@ fn w3(n: usize, ps: usize) -> CliResult<Measure> {
 fn w4(n: usize, ps: usize) -> CliResult<Measure> {
     let (a, _) = filled(ps, n)?;
     let b = copy_of(&a);
-    sync_tiers(Box::new(a.clone()), Box::new(b.clone()), &LastWriterWins)?;
+    sync_tiers(
+        Box::new(a.clone()),
+        Box::new(b.clone()),
+        std::sync::Arc::new(LastWriterWins),
+    )?;
     let rounds = 1000;
     reset_peak();
     let mut times = Vec::with_capacity(rounds);
@@ -497,7 +524,11 @@ fn w4(n: usize, ps: usize) -> CliResult<Measure> {
     let ((ca, na), (cb, nb)) = (Counting::new(a.clone()), Counting::new(b.clone()));
     for _ in 0..rounds {
         let t = Instant::now();
-        let stats = sync_tiers(Box::new(ca.clone()), Box::new(cb.clone()), &LastWriterWins)?;
+        let stats = sync_tiers(
+            Box::new(ca.clone()),
+            Box::new(cb.clone()),
+            std::sync::Arc::new(LastWriterWins),
+        )?;
         times.push(t.elapsed().as_secs_f64());
         verified &= stats == datasync::SyncStats::default();
     }

@@ -138,11 +138,18 @@ impl Device {
     fn deleted_at(&self, name: &str, id: &str) -> CliResult<i64> {
         self.ds.flush()?;
         let logical = id.rsplit_once('.').map(|(l, _)| l).unwrap_or(id);
-        let bytes = self
-            .local
-            .read(&format!("app.{logical}"))?
-            .ok_or("partition missing")?;
-        match Partition::parse(&bytes, false)?.get(name, id) {
+        let key = format!("app.{logical}");
+        let mut local = self.local.clone();
+        let partition = if datasync::pieces::is_converted(&mut local, "local")? {
+            datasync::pieces::PieceTier::new(&mut local, false, "local")
+                .read(&key, &datasync::LastWriterWins)?
+                .ok_or("partition missing")?
+                .partition
+        } else {
+            let bytes = self.local.read(&key)?.ok_or("partition missing")?;
+            Partition::parse(&bytes, false)?
+        };
+        match partition.get(name, id) {
             Some(Slot::Deleted(at)) => Ok(*at),
             _ => Err(format!("{id} has no tombstone on the {}", self.name).into()),
         }

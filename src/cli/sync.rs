@@ -136,7 +136,11 @@ pub fn run_http(path: &Path, url: &str, token: &str) -> CliResult<u8> {
         inner: dir.clone(),
         bar: bar.clone(),
     };
-    let stats = sync_tiers(Box::new(side), Box::new(server), &LastWriterWins);
+    let stats = sync_tiers(
+        Box::new(side),
+        Box::new(server),
+        std::sync::Arc::new(LastWriterWins),
+    );
     bar.finish_and_clear();
     let stats = stats?;
     let mut server = HttpPersistence::new(url, token)?;
@@ -183,7 +187,11 @@ pub fn run(path_a: &Path, path_b: &Path) -> CliResult<u8> {
         inner: a.clone(),
         bar: bar.clone(),
     };
-    let stats = sync_tiers(Box::new(side_a), Box::new(b.clone()), &LastWriterWins);
+    let stats = sync_tiers(
+        Box::new(side_a),
+        Box::new(b.clone()),
+        std::sync::Arc::new(LastWriterWins),
+    );
     bar.finish_and_clear();
     let stats = stats?;
     let (after_a, after_b) = (hashes(&a), hashes(&b));

@@ -18,6 +18,11 @@ mod piece;
 mod span;
 
 pub use convert::{convert_format1, is_converted, Converted, FORMAT_KEY};
+
+/// The reserved key under which a tier no one else writes keeps the id its device
+/// appends under. It names one device: a copy of the tier given to another device
+/// must leave it out (that device then takes an id of its own).
+pub const WRITER_KEY: &str = "!datasync.writer";
 pub use index::{Entry, Index};
 pub use ops::{
     index_key, piece_key, sync_partition, Compacted, Compaction, IndexRead, PieceRead, PieceSide,

@@ -686,18 +686,41 @@ fn all_slots(partition: &Partition) -> Vec<SlotChange> {
 }
 
 /// Syncs two standalone blob tiers (e.g. two directories) with the full algorithm:
-/// both sides' metadata are read from the adapters and written back.
+/// both sides' metadata are read from the adapters and written back. Two tiers in
+/// format 2 sync by their pieces; where one is in format 2, the other is converted
+/// to it first (in place and crash-safely, as opening it with format 2 would).
 pub fn sync_tiers(
-    a: Box<dyn crate::persistence::Persistence>,
-    b: Box<dyn crate::persistence::Persistence>,
-    resolver: &dyn ConflictResolver,
+    mut a: Box<dyn crate::persistence::Persistence>,
+    mut b: Box<dyn crate::persistence::Persistence>,
+    resolver: std::sync::Arc<dyn ConflictResolver>,
 ) -> Result<SyncStats> {
-    let (ta, tb) = (
-        Tier::new("a", crate::tier::Adapter::Blobs(a), true),
-        Tier::new("b", crate::tier::Adapter::Blobs(b), true),
-    );
+    let pieces_a = crate::pieces::is_converted(a.as_mut(), "a")?;
+    let pieces_b = crate::pieces::is_converted(b.as_mut(), "b")?;
+    if pieces_a != pieces_b {
+        let (older, label) = if pieces_a {
+            (&mut b, "b")
+        } else {
+            (&mut a, "a")
+        };
+        let done = crate::pieces::convert_format1(older.as_mut(), label)?;
+        log::info!(target: "datasync::sync", "converted tier {label} to format 2 ({} partitions) to sync it with a tier in format 2", done.partitions);
+    }
+    let pieces_a = pieces_a || pieces_b;
+    let tier = |label, adapter| {
+        let tier = Tier::new(label, crate::tier::Adapter::Blobs(adapter), true);
+        if pieces_a {
+            tier.in_pieces(
+                resolver.clone(),
+                crate::pieces::Compaction::default(),
+                now_millis,
+            )
+        } else {
+            tier
+        }
+    };
+    let (ta, tb) = (tier("a", a), tier("b", b));
     let ctx = SyncCtx {
-        resolver,
+        resolver: resolver.as_ref(),
         clock: None,
         may_read: None,
     };

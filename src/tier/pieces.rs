@@ -23,9 +23,7 @@ use crate::pieces::{
 use crate::sync::merge::SlotChange;
 use crate::sync::ConflictResolver;
 
-/// The reserved key under which a tier no one else writes keeps the writer id its
-/// device appends under.
-pub const WRITER_KEY: &str = "!datasync.writer";
+use crate::pieces::WRITER_KEY;
 
 /// What a tier in pieces needs besides its adapter.
 pub(crate) struct PiecesMode {
@@ -611,7 +609,10 @@ impl Tier {
                 }
             }
         }
-        if let Some(root) = stored_root {
+        // Only a shared tier's stored root is read (by other devices, to see that
+        // nothing changed); a tier no one else writes compares its metadata itself,
+        // and a root left behind by a write cut short is rewritten with the next.
+        if let Some(root) = stored_root.filter(|_| self.shared) {
             if root != recorded.root().as_bytes() {
                 problems.push(format!("{label} root does not match its metadata"));
             }

@@ -120,6 +120,16 @@ pub fn partition_keys(tier: &MemoryPersistence) -> Vec<String> {
     blobs.into_keys().filter(|k| !k.starts_with('!')).collect()
 }
 
+/// The key to damage to damage partition `key` in the default format: the
+/// partition's document in format 1, its index in format 2.
+pub fn data_key(key: &str) -> String {
+    if format2() {
+        format!("!index:{key}")
+    } else {
+        key.to_string()
+    }
+}
+
 /// Whether a blob tier holds partition `key`, in either format.
 pub fn holds(tier: &MemoryPersistence, key: &str) -> bool {
     partition_keys(tier).iter().any(|k| k == key)
