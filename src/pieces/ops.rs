@@ -659,10 +659,9 @@ where
             continue;
         }
         out.b_to_a += to_a.len() as u64;
-        out.into_a = to_a.iter().map(|e| e.name.clone()).collect();
-        out.a_vector = if to_a.is_empty() { va } else { new_a.vector() };
-        out.b_vector = if to_b.is_empty() { vb } else { new_b.vector() };
-        return Ok(out);
+        out.into_a.extend(to_a.iter().map(|e| e.name.clone()));
+        // Read both again: a writer without the conditional write may have stored
+        // the shared index over ours meanwhile, and this repairs it at once.
     }
     Err(busy(a.side_label(), partition))
 }
