@@ -3,7 +3,7 @@
 
 use super::index::{Entry, Index};
 use super::piece::{content, fold, Piece, TombstoneRule};
-use super::span::Vector;
+use super::span::{Span, Vector};
 use crate::clock::Millis;
 use crate::error::{Error, Result};
 use crate::partition::Partition;
@@ -240,6 +240,43 @@ impl<'a> PieceTier<'a> {
         })
     }
 
+    /// Stores a piece's canonical bytes; returns its index entry.
+    fn store_piece_bytes(&mut self, partition: &str, bytes: &[u8], span: Span) -> Result<Entry> {
+        let name = Piece::name_of(bytes);
+        self.store(&piece_key(partition, &name), bytes)?;
+        Ok(Entry {
+            name,
+            span,
+            bytes: bytes.len() as u64,
+            tip: Default::default(),
+        })
+    }
+
+    /// [`PieceTier::append_indexed`] of slots given in canonical form (a partition's
+    /// canonical bytes, checked by the caller), which are not made again.
+    pub fn append_canonical(
+        &mut self,
+        partition: &str,
+        writer: &str,
+        clock: Millis,
+        canonical: &[u8],
+    ) -> Result<(u64, Index)> {
+        let mut read = self.read_index(partition)?;
+        let seq = read.index.vector().last(writer) + 1;
+        let prev = read.index.tip_for(writer, seq - 1);
+        let bytes = Piece::delta_bytes(writer, seq, &prev, clock, canonical);
+        let span: Span = [(writer.to_string(), (seq, seq))].into();
+        let entry = self.store_piece_bytes(partition, &bytes, span)?;
+        for _ in 0..INDEX_ATTEMPTS {
+            let index = read.index.with(entry.clone());
+            if self.write_index(partition, &read, &index)? {
+                return Ok((seq, index));
+            }
+            read = self.read_index(partition)?;
+        }
+        Err(self.busy(partition))
+    }
+
     /// Stores a piece and adds it to the partition's index.
     pub fn add_piece(&mut self, partition: &str, piece: &Piece) -> Result<()> {
         let entry = self.store_piece(partition, piece)?;
@@ -326,12 +363,25 @@ impl<'a> PieceTier<'a> {
             pieces.push((entry.name.clone(), piece));
         }
         check_chains(&read.index, &pieces).map_err(|why| Error::corrupt(self.label, &key, why))?;
+        let count = pieces.len();
+        // One piece (a partition just converted, or folded in full): a fold files each
+        // id once, under the write it came from, so its slots are the partition with
+        // nothing to merge.
+        if count == 1 {
+            if let Some(partition) = disjoint_union(&mut pieces[0].1) {
+                return Ok(Some(PieceRead {
+                    partition,
+                    vector,
+                    pieces: count,
+                }));
+            }
+        }
         let refs: Vec<(&str, &Piece)> = pieces.iter().map(|(n, p)| (n.as_str(), p)).collect();
         let partition = content(&super::piece::winners(&refs, resolver));
         Ok(Some(PieceRead {
             partition,
             vector,
-            pieces: refs.len(),
+            pieces: count,
         }))
     }
 
@@ -566,6 +616,33 @@ fn check_chains(index: &Index, pieces: &[(String, Piece)]) -> std::result::Resul
         }
     }
     Ok(())
+}
+
+/// The slots of one piece as one partition, taken out of it, when no id is filed
+/// under two of its writes (else `None`, and the piece is left whole).
+fn disjoint_union(piece: &mut Piece) -> Option<Partition> {
+    if piece.data.len() == 1 {
+        return piece.data.pop_first().map(|(_, p)| p);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for part in piece.data.values() {
+        for (name, ids) in &part.names {
+            for id in ids.keys() {
+                if !seen.insert((name.as_str(), id.as_str())) {
+                    return None;
+                }
+            }
+        }
+    }
+    drop(seen);
+    let mut out = Partition::default();
+    for (_, part) in std::mem::take(&mut piece.data) {
+        for (name, ids) in part.names {
+            let slots = out.names.entry(name).or_default();
+            slots.extend(ids);
+        }
+    }
+    Some(out)
 }
 
 fn busy(label: &str, partition: &str) -> Error {

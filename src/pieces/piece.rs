@@ -78,12 +78,32 @@ impl Piece {
 
     /// The canonical bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
+        self.bytes_with(None)
+    }
+
+    /// The canonical bytes of a delta whose slots' canonical form is already made
+    /// (`canonical`: a partition's canonical bytes), without making it again.
+    pub fn delta_bytes(
+        writer: &str,
+        seq: u64,
+        prev: &str,
+        clock: Millis,
+        canonical: &[u8],
+    ) -> Vec<u8> {
+        Piece::delta(writer, seq, prev, clock, Partition::default()).bytes_with(Some(canonical))
+    }
+
+    /// The canonical bytes; `canonical`, when given, stands for the slots of the one
+    /// write this piece holds.
+    fn bytes_with(&self, canonical: Option<&[u8]>) -> Vec<u8> {
         let mut out = Vec::with_capacity(
-            128 + self
-                .data
-                .values()
-                .map(|p| p.names.values().map(|ids| ids.len() * 200).sum::<usize>())
-                .sum::<usize>(),
+            canonical.map_or(0, <[u8]>::len)
+                + 128
+                + self
+                    .data
+                    .values()
+                    .map(|p| p.names.values().map(|ids| ids.len() * 200).sum::<usize>())
+                    .sum::<usize>(),
         );
         out.extend_from_slice(format!("{{\"v\":{FORMAT},\"span\":").as_bytes());
         // Maps of strings and numbers cannot fail to serialise.
@@ -102,7 +122,10 @@ impl Piece {
             out.push(b'[');
             let _ = serde_json::to_writer(&mut out, writer);
             out.extend_from_slice(format!(",{seq},").as_bytes());
-            out.extend_from_slice(&slots.to_canonical());
+            match canonical {
+                Some(bytes) => out.extend_from_slice(bytes),
+                None => out.extend_from_slice(&slots.to_canonical()),
+            }
             out.push(b']');
         }
         out.extend_from_slice(b"]}");

@@ -234,7 +234,7 @@ fn sync_key_until_settled(
             {
                 if let Some(entry) = lower.entry(key) {
                     let vector = lower.pieces_vector(key)?;
-                    upper.set_reflects(key, &entry.hash, vector);
+                    upper.reflects_after_merge(key, &entry.hash, vector);
                 }
             }
             return Ok(());
@@ -270,16 +270,24 @@ fn sync_key(
     if upper.is_store() && lower.is_pieces() && !lower.shared {
         if let (Some((hash, known)), Some(el)) = (upper.reflects(key), el.as_ref()) {
             // The tier below is as the store last saw it: append what was written.
-            if el.hash == hash {
-                if let Some(written) = upper.take_written(key)? {
-                    if written.reflects == el.hash {
-                        flush_written(upper, lower, key, el, written, now, out)?;
-                        return Ok(true);
+            let fast = if el.hash == hash {
+                upper.take_written(key).and_then(|written| match written {
+                    Some(written) if written.reflects == el.hash => {
+                        flush_written(upper, lower, key, el, written, now, out).map(|_| true)
                     }
-                }
-            } else if pull_beyond(upper, lower, key, el, &known, ctx, out)? {
+                    _ => Ok(false),
+                })
+            } else {
                 // It holds more (a cloud sync brought it): apply just that.
-                return Ok(true);
+                pull_beyond(upper, lower, key, el, &known, ctx, out)
+            };
+            match fast {
+                Ok(true) => return Ok(true),
+                Ok(false) => {}
+                Err(e) => {
+                    upper.drop_reflects(key);
+                    return Err(e);
+                }
             }
         }
     }
@@ -385,7 +393,7 @@ fn flush_written(
         out.stats.bytes_written += bytes;
         out.stats.entities_changed += n as u64;
         if let Some(entry) = lower.entry(key) {
-            store.set_reflects(key, &entry.hash, vector);
+            store.update_reflects(key, &entry.hash, vector);
         }
     }
     Ok(())
@@ -411,7 +419,7 @@ fn pull_beyond(
     let Some(changes) = store.apply_pulled(key, slots, ctx.resolver)? else {
         return Ok(false);
     };
-    store.set_reflects(key, &el.hash, vector);
+    store.update_reflects(key, &el.hash, vector);
     if changes.is_empty() {
         return Ok(true);
     }
@@ -541,9 +549,14 @@ impl Sides<'_> {
         let upper_seen = upper.entry(key).map(|e| e.hash);
         if r.lower_hash.as_deref() != Some(r.merged.hash.as_str()) {
             if lower.is_pieces() {
-                // Only the slots that changed, as one new piece.
-                out.stats.bytes_written +=
-                    lower.append_changes(key, &r.changed_lower, &r.merged.partition, now)?;
+                // Only the slots that changed, as one new piece: all of them where
+                // the lower tier lacked the key (their canonical form is made already).
+                let lacked = r.lower_hash.is_none() && r.lower_before.is_none();
+                out.stats.bytes_written += if lacked && !r.merged.bytes.is_empty() {
+                    lower.append_whole(key, &r.merged, now)?
+                } else {
+                    lower.append_changes(key, &r.changed_lower, &r.merged.partition, now)?
+                };
             } else {
                 let before = r.lower_before.as_deref();
                 if !lower.write_partition(key, &r.merged, now, None, before)? {

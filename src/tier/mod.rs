@@ -52,7 +52,7 @@ struct TierState {
 }
 
 enum Marks {
-    Store(StoreMarks),
+    Store(Box<StoreMarks>),
     Blobs(BlobMarks),
 }
 
@@ -131,9 +131,9 @@ impl Raw {
 /// A partition read from a tier, with what is needed to write back safely.
 pub(crate) struct Loaded {
     pub partition: Partition,
-    /// Hash of the canonical bytes.
+    /// Hash of the canonical bytes (read from pieces: the summary of its writes).
     pub hash: String,
-    /// The canonical bytes.
+    /// The canonical bytes (read from pieces: empty, never written as a document).
     pub bytes: Vec<u8>,
     /// Store tier: the key's generation when read.
     pub generation: u64,
@@ -241,7 +241,7 @@ pub(crate) struct Tier {
 impl Tier {
     pub fn new(label: &'static str, adapter: Adapter, shared: bool) -> Tier {
         let marks = match adapter {
-            Adapter::Store(_) => Marks::Store(StoreMarks::default()),
+            Adapter::Store(_) => Marks::Store(Box::default()),
             Adapter::Blobs(_) => Marks::Blobs(BlobMarks::default()),
         };
         Tier {
@@ -427,13 +427,12 @@ impl Tier {
                 store
                     .store_partition(key, &loaded.partition)
                     .map_err(self.adapter_err(key))?;
-                // The store's entries always hash the content (a partition read from
-                // pieces records its writes instead).
-                let entry = MetaEntry {
-                    hash: loaded.hash.clone(),
-                    ..entry
-                };
                 self.record_store_write(key, entry);
+                if loaded.summary.is_some() {
+                    // The store's entries hash the content; one read from pieces
+                    // carries the hash of its writes: recomputed when needed.
+                    self.mark_stale(key);
+                }
                 return Ok(true);
             }
         }

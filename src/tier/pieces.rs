@@ -282,6 +282,46 @@ impl Tier {
         Ok(Some((slots, vector)))
     }
 
+    /// [`Tier::append_slots`] of a whole partition this tier lacks, given with its
+    /// canonical bytes (which are not made again).
+    pub fn append_whole(&self, key: &str, loaded: &Loaded, now: Millis) -> Result<u64> {
+        let writer = self.writer_id()?;
+        let mode = self.mode()?;
+        let _writing = (!self.shared).then(|| mode.writing.lock());
+        let cut = (mode.clock)();
+        let clock = loaded
+            .partition
+            .names
+            .values()
+            .flat_map(|ids| ids.values().map(|s| s.instant()))
+            .max()
+            .unwrap_or(cut)
+            .max(cut);
+        let (seq, index) =
+            self.with_pieces(|p| p.append_canonical(key, &writer, clock, &loaded.bytes))?;
+        let bytes = index
+            .entries
+            .iter()
+            .find(|e| {
+                e.span
+                    .get(&writer)
+                    .is_some_and(|&(a, b)| a <= seq && seq <= b)
+            })
+            .map_or(0, |e| e.bytes);
+        self.set_entry(
+            key,
+            MetaEntry {
+                hash: summary_of(&index.vector()),
+                updated_at: now,
+                entities: loaded.partition.counts(),
+            },
+        );
+        if index.entries.len() > mode.compaction.bound.max(1) {
+            self.compact_pieces(key)?;
+        }
+        Ok(bytes)
+    }
+
     /// [`Tier::append_slots`] of the slots a merge changed in this tier.
     pub fn append_changes(
         &self,
@@ -622,11 +662,20 @@ impl Tier {
 }
 
 impl Loaded {
-    /// A partition read from its pieces.
+    /// A partition read from its pieces. It is never written as one document, so
+    /// its canonical bytes are not made: `bytes` is empty and `hash` is the summary
+    /// of its writes (which compares equal to no content hash, so a merge decides).
     pub(crate) fn from_pieces(read: PieceRead) -> Loaded {
-        let mut loaded = Loaded::new(read.partition);
-        loaded.summary = Some(summary_of(&read.vector));
-        loaded.vector = Some(read.vector);
-        loaded
+        let summary = summary_of(&read.vector);
+        Loaded {
+            partition: read.partition,
+            hash: summary.clone(),
+            bytes: Vec::new(),
+            generation: 0,
+            rewrite: false,
+            stored: None,
+            summary: Some(summary),
+            vector: Some(read.vector),
+        }
     }
 }

@@ -28,6 +28,8 @@ pub(super) struct StoreMarks {
     /// store holds, but for the slots written since (`written_ids`): then a flush
     /// appends just those, and a pull applies just the writes beyond.
     pub reflects: HashMap<String, (String, crate::pieces::Vector)>,
+    /// Keys read whole for a merge with the tier below and not written since.
+    pub merging: HashSet<String>,
 }
 
 /// What a slot held before a write.
@@ -92,6 +94,13 @@ impl Tier {
         let marks = state.store_marks();
         if marks.track_ids {
             for (key, id, was) in ids {
+                // Only where a flush can append them: the store reflects the tier
+                // below. A write during a whole merge makes that merge's result
+                // unknown to reflect anything.
+                marks.merging.remove(key);
+                if !marks.reflects.contains_key(key) {
+                    continue;
+                }
                 let per_key = match marks.written_ids.get_mut(key) {
                     Some(m) => m,
                     None => marks.written_ids.entry(key.to_string()).or_default(),
@@ -127,6 +136,15 @@ impl Tier {
         insert_absent(&mut marks.present, key);
         marks.stale.remove(key);
         state.meta.entries.insert(key.to_string(), entry);
+    }
+
+    /// Store tier: the entry of `key` is to be recomputed before it is used.
+    pub(super) fn mark_stale(&self, key: &str) {
+        let mut state = self.state.lock();
+        let marks = state.store_marks();
+        if !marks.stale.contains(key) {
+            marks.stale.insert(key.to_string());
+        }
     }
 
     /// Store tier: the write counter of a key (0 for a key never written; always 0 on
@@ -234,6 +252,7 @@ impl Tier {
         if marks.track_ids {
             marks.written_ids.remove(key);
             marks.reflects.remove(key);
+            insert_absent(&mut marks.merging, key);
         }
     }
 
@@ -241,7 +260,8 @@ impl Tier {
     /// but for the slots written since, takes those slots as they are now, with what
     /// each held before; the ids and the store's slots are read under one hold of
     /// the store adapter, so no write falls between them. Either way the key is no
-    /// longer known to reflect anything until [`Tier::set_reflects`].
+    /// longer known to reflect anything until [`Tier::update_reflects`] (writes that
+    /// come meanwhile are kept for the next flush).
     pub fn take_written(&self, key: &str) -> Result<Option<Written>> {
         let mut adapter = self.lock_adapter();
         let taken = {
@@ -250,8 +270,8 @@ impl Tier {
             let ids = marks.written_ids.remove(key).unwrap_or_default();
             marks
                 .reflects
-                .remove(key)
-                .map(|(reflects, _)| (reflects, ids))
+                .get(key)
+                .map(|(reflects, _)| (reflects.clone(), ids))
         };
         let Some((reflects, ids)) = taken else {
             return Ok(None);
@@ -270,16 +290,50 @@ impl Tier {
     }
 
     /// Store tier: records that the store holds the content of the tier below whose
-    /// entry hash is `hash`, but for the slots written since the last
-    /// [`Tier::take_written`] of the key (kept in `written_ids`).
+    /// entry hash is `hash` (a hydration just wrote it, and no write can come before
+    /// it is done).
     pub fn set_reflects(&self, key: &str, hash: &str, vector: crate::pieces::Vector) {
         let mut state = self.state.lock();
         let marks = state.store_marks();
         if marks.track_ids {
+            marks.written_ids.remove(key);
             marks
                 .reflects
                 .insert(key.to_string(), (hash.to_string(), vector));
         }
+    }
+
+    /// Store tier: after a whole merge with the tier below, records that the store
+    /// holds its content (entry hash `hash`), unless the key was written since it was
+    /// read for the merge (then the next flush merges again).
+    pub fn reflects_after_merge(&self, key: &str, hash: &str, vector: crate::pieces::Vector) {
+        let mut state = self.state.lock();
+        let marks = state.store_marks();
+        if marks.track_ids && marks.merging.remove(key) {
+            marks
+                .reflects
+                .insert(key.to_string(), (hash.to_string(), vector));
+        }
+    }
+
+    /// Store tier: the tier below moved on by what the store holds (a flush of its
+    /// written slots, or a pull): what it reflects follows, where it still reflects
+    /// anything. Writes made meanwhile stay in `written_ids` for the next flush.
+    pub fn update_reflects(&self, key: &str, hash: &str, vector: crate::pieces::Vector) {
+        let mut state = self.state.lock();
+        let marks = state.store_marks();
+        if let Some(known) = marks.reflects.get_mut(key) {
+            *known = (hash.to_string(), vector);
+        }
+    }
+
+    /// Store tier: what the store reflects of `key` is no longer known (a flush or a
+    /// pull failed half way).
+    pub fn drop_reflects(&self, key: &str) {
+        let mut state = self.state.lock();
+        let marks = state.store_marks();
+        marks.reflects.remove(key);
+        marks.written_ids.remove(key);
     }
 
     /// Store tier: what the store reflects of `key` in the tier below, if known.
