@@ -344,3 +344,43 @@ fn an_unknown_format_is_refused() {
     let err = DataSync::open(Config::new("app").format(3)).err().unwrap();
     assert_eq!(err.kind(), ErrorKind::InvalidConfig);
 }
+
+#[test]
+fn a_format1_device_on_a_cloud_in_format_2_is_told_so_and_keeps_its_writes() {
+    let cloud = MemoryPersistence::new();
+    let modern = DataSync::open(
+        manual("app")
+            .format(2)
+            .local(MemoryPersistence::new())
+            .cloud(cloud.clone()),
+    )
+    .unwrap();
+    modern
+        .repo("User")
+        .unwrap()
+        .save(&json!({"name": "in pieces"}))
+        .unwrap();
+    modern.sync_now().unwrap();
+    let old = DataSync::open(
+        manual("app")
+            .format(1)
+            .local(MemoryPersistence::new())
+            .cloud(cloud.clone()),
+    )
+    .unwrap();
+    let id = old
+        .repo("User")
+        .unwrap()
+        .save(&json!({"name": "format 1"}))
+        .unwrap();
+    let stats = old.sync_now().unwrap();
+    assert!(stats.offline, "{stats:?}");
+    assert!(
+        stats.errors.iter().any(|e| e.contains("format 2")),
+        "{stats:?}"
+    );
+    assert!(old.status().last_error.unwrap().contains("format 2"));
+    // Its write is kept, and the cloud still holds only pieces.
+    assert!(old.repo("User").unwrap().get(&id).unwrap().is_some());
+    assert!(cloud.snapshot().keys().all(|k| k.starts_with('!')));
+}

@@ -369,7 +369,6 @@ fn flush_written(
 ) -> Result<()> {
     use crate::partition::Counts;
     use crate::tier::Was;
-    let _ = store;
     let mut counts = el.entities.clone();
     let mut delta = Partition::default();
     for (name, id, was, slot) in written.slots {
@@ -389,11 +388,15 @@ fn flush_written(
     counts.retain(|_, c| *c != Counts::default());
     let n: usize = delta.names.values().map(|ids| ids.len()).sum();
     if n > 0 {
-        let (bytes, vector) = lower.append_slots(key, delta, counts, now)?;
+        let (bytes, vector) = lower.append_slots(key, delta, counts.clone(), now)?;
         out.stats.bytes_written += bytes;
         out.stats.entities_changed += n as u64;
-        if let Some(entry) = lower.entry(key) {
-            store.update_reflects(key, &entry.hash, vector);
+        match lower.entry(key) {
+            // A full fold after the append dropped tombstones the store still holds:
+            // the next flush merges whole instead of counting from what it held.
+            Some(entry) if entry.entities != counts => store.drop_reflects(key),
+            Some(entry) => store.update_reflects(key, &entry.hash, vector),
+            None => store.drop_reflects(key),
         }
     }
     Ok(())

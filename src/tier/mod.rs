@@ -236,6 +236,8 @@ pub(crate) struct Tier {
     state: Mutex<TierState>,
     /// Format 2: partitions kept as pieces (blob tiers only).
     pieces: Option<PiecesMode>,
+    /// Format 1, shared tier: whether it was checked not to be in format 2.
+    checked_format: std::sync::atomic::AtomicBool,
 }
 
 impl Tier {
@@ -256,6 +258,7 @@ impl Tier {
                 },
             ),
             pieces: None,
+            checked_format: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

@@ -112,11 +112,22 @@ impl Tier {
 
     /// Makes sure the tier is in pieces before anything reads it: a tier in format
     /// 1 is converted in place (crash-safely: a conversion cut short is finished by
-    /// the next one, see `crate::pieces::convert_format1`). Once per instance; a
-    /// tier not in pieces has nothing to do.
+    /// the next one, see `crate::pieces::convert_format1`). Once per instance. A
+    /// shared tier in format 1 is checked, once, not to be in format 2 already
+    /// (another device converted it): then this instance must use format 2 too, or
+    /// its syncs would see the tier as empty.
     pub fn ensure_format(&self) -> Result<()> {
         use std::sync::atomic::Ordering;
         let Some(mode) = &self.pieces else {
+            if self.shared && !self.is_store() && !self.checked_format.load(Ordering::Acquire) {
+                if self.load(crate::pieces::FORMAT_KEY)?.is_some() {
+                    return Err(Error::InvalidConfig(format!(
+                        "the {} tier is in format 2 (another device converted it); open this instance with format 2",
+                        self.label
+                    )));
+                }
+                self.checked_format.store(true, Ordering::Release);
+            }
             return Ok(());
         };
         if mode.prepared.load(Ordering::Acquire) {
@@ -202,28 +213,49 @@ impl Tier {
         let writer = self.writer_id()?;
         let mode = self.mode()?;
         let _writing = (!self.shared).then(|| mode.writing.lock());
-        let cut = (mode.clock)();
-        let clock = slots
+        let clock = self.cut_clock(&slots)?;
+        let (seq, index) = self.with_pieces(|p| p.append_indexed(key, &writer, clock, slots))?;
+        self.appended(key, &writer, seq, index, counts, now)
+    }
+
+    /// The clock a new piece of `slots` is cut at: now by the instance's clock, or
+    /// the latest stamp among them if later.
+    fn cut_clock(&self, slots: &Partition) -> Result<Millis> {
+        let cut = (self.mode()?.clock)();
+        Ok(slots
             .names
             .values()
             .flat_map(|ids| ids.values().map(|s| s.instant()))
             .max()
-            .unwrap_or(cut)
-            .max(cut);
-        let (seq, index) = self.with_pieces(|p| p.append_indexed(key, &writer, clock, slots))?;
+            .map_or(cut, |latest| latest.max(cut)))
+    }
+
+    /// After write `seq` of `writer` was appended and `index` written: records the
+    /// partition's entry and compacts it past the bound. Returns the new piece's
+    /// bytes and the partition's writes.
+    fn appended(
+        &self,
+        key: &str,
+        writer: &str,
+        seq: u64,
+        index: Index,
+        counts: BTreeMap<String, Counts>,
+        now: Millis,
+    ) -> Result<(u64, Vector)> {
         let bytes = index
             .entries
             .iter()
             .find(|e| {
                 e.span
-                    .get(&writer)
+                    .get(writer)
                     .is_some_and(|&(a, b)| a <= seq && seq <= b)
             })
             .map_or(0, |e| e.bytes);
+        let vector = index.vector();
         self.set_entry(
             key,
             MetaEntry {
-                hash: summary_of(&index.vector()),
+                hash: summary_of(&vector),
                 updated_at: now,
                 entities: counts,
             },
@@ -231,7 +263,7 @@ impl Tier {
         if index.entries.len() > self.mode()?.compaction.bound.max(1) {
             self.compact_pieces(key)?;
         }
-        Ok((bytes, index.vector()))
+        Ok((bytes, vector))
     }
 
     /// The writes partition `key` holds in this tier now (its index read).
@@ -288,38 +320,12 @@ impl Tier {
         let writer = self.writer_id()?;
         let mode = self.mode()?;
         let _writing = (!self.shared).then(|| mode.writing.lock());
-        let cut = (mode.clock)();
-        let clock = loaded
-            .partition
-            .names
-            .values()
-            .flat_map(|ids| ids.values().map(|s| s.instant()))
-            .max()
-            .unwrap_or(cut)
-            .max(cut);
+        let clock = self.cut_clock(&loaded.partition)?;
         let (seq, index) =
             self.with_pieces(|p| p.append_canonical(key, &writer, clock, &loaded.bytes))?;
-        let bytes = index
-            .entries
-            .iter()
-            .find(|e| {
-                e.span
-                    .get(&writer)
-                    .is_some_and(|&(a, b)| a <= seq && seq <= b)
-            })
-            .map_or(0, |e| e.bytes);
-        self.set_entry(
-            key,
-            MetaEntry {
-                hash: summary_of(&index.vector()),
-                updated_at: now,
-                entities: loaded.partition.counts(),
-            },
-        );
-        if index.entries.len() > mode.compaction.bound.max(1) {
-            self.compact_pieces(key)?;
-        }
-        Ok(bytes)
+        let counts = loaded.partition.counts();
+        self.appended(key, &writer, seq, index, counts, now)
+            .map(|(bytes, _)| bytes)
     }
 
     /// [`Tier::append_slots`] of the slots a merge changed in this tier.
