@@ -261,20 +261,9 @@ impl<'a> PieceTier<'a> {
         clock: Millis,
         canonical: &[u8],
     ) -> Result<(u64, Index)> {
-        let mut read = self.read_index(partition)?;
-        let seq = read.index.vector().last(writer) + 1;
-        let prev = read.index.tip_for(writer, seq - 1);
-        let bytes = Piece::delta_bytes(writer, seq, &prev, clock, canonical);
-        let span: Span = [(writer.to_string(), (seq, seq))].into();
-        let entry = self.store_piece_bytes(partition, &bytes, span)?;
-        for _ in 0..INDEX_ATTEMPTS {
-            let index = read.index.with(entry.clone());
-            if self.write_index(partition, &read, &index)? {
-                return Ok((seq, index));
-            }
-            read = self.read_index(partition)?;
-        }
-        Err(self.busy(partition))
+        self.append_delta(partition, writer, |seq, prev| {
+            Piece::delta_bytes(writer, seq, prev, clock, canonical)
+        })
     }
 
     /// Stores a piece and adds it to the partition's index.
@@ -312,10 +301,25 @@ impl<'a> PieceTier<'a> {
         clock: Millis,
         slots: Partition,
     ) -> Result<(u64, Index)> {
+        self.append_delta(partition, writer, |seq, prev| {
+            Piece::delta(writer, seq, prev, clock, slots).to_bytes()
+        })
+    }
+
+    /// Appends the next write of `writer`: `bytes(seq, prev)` makes the delta's
+    /// canonical bytes from its sequence number and the piece before it; the piece
+    /// is stored, then the index. Returns the write's number and the index written.
+    fn append_delta(
+        &mut self,
+        partition: &str,
+        writer: &str,
+        bytes: impl FnOnce(u64, &str) -> Vec<u8>,
+    ) -> Result<(u64, Index)> {
         let mut read = self.read_index(partition)?;
         let seq = read.index.vector().last(writer) + 1;
         let prev = read.index.tip_for(writer, seq - 1);
-        let entry = self.store_piece(partition, &Piece::delta(writer, seq, &prev, clock, slots))?;
+        let span: Span = [(writer.to_string(), (seq, seq))].into();
+        let entry = self.store_piece_bytes(partition, &bytes(seq, &prev), span)?;
         for _ in 0..INDEX_ATTEMPTS {
             let index = read.index.with(entry.clone());
             if self.write_index(partition, &read, &index)? {
