@@ -124,7 +124,7 @@ fn corrupt_bytes_from_an_adapter_are_reported_with_their_key() {
     );
     // Garbage metadata is rebuilt from the partitions.
     drop(ds);
-    local.poke("!datasync.meta", b"[not metadata]");
+    local.poke(common::meta_key(&local), b"[not metadata]");
     let ds = DataSync::open(manual("app").local(local.clone())).unwrap();
     assert_eq!(
         ds.repo("Post")

@@ -218,12 +218,13 @@ fn a_metadata_update_lost_to_a_concurrent_sync_is_repaired() {
     let ua = a.ds.repo("User").unwrap();
     ua.save(&json!({"name": "first"})).unwrap();
     settle(&a, &b);
-    let before = cloud.snapshot()["!datasync.meta"].clone();
+    let key = common::meta_key(&cloud);
+    let before = cloud.snapshot()[key].clone();
     // A syncs a new entity; B's concurrent sync then overwrote the metadata with what
     // it had read before, leaving A's root beside B's metadata.
     let late = ua.save(&json!({"name": "late"})).unwrap();
     a.ds.sync_now().unwrap();
-    cloud.poke("!datasync.meta", &before);
+    cloud.poke(key, &before);
     // A's root still matches the cloud's: A alone would never look again. B's next
     // sync notices root and metadata disagree and rewrites them; then A's sync merges.
     b.ds.sync_now().unwrap();

@@ -178,6 +178,125 @@ fn one_edit_costs_its_own_bytes_in_a_partition_of_100k() {
 }
 
 #[test]
+fn one_edit_in_a_tier_of_1000_partitions_writes_summaries_for_one() {
+    let (local_a, local_b, cloud) = (Meter::default(), Meter::default(), Meter::default());
+    let open = |local: &Meter| {
+        DataSync::open(
+            manual("app")
+                .format(2)
+                .strategy(datasync::FieldStrategy::new("team"))
+                .local(local.clone())
+                .cloud(cloud.clone()),
+        )
+        .unwrap()
+    };
+    let a = open(&local_a);
+    let users: Vec<Value> = (0..10_000)
+        .map(|i| json!({"team": format!("t{}", i % 1000), "n": i}))
+        .collect();
+    let ids = a.repo("User").unwrap().save_many(&users).unwrap();
+    a.sync_now().unwrap();
+    assert_eq!(a.tier_keys(TierId::Local).unwrap().len(), 1000);
+    let b = open(&local_b);
+    b.sync_now().unwrap();
+
+    // A flush of one edit stores its piece, its index and the summaries above its
+    // partition: not a document that grows with the number of partitions.
+    local_a.reset();
+    let edited = json!({"id": ids[7], "team": "t7", "n": -1});
+    a.repo("User").unwrap().save(&edited).unwrap();
+    a.flush().unwrap();
+    assert!(
+        local_a.stored() <= 2_000,
+        "a flush stored {} bytes",
+        local_a.stored()
+    );
+
+    // A sync each way moves about as little (and records the device's sync).
+    cloud.reset();
+    a.sync_now().unwrap();
+    assert!(
+        cloud.stored() <= 2_500 && cloud.loaded() <= 2_500,
+        "A's sync stored {} and loaded {} bytes in the cloud",
+        cloud.stored(),
+        cloud.loaded()
+    );
+    cloud.reset();
+    local_b.reset();
+    b.sync_now().unwrap();
+    assert!(
+        cloud.loaded() <= 2_500 && local_b.stored() <= 3_000,
+        "B's sync loaded {} bytes from the cloud and stored {} locally",
+        cloud.loaded(),
+        local_b.stored()
+    );
+    let got = b.repo("User").unwrap().get(&ids[7]);
+    assert_eq!(got.unwrap().unwrap().value()["n"], -1);
+
+    // A no-op sync reads the top of each tree and nothing else.
+    cloud.reset();
+    let stats = b.sync_now().unwrap();
+    assert_eq!(stats.keys_compared, 0, "{stats:?}");
+    assert!(cloud.loaded() < 600, "{} bytes", cloud.loaded());
+    assert!(a.audit().unwrap().is_empty());
+    assert!(b.audit().unwrap().is_empty());
+}
+
+#[test]
+fn a_damaged_or_missing_summary_document_is_rebuilt_and_loses_nothing() {
+    let (local_a, local_b, cloud) = (Meter::default(), Meter::default(), Meter::default());
+    let open = |local: &Meter| {
+        DataSync::open(
+            manual("app")
+                .format(2)
+                .strategy(datasync::FieldStrategy::new("team"))
+                .local(local.clone())
+                .cloud(cloud.clone()),
+        )
+        .unwrap()
+    };
+    let a = open(&local_a);
+    let users: Vec<Value> = (0..200)
+        .map(|i| json!({"team": format!("t{}", i % 50), "n": i}))
+        .collect();
+    let ids = a.repo("User").unwrap().save_many(&users).unwrap();
+    a.sync_now().unwrap();
+    let leaves: Vec<String> = cloud
+        .inner
+        .snapshot()
+        .keys()
+        .filter(|k| k.starts_with("!datasync.meta.") && k.len() == "!datasync.meta.ab".len())
+        .cloned()
+        .collect();
+    assert!(leaves.len() > 10, "{leaves:?}");
+    // One leaf is garbage and another is gone: the cloud's metadata is rebuilt from
+    // its indexes by the next device that reads it, and that device gets everything.
+    cloud.inner.clone().clear(&leaves[1]).unwrap();
+    let b = open(&local_b);
+    b.sync_now().unwrap();
+    let repo = b.repo("User").unwrap();
+    for id in &ids {
+        assert!(repo.get(id).unwrap().is_some(), "{id} is missing on B");
+    }
+    // The same for a leaf that does not parse, seen by a device that read it before.
+    a.repo("User").unwrap().save(&json!({"team": "t1", "n": -1})).unwrap();
+    a.sync_now().unwrap();
+    let leaf = datasync::summary::node_key(&datasync::summary::leaf_of("app.User.t1"));
+    assert!(cloud.inner.snapshot().contains_key(&leaf), "{leaf}");
+    cloud.inner.poke(&leaf, b"{\"leaf\":2,\"e\":[");
+    b.sync_now().unwrap();
+    assert_eq!(repo.query(&Default::default()).unwrap().len(), 201);
+    // And the cloud's tree describes every partition again.
+    let tree = datasync::Meta::read_tree(|k| cloud.inner.snapshot().get(k).cloned())
+        .unwrap()
+        .unwrap();
+    assert_eq!(tree.entries.len(), 50);
+    a.sync_now().unwrap();
+    assert!(a.audit().unwrap().is_empty());
+    assert!(b.audit().unwrap().is_empty());
+}
+
+#[test]
 fn with_less_free_space_than_the_partition_a_small_edit_commits() {
     let local = Meter::default();
     let ds = DataSync::open(manual("app").format(2).local(local.clone())).unwrap();

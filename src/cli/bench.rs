@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use datasync::clock::format_millis;
 use datasync::meta::is_reserved;
-use datasync::meta::{Meta, META_KEY};
+use datasync::meta::Meta;
 use datasync::{
     sync_tiers, AdapterResult, Candidates, Config, DataSync, DirPersistence, KeyStrategy,
     LastWriterWins, MemoryPersistence, Partition, Persistence, QueryOptions, Slot,
@@ -311,9 +311,10 @@ fn partitions(tier: &MemoryPersistence) -> HashMap<String, Partition> {
 }
 
 fn meta_of(tier: &MemoryPersistence) -> Meta {
-    tier.snapshot()
-        .get(META_KEY)
-        .and_then(|b| Meta::parse(b).ok())
+    let blobs = tier.snapshot();
+    Meta::read_stored(|k| blobs.get(k).cloned())
+        .ok()
+        .flatten()
         .unwrap_or_default()
 }
 

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use datasync::meta::is_reserved;
-use datasync::meta::META_KEY;
 use datasync::{
     sync_tiers, AdapterResult, DirPersistence, HttpPersistence, LastWriterWins, Meta, Persistence,
     SyncStats,
@@ -49,12 +48,30 @@ impl Persistence for Progress {
 
 /// Partition hashes as the tier's metadata records them (empty if it has none).
 fn hashes(dir: &DirPersistence) -> BTreeMap<String, String> {
-    hashes_of(dir.read(META_KEY).ok().flatten())
+    hashes_of(|k| dir.read(k).ok().flatten())
 }
 
-fn hashes_of(meta: Option<Vec<u8>>) -> BTreeMap<String, String> {
-    let meta = meta.and_then(|b| Meta::parse(&b).ok()).unwrap_or_default();
+/// Partition hashes as the metadata read through `get` records them, in either
+/// format (empty if it has none).
+fn hashes_of(get: impl FnMut(&str) -> Option<Vec<u8>>) -> BTreeMap<String, String> {
+    let meta = Meta::read_stored(get).ok().flatten().unwrap_or_default();
     meta.entries.into_iter().map(|(k, e)| (k, e.hash)).collect()
+}
+
+/// The server tier's partition hashes; a failed read is an error, not an empty tier.
+fn server_hashes(server: &mut HttpPersistence) -> CliResult<BTreeMap<String, String>> {
+    let mut failed = None;
+    let hashes = hashes_of(|k| match server.load(k) {
+        Ok(found) => found,
+        Err(e) => {
+            failed.get_or_insert(e.to_string());
+            None
+        }
+    });
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(hashes),
+    }
 }
 
 /// Whether `target` names a sync server rather than a directory.
@@ -130,7 +147,7 @@ pub fn run_http(path: &Path, url: &str, token: &str) -> CliResult<u8> {
     let dir = DirPersistence::open(path)?;
     let mut server = HttpPersistence::new(url, token)?;
     let before_dir = hashes(&dir);
-    let before_server = hashes_of(server.load(META_KEY).map_err(|e| e.to_string())?);
+    let before_server = server_hashes(&mut server)?;
     let bar = progress_bar(differing(&before_dir, &before_server));
     let side = Progress {
         inner: dir.clone(),
@@ -145,7 +162,7 @@ pub fn run_http(path: &Path, url: &str, token: &str) -> CliResult<u8> {
     let stats = stats?;
     let mut server = HttpPersistence::new(url, token)?;
     let after_dir = hashes(&dir);
-    let after_server = hashes_of(server.load(META_KEY).map_err(|e| e.to_string())?);
+    let after_server = server_hashes(&mut server)?;
     let (to_dir, to_server) = (
         received(&before_dir, &after_dir),
         received(&before_server, &after_server),

@@ -63,6 +63,33 @@ struct EntryDoc {
     entities: BTreeMap<String, Counts>,
 }
 
+impl EntryDoc {
+    fn of(e: &MetaEntry) -> EntryDoc {
+        EntryDoc {
+            hash: e.hash.clone(),
+            updated_at: format_millis(e.updated_at),
+            entities: e.entities.clone(),
+        }
+    }
+
+    /// The entry, checked: a 64-digit hex hash (or [`DAMAGED`]) and an instant.
+    fn into_entry(self, key: &str) -> Result<MetaEntry, String> {
+        let hex = self.hash.len() == 64 && self.hash.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex && self.hash != DAMAGED {
+            return Err(format!("entry {key:?} has a malformed hash"));
+        }
+        Ok(MetaEntry {
+            updated_at: instant(&self.updated_at)?,
+            hash: self.hash,
+            entities: self.entities,
+        })
+    }
+}
+
+pub(crate) fn instant(s: &str) -> Result<Millis, String> {
+    parse_millis(s).ok_or_else(|| format!("{s:?} is not an instant"))
+}
+
 #[derive(Serialize, Deserialize)]
 struct MetaDoc {
     #[serde(rename = "updatedAt")]
@@ -100,14 +127,7 @@ impl Meta {
             entity_keys: self
                 .entries
                 .iter()
-                .map(|(k, e)| {
-                    let doc = EntryDoc {
-                        hash: e.hash.clone(),
-                        updated_at: format_millis(e.updated_at),
-                        entities: e.entities.clone(),
-                    };
-                    (k.clone(), doc)
-                })
+                .map(|(k, e)| (k.clone(), EntryDoc::of(e)))
                 .collect(),
         };
         serde_json::to_vec(&doc).unwrap_or_default()
@@ -117,22 +137,10 @@ impl Meta {
     pub fn parse(bytes: &[u8]) -> Result<Meta, String> {
         let doc: MetaDoc =
             serde_json::from_slice(bytes).map_err(|e| format!("not a metadata document: {e}"))?;
-        let instant = |s: &str| parse_millis(s).ok_or_else(|| format!("{s:?} is not an instant"));
         let mut entries = BTreeMap::new();
         for (key, e) in doc.entity_keys {
-            let hex = e.hash.len() == 64 && e.hash.bytes().all(|b| b.is_ascii_hexdigit());
-            if !hex && e.hash != DAMAGED {
-                return Err(format!("entry {key:?} has a malformed hash"));
-            }
-            let updated_at = instant(&e.updated_at)?;
-            entries.insert(
-                key,
-                MetaEntry {
-                    hash: e.hash,
-                    updated_at,
-                    entities: e.entities,
-                },
-            );
+            let entry = e.into_entry(&key)?;
+            entries.insert(key, entry);
         }
         Ok(Meta {
             updated_at: instant(&doc.updated_at)?,

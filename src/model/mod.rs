@@ -9,3 +9,4 @@ pub mod meta;
 pub mod partition;
 pub mod query;
 pub mod strategy;
+pub mod summary;

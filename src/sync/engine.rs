@@ -105,11 +105,14 @@ pub(crate) fn sync_pair(
     lower.ensure_format()?;
     let keys: Vec<String> = match scope {
         Scope::Full => {
-            let (ru, rl) = (upper.root()?, lower.root()?);
+            // Format 2 roots are the tree's (`crate::summary`); the store tier,
+            // which keeps no stored root, answers in the form of the other side.
+            let tree = upper.is_pieces() || lower.is_pieces();
+            let (ru, rl) = (upper.root_as(tree)?, lower.root_as(tree)?);
             if ru == rl {
                 return Ok(out);
             }
-            let (mu, ml) = (upper.meta()?, lower.meta()?);
+            let (mu, ml) = (upper.meta_after_root()?, lower.meta_after_root()?);
             let keys = differing_keys(&mu, &ml);
             match ctx.may_read {
                 Some(may_read) => readable_keys(keys, &mu, &ml, may_read, &mut out.stats),

@@ -21,6 +21,8 @@ pub(super) struct BlobMarks {
     /// absent): what a conditional write of a shared tier expects to replace.
     pub meta_held: Option<Vec<u8>>,
     pub root_held: Option<Vec<u8>>,
+    /// Format 2: the metadata tree as last read or written.
+    pub tree: super::summary::TreeHeld,
 }
 
 /// How many times a write of a shared tier's metadata is merged and tried again
@@ -52,12 +54,15 @@ impl Tier {
 
     /// Whether the metadata held in memory is the adapter's (read once for a tier no
     /// one else writes).
-    fn meta_is_current(&self) -> bool {
+    pub(super) fn meta_is_current(&self) -> bool {
         let state = self.state.lock();
         matches!(&state.marks, Marks::Blobs(m) if m.loaded && !self.shared)
     }
 
     pub(super) fn blob_root(&self) -> Result<String> {
+        if self.is_pieces() {
+            return self.tree_root();
+        }
         if self.meta_is_current() {
             return Ok(self.state.lock().meta.root());
         }
@@ -72,6 +77,9 @@ impl Tier {
     }
 
     pub(super) fn blob_meta(&self) -> Result<Meta> {
+        if self.is_pieces() {
+            return self.tree_meta_from(false);
+        }
         if self.meta_is_current() {
             return Ok(self.state.lock().meta.clone());
         }
@@ -123,7 +131,7 @@ impl Tier {
     }
 
     /// Whether the adapter lists any partition key (false when it cannot list).
-    fn lists_partitions(&self) -> Result<bool> {
+    pub(super) fn lists_partitions(&self) -> Result<bool> {
         let pieces = self.is_pieces();
         Ok(self.list()?.is_some_and(|keys| {
             keys.iter().any(|k| {
@@ -137,7 +145,7 @@ impl Tier {
     }
 
     /// Rebuilds metadata from the partitions the adapter lists.
-    fn rebuild_meta(&self) -> Result<Meta> {
+    pub(super) fn rebuild_meta(&self) -> Result<Meta> {
         if self.is_pieces() {
             return self.rebuild_pieces_meta();
         }
@@ -163,7 +171,12 @@ impl Tier {
             marks.meta_changed = false;
             state.meta.updated_at = now;
         }
-        let result = self.store_meta_and_root().and_then(|_| {
+        let stored = if self.is_pieces() {
+            self.store_tree()
+        } else {
+            self.store_meta_and_root()
+        };
+        let result = stored.and_then(|_| {
             self.with_adapter(|a| a.blobs().commit())
                 .map_err(self.adapter_err(META_KEY))
         });
@@ -207,7 +220,7 @@ impl Tier {
         (state.meta.to_bytes(), held)
     }
 
-    fn with_blob_marks<R>(&self, f: impl FnOnce(&mut BlobMarks) -> R) -> Option<R> {
+    pub(super) fn with_blob_marks<R>(&self, f: impl FnOnce(&mut BlobMarks) -> R) -> Option<R> {
         match &mut self.state.lock().marks {
             Marks::Blobs(marks) => Some(f(marks)),
             Marks::Store(_) => None,

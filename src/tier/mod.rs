@@ -12,6 +12,7 @@ pub mod audit;
 mod blob;
 mod pieces;
 mod store;
+mod summary;
 
 use crate::clock::Millis;
 use crate::error::{Error, Result};
@@ -344,6 +345,25 @@ impl Tier {
             return Ok(self.state.lock().meta.root());
         }
         self.blob_root()
+    }
+
+    /// The root, for the store tier in the form of format 2 (`tree`) or format 1
+    /// (blob tiers answer in their own).
+    pub fn root_as(&self, tree: bool) -> Result<String> {
+        if self.is_store() && tree {
+            self.refresh_store_entries()?;
+            return Ok(self.state.lock().meta.tree_root());
+        }
+        self.root()
+    }
+
+    /// [`Tier::meta`] right after [`Tier::root`] in one sync: a tier in format 2
+    /// reads its tree from the top the root was read from.
+    pub fn meta_after_root(&self) -> Result<Meta> {
+        if self.is_pieces() {
+            return self.tree_meta_from(true);
+        }
+        self.meta()
     }
 
     /// A snapshot of the tier's metadata, read from the adapter when needed.

@@ -658,8 +658,9 @@ impl Tier {
         // Only a shared tier's stored root is read (by other devices, to see that
         // nothing changed); a tier no one else writes compares its metadata itself,
         // and a root left behind by a write cut short is rewritten with the next.
-        if let Some(root) = stored_root.filter(|_| self.shared) {
-            if root != recorded.root().as_bytes() {
+        if let Some(top) = stored_root.filter(|_| self.shared) {
+            let root = crate::summary::Node::parse("", top).map(|t| t.hash());
+            if root.as_deref() != Ok(recorded.tree_root().as_str()) {
                 problems.push(format!("{label} root does not match its metadata"));
             }
         }

@@ -153,6 +153,16 @@ pub fn partition_text(tier: &MemoryPersistence, key: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The key of the document that describes a blob tier's partitions: format 1's
+/// metadata, or the top of format 2's tree (`datasync::summary`).
+pub fn meta_key(tier: &MemoryPersistence) -> &'static str {
+    if in_pieces(tier) {
+        ROOT_KEY
+    } else {
+        META_KEY
+    }
+}
+
 /// Whether a blob tier keeps its partitions in pieces (format 2).
 pub fn in_pieces(tier: &MemoryPersistence) -> bool {
     tier.snapshot().contains_key(datasync::pieces::FORMAT_KEY)
@@ -162,10 +172,7 @@ pub fn in_pieces(tier: &MemoryPersistence) -> bool {
 /// what it holds with the stored metadata and root.
 fn audit_pieces(tier: &MemoryPersistence) -> BTreeMap<String, Partition> {
     let blobs = tier.snapshot();
-    let meta = blobs
-        .get(META_KEY)
-        .map(|b| Meta::parse(b).expect("metadata parses"))
-        .unwrap_or_default();
+    let meta = tree_of(&blobs);
     let mut adapter = tier.clone();
     let mut partitions = BTreeMap::new();
     for key in blobs.keys().filter_map(|k| k.strip_prefix("!index:")) {
@@ -194,14 +201,15 @@ fn audit_pieces(tier: &MemoryPersistence) -> BTreeMap<String, Partition> {
         partitions.len(),
         "metadata lists partitions that do not exist"
     );
-    if let Some(root) = blobs.get(ROOT_KEY) {
-        assert_eq!(
-            String::from_utf8_lossy(root),
-            meta.root(),
-            "stored root differs"
-        );
-    }
     partitions
+}
+
+/// The metadata tree of a tier in format 2, each document checked against its
+/// parent (empty when it holds none).
+fn tree_of(blobs: &BTreeMap<String, Vec<u8>>) -> Meta {
+    Meta::read_tree(|k| blobs.get(k).cloned())
+        .expect("the metadata tree reads")
+        .unwrap_or_default()
 }
 
 /// Recomputes every hash and count of a blob tier from its partitions and compares
@@ -256,6 +264,9 @@ pub fn audit_blobs(tier: &MemoryPersistence) -> BTreeMap<String, Partition> {
 /// The root stored in a blob tier.
 pub fn stored_root(tier: &MemoryPersistence) -> String {
     let blobs = tier.snapshot();
+    if in_pieces(tier) {
+        return tree_of(&blobs).tree_root();
+    }
     blobs
         .get(META_KEY)
         .map(|b| Meta::parse(b).expect("metadata parses").root())
@@ -266,12 +277,9 @@ pub fn stored_root(tier: &MemoryPersistence) -> String {
 /// the format the default configuration uses: pieces where it is 2).
 pub fn put_partition(tier: &MemoryPersistence, key: &str, partition: &Partition) {
     let blobs = tier.snapshot();
-    let mut meta = blobs
-        .get(META_KEY)
-        .map(|b| Meta::parse(b).unwrap())
-        .unwrap_or_default();
     let bytes = partition.to_canonical();
     if Config::new("x").format == 2 {
+        let mut meta = tree_of(&blobs);
         tier.poke(datasync::pieces::FORMAT_KEY, b"{\"v\":2}");
         let mut adapter = tier.clone();
         let mut pieces = datasync::pieces::PieceTier::new(&mut adapter, false, "put");
@@ -286,10 +294,15 @@ pub fn put_partition(tier: &MemoryPersistence, key: &str, partition: &Partition)
         let mut entry = MetaEntry::describe(&read.partition, &bytes, 0);
         entry.hash = read.vector.summary();
         meta.entries.insert(key.to_string(), entry);
-        tier.poke(META_KEY, &meta.to_bytes());
-        tier.poke(ROOT_KEY, meta.root().as_bytes());
+        for (key, bytes) in datasync::summary::Tree::of(&meta).documents() {
+            tier.poke(&key, &bytes);
+        }
         return;
     }
+    let mut meta = blobs
+        .get(META_KEY)
+        .map(|b| Meta::parse(b).unwrap())
+        .unwrap_or_default();
     meta.entries
         .insert(key.to_string(), MetaEntry::describe(partition, &bytes, 0));
     tier.poke(key, &bytes);
