@@ -279,13 +279,22 @@ fn a_damaged_or_missing_summary_document_is_rebuilt_and_loses_nothing() {
         assert!(repo.get(id).unwrap().is_some(), "{id} is missing on B");
     }
     // The same for a leaf that does not parse, seen by a device that read it before.
-    a.repo("User").unwrap().save(&json!({"team": "t1", "n": -1})).unwrap();
+    a.repo("User")
+        .unwrap()
+        .save(&json!({"team": "t1", "n": -1}))
+        .unwrap();
     a.sync_now().unwrap();
     let leaf = datasync::summary::node_key(&datasync::summary::leaf_of("app.User.t1"));
     assert!(cloud.inner.snapshot().contains_key(&leaf), "{leaf}");
     cloud.inner.poke(&leaf, b"{\"leaf\":2,\"e\":[");
     b.sync_now().unwrap();
     assert_eq!(repo.query(&Default::default()).unwrap().len(), 201);
+    // A top that does not parse is rebuilt and stored once, even by a sync that
+    // then finds nothing to do.
+    cloud.inner.poke("!datasync.root", b"not a top");
+    b.sync_now().unwrap();
+    let top = cloud.inner.snapshot()["!datasync.root"].clone();
+    assert!(datasync::summary::Node::parse("", &top).is_ok());
     // And the cloud's tree describes every partition again.
     let tree = datasync::Meta::read_tree(|k| cloud.inner.snapshot().get(k).cloned())
         .unwrap()

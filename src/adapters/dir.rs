@@ -16,7 +16,10 @@
 //! library's next [`Persistence::commit`] (it calls it once the metadata describing
 //! those partitions is stored) a `recovering` marker exists; opening a directory that
 //! still has it rebuilds the metadata from the partition files, so a crash between the
-//! two never leaves metadata that disagrees with the partitions. In format 2 an index
+//! two never leaves metadata that disagrees with the partitions. A write made while
+//! the marker exists leaves its directory sync to that commit (one sync for all of
+//! them), except a format-2 piece, which must be durable before an index names it.
+//! In format 2 an index
 //! write counts as a partition write, and the recovery removes the metadata, which
 //! the instance then rebuilds from the indexes.
 
@@ -24,7 +27,7 @@ use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{ErrorKind as IoKind, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::clock::now_millis;
@@ -78,6 +81,9 @@ struct Shared {
     /// one step against the other handles of this process (the directory lock keeps
     /// other processes out).
     writes: Mutex<()>,
+    /// Files were renamed into `blobs/` whose directory entries are not yet synced
+    /// (written while the `recovering` marker exists; the next commit syncs them).
+    unsynced: AtomicBool,
     next_handle: AtomicU64,
     next_tmp: AtomicU64,
 }
@@ -162,6 +168,7 @@ impl DirPersistence {
             _lock: lock,
             dirty: Mutex::ordered(Level::AdapterInner, BTreeSet::new()),
             writes: Mutex::ordered(Level::AdapterInner, ()),
+            unsynced: AtomicBool::new(false),
             next_handle: AtomicU64::new(1),
             next_tmp: AtomicU64::new(0),
         });
@@ -315,8 +322,21 @@ impl DirPersistence {
         }
     }
 
+    /// Whether the directory sync of a write of `key` may wait for the next commit:
+    /// the `recovering` marker exists (this handle is dirty), so a crash before the
+    /// commit rebuilds the metadata from what the directory holds, old or new. A
+    /// piece is synced at once: an index naming it may be synced before it else.
+    fn may_defer(&self, key: &str) -> bool {
+        !key.starts_with("!piece:") && self.shared.dirty.lock().contains(&self.handle)
+    }
+
     /// Atomically replaces the file of `key`: temporary file, fsync, rename, fsync dir.
     fn write_file(&self, key: &str, payload: &[u8]) -> AdapterResult<()> {
+        self.write_file_then(key, payload, false)
+    }
+
+    /// [`Self::write_file`], its directory sync left to the next commit with `defer`.
+    fn write_file_then(&self, key: &str, payload: &[u8], defer: bool) -> AdapterResult<()> {
         let path = self.file_of(key);
         let n = self.shared.next_tmp.fetch_add(1, Ordering::Relaxed);
         let tmp = self
@@ -340,6 +360,10 @@ impl DirPersistence {
             let _ = fs::remove_file(&tmp);
         }
         result?;
+        if defer {
+            self.shared.unsynced.store(true, Ordering::SeqCst);
+            return Ok(());
+        }
         self.sync_dir(&self.shared.blobs)
     }
 
@@ -436,8 +460,9 @@ impl Persistence for DirPersistence {
         if describes_partition(key) {
             self.mark_dirty()?;
         }
+        let defer = self.may_defer(key);
         let _writing = self.shared.writes.lock();
-        self.write_file(key, bytes)
+        self.write_file_then(key, bytes, defer)
     }
 
     fn store_if(
@@ -449,6 +474,7 @@ impl Persistence for DirPersistence {
         if describes_partition(key) {
             self.mark_dirty()?;
         }
+        let defer = self.may_defer(key);
         let _writing = self.shared.writes.lock();
         let path = self.file_of(key);
         let held = match read_blob(&path, Some(key)) {
@@ -465,7 +491,7 @@ impl Persistence for DirPersistence {
         if held.as_deref() != expected {
             return Ok(Some(false));
         }
-        self.write_file(key, bytes)?;
+        self.write_file_then(key, bytes, defer)?;
         Ok(Some(true))
     }
 
@@ -490,6 +516,12 @@ impl Persistence for DirPersistence {
     }
 
     fn commit(&mut self) -> AdapterResult<()> {
+        if self.shared.unsynced.swap(false, Ordering::SeqCst) {
+            if let Err(e) = self.sync_dir(&self.shared.blobs) {
+                self.shared.unsynced.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
+        }
         self.mark_clean()
     }
 }

@@ -110,6 +110,11 @@ pub(crate) fn sync_pair(
             let tree = upper.is_pieces() || lower.is_pieces();
             let (ru, rl) = (upper.root_as(tree)?, lower.root_as(tree)?);
             if ru == rl {
+                // Nothing to sync, but a tier whose metadata was rebuilt while its
+                // root was read (format 2: a damaged top) stores it now, once.
+                let now = now_millis();
+                upper.persist_meta(now)?;
+                lower.persist_meta(now)?;
                 return Ok(out);
             }
             let (mu, ml) = (upper.meta_after_root()?, lower.meta_after_root()?);
