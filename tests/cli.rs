@@ -448,3 +448,51 @@ fn every_argument_has_help() {
         }
     }
 }
+
+#[test]
+fn inspect_reads_a_directory_in_format_2_and_names_what_disagrees() {
+    use datasync::{Config, DataSync, FieldStrategy, Persistence};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("f2");
+    let ds = DataSync::open(
+        Config::new("app")
+            .format(2)
+            .strategy(FieldStrategy::new("team"))
+            .local(DirPersistence::open(&dir).unwrap()),
+    )
+    .unwrap();
+    let users: Vec<Value> = (0..30)
+        .map(|i| serde_json::json!({"team": format!("t{}", i % 3), "n": i}))
+        .collect();
+    ds.repo("User").unwrap().save_many(&users).unwrap();
+    ds.close().unwrap();
+
+    let report = inspect_json(&dir);
+    assert_eq!(report["problems"], serde_json::json!([]), "{report}");
+    assert_eq!(report["root"], report["recordedRoot"]);
+    let partitions = report["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 3);
+    for p in partitions {
+        assert_eq!(p["entities"]["User"]["count"], 10, "{p}");
+        assert!(p["bytes"].as_u64().unwrap() > 0);
+    }
+    assert!(ok(&["inspect", p(&dir)]).contains("3 partition(s)"));
+    assert!(ok(&["verify", p(&dir)]).contains("ok: 3 partition(s)"));
+
+    // An entry that no longer records what its partition holds is named.
+    let mut adapter = DirPersistence::open(&dir).unwrap();
+    let mut meta = datasync::Meta::read_stored(|k| adapter.read(k).unwrap())
+        .unwrap()
+        .unwrap();
+    let key = meta.entries.keys().next().unwrap().clone();
+    meta.entries.get_mut(&key).unwrap().hash = "0".repeat(64);
+    for (k, bytes) in datasync::summary::Tree::of(&meta).documents() {
+        adapter.store(&k, &bytes).unwrap();
+    }
+    adapter.commit().unwrap();
+    drop(adapter);
+    let report = inspect_json(&dir);
+    let problems = report["problems"].to_string();
+    assert!(problems.contains(&key), "{problems}");
+    assert_ne!(report["root"], report["recordedRoot"]);
+}

@@ -46,6 +46,9 @@ pub struct Report {
 /// Reads a directory tier and checks it with the library's audit, changing nothing
 /// (except the recovery that opening a directory performs after a crash).
 pub fn examine(dir: &mut DirPersistence) -> CliResult<Report> {
+    if datasync::pieces::is_converted(dir, "dir")? {
+        return examine_pieces(dir);
+    }
     let mut problems = Vec::new();
     let listed = dir.keys()?;
     let meta = match dir.read(META_KEY) {
@@ -94,6 +97,101 @@ pub fn examine(dir: &mut DirPersistence) -> CliResult<Report> {
         dir: dir.path().display().to_string(),
         root: found.rebuilt.root(),
         recorded_root: meta.as_ref().map(Meta::root),
+        updated_at: meta
+            .as_ref()
+            .map(|m| datasync::clock::format_millis(m.updated_at)),
+        partitions,
+        quarantined,
+        problems,
+    })
+}
+
+/// [`examine`] of a directory in format 2: every partition read through its pieces
+/// (each checked against its name), compared with the summary tree's entries.
+/// `hash` is then the hash of the writes a partition holds, `bytes` its pieces' size,
+/// `file` its index, and the roots are the tree's.
+fn examine_pieces(dir: &mut DirPersistence) -> CliResult<Report> {
+    let mut problems = Vec::new();
+    let meta = match Meta::read_stored(|k| match dir.read(k) {
+        Ok(found) => found,
+        Err(e) => {
+            problems.push(e.to_string());
+            None
+        }
+    }) {
+        Ok(meta) => meta,
+        Err(why) => {
+            problems.push(format!("metadata is damaged: {why}"));
+            None
+        }
+    };
+    let listed = dir.keys()?.unwrap_or_default();
+    let mut found = Meta::default();
+    let mut partitions = Vec::new();
+    for key in listed.iter().filter_map(|k| k.strip_prefix("!index:")) {
+        let index_key = datasync::pieces::index_key(key);
+        let bytes = match dir
+            .read(&index_key)?
+            .map(|b| datasync::pieces::Index::parse(&b))
+        {
+            Some(Ok(index)) => index.entries.iter().map(|e| e.bytes as usize).sum(),
+            Some(Err(why)) => {
+                problems.push(format!("{key:?}: its index is damaged: {why}"));
+                continue;
+            }
+            None => continue,
+        };
+        let mut adapter = dir.clone();
+        let read = datasync::pieces::PieceTier::new(&mut adapter, false, "dir")
+            .read(key, &datasync::LastWriterWins);
+        let read = match read {
+            Ok(Some(read)) => read,
+            Ok(None) => continue,
+            Err(e) => {
+                problems.push(format!("{key:?}: {e}"));
+                continue;
+            }
+        };
+        let entry = datasync::MetaEntry {
+            hash: read.vector.summary(),
+            updated_at: 0,
+            entities: read.partition.counts(),
+        };
+        match meta.as_ref().and_then(|m| m.entries.get(key)) {
+            None if meta.is_some() => problems.push(format!("{key:?} has an index but no entry")),
+            Some(recorded) if recorded.hash != entry.hash => problems.push(format!(
+                "{key:?}: the entry does not record the writes the partition holds"
+            )),
+            Some(recorded) if recorded.entities != entry.entities => problems.push(format!(
+                "{key:?}: the entry's counts are not the partition's"
+            )),
+            _ => {}
+        }
+        partitions.push(PartitionReport {
+            file: dir.file_of(&index_key).display().to_string(),
+            key: key.to_string(),
+            hash: entry.hash.clone(),
+            bytes,
+            entities: entry.entities.clone(),
+        });
+        found.entries.insert(key.to_string(), entry);
+    }
+    if let Some(meta) = &meta {
+        for key in meta.entries.keys() {
+            if !found.entries.contains_key(key) {
+                problems.push(format!("{key:?} is recorded but has no readable index"));
+            }
+        }
+    } else if !partitions.is_empty() && problems.is_empty() {
+        problems.push("partitions exist but the metadata is missing".into());
+    }
+    let quarantined = std::fs::read_dir(dir.path().join("corrupt"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    Ok(Report {
+        dir: dir.path().display().to_string(),
+        root: found.tree_root(),
+        recorded_root: meta.as_ref().map(Meta::tree_root),
         updated_at: meta
             .as_ref()
             .map(|m| datasync::clock::format_millis(m.updated_at)),
