@@ -68,6 +68,28 @@ fn the_demo_converges() {
 }
 
 #[test]
+fn the_demo_converges_on_format_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("demo");
+    let out = Command::new(env!("CARGO_BIN_EXE_datasync"))
+        .args(["demo", "--dir", p(&base)])
+        .env("DATASYNC_DEFAULT_FORMAT", "2")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("Converged"), "{text}");
+    for d in ["phone", "laptop", "cloud"] {
+        assert!(base
+            .join(d)
+            .join("blobs")
+            .read_dir()
+            .unwrap()
+            .any(|f| { f.unwrap().file_name().to_string_lossy().contains("index") }));
+        ok(&["verify", p(&base.join(d))]);
+    }
+}
+
+#[test]
 fn put_get_query_delete_inspect_verify() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("tier");

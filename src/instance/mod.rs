@@ -24,6 +24,7 @@ use crate::id;
 use crate::lock::{Condvar, Level, Mutex};
 use crate::meta::{Meta, ROOT_KEY};
 use crate::observe::{Registry, Source, Subscription};
+use crate::partition::Partition;
 pub use crate::status::Status;
 use crate::strategy::{partition_key, Candidates, KeyStrategy};
 use crate::sync::engine::SyncStats;
@@ -264,6 +265,17 @@ impl DataSync {
     pub fn tier_meta(&self, tier: TierId) -> Result<Meta> {
         self.inner.check_open()?;
         self.inner.tier(tier)?.meta()
+    }
+
+    /// One partition as a tier holds it (`None`: the tier lacks it), read whole:
+    /// for inspection and checks, in either format.
+    pub fn tier_partition(&self, tier: TierId, key: &str) -> Result<Option<Partition>> {
+        self.inner.check_open()?;
+        let tier = self.inner.tier(tier)?;
+        match tier.load_raw(key)? {
+            Some(raw) => Ok(Some(raw.finish(tier.label, key, None)?.partition)),
+            None => Ok(None),
+        }
     }
 
     /// The partition keys a tier holds, according to its metadata.
