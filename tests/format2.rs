@@ -98,6 +98,18 @@ fn device(local: &Meter, cloud: &Meter) -> DataSync {
     .unwrap()
 }
 
+/// A device in format 2 whose users are partitioned by their `team`.
+fn team_device(local: &Meter, cloud: &Meter) -> DataSync {
+    DataSync::open(
+        manual("app")
+            .format(2)
+            .strategy(datasync::FieldStrategy::new("team"))
+            .local(local.clone())
+            .cloud(cloud.clone()),
+    )
+    .unwrap()
+}
+
 const N: usize = 100_000;
 
 #[test]
@@ -180,16 +192,7 @@ fn one_edit_costs_its_own_bytes_in_a_partition_of_100k() {
 #[test]
 fn one_edit_in_a_tier_of_1000_partitions_writes_summaries_for_one() {
     let (local_a, local_b, cloud) = (Meter::default(), Meter::default(), Meter::default());
-    let open = |local: &Meter| {
-        DataSync::open(
-            manual("app")
-                .format(2)
-                .strategy(datasync::FieldStrategy::new("team"))
-                .local(local.clone())
-                .cloud(cloud.clone()),
-        )
-        .unwrap()
-    };
+    let open = |local: &Meter| team_device(local, &cloud);
     let a = open(&local_a);
     let users: Vec<Value> = (0..10_000)
         .map(|i| json!({"team": format!("t{}", i % 1000), "n": i}))
@@ -245,16 +248,7 @@ fn one_edit_in_a_tier_of_1000_partitions_writes_summaries_for_one() {
 #[test]
 fn a_damaged_or_missing_summary_document_is_rebuilt_and_loses_nothing() {
     let (local_a, local_b, cloud) = (Meter::default(), Meter::default(), Meter::default());
-    let open = |local: &Meter| {
-        DataSync::open(
-            manual("app")
-                .format(2)
-                .strategy(datasync::FieldStrategy::new("team"))
-                .local(local.clone())
-                .cloud(cloud.clone()),
-        )
-        .unwrap()
-    };
+    let open = |local: &Meter| team_device(local, &cloud);
     let a = open(&local_a);
     let users: Vec<Value> = (0..200)
         .map(|i| json!({"team": format!("t{}", i % 50), "n": i}))

@@ -256,14 +256,7 @@ impl Tier {
             _ => Vec::new(),
         };
         // Adapter calls outside the state lock.
-        let mut reread = Vec::with_capacity(disputed.len());
-        for key in disputed {
-            let entry = match self.load_raw(&key)? {
-                Some(raw) => Some(raw.finish(self.label, &key, None)?.entry(now_millis())),
-                None => None,
-            };
-            reread.push((key, entry));
-        }
+        let reread = self.entries_as_held(disputed)?;
         let mut state = self.state.lock();
         let state = &mut *state;
         let Marks::Blobs(marks) = &mut state.marks else {
@@ -296,6 +289,23 @@ impl Tier {
         // A damaged or vanished document is replaced by ours as it is.
         marks.meta_held = stored;
         Ok(())
+    }
+
+    /// The entry of each key as the tier holds the partition now (`None`: absent),
+    /// for entries two writers disputed. Called without the state lock.
+    pub(super) fn entries_as_held(
+        &self,
+        keys: Vec<String>,
+    ) -> Result<Vec<(String, Option<crate::meta::MetaEntry>)>> {
+        let mut reread = Vec::with_capacity(keys.len());
+        for key in keys {
+            let entry = match self.load_raw(&key)? {
+                Some(raw) => Some(raw.finish(self.label, &key, None)?.entry(now_millis())),
+                None => None,
+            };
+            reread.push((key, entry));
+        }
+        Ok(reread)
     }
 
     /// Stores the root of the metadata just stored. When another writer stored a

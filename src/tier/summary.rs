@@ -10,7 +10,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Marks, Tier};
-use crate::clock::now_millis;
 use crate::error::{Error, Result};
 use crate::meta::{Meta, MetaEntry, ROOT_KEY};
 use crate::summary::{
@@ -339,14 +338,7 @@ impl Tier {
                 .cloned()
                 .collect()
         };
-        let mut reread = Vec::with_capacity(disputed.len());
-        for key in disputed {
-            let entry = match self.load_raw(&key)? {
-                Some(raw) => Some(raw.finish(self.label, &key, None)?.entry(now_millis())),
-                None => None,
-            };
-            reread.push((key, entry));
-        }
+        let reread = self.entries_as_held(disputed)?;
         let mut state = self.state.lock();
         let state = &mut *state;
         let Marks::Blobs(marks) = &mut state.marks else {
