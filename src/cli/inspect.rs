@@ -43,6 +43,35 @@ pub struct Report {
     pub problems: Vec<String>,
 }
 
+impl Report {
+    /// The report of `dir`: the root found, the metadata's root and instant if it
+    /// has readable metadata, and the files moved aside as corrupt.
+    fn new(
+        dir: &DirPersistence,
+        root: String,
+        recorded: Option<(String, datasync::clock::Millis)>,
+        partitions: Vec<PartitionReport>,
+        problems: Vec<String>,
+    ) -> Report {
+        let quarantined = std::fs::read_dir(dir.path().join("corrupt"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        let (recorded_root, updated_at) = match recorded {
+            Some((root, at)) => (Some(root), Some(datasync::clock::format_millis(at))),
+            None => (None, None),
+        };
+        Report {
+            dir: dir.path().display().to_string(),
+            root,
+            recorded_root,
+            updated_at,
+            partitions,
+            quarantined,
+            problems,
+        }
+    }
+}
+
 /// Reads a directory tier and checks it with the library's audit, changing nothing
 /// (except the recovery that opening a directory performs after a crash).
 pub fn examine(dir: &mut DirPersistence) -> CliResult<Report> {
@@ -90,20 +119,13 @@ pub fn examine(dir: &mut DirPersistence) -> CliResult<Report> {
             entities: p.entry.entities,
         })
         .collect();
-    let quarantined = std::fs::read_dir(dir.path().join("corrupt"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    Ok(Report {
-        dir: dir.path().display().to_string(),
-        root: found.rebuilt.root(),
-        recorded_root: meta.as_ref().map(Meta::root),
-        updated_at: meta
-            .as_ref()
-            .map(|m| datasync::clock::format_millis(m.updated_at)),
+    Ok(Report::new(
+        dir,
+        found.rebuilt.root(),
+        meta.as_ref().map(|m| (m.root(), m.updated_at)),
         partitions,
-        quarantined,
         problems,
-    })
+    ))
 }
 
 /// [`examine`] of a directory in format 2: every partition read through its pieces
@@ -185,20 +207,13 @@ fn examine_pieces(dir: &mut DirPersistence) -> CliResult<Report> {
     } else if !partitions.is_empty() && problems.is_empty() {
         problems.push("partitions exist but the metadata is missing".into());
     }
-    let quarantined = std::fs::read_dir(dir.path().join("corrupt"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    Ok(Report {
-        dir: dir.path().display().to_string(),
-        root: found.tree_root(),
-        recorded_root: meta.as_ref().map(Meta::tree_root),
-        updated_at: meta
-            .as_ref()
-            .map(|m| datasync::clock::format_millis(m.updated_at)),
+    Ok(Report::new(
+        dir,
+        found.tree_root(),
+        meta.as_ref().map(|m| (m.tree_root(), m.updated_at)),
         partitions,
-        quarantined,
         problems,
-    })
+    ))
 }
 
 fn describe_counts(entities: &BTreeMap<String, Counts>) -> String {

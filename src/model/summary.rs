@@ -71,12 +71,12 @@ fn short_hash(hasher: blake3::Hasher) -> String {
     hex
 }
 
-/// The hash of a leaf holding these `(key, entry hash)` pairs (in key order).
-pub fn leaf_hash<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+/// The hash of `(name, hash)` pairs (in name order) under a domain tag.
+fn pairs_hash<'a>(domain: &[u8], pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
     let mut hasher = blake3::Hasher::new();
-    hasher.update(b"leaf\n");
-    for (key, hash) in pairs {
-        hasher.update(key.as_bytes());
+    hasher.update(domain);
+    for (name, hash) in pairs {
+        hasher.update(name.as_bytes());
         hasher.update(&[0]);
         hasher.update(hash.as_bytes());
         hasher.update(b"\n");
@@ -84,17 +84,17 @@ pub fn leaf_hash<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Str
     short_hash(hasher)
 }
 
+/// The hash of a leaf holding these `(key, entry hash)` pairs (in key order).
+pub fn leaf_hash<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    pairs_hash(b"leaf\n", pairs)
+}
+
 /// The hash of a node (or the top) listing these children.
 pub fn node_hash(children: &BTreeMap<String, String>) -> String {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(b"node\n");
-    for (name, hash) in children {
-        hasher.update(name.as_bytes());
-        hasher.update(&[0]);
-        hasher.update(hash.as_bytes());
-        hasher.update(b"\n");
-    }
-    short_hash(hasher)
+    pairs_hash(
+        b"node\n",
+        children.iter().map(|(n, h)| (n.as_str(), h.as_str())),
+    )
 }
 
 /// The root of an empty tier.
@@ -317,9 +317,29 @@ impl Tree {
 }
 
 impl Meta {
-    /// The root of these entries as format 2 stores it (see [`Tree`]).
+    /// The root of these entries as format 2 stores it (see [`Tree`]), from their
+    /// hashes alone.
     pub fn tree_root(&self) -> String {
-        Tree::of(self).root()
+        let mut leaves: BTreeMap<String, Vec<(&str, &str)>> = BTreeMap::new();
+        for (key, entry) in &self.entries {
+            leaves
+                .entry(leaf_of(key))
+                .or_default()
+                .push((key.as_str(), entry.hash.as_str()));
+        }
+        let mut nodes: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        for (name, pairs) in leaves {
+            let hash = leaf_hash(pairs);
+            nodes
+                .entry(name[..1].to_string())
+                .or_default()
+                .insert(name, hash);
+        }
+        let top: BTreeMap<String, String> = nodes
+            .iter()
+            .map(|(path, children)| (path.clone(), node_hash(children)))
+            .collect();
+        node_hash(&top)
     }
 
     /// Reads a whole format-2 metadata tree through `get` (which answers a key's

@@ -35,6 +35,16 @@ pub(super) struct TreeHeld {
     torn: BTreeSet<String>,
 }
 
+impl TreeHeld {
+    /// Records the bytes the document at `path` was just read as (`None`: absent).
+    fn hold(&mut self, path: &str, stored: Option<Vec<u8>>) {
+        match stored {
+            Some(bytes) => self.held.insert(path.to_string(), bytes),
+            None => self.held.remove(path),
+        };
+    }
+}
+
 /// How many times a conditional write of one document is merged and tried again.
 const ATTEMPTS: usize = 8;
 
@@ -369,10 +379,7 @@ impl Tier {
             .tree
             .leaves
             .insert(name.to_string(), (hash_of(&theirs), theirs));
-        match stored {
-            Some(bytes) => marks.tree.held.insert(name.to_string(), bytes),
-            None => marks.tree.held.remove(name),
-        };
+        marks.tree.hold(name, stored);
         Ok(())
     }
 
@@ -433,10 +440,7 @@ impl Tier {
             }
             self.with_tree(|t| {
                 t.nodes.insert(path.to_string(), theirs);
-                match stored {
-                    Some(bytes) => t.held.insert(path.to_string(), bytes),
-                    None => t.held.remove(path),
-                };
+                t.hold(path, stored);
             });
         }
         Err(too_busy(self.label, &key))
@@ -475,10 +479,7 @@ impl Tier {
                 .leaves
                 .insert(path.to_string(), (hash_of(&entries), entries));
         }
-        match stored {
-            Some(bytes) => marks.tree.held.insert(path.to_string(), bytes),
-            None => marks.tree.held.remove(path),
-        };
+        marks.tree.hold(path, stored);
         Ok(())
     }
 }
