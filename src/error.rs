@@ -123,7 +123,18 @@ impl Error {
         e: crate::persistence::AdapterError,
     ) -> Error {
         if e.is_refused() {
-            Error::Forbidden(format!("the {tier} tier refused key {key:?}: {e}"))
+            // Format 2 keeps a partition under its index and pieces: name the partition.
+            let partition = key.strip_prefix("!index:").or_else(|| {
+                key.strip_prefix("!piece:")
+                    .and_then(|k| k.rsplit_once(':'))
+                    .map(|(p, _)| p)
+            });
+            Error::Forbidden(match partition {
+                Some(partition) => {
+                    format!("the {tier} tier refused partition {partition:?} (key {key:?}): {e}")
+                }
+                None => format!("the {tier} tier refused key {key:?}: {e}"),
+            })
         } else {
             Error::adapter(tier, key, e)
         }

@@ -1,16 +1,55 @@
 //! The `datasync` command end to end, on real temporary directories.
 
-use std::path::Path;
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use datasync::DirPersistence;
 use serde_json::Value;
 
+thread_local! {
+    /// The format the commands of this test's thread open tiers in (None: the default).
+    static FORMAT: Cell<Option<u32>> = const { Cell::new(None) };
+}
+
+/// Runs the rest of this test's commands on `format`.
+fn on_format(format: u32) {
+    FORMAT.with(|f| f.set(Some(format)));
+}
+
 fn datasync(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_datasync"))
-        .args(args)
-        .output()
-        .unwrap()
+    let mut command = Command::new(env!("CARGO_BIN_EXE_datasync"));
+    command.args(args);
+    if let Some(format) = FORMAT.with(Cell::get) {
+        command.env("DATASYNC_DEFAULT_FORMAT", format.to_string());
+    }
+    command.output().unwrap()
+}
+
+/// The file that holds `partition` of a directory tier (format 2: its first piece).
+fn partition_file(dir: &Path, partition: &str) -> PathBuf {
+    let adapter = DirPersistence::open(dir).unwrap();
+    let index = adapter
+        .read(&datasync::pieces::index_key(partition))
+        .unwrap();
+    match index {
+        None => adapter.file_of(partition),
+        Some(bytes) => {
+            let index = datasync::pieces::Index::parse(&bytes).unwrap();
+            adapter.file_of(&datasync::pieces::piece_key(
+                partition,
+                &index.entries[0].name,
+            ))
+        }
+    }
+}
+
+/// Flips one bit in the middle of `file`.
+fn damage(file: &Path) {
+    let mut bytes = std::fs::read(file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x20;
+    std::fs::write(file, bytes).unwrap();
 }
 
 fn ok(args: &[&str]) -> String {
@@ -68,29 +107,35 @@ fn the_demo_converges() {
 }
 
 #[test]
-fn the_demo_converges_on_format_2() {
-    let tmp = tempfile::tempdir().unwrap();
-    let base = tmp.path().join("demo");
-    let out = Command::new(env!("CARGO_BIN_EXE_datasync"))
-        .args(["demo", "--dir", p(&base)])
-        .env("DATASYNC_DEFAULT_FORMAT", "2")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("Converged"), "{text}");
-    for d in ["phone", "laptop", "cloud"] {
-        assert!(base
-            .join(d)
-            .join("blobs")
-            .read_dir()
-            .unwrap()
-            .any(|f| { f.unwrap().file_name().to_string_lossy().contains("index") }));
-        ok(&["verify", p(&base.join(d))]);
+fn the_demo_converges_in_either_format() {
+    for format in [1, 2] {
+        on_format(format);
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("demo");
+        let text = ok(&["demo", "--dir", p(&base)]);
+        assert!(text.contains("Converged"), "{text}");
+        for d in ["phone", "laptop", "cloud"] {
+            let has_index = base
+                .join(d)
+                .join("blobs")
+                .read_dir()
+                .unwrap()
+                .any(|f| f.unwrap().file_name().to_string_lossy().contains("index"));
+            assert_eq!(has_index, format == 2, "{d} on format {format}");
+            ok(&["verify", p(&base.join(d))]);
+        }
     }
 }
 
 #[test]
 fn put_get_query_delete_inspect_verify() {
+    for format in [1, 2] {
+        on_format(format);
+        put_get_query_delete_inspect_verify_on(format);
+    }
+}
+
+fn put_get_query_delete_inspect_verify_on(format: u32) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("tier");
     let alice = ok(&["put", p(&dir), "User", r#"{"name": "Alice", "age": 31}"#])
@@ -153,7 +198,9 @@ fn put_get_query_delete_inspect_verify() {
     assert!(err.contains(&bob), "{err}");
 
     let report = inspect_json(&dir);
-    assert_eq!(report["root"].as_str().unwrap().len(), 64);
+    // Format 2's root is the hash of the summary tree's top (80 bits).
+    let root_len = if format == 1 { 64 } else { 20 };
+    assert_eq!(report["root"].as_str().unwrap().len(), root_len);
     assert_eq!(report["root"], report["recordedRoot"]);
     let parts = report["partitions"].as_array().unwrap();
     assert_eq!(parts.len(), 2);
@@ -172,15 +219,19 @@ fn put_get_query_delete_inspect_verify() {
 
 #[test]
 fn verify_lists_what_is_wrong() {
+    for format in [1, 2] {
+        on_format(format);
+        verify_lists_what_is_wrong_on();
+    }
+}
+
+fn verify_lists_what_is_wrong_on() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("tier");
     ok(&["put", p(&dir), "User", r#"{"name": "Alice"}"#]);
     ok(&["put", p(&dir), "Task", r#"{"title": "Buy milk"}"#]);
-    let file = DirPersistence::open(&dir).unwrap().file_of("app.Task");
-    let mut bytes = std::fs::read(&file).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 1;
-    std::fs::write(&file, bytes).unwrap();
+    let file = partition_file(&dir, "app.Task");
+    damage(&file);
 
     let out = datasync(&["verify", p(&dir)]);
     assert_eq!(out.status.code(), Some(1));
@@ -427,17 +478,20 @@ fn inspect_and_verify_leave_a_directory_that_is_no_tier_untouched() {
 
 #[test]
 fn sync_restores_a_partition_moved_aside_as_corrupt() {
+    for format in [1, 2] {
+        on_format(format);
+        sync_restores_a_partition_moved_aside_as_corrupt_on();
+    }
+}
+
+fn sync_restores_a_partition_moved_aside_as_corrupt_on() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     let id = ok(&["put", p(&a), "User", r#"{"name":"Ann"}"#]);
     let id = id.trim();
     ok(&["sync", p(&a), p(&b)]);
     // Damage a's partition; a read moves it aside and fails, and so does the next.
-    let file = DirPersistence::open(&a).unwrap().file_of("app.User");
-    let mut bytes = std::fs::read(&file).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x20;
-    std::fs::write(&file, bytes).unwrap();
+    damage(&partition_file(&a, "app.User"));
     fails(&["get", p(&a), "User", id]);
     let (code, err) = fails(&["get", p(&a), "User", id]);
     assert_eq!(code, 2, "an unreadable partition is an error, not absent");

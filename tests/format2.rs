@@ -462,6 +462,50 @@ fn a_format1_directory_is_converted_on_open_and_then_refuses_format1() {
 }
 
 #[test]
+fn a_format1_partition_that_cannot_be_converted_is_an_error_until_the_cloud_restores_it() {
+    // A format-1 device syncs two partitions to its cloud; then its local copy of
+    // one is damaged, and the metadata records a third that is no longer there.
+    let (local, cloud) = (MemoryPersistence::new(), MemoryPersistence::new());
+    let open = |format: u32, cloud: Option<&MemoryPersistence>| {
+        let mut config = manual("app").format(format).local(local.clone());
+        if let Some(cloud) = cloud {
+            config = config.cloud(cloud.clone());
+        }
+        DataSync::open(config).unwrap()
+    };
+    let ds = open(1, Some(&cloud));
+    let user = ds.repo("User").unwrap().save(&json!({"n": 1})).unwrap();
+    let task = ds.repo("Task").unwrap().save(&json!({"n": 2})).unwrap();
+    ds.repo("Gone").unwrap().save(&json!({"n": 3})).unwrap();
+    ds.sync_now().unwrap();
+    ds.close().unwrap();
+    drop(ds);
+    local.poke("app.Task", b"{not a partition");
+    local.clone().clear("app.Gone").unwrap();
+
+    let n_of = |ds: &DataSync, name: &str, id: &str| {
+        let found = ds.repo(name).unwrap().get(id).unwrap();
+        found.map(|e| e.value()["n"].clone())
+    };
+    // Format 2 opens, converts what it can, and keeps the damaged document.
+    let ds = open(2, None);
+    assert_eq!(n_of(&ds, "User", &user), Some(json!(1)));
+    for (name, id) in [("Task", task.as_str()), ("Gone", "Gone.abcdefgh12345678")] {
+        let err = ds.repo(name).unwrap().get(id).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{name}: {err}");
+    }
+    assert_eq!(local.snapshot()["app.Task"], b"{not a partition");
+    ds.close().unwrap();
+    drop(ds);
+
+    // With the cloud, the sync restores the one the cloud holds.
+    let ds = open(2, Some(&cloud));
+    ds.sync_now().unwrap();
+    assert_eq!(n_of(&ds, "Task", &task), Some(json!(2)));
+    assert_eq!(n_of(&ds, "User", &user), Some(json!(1)));
+}
+
+#[test]
 fn an_unknown_format_is_refused() {
     let err = DataSync::open(Config::new("app").format(3)).err().unwrap();
     assert_eq!(err.kind(), ErrorKind::InvalidConfig);

@@ -174,7 +174,9 @@ impl Persistence for Interloper {
         expected: Option<&[u8]>,
         bytes: &[u8],
     ) -> AdapterResult<Option<bool>> {
-        if let (false, false, Some(held)) = (self.done, key.starts_with('!'), expected) {
+        // A partition's mutable document: format 1's partition, format 2's index.
+        let partition = !key.starts_with('!') || key.starts_with("!index:");
+        if let (false, true, Some(held)) = (self.done, partition, expected) {
             self.done = true;
             let mut changed = held.to_vec();
             changed.push(b'\n');

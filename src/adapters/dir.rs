@@ -44,6 +44,12 @@ const MAGIC: &[u8; 5] = b"DSB1\n";
 fn describes_partition(key: &str) -> bool {
     !is_reserved(key) || key.starts_with("!index:")
 }
+/// Whether `key` holds a partition's data (format 1's partition, format 2's index
+/// or piece): a damaged file of it is an error, not metadata to rebuild.
+fn holds_partition_data(key: &str) -> bool {
+    describes_partition(key) || key.starts_with("!piece:")
+}
+
 const CHECKSUM_LEN: usize = 32;
 const HEADER_MIN: usize = MAGIC.len() + 4 + 8;
 const LOCK_FILE: &str = "datasync.lock";
@@ -444,7 +450,7 @@ impl Persistence for DirPersistence {
                     "corrupt file {} for key {key:?} ({why}); {moved}",
                     path.display()
                 );
-                if is_reserved(key) {
+                if is_reserved(key) && !holds_partition_data(key) {
                     // The library's own metadata: it is rebuilt from the partitions.
                     log::error!(target: "datasync::dir", "{message}; the metadata will be rebuilt");
                     Ok(None)

@@ -294,7 +294,7 @@ fn partitions(tier: &MemoryPersistence) -> HashMap<String, Partition> {
         let mut adapter = tier.clone();
         return blobs
             .keys()
-            .filter_map(|k| k.strip_prefix("!index:"))
+            .filter_map(|k| datasync::pieces::partition_of_index(k))
             .filter_map(|key| {
                 let read = datasync::pieces::PieceTier::new(&mut adapter, false, "bench")
                     .read(key, &LastWriterWins)

@@ -150,7 +150,10 @@ fn examine_pieces(dir: &mut DirPersistence) -> CliResult<Report> {
     let listed = dir.keys()?.unwrap_or_default();
     let mut found = Meta::default();
     let mut partitions = Vec::new();
-    for key in listed.iter().filter_map(|k| k.strip_prefix("!index:")) {
+    for key in listed
+        .iter()
+        .filter_map(|k| datasync::pieces::partition_of_index(k))
+    {
         let index_key = datasync::pieces::index_key(key);
         let bytes = match dir
             .read(&index_key)?
@@ -163,7 +166,7 @@ fn examine_pieces(dir: &mut DirPersistence) -> CliResult<Report> {
             }
             None => continue,
         };
-        let mut adapter = dir.clone();
+        let mut adapter = Inspecting(dir);
         let read = datasync::pieces::PieceTier::new(&mut adapter, false, "dir")
             .read(key, &datasync::LastWriterWins);
         let read = match read {
@@ -204,9 +207,10 @@ fn examine_pieces(dir: &mut DirPersistence) -> CliResult<Report> {
                 problems.push(format!("{key:?} is recorded but has no readable index"));
             }
         }
-    } else if !partitions.is_empty() && problems.is_empty() {
-        problems.push("partitions exist but the metadata is missing".into());
     }
+    // Missing metadata is not damage in format 2: a directory recovering from an
+    // interrupted write removes it, and the next instance rebuilds it from the
+    // indexes (the report's recorded root is then absent).
     Ok(Report::new(
         dir,
         found.tree_root(),
@@ -214,6 +218,28 @@ fn examine_pieces(dir: &mut DirPersistence) -> CliResult<Report> {
         partitions,
         problems,
     ))
+}
+
+/// A directory tier read without changing it: a damaged file is an error naming
+/// it, and stays where it is (an instance's read moves it aside); writes are refused.
+struct Inspecting<'a>(&'a DirPersistence);
+
+impl Persistence for Inspecting<'_> {
+    fn load(&mut self, key: &str) -> datasync::AdapterResult<Option<Vec<u8>>> {
+        self.0
+            .read(key)
+            .map_err(|e| datasync::AdapterError::new(e.to_string()))
+    }
+
+    fn store(&mut self, key: &str, _bytes: &[u8]) -> datasync::AdapterResult<()> {
+        Err(datasync::AdapterError::refused(format!(
+            "inspection writes nothing ({key})"
+        )))
+    }
+
+    fn clear(&mut self, key: &str) -> datasync::AdapterResult<()> {
+        self.store(key, &[])
+    }
 }
 
 fn describe_counts(entities: &BTreeMap<String, Counts>) -> String {
@@ -245,6 +271,9 @@ pub fn inspect(path: &Path, json: bool) -> CliResult<u8> {
     println!("root       {}", report.root);
     if let Some(at) = &report.updated_at {
         println!("updated    {at}");
+    }
+    if report.recorded_root.is_none() && !report.partitions.is_empty() {
+        println!("metadata   none yet (rebuilt from the partitions when the tier next opens)");
     }
     let total: usize = report.partitions.iter().map(|p| p.bytes).sum();
     println!("{} partition(s), {total} bytes", report.partitions.len());
@@ -290,9 +319,6 @@ pub fn inspect(path: &Path, json: bool) -> CliResult<u8> {
 pub fn verify(path: &Path) -> CliResult<u8> {
     existing_tier(path)?;
     let mut dir = DirPersistence::open(path)?;
-    if datasync::pieces::is_converted(&mut dir, "local")? {
-        return verify_pieces(path, dir);
-    }
     let report = examine(&mut dir)?;
     if report.problems.is_empty() {
         println!(
@@ -304,30 +330,6 @@ pub fn verify(path: &Path) -> CliResult<u8> {
     }
     println!("{} problem(s) in {}:", report.problems.len(), report.dir);
     for problem in &report.problems {
-        println!("  {problem}");
-    }
-    Ok(1)
-}
-
-/// `verify` of a directory in format 2: every partition read through its pieces
-/// (each checked against its hash, the writers' chains checked) and compared with
-/// the metadata.
-fn verify_pieces(path: &Path, dir: DirPersistence) -> CliResult<u8> {
-    let ds = datasync::DataSync::open(
-        datasync::Config::new("verify")
-            .format(2)
-            .sync_on_open(false)
-            .local(dir),
-    )?;
-    let problems = ds.audit()?;
-    let partitions = ds.tier_keys(datasync::TierId::Local)?.len();
-    ds.close()?;
-    if problems.is_empty() {
-        println!("ok: {partitions} partition(s) verified (format 2)");
-        return Ok(0);
-    }
-    println!("{} problem(s) in {}:", problems.len(), path.display());
-    for problem in &problems {
         println!("  {problem}");
     }
     Ok(1)

@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use clap::Args;
-use datasync::meta::is_reserved;
 use datasync::{
     Candidates, Config, DataSync, DirPersistence, KeyStrategy, Persistence, QueryOptions, SortKey,
 };
@@ -22,10 +21,9 @@ pub struct PrefixArg {
 
 /// The prefix of the partitions a directory holds, if they agree on one.
 fn detect_prefix(dir: &mut DirPersistence) -> CliResult<Option<String>> {
-    let keys = dir.keys()?.unwrap_or_default();
+    let keys = datasync::pieces::partitions_listed(&dir.keys()?.unwrap_or_default());
     let prefixes: std::collections::BTreeSet<&str> = keys
         .iter()
-        .filter(|k| !is_reserved(k))
         .filter_map(|k| k.split_once('.').map(|(p, _)| p))
         .collect();
     Ok(match prefixes.len() {
@@ -101,9 +99,8 @@ fn with_instance<T>(
         Some(p) => p,
         None => detect_prefix(&mut dir)?.unwrap_or_else(|| "app".to_string()),
     };
-    let keys = dir.keys()?.unwrap_or_default();
     let strategy = DirectoryStrategy {
-        keys: keys.into_iter().filter(|k| !is_reserved(k)).collect(),
+        keys: datasync::pieces::partitions_listed(&dir.keys()?.unwrap_or_default()),
     };
     let instance = DataSync::open(Config::new(prefix).strategy(strategy).local(dir))?;
     let result = f(&instance);

@@ -6,6 +6,12 @@
 //! until every partition has its index and the format marker is stored; only then
 //! are they removed. Every step is idempotent, so a conversion killed at any point is
 //! finished by the next one, and nothing is lost.
+//!
+//! A partition that cannot be converted (its document does not parse, or the
+//! metadata records it but the tier no longer holds it) does not stop the others: its
+//! key is listed under [`UNCONVERTED_KEY`], its document (if any) is left where it is,
+//! and the tier's metadata records it as damaged, so that its reads fail (never an
+//! empty answer) until a sync restores it from a tier that holds it.
 
 use std::collections::BTreeSet;
 
@@ -20,6 +26,22 @@ use crate::persistence::Persistence;
 /// The reserved key of the format marker: stored once every partition is in pieces.
 pub const FORMAT_KEY: &str = "!datasync.format";
 
+/// The reserved key listing the partitions a conversion could not convert (a JSON
+/// array of keys).
+pub const UNCONVERTED_KEY: &str = "!datasync.unconverted";
+
+/// The partitions a conversion of this tier could not convert.
+pub fn unconverted(adapter: &mut dyn Persistence, label: &str) -> Result<BTreeSet<String>> {
+    match adapter
+        .load(UNCONVERTED_KEY)
+        .map_err(adapter_err(label, UNCONVERTED_KEY))?
+    {
+        None => Ok(BTreeSet::new()),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|why| Error::corrupt(label, UNCONVERTED_KEY, why.to_string())),
+    }
+}
+
 /// What a conversion did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Converted {
@@ -29,6 +51,8 @@ pub struct Converted {
     pub already: usize,
     /// Format-1 documents removed.
     pub removed: usize,
+    /// Partitions that could not be converted (recorded as damaged).
+    pub unconverted: usize,
 }
 
 fn adapter_err<'a>(
@@ -52,16 +76,25 @@ pub fn is_converted(adapter: &mut dyn Persistence, label: &str) -> Result<bool> 
 pub fn convert_format1(adapter: &mut dyn Persistence, label: &str) -> Result<Converted> {
     let mut out = Converted::default();
     let mut keys: BTreeSet<String> = BTreeSet::new();
+    // Recorded by the metadata: a partition it names that is gone could not be
+    // converted. Damaged metadata names none (the listing still does).
+    let mut recorded = BTreeSet::new();
     if let Some(bytes) = adapter
         .load(META_KEY)
         .map_err(adapter_err(label, META_KEY))?
     {
-        let meta = Meta::parse(&bytes).map_err(|why| Error::corrupt(label, META_KEY, why))?;
-        keys.extend(meta.entries.into_keys());
+        match Meta::parse(&bytes) {
+            Ok(meta) => recorded.extend(meta.entries.into_keys()),
+            Err(why) => {
+                log::error!(target: "datasync::pieces", "{label}: the format-1 metadata is damaged ({why}); converting the partitions the tier lists");
+            }
+        }
     }
+    keys.extend(recorded.iter().cloned());
     if let Some(listed) = adapter.keys().map_err(adapter_err(label, "(keys)"))? {
         keys.extend(listed.into_iter().filter(|k| !is_reserved(k)));
     }
+    let mut failed = unconverted(adapter, label)?;
     if !is_converted(adapter, label)? {
         for key in &keys {
             if adapter
@@ -73,10 +106,20 @@ pub fn convert_format1(adapter: &mut dyn Persistence, label: &str) -> Result<Con
                 continue;
             }
             let Some(bytes) = adapter.load(key).map_err(adapter_err(label, key))? else {
+                if recorded.contains(key) {
+                    log::error!(target: "datasync::pieces", "{label} {key:?}: recorded by the metadata but not held; it is marked damaged");
+                    failed.insert(key.clone());
+                }
                 continue;
             };
-            let partition =
-                Partition::parse(&bytes, false).map_err(|why| Error::corrupt(label, key, why))?;
+            let partition = match Partition::parse(&bytes, false) {
+                Ok(partition) => partition,
+                Err(why) => {
+                    log::error!(target: "datasync::pieces", "{label} {key:?}: cannot be converted ({why}); it is kept as it is and marked damaged");
+                    failed.insert(key.clone());
+                    continue;
+                }
+            };
             let writer = format!("f1-{}", &short_hash(&bytes)[..8]);
             let latest = partition
                 .names
@@ -88,6 +131,12 @@ pub fn convert_format1(adapter: &mut dyn Persistence, label: &str) -> Result<Con
             PieceTier::new(&mut *adapter, false, label).add_piece(key, &piece)?;
             out.partitions += 1;
         }
+        if !failed.is_empty() {
+            let list = serde_json::to_vec(&failed).expect("keys serialize");
+            adapter
+                .store(UNCONVERTED_KEY, &list)
+                .map_err(adapter_err(label, UNCONVERTED_KEY))?;
+        }
         let marker = format!("{{\"v\":{FORMAT},\"from\":1}}");
         adapter
             .store(FORMAT_KEY, marker.as_bytes())
@@ -95,7 +144,9 @@ pub fn convert_format1(adapter: &mut dyn Persistence, label: &str) -> Result<Con
     }
     // Converted: the format-1 documents go, partitions first, metadata last (a run
     // killed here finds the metadata and removes what is left).
-    for key in keys.iter().map(String::as_str).chain([ROOT_KEY, META_KEY]) {
+    out.unconverted = failed.len();
+    let kept = keys.iter().filter(|k| !failed.contains(*k));
+    for key in kept.map(String::as_str).chain([ROOT_KEY, META_KEY]) {
         if adapter
             .load(key)
             .map_err(adapter_err(label, key))?

@@ -17,7 +17,9 @@ mod ops;
 mod piece;
 mod span;
 
-pub use convert::{convert_format1, is_converted, Converted, FORMAT_KEY};
+pub use convert::{
+    convert_format1, is_converted, unconverted, Converted, FORMAT_KEY, UNCONVERTED_KEY,
+};
 
 /// The reserved key under which a tier no one else writes keeps the id its device
 /// appends under. It names one device: a copy of the tier given to another device
@@ -25,8 +27,8 @@ pub use convert::{convert_format1, is_converted, Converted, FORMAT_KEY};
 pub const WRITER_KEY: &str = "!datasync.writer";
 pub use index::{Entry, Index};
 pub use ops::{
-    index_key, piece_key, sync_partition, Compacted, Compaction, IndexRead, PieceRead, PieceSide,
-    PieceSync, PieceTier, DEVICES_KEY,
+    index_key, partition_of_index, partitions_listed, piece_key, sync_partition, Compacted,
+    Compaction, IndexRead, PieceRead, PieceSide, PieceSync, PieceTier, DEVICES_KEY,
 };
 pub use piece::{content, fold, winners, Piece, TombstoneRule, Winners, Write, FORMAT};
 pub use span::{short_hash, span_covers, span_holds, Run, Span, Vector};

@@ -15,6 +15,24 @@ pub fn index_key(partition: &str) -> String {
     format!("!index:{partition}")
 }
 
+/// The partition whose index `key` is, if it is an index key.
+pub fn partition_of_index(key: &str) -> Option<&str> {
+    key.strip_prefix("!index:")
+}
+
+/// The partitions a blob tier's listing names, in either format: a format-1 tier
+/// keeps each partition under its own key, a format-2 tier under its index.
+pub fn partitions_listed(listed: &[String]) -> Vec<String> {
+    listed
+        .iter()
+        .filter_map(|k| match partition_of_index(k) {
+            Some(partition) => Some(partition),
+            None => (!crate::meta::is_reserved(k)).then_some(k.as_str()),
+        })
+        .map(str::to_string)
+        .collect()
+}
+
 /// The key of one piece of a partition.
 pub fn piece_key(partition: &str, name: &str) -> String {
     format!("!piece:{partition}:{name}")
@@ -34,6 +52,9 @@ pub struct PieceTier<'a> {
     /// A tier no one else writes: the index last read or written here, which is
     /// what the tier holds.
     known: Option<(String, Read)>,
+    /// Conditional writes of mutable documents (indexes, the device register) that
+    /// found another writer's update there.
+    refused: u64,
 }
 
 /// An index as read, with the bytes a conditional write of it expects.
@@ -116,7 +137,13 @@ impl<'a> PieceTier<'a> {
             shared,
             label,
             known: None,
+            refused: 0,
         }
+    }
+
+    /// How many conditional writes through this found another writer's update.
+    pub fn refused(&self) -> u64 {
+        self.refused
     }
 
     fn load(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -191,14 +218,18 @@ impl<'a> PieceTier<'a> {
             .adapter
             .store_if(&key, held, bytes)
             .map_err(|e| Error::from_adapter(self.label, &key, e))?;
-        if let Some(stored) = offered {
-            return Ok(stored);
+        let stored = match offered {
+            Some(stored) => stored,
+            None if self.load(&key)?.as_deref() != held => false,
+            None => {
+                self.store(&key, bytes)?;
+                true
+            }
+        };
+        if !stored {
+            self.refused += 1;
         }
-        if self.load(&key)?.as_deref() != held {
-            return Ok(false);
-        }
-        self.store(&key, bytes)?;
-        Ok(true)
+        Ok(stored)
     }
 
     /// The bytes of a piece the index lists, checked against its name.

@@ -23,7 +23,8 @@ pub struct SyncStats {
     pub keys_skipped: u64,
     /// Entity slots written (on either side).
     pub entities_changed: u64,
-    /// Ids present on both sides with different content.
+    /// Ids present on both sides with different content. Format 1 only: a format-2
+    /// sync moves pieces without comparing ids, and resolves at read (it counts 0).
     pub conflicts: u64,
     /// Partition bytes written.
     pub bytes_written: u64,
@@ -134,6 +135,7 @@ pub(crate) fn sync_pair(
     let result = sync_keys(upper, lower, &keys, ctx, &mut out);
     let now = now_millis();
     let persisted = upper.persist_meta(now).and(lower.persist_meta(now));
+    out.stats.write_races += upper.take_races() + lower.take_races();
     result?;
     persisted?;
     Ok(out)
@@ -348,7 +350,7 @@ fn sync_pieces_key(
         // would.
         clock.observe(latest);
     }
-    out.stats.write_races += moved.races;
+    // Races are counted by the tiers (`Tier::take_races`), index writes among them.
     out.stats.bytes_written += moved.bytes;
     out.stats.entities_changed += moved.a_to_b + moved.b_to_a;
     match (moved.a_to_b > 0, moved.b_to_a > 0) {

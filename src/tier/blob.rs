@@ -130,13 +130,14 @@ impl Tier {
         Ok(disagrees)
     }
 
-    /// Whether the adapter lists any partition key (false when it cannot list).
+    /// Whether the adapter lists any partition key (false when it cannot list); in
+    /// format 2, an index or the list of partitions a conversion could not convert.
     pub(super) fn lists_partitions(&self) -> Result<bool> {
         let pieces = self.is_pieces();
         Ok(self.list()?.is_some_and(|keys| {
             keys.iter().any(|k| {
                 if pieces {
-                    k.starts_with("!index:")
+                    k.starts_with("!index:") || k == crate::pieces::UNCONVERTED_KEY
                 } else {
                     !is_reserved(k)
                 }

@@ -239,6 +239,9 @@ pub(crate) struct Tier {
     pieces: Option<PiecesMode>,
     /// Format 1, shared tier: whether it was checked not to be in format 2.
     checked_format: std::sync::atomic::AtomicBool,
+    /// Format 2: conditional writes of mutable documents (the summary tree, the
+    /// device register) that found another writer's update, since last taken.
+    races: std::sync::atomic::AtomicU64,
 }
 
 impl Tier {
@@ -260,6 +263,7 @@ impl Tier {
             ),
             pieces: None,
             checked_format: std::sync::atomic::AtomicBool::new(false),
+            races: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -326,10 +330,25 @@ impl Tier {
             blobs.store(key, bytes).map(|_| true)
         });
         let written = written.map_err(self.adapter_err(key))?;
+        if !written && self.is_pieces() {
+            self.raced(1);
+        }
         if !written {
             log::debug!(target: "datasync::tier", "{} {key:?} changed since it was read; not overwriting it", self.label);
         }
         Ok(written)
+    }
+
+    /// Counts conditional writes that found another writer's update (format 2; a
+    /// format-1 sync counts its own, per partition).
+    pub fn raced(&self, refused: u64) {
+        self.races
+            .fetch_add(refused, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The conditional writes counted by [`Tier::raced`] since last taken.
+    pub fn take_races(&self) -> u64 {
+        self.races.swap(0, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The keys the adapter lists (`None` when it cannot list).

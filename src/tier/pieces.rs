@@ -163,7 +163,13 @@ impl Tier {
     /// Runs `f` with the piece operations over this tier's adapter (locked for `f`).
     fn with_pieces<R>(&self, f: impl FnOnce(&mut PieceTier) -> Result<R>) -> Result<R> {
         let (shared, label) = (self.shared, self.label);
-        self.with_adapter(|a| f(&mut PieceTier::new(a.blobs(), shared, label)))
+        let (result, refused) = self.with_adapter(|a| {
+            let mut tier = PieceTier::new(a.blobs(), shared, label);
+            let result = f(&mut tier);
+            (result, tier.refused())
+        });
+        self.raced(refused);
+        result
     }
 
     /// Reads a partition from its pieces, every piece checked (`None`: no index).
@@ -533,6 +539,18 @@ impl Tier {
     /// again to check it. Returns how many pieces were copied.
     pub(crate) fn restore_pieces(&self, from: &Tier, key: &str) -> Result<u64> {
         let theirs = Side(from).index_of(key)?;
+        if theirs.index.entries.is_empty() {
+            // Nothing to restore from: what is damaged here stays as it is (a tier
+            // that holds the partition may still restore it), and reads fail.
+            return Err(Error::corrupt(
+                self.label,
+                key,
+                format!(
+                    "the partition is damaged here and the {} tier does not hold it; a sync with a tier that holds it restores it",
+                    from.label
+                ),
+            ));
+        }
         let mine = match Side(self).index_of(key) {
             Ok(read) => Some(read),
             Err(e) if e.kind() == ErrorKind::Corrupt => None,
@@ -603,7 +621,10 @@ impl Tier {
             updated_at: crate::clock::now_millis(),
             ..Meta::default()
         };
-        for key in listed.iter().filter_map(|k| k.strip_prefix("!index:")) {
+        for key in listed
+            .iter()
+            .filter_map(|k| crate::pieces::partition_of_index(k))
+        {
             let entry = match self.read_pieces(key) {
                 Ok(Some(read)) => MetaEntry {
                     hash: summary_of(&read.vector),
@@ -622,6 +643,17 @@ impl Tier {
                 Err(e) => return Err(e),
             };
             meta.entries.insert(key.to_string(), entry);
+        }
+        // Partitions the conversion from format 1 could not convert, and that no
+        // sync has restored since: damaged, so that their reads fail.
+        let label = self.label;
+        let unconverted = self.with_adapter(|a| crate::pieces::unconverted(a.blobs(), label))?;
+        for key in unconverted {
+            meta.entries.entry(key).or_insert_with(|| MetaEntry {
+                hash: crate::meta::DAMAGED.to_string(),
+                updated_at: meta.updated_at,
+                entities: BTreeMap::new(),
+            });
         }
         Ok(meta)
     }
@@ -649,7 +681,10 @@ impl Tier {
             }
         }
         if let Some(listed) = self.list()? {
-            for key in listed.iter().filter_map(|k| k.strip_prefix("!index:")) {
+            for key in listed
+                .iter()
+                .filter_map(|k| crate::pieces::partition_of_index(k))
+            {
                 if !recorded.entries.contains_key(key) {
                     problems.push(format!("{label} {key:?} has an index but no entry"));
                 }
