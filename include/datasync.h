@@ -704,6 +704,18 @@ datasync_code datasync_config_set_sync_on_open(struct datasync_config *config,
                                                bool yes);
 
 /**
+ * How the blob tiers keep partitions: 2 (the default), write-once pieces and a
+ * small index per partition; 1, one document per partition, for a cloud shared
+ * with devices that do not read format 2 yet. Another value is refused when the
+ * instance opens (`DATASYNC_INVALID_CONFIG`).
+ *
+ * Ownership: `config` is borrowed.
+ * Threads: one thread at a time per configuration.
+ */
+datasync_code datasync_config_set_format(struct datasync_config *config,
+                                         uint32_t format);
+
+/**
  * Creates an empty shared memory map for `datasync_config_set_memory`; writes it to
  * `*out`.
  *

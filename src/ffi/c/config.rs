@@ -419,6 +419,24 @@ pub unsafe extern "C" fn datasync_config_set_sync_on_open(
     })
 }
 
+/// How the blob tiers keep partitions: 2 (the default), write-once pieces and a
+/// small index per partition; 1, one document per partition, for a cloud shared
+/// with devices that do not read format 2 yet. Another value is refused when the
+/// instance opens (`DATASYNC_INVALID_CONFIG`).
+///
+/// Ownership: `config` is borrowed.
+/// Threads: one thread at a time per configuration.
+#[no_mangle]
+pub unsafe extern "C" fn datasync_config_set_format(
+    config: *mut datasync_config,
+    format: u32,
+) -> datasync_code {
+    boundary(|| {
+        config_mut(config)?.format = format;
+        Ok(())
+    })
+}
+
 /// Creates an empty shared memory map for `datasync_config_set_memory`; writes it to
 /// `*out`.
 ///

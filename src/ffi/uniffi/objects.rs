@@ -157,6 +157,11 @@ pub struct OpenOptions {
     /// Sync local and cloud as soon as the instance opens.
     #[uniffi(default = None)]
     pub sync_on_open: Option<bool>,
+    /// How the blob tiers keep partitions: 2 (the default), write-once pieces; 1,
+    /// one document per partition, for a cloud shared with devices that do not
+    /// read format 2 yet (README, "Format 2").
+    #[uniffi(default = None)]
+    pub format: Option<u32>,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -180,6 +185,7 @@ pub fn default_options(prefix: String) -> OpenOptions {
         retry_max_ms: Some(millis(core.retry_max)),
         max_clock_skew_ms: Some(millis(core.max_clock_skew)),
         sync_on_open: Some(core.sync_on_open),
+        format: Some(core.format),
     }
 }
 
@@ -204,6 +210,9 @@ impl OpenOptions {
         }
         if let Some(yes) = self.sync_on_open {
             config.sync_on_open = yes;
+        }
+        if let Some(format) = self.format {
+            config.format = format;
         }
         config.local = self.local.map(TierSpec::into_persistence).transpose()?;
         config.cloud = self.cloud.map(TierSpec::into_persistence).transpose()?;

@@ -497,6 +497,7 @@ def default_options() -> Dict[str, Any]:
         "retry_max": native.retry_max_ms / 1000,
         "max_clock_skew": native.max_clock_skew_ms / 1000,
         "sync_on_open": native.sync_on_open,
+        "format": native.format,
     }
 
 
@@ -1243,6 +1244,14 @@ class DataSync:
         return f"DataSync(prefix={self.prefix!r})"
 
 
+def _format(format: Optional[int]) -> Optional[int]:
+    if format is None:
+        return None
+    if isinstance(format, bool) or not isinstance(format, int) or format not in (1, 2):
+        raise InvalidConfig(f"invalid configuration: format must be 1 or 2, not {format!r}", reason=f"format is {format!r}")
+    return format
+
+
 @_translated
 def open(
     prefix: str,
@@ -1257,11 +1266,15 @@ def open(
     retry_max: Optional[float] = None,
     max_clock_skew: Optional[float] = None,
     sync_on_open: Optional[bool] = None,
+    format: Optional[int] = None,
 ) -> DataSync:
     """Opens an instance. ``local`` and ``cloud`` are optional tiers (a
     :class:`MemoryTier`, a :class:`DirectoryTier`, an :class:`HttpTier` or a
     :class:`Persistence` subclass); durations are in seconds, and each one left out (None) keeps the
-    library's default (:func:`default_options` lists them)."""
+    library's default (:func:`default_options` lists them). ``format`` is how the
+    blob tiers keep partitions: 2 (the default), write-once pieces; 1, one
+    document per partition, for a cloud shared with devices that do not read
+    format 2 yet."""
 
     def ms(seconds: Optional[float], what: str) -> Optional[int]:
         if seconds is None:
@@ -1282,6 +1295,7 @@ def open(
         retry_max_ms=ms(retry_max, "retry_max"),
         max_clock_skew_ms=ms(max_clock_skew, "max_clock_skew"),
         sync_on_open=None if sync_on_open is None else bool(sync_on_open),
+        format=_format(format),
     )
     return DataSync(_native.DataSync.open(options), prefix)
 

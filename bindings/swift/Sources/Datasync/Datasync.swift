@@ -3868,6 +3868,12 @@ public struct OpenOptions {
      * Sync local and cloud as soon as the instance opens.
      */
     public var syncOnOpen: Bool?
+    /**
+     * How the blob tiers keep partitions: 2 (the default), write-once pieces; 1,
+     * one document per partition, for a cloud shared with devices that do not
+     * read format 2 yet (README, "Format 2").
+     */
+    public var format: UInt32?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -3903,7 +3909,12 @@ public struct OpenOptions {
          */maxClockSkewMs: UInt64? = nil, 
         /**
          * Sync local and cloud as soon as the instance opens.
-         */syncOnOpen: Bool? = nil) {
+         */syncOnOpen: Bool? = nil, 
+        /**
+         * How the blob tiers keep partitions: 2 (the default), write-once pieces; 1,
+         * one document per partition, for a cloud shared with devices that do not
+         * read format 2 yet (README, "Format 2").
+         */format: UInt32? = nil) {
         self.prefix = prefix
         self.local = local
         self.cloud = cloud
@@ -3915,6 +3926,7 @@ public struct OpenOptions {
         self.retryMaxMs = retryMaxMs
         self.maxClockSkewMs = maxClockSkewMs
         self.syncOnOpen = syncOnOpen
+        self.format = format
     }
 
     
@@ -3943,7 +3955,8 @@ public struct FfiConverterTypeOpenOptions: FfiConverterRustBuffer {
                 retryBaseMs: FfiConverterOptionUInt64.read(from: &buf), 
                 retryMaxMs: FfiConverterOptionUInt64.read(from: &buf), 
                 maxClockSkewMs: FfiConverterOptionUInt64.read(from: &buf), 
-                syncOnOpen: FfiConverterOptionBool.read(from: &buf)
+                syncOnOpen: FfiConverterOptionBool.read(from: &buf), 
+                format: FfiConverterOptionUInt32.read(from: &buf)
         )
     }
 
@@ -3959,6 +3972,7 @@ public struct FfiConverterTypeOpenOptions: FfiConverterRustBuffer {
         FfiConverterOptionUInt64.write(value.retryMaxMs, into: &buf)
         FfiConverterOptionUInt64.write(value.maxClockSkewMs, into: &buf)
         FfiConverterOptionBool.write(value.syncOnOpen, into: &buf)
+        FfiConverterOptionUInt32.write(value.format, into: &buf)
     }
 }
 

@@ -6967,6 +6967,13 @@ data class OpenOptions (
      * Sync local and cloud as soon as the instance opens.
      */
     var `syncOnOpen`: kotlin.Boolean? = null 
+    , 
+    /**
+     * How the blob tiers keep partitions: 2 (the default), write-once pieces; 1,
+     * one document per partition, for a cloud shared with devices that do not
+     * read format 2 yet (README, "Format 2").
+     */
+    var `format`: kotlin.UInt? = null 
     
 ): Disposable{
     
@@ -6988,7 +6995,8 @@ data class OpenOptions (
         this.`retryBaseMs`,
         this.`retryMaxMs`,
         this.`maxClockSkewMs`,
-        this.`syncOnOpen`
+        this.`syncOnOpen`,
+        this.`format`
     )
     }
     
@@ -7012,6 +7020,7 @@ public object FfiConverterTypeOpenOptions: FfiConverterRustBuffer<OpenOptions> {
             FfiConverterOptionalULong.read(buf),
             FfiConverterOptionalULong.read(buf),
             FfiConverterOptionalBoolean.read(buf),
+            FfiConverterOptionalUInt.read(buf),
         )
     }
 
@@ -7026,7 +7035,8 @@ public object FfiConverterTypeOpenOptions: FfiConverterRustBuffer<OpenOptions> {
             FfiConverterOptionalULong.allocationSize(value.`retryBaseMs`) +
             FfiConverterOptionalULong.allocationSize(value.`retryMaxMs`) +
             FfiConverterOptionalULong.allocationSize(value.`maxClockSkewMs`) +
-            FfiConverterOptionalBoolean.allocationSize(value.`syncOnOpen`)
+            FfiConverterOptionalBoolean.allocationSize(value.`syncOnOpen`) +
+            FfiConverterOptionalUInt.allocationSize(value.`format`)
     )
 
     override fun write(value: OpenOptions, buf: ByteBuffer) {
@@ -7041,6 +7051,7 @@ public object FfiConverterTypeOpenOptions: FfiConverterRustBuffer<OpenOptions> {
             FfiConverterOptionalULong.write(value.`retryMaxMs`, buf)
             FfiConverterOptionalULong.write(value.`maxClockSkewMs`, buf)
             FfiConverterOptionalBoolean.write(value.`syncOnOpen`, buf)
+            FfiConverterOptionalUInt.write(value.`format`, buf)
     }
 }
 
