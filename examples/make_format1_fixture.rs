@@ -1,6 +1,6 @@
-//! Writes a directory tier in today's on-disk format (format 1) and the list of what
-//! it holds, for `tests/format1_fixture.rs` and the future conversion to the next
-//! format.
+//! Writes a directory tier in format 1 (the on-disk format before format 2) and the
+//! list of what it holds, for `tests/format1_fixture.rs` and the conversion to
+//! format 2.
 //!
 //! Run with `scripts/make-format1-fixture.sh`, which writes `tests/fixtures/format1/`;
 //! by hand: `cargo run --example make_format1_fixture -- TIER_DIR EXPECTED_JSON`.
@@ -134,6 +134,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let config = Config::new(PREFIX)
+        .format(1)
         .local(DirPersistence::open(&tier)?)
         .clock_source(clock);
     let ds = DataSync::open(config)?;
@@ -142,7 +143,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Read everything back as today's code sees it: the entities through a new
     // instance, the tombstones from the partitions on disk.
-    let ds = DataSync::open(Config::new(PREFIX).local(DirPersistence::open(&tier)?))?;
+    let ds = DataSync::open(
+        Config::new(PREFIX)
+            .format(1)
+            .local(DirPersistence::open(&tier)?),
+    )?;
     let mut entities = BTreeMap::new();
     for name in NAMES {
         let mut list: Vec<Value> = ds

@@ -170,7 +170,9 @@ fn main() -> datasync::Result<()> {
             .store_sync_delay(hour)
             .cloud_sync_interval(hour)
             .retry(hour, hour)
-            .sync_on_open(false),
+            .sync_on_open(false)
+            // The scenario reads the cloud's partition documents back: format 1.
+            .format(1),
     )?;
     let notes = ds.repo("Note")?;
     let mut out = Lines;

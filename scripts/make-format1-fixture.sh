@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Regenerates tests/fixtures/format1/: a directory tier written by today's code
-# (format 1) and expected.json, what that code reads back from it. Run it only while
-# the on-disk format is still format 1; once the format changes, the committed
-# fixture is the record of the old bytes and must stay as it is.
+# Regenerates tests/fixtures/format1/: a directory tier written in format 1 (which
+# the example chooses; format 2 is the default) and expected.json, what format 1
+# reads back from it. The committed fixture is the record of the bytes the code
+# before format 2 wrote: regenerate it only if format 1 itself changes.
 #
 # The entities and tombstones come out the same on every run (the example sets the
 # instance's clock); only the metadata's own `updatedAt` stamps take the wall clock.

@@ -40,9 +40,9 @@ pub struct Config {
     /// partition rewritten by every flush; 2, write-once pieces and a small index
     /// per partition (`docs/format-2.md`), so that a flush or a sync moves only
     /// what changed. Opening a format-1 tier with format 2 converts it in place; a
-    /// tier in format 2 refuses to open with format 1. The default is 1, or the
-    /// value of the environment variable `DATASYNC_DEFAULT_FORMAT` (so that a test
-    /// suite can run on either).
+    /// tier in format 2 refuses to open with format 1. The default is 2, or the
+    /// value of the environment variable `DATASYNC_DEFAULT_FORMAT` when it is `1`
+    /// (so that a test suite can run on either).
     pub format: u32,
     /// Format 2: when a partition's pieces are folded, and when tombstones go.
     pub compaction: crate::pieces::Compaction,
@@ -51,8 +51,8 @@ pub struct Config {
 /// The format a configuration gets unless it chooses one.
 fn default_format() -> u32 {
     match std::env::var("DATASYNC_DEFAULT_FORMAT").as_deref() {
-        Ok("2") => 2,
-        _ => 1,
+        Ok("1") => 1,
+        _ => 2,
     }
 }
 

@@ -1,5 +1,7 @@
 //! The directory tier: keys, the lock, corrupt and truncated files, damaged metadata,
 //! missing and unwritable directories, and recovery after an interrupted write.
+//! The instances here keep format 1 (one file per partition), whose files these
+//! tests damage; `tests/format2.rs` damages format 2's pieces and summary tree.
 
 use std::fs;
 use std::path::Path;
@@ -12,7 +14,9 @@ use datasync::{
 use serde_json::json;
 
 fn instance(dir: &Path, cloud: Option<&MemoryPersistence>) -> DataSync {
-    let mut config = Config::new("app").local(DirPersistence::open(dir).unwrap());
+    let mut config = Config::new("app")
+        .format(1)
+        .local(DirPersistence::open(dir).unwrap());
     if let Some(cloud) = cloud {
         config = config
             .cloud(cloud.clone())
@@ -302,6 +306,7 @@ fn a_completed_write_leaves_no_marker() {
     let tmp = tempfile::tempdir().unwrap();
     let ds = DataSync::open(
         Config::new("app")
+            .format(1)
             .local(DirPersistence::open_with(tmp.path(), DirOptions { durable: false }).unwrap()),
     )
     .unwrap();
@@ -382,6 +387,7 @@ fn an_unwritable_location_is_a_clear_error() {
 /// An instance that syncs with the cloud only when asked.
 fn quiet(dir: &Path, cloud: &MemoryPersistence) -> DataSync {
     let config = Config::new("app")
+        .format(1)
         .local(DirPersistence::open(dir).unwrap())
         .cloud(cloud.clone())
         .sync_on_open(false)

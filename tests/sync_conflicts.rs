@@ -1,12 +1,19 @@
-//! Sync scenarios between two tiers (DESIGN.md §5), with exact instants.
+//! Sync scenarios between two tiers (DESIGN.md §5), with exact instants. The tiers
+//! here are in format 1 (one document per partition, whose metadata some tests
+//! damage); the convergence property test (`tests/convergence.rs`) holds format 2
+//! to the same rules.
 
 mod common;
 
-use common::{audit_blobs, put_partition, stored_root, Probe};
+use common::{audit_blobs, put_partition_in, stored_root, Probe};
 use datasync::clock::format_millis;
 use datasync::{sync_tiers, LastWriterWins, MemoryPersistence, Partition, Slot};
 
 const T: i64 = 1_767_225_600_000;
+
+fn put_partition(tier: &MemoryPersistence, key: &str, partition: &Partition) {
+    put_partition_in(tier, key, partition, 1);
+}
 
 fn user(id: &str, at: i64, version: u64, name: &str) -> String {
     format!(

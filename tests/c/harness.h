@@ -79,6 +79,9 @@ typedef struct hstore {
     int destroyed;   /* destroy calls seen */
     int loads;
     int stores;
+    int mutable_stores; /* of which not of a write-once piece ("!piece:...") or the
+                         * format marker ("!datasync.format", the same bytes from
+                         * every writer) */
     int store_ifs;   /* conditional writes seen */
     int store_if_refused; /* of which found other bytes and wrote nothing */
     int conditional; /* non-zero: the vtable offers store_if */
@@ -155,6 +158,30 @@ static inline char *hstore_get_text(hstore *s, const char *key) {
     return out;
 }
 
+/* What the store holds of partition `key`, in either format, as one NUL-terminated
+ * text (caller frees), or NULL when it holds nothing of it: format 1's document
+ * under `key`, or format 2's pieces (`!piece:<key>:<name>`), one after the other. */
+static inline char *hstore_partition_text(hstore *s, const char *key) {
+    char prefix[512];
+    snprintf(prefix, sizeof prefix, "!piece:%s:", key);
+    size_t plen = strlen(prefix), total = 0;
+    char *out = NULL;
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < s->count; i++) {
+        hentry *e = &s->items[i];
+        if (strcmp(e->key, key) != 0 && strncmp(e->key, prefix, plen) != 0) continue;
+        out = realloc(out, total + e->len + 1);
+        memcpy(out + total, e->data, e->len);
+        total += e->len;
+        out[total] = '\0';
+    }
+    pthread_mutex_unlock(&s->lock);
+    return out;
+}
+
+/* The default format of open_with (the library's, 2), or 1. */
+static int harness_format = 2;
+
 static inline int32_t hs_load(void *userdata, const char *key, datasync_bytes_sink *sink) {
     hstore *s = userdata;
     pthread_mutex_lock(&s->lock);
@@ -172,6 +199,7 @@ static inline int32_t hs_store(void *userdata, const char *key, const uint8_t *b
     hstore *s = userdata;
     pthread_mutex_lock(&s->lock);
     s->stores++;
+    if (strncmp(key, "!piece:", 7) != 0 && strcmp(key, "!datasync.format") != 0) s->mutable_stores++;
     int32_t rc = s->fail_store;
     pthread_mutex_unlock(&s->lock);
     if (rc == 0) hstore_put(s, key, bytes, len);
@@ -281,6 +309,7 @@ static inline datasync_instance *open_with(const char *prefix, hstore *local, hs
     }
     datasync_config_set_cloud_sync_interval(cfg, 3600 * 1000);
     datasync_config_set_sync_on_open(cfg, false);
+    datasync_config_set_format(cfg, (uint32_t)harness_format);
     if (datasync_instance_open(cfg, &ds) != DATASYNC_OK) {
         fprintf(stderr, "open failed: %s\n", datasync_error_message());
         return NULL;

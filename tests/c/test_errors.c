@@ -281,7 +281,7 @@ static void test_adapter_and_callback_errors(void) {
     datasync_string_free(status);
     hstore_fail(&local, 0, 0);
     CHECK_OK(datasync_instance_flush(ds));
-    char *blob = hstore_get_text(&local, "app.Late");
+    char *blob = hstore_partition_text(&local, "app.Late");
     CHECK(contains(blob, "\"n\":1"));
     free(blob);
     datasync_instance_free(ds);

@@ -276,9 +276,14 @@ pub fn stored_root(tier: &MemoryPersistence) -> String {
 /// Writes a partition and correct metadata into a blob tier, as if a sync had (in
 /// the format the default configuration uses: pieces where it is 2).
 pub fn put_partition(tier: &MemoryPersistence, key: &str, partition: &Partition) {
+    put_partition_in(tier, key, partition, Config::new("x").format)
+}
+
+/// [`put_partition`] in the given format.
+pub fn put_partition_in(tier: &MemoryPersistence, key: &str, partition: &Partition, format: u32) {
     let blobs = tier.snapshot();
     let bytes = partition.to_canonical();
-    if Config::new("x").format == 2 {
+    if format == 2 {
         let mut meta = tree_of(&blobs);
         tier.poke(datasync::pieces::FORMAT_KEY, b"{\"v\":2}");
         let mut adapter = tier.clone();

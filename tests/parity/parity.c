@@ -282,6 +282,8 @@ int main(void) {
     CHECK_OK(datasync_config_set_cloud_sync_interval(cfg, HOUR));
     CHECK_OK(datasync_config_set_retry(cfg, HOUR, HOUR));
     CHECK_OK(datasync_config_set_sync_on_open(cfg, false));
+    /* The scenario reads the cloud's partition documents back: format 1. */
+    CHECK_OK(datasync_config_set_format(cfg, 1));
     if (datasync_instance_open(cfg, &ds) != DATASYNC_OK) {
         fprintf(stderr, "open: %s\n", datasync_error_message());
         return 1;

@@ -139,6 +139,7 @@ def main() -> None:
         retry_base=hour,
         retry_max=hour,
         sync_on_open=False,
+        format=1,  # the scenario reads the cloud's partition documents back
     )
     notes = ds.repo("Note")
 

@@ -70,6 +70,19 @@ def doc(uid, title, updated_at, version):
     return {"id": uid, "createdAt": EPOCH, "updatedAt": updated_at, "version": version, "title": title}
 
 
+def holds_partition(keys, key):
+    """Whether a tier's keys hold partition `key`, in either format: format 1's
+    document under the key, or format 2's index (the default)."""
+    return key in keys or f"!index:{key}" in keys
+
+
+def read_back(tier, name, uid):
+    """Entity `uid` as tier `tier` holds it, read through a fresh instance (so in
+    either format)."""
+    with datasync.open("app", local=tier, sync_on_open=False) as instance:
+        return instance.repo(name).get(uid)
+
+
 def partition(name, *entities):
     """The canonical partition blob holding these entities of one name."""
     return json.dumps({name: {e["id"]: e for e in entities}}, sort_keys=True, separators=(",", ":")).encode()

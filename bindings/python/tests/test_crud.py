@@ -71,7 +71,7 @@ def test_flush_and_status_with_local_tier():
         instance.repo("User").save({"name": "x"})
         instance.flush()
         assert instance.status.pending_keys == 0
-        assert "app.User" in local.keys()
+        assert "!index:app.User" in local.keys()  # format 2, the default
         assert instance.tier_keys("local") == ["app.User"]
         assert instance.audit() == []
 

@@ -6,7 +6,7 @@ import time
 import pytest
 
 import datasync
-from conftest import device
+from conftest import device, holds_partition
 
 
 def manual(cloud):
@@ -58,7 +58,7 @@ def test_wait_in_cloud_returns_once_another_thread_syncs(cloud):
             assert ds.wait_in_cloud("User", uid, 20) is True
         finally:
             syncing.join()
-        assert any(k.startswith("app.User") for k in cloud.blobs)
+        assert holds_partition(cloud.blobs, "app.User")
         assert ds.wait_all_in_cloud(0) is True
 
 

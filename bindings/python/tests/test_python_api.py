@@ -206,8 +206,9 @@ def test_star_import_keeps_the_builtin_open():
 
 def test_defaults_come_from_the_library():
     defaults = datasync.default_options()
-    assert set(defaults) == {"store_sync_delay", "cloud_sync_interval", "retry_base", "retry_max", "max_clock_skew", "sync_on_open"}
+    assert set(defaults) == {"store_sync_delay", "cloud_sync_interval", "retry_base", "retry_max", "max_clock_skew", "sync_on_open", "format"}
     assert all(v > 0 for k, v in defaults.items() if k != "sync_on_open")
+    assert defaults["format"] == 2
     assert defaults["retry_base"] <= defaults["retry_max"]
     # Every default is a valid option as it is.
     with datasync.open("app", **defaults) as instance:

@@ -121,7 +121,9 @@ enum Parity {
             prefix: "app", local: nil, cloud: .host(adapter: cloud),
             strategy: .host(strategy: ParityOwner(), separator: nil, idLength: nil), resolver: nil,
             storeSyncDelayMs: hour, cloudSyncIntervalMs: hour, retryBaseMs: hour, retryMaxMs: hour,
-            maxClockSkewMs: nil, syncOnOpen: false))
+            maxClockSkewMs: nil, syncOnOpen: false,
+            // The scenario reads the cloud's partition documents back: format 1.
+            format: 1))
         defer { try? ds.shutdown() }
         let notes = try ds.repo(name: "Note")
         func get(_ id: String) throws -> [String: Any]? { try notes.get(id: id).map(object) }

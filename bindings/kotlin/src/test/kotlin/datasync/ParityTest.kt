@@ -106,6 +106,7 @@ fun parityScenario(out: (String) -> Unit) {
     Datasync.open("app", cloud = Tier.host(cloud), strategy = Strategy.custom(Owner)) {
         storeSyncDelayMs = PARITY_HOUR; cloudSyncIntervalMs = PARITY_HOUR; retryBaseMs = PARITY_HOUR; retryMaxMs = PARITY_HOUR
         syncOnOpen = false
+        format = 1u // the scenario reads the cloud's partition documents back
     }.use { ds ->
         val notes = ds.repo("Note")
         fun save(vararg fields: Pair<String, Any?>) {
