@@ -111,10 +111,12 @@ pub trait Persistence: Send {
         let _ = (key, expected, bytes);
         Ok(None)
     }
-    /// The library has just stored a metadata document (and its root) that describes
-    /// every partition it wrote through this adapter before: an adapter that guards
-    /// against a crash between partition and metadata writes (the directory tier's
-    /// recovery marker) may let go of that guard now. Default: nothing to do.
+    /// The library has just stored the metadata that describes every partition it
+    /// wrote through this adapter before, and counts the writes since the last
+    /// commit as durable once this returns. An adapter may hold its writes until
+    /// then and make them durable together (the directory tier appends them to its
+    /// journal with one fdatasync), as long as its loads see them at once; one whose
+    /// every store is durable on return has nothing to do (the default).
     fn commit(&mut self) -> AdapterResult<()> {
         Ok(())
     }

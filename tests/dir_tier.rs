@@ -276,20 +276,25 @@ fn garbage_metadata_is_rebuilt_from_the_partitions() {
 }
 
 #[test]
-fn an_interrupted_write_leaves_a_marker_and_the_next_open_rebuilds_the_metadata() {
+fn a_write_left_without_its_metadata_makes_the_next_open_rebuild_the_metadata() {
     let tmp = tempfile::tempdir().unwrap();
     let cloud = MemoryPersistence::new();
     seed(tmp.path(), &cloud);
     let old = meta_of(&mut DirPersistence::open(tmp.path()).unwrap());
     {
-        // A writer that stores a partition and stops before its metadata, as a crash would.
+        // A writer that stores a partition and goes before its metadata and commit:
+        // what it stored is kept, recorded as an incomplete commit (a crash would
+        // lose the uncommitted write instead; tests/crash.rs kills writers).
         let mut dir = DirPersistence::open(tmp.path()).unwrap();
         dir.store("app.Note", br#"{"Note":{"Note.abcdefghijklmnop":{"createdAt":"2026-01-01T00:00:00.000Z","id":"Note.abcdefghijklmnop","updatedAt":"2026-01-01T00:00:00.000Z","version":1}}}"#).unwrap();
         fs::write(dir.path().join("blobs").join(".999-1.tmp"), b"half a write").unwrap();
-        assert!(dir.path().join("recovering").exists());
+        assert!(
+            !dir.file_of("app.Note").exists(),
+            "nothing reaches its file before a commit"
+        );
+        assert!(dir.load("app.Note").unwrap().is_some(), "but loads see it");
     }
     let mut dir = DirPersistence::open(tmp.path()).unwrap();
-    assert!(!dir.path().join("recovering").exists());
     assert!(!dir.path().join("blobs").join(".999-1.tmp").exists());
     let meta = meta_of(&mut dir);
     assert_eq!(meta.entries.len(), 3);
@@ -299,6 +304,62 @@ fn an_interrupted_write_leaves_a_marker_and_the_next_open_rebuilds_the_metadata(
         dir.load(ROOT_KEY).unwrap().unwrap(),
         meta.root().into_bytes()
     );
+}
+
+#[test]
+fn a_recovering_marker_of_an_older_version_rebuilds_the_metadata() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cloud = MemoryPersistence::new();
+    seed(tmp.path(), &cloud);
+    {
+        let mut dir = DirPersistence::open(tmp.path()).unwrap();
+        dir.store(META_KEY, b"{}").unwrap();
+        dir.commit().unwrap();
+    }
+    fs::write(tmp.path().join("recovering"), b"").unwrap();
+    let mut dir = DirPersistence::open(tmp.path()).unwrap();
+    assert!(!tmp.path().join("recovering").exists());
+    assert_eq!(meta_of(&mut dir).entries.len(), 2);
+}
+
+#[test]
+fn a_commit_is_one_journal_append_and_the_journal_empties_when_the_directory_closes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let journal = tmp.path().join("journal");
+    let len = || fs::metadata(&journal).map(|m| m.len()).unwrap_or(0);
+    let mut dir = DirPersistence::open(tmp.path()).unwrap();
+    dir.store("app.A", b"one").unwrap();
+    dir.store("!index:app.B", b"two").unwrap();
+    assert_eq!(len(), 0, "nothing is written before the commit");
+    dir.commit().unwrap();
+    let after_one = len();
+    assert!(after_one > 0);
+    assert_eq!(dir.load("app.A").unwrap().unwrap(), b"one");
+    // The files wait for the checkpoint: a document rewritten by every commit
+    // reaches its file once per checkpoint.
+    assert!(!dir.file_of("app.A").exists());
+    dir.clear("app.A").unwrap();
+    assert_eq!(dir.load("app.A").unwrap(), None);
+    assert_eq!(
+        dir.keys().unwrap().unwrap(),
+        vec!["!index:app.B".to_string()]
+    );
+    dir.commit().unwrap();
+    assert!(len() > after_one);
+    // A commit with nothing to write appends nothing.
+    let before = len();
+    dir.commit().unwrap();
+    assert_eq!(len(), before);
+    let (a, b) = (dir.file_of("app.A"), dir.file_of("!index:app.B"));
+    drop(dir);
+    assert!(
+        len() <= 5,
+        "closing writes and syncs the files and empties the journal"
+    );
+    assert!(b.exists() && !a.exists());
+    let mut dir = DirPersistence::open(tmp.path()).unwrap();
+    assert_eq!(dir.load("!index:app.B").unwrap().unwrap(), b"two");
+    assert_eq!(dir.load("app.A").unwrap(), None);
 }
 
 #[test]

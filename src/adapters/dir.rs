@@ -4,31 +4,39 @@
 //!
 //! ```text
 //! DIR/datasync.lock      held (flock) while a DirPersistence is open on DIR
-//! DIR/recovering         present while partitions may be newer than the metadata
+//! DIR/journal            the writes committed since the files were last synced
 //! DIR/blobs/<name>.blob  one file per key, name escaped from the key
 //! DIR/corrupt/           files that failed their checksum, moved aside
 //! ```
 //!
 //! Every blob file is `magic, key, payload, BLAKE3 checksum`, so a torn or damaged
-//! file is detected on load and names its own key. A write goes to a temporary file,
-//! is fsynced, renamed over the old file, and the directory is fsynced: a crash leaves
-//! the old or the new content, never a mix. Between the first partition write and the
-//! library's next [`Persistence::commit`] (it calls it once the metadata describing
-//! those partitions is stored) a `recovering` marker exists; opening a directory that
-//! still has it rebuilds the metadata from the partition files, so a crash between the
-//! two never leaves metadata that disagrees with the partitions. A write made while
-//! the marker exists leaves its directory sync to that commit (one sync for all of
-//! them), except a format-2 piece, which must be durable before an index names it.
-//! In format 2 an index
-//! write counts as a partition write, and the recovery removes the metadata, which
-//! the instance then rebuilds from the indexes.
+//! file is detected on load and names its own key.
+//!
+//! Writes are batched until the library's next [`Persistence::commit`] (it calls it
+//! once the metadata describing what it wrote is stored): until then they live in
+//! memory, where loads, listings and conditional writes see them. A commit appends
+//! the batch to `DIR/journal` in one write and makes it durable with one fdatasync;
+//! only then are the files written (a temporary file renamed over the old one, not
+//! synced). So no file is ever ahead of the journal, and a crash leaves every
+//! committed batch in the journal and none of an uncommitted one: opening replays the
+//! journal into the files, syncs them, and empties it (a checkpoint, which also runs
+//! once the journal passes [`JOURNAL_LIMIT`] and when the last handle closes).
+//!
+//! Clones of one directory share the batch. A commit made while another clone has
+//! partition writes of its own pending is recorded as incomplete (that clone's
+//! metadata comes later); when the last commit of a journal is incomplete, opening
+//! rebuilds the metadata from the partition files (format 2: it removes it, and the
+//! instance rebuilds it from the indexes). A `recovering` marker left by an older
+//! version is honoured the same way.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{ErrorKind as IoKind, Write};
+use std::io::{ErrorKind as IoKind, Seek, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use super::journal;
 
 use crate::clock::now_millis;
 use crate::error::{Error, Result};
@@ -40,7 +48,8 @@ use crate::tier::audit::audit;
 const MAGIC: &[u8; 5] = b"DSB1\n";
 
 /// Whether a write of `key` changes what the metadata describes (a format-1
-/// partition, or a format-2 index): the `recovering` marker exists before it.
+/// partition, or a format-2 index): a commit while another handle has such writes
+/// pending is incomplete.
 fn describes_partition(key: &str) -> bool {
     !is_reserved(key) || key.starts_with("!index:")
 }
@@ -54,6 +63,13 @@ const CHECKSUM_LEN: usize = 32;
 const HEADER_MIN: usize = MAGIC.len() + 4 + 8;
 const LOCK_FILE: &str = "datasync.lock";
 const MARKER_FILE: &str = "recovering";
+const JOURNAL_FILE: &str = "journal";
+/// A commit that leaves the journal longer than this syncs the files and empties it.
+pub const JOURNAL_LIMIT: u64 = 1 << 20;
+/// A value larger than this is written to its own file at once (synced) instead of
+/// into the journal: a large write does not go to disk twice, and one that does not
+/// fit fails at once instead of holding up every later commit.
+const DIRECT_WRITE: usize = 64 << 10;
 const BLOBS_DIR: &str = "blobs";
 const CORRUPT_DIR: &str = "corrupt";
 const BLOB_EXT: &str = ".blob";
@@ -81,17 +97,37 @@ struct Shared {
     options: DirOptions,
     /// Keeps the lock for as long as any handle lives.
     _lock: File,
-    /// Handles that wrote partitions since they last committed.
-    dirty: Mutex<BTreeSet<u64>>,
-    /// Held around each write, so that a conditional write's compare and write are
-    /// one step against the other handles of this process (the directory lock keeps
-    /// other processes out).
-    writes: Mutex<()>,
-    /// Files were renamed into `blobs/` whose directory entries are not yet synced
-    /// (written while the `recovering` marker exists; the next commit syncs them).
-    unsynced: AtomicBool,
+    /// The batch and the journal. Held around each write, so that a conditional
+    /// write's compare and write are one step against the other handles of this
+    /// process (the directory lock keeps other processes out).
+    writes: Mutex<Writes>,
     next_handle: AtomicU64,
     next_tmp: AtomicU64,
+}
+
+/// What is written but not yet in the files.
+#[derive(Default)]
+struct Writes {
+    /// Handles with partition writes not yet followed by their own commit (kept
+    /// under the same lock as the batch, so that a commit sees a handle's mark
+    /// whenever it sees that handle's writes).
+    dirty: BTreeSet<u64>,
+    /// Journal records of the writes since the last commit.
+    batch: Vec<u8>,
+    /// Their bytes (`None`: cleared), and those of the commits since the journal
+    /// was last emptied: read before the files, written into them (and synced) at
+    /// the next checkpoint, so that a document rewritten by every commit reaches its
+    /// file once per checkpoint.
+    overlay: BTreeMap<String, Option<Vec<u8>>>,
+    /// The journal, once opened for appending, and its length.
+    journal: Option<File>,
+    journal_len: u64,
+    /// A large piece was written straight to its file since the last commit: the
+    /// directory is synced before the commit record names it.
+    dir_unsynced: bool,
+    /// The last commit was incomplete: the journal is not emptied (the next open
+    /// must still rebuild the metadata) until a complete one.
+    incomplete: bool,
 }
 
 /// A [`Persistence`] over a directory: one checksummed file per key, atomic and
@@ -135,8 +171,9 @@ impl DirPersistence {
 
     /// Opens (creating it if needed) a directory tier with these options. Fails if
     /// another handle, in this process or another, holds the directory. Recovers from
-    /// an interrupted write: leftover temporary files are removed and, if the last
-    /// writer stopped between a partition and the metadata, the metadata is rebuilt.
+    /// an interrupted writer: leftover temporary files are removed, the journal's
+    /// commits are written into the files, and, if its last commit was incomplete,
+    /// the metadata is rebuilt.
     pub fn open_with(path: impl AsRef<Path>, options: DirOptions) -> Result<DirPersistence> {
         let dir = path.as_ref().to_path_buf();
         if dir.exists() && !dir.is_dir() {
@@ -172,17 +209,22 @@ impl DirPersistence {
             blobs,
             options,
             _lock: lock,
-            dirty: Mutex::ordered(Level::AdapterInner, BTreeSet::new()),
-            writes: Mutex::ordered(Level::AdapterInner, ()),
-            unsynced: AtomicBool::new(false),
+            writes: Mutex::ordered(Level::AdapterInner, Writes::default()),
             next_handle: AtomicU64::new(1),
             next_tmp: AtomicU64::new(0),
         });
         let mut this = DirPersistence { shared, handle: 0 };
         this.remove_temporaries()
             .map_err(|e| open_err("clean", &this.shared.blobs, e))?;
-        if this.shared.dir.join(MARKER_FILE).exists() {
+        let complete = this.replay_journal()?;
+        if !complete || this.shared.dir.join(MARKER_FILE).exists() {
             this.recover()?;
+            // The metadata describes the partitions again: the journal may forget.
+            let mut writes = this.shared.writes.lock();
+            writes.incomplete = false;
+            this.shared
+                .checkpoint(&mut writes)
+                .map_err(|e| open_err("recover", &this.shared.dir, e))?;
         }
         Ok(this)
     }
@@ -194,12 +236,15 @@ impl DirPersistence {
 
     /// The file that holds `key`.
     pub fn file_of(&self, key: &str) -> PathBuf {
-        self.shared.blobs.join(file_name(key))
+        self.shared.file_of(key)
     }
 
     /// Reads `key` and checks its file, without moving a damaged file aside
     /// (inspection). A damaged file is an [`Error::Corrupt`] naming key and file.
     pub fn read(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        if let Some(pending) = self.shared.writes.lock().overlay.get(key) {
+            return Ok(pending.clone());
+        }
         let path = self.file_of(key);
         match read_blob(&path, Some(key)) {
             Ok(found) => Ok(found.map(|(_, payload)| payload)),
@@ -228,6 +273,35 @@ impl DirPersistence {
         Ok(())
     }
 
+    /// Writes the committed batches a journal holds into the files, syncs them and
+    /// empties the journal. Returns whether its last commit was complete (a journal
+    /// that is not one is moved aside, and the metadata rebuilt).
+    fn replay_journal(&mut self) -> Result<bool> {
+        let path = self.shared.dir.join(JOURNAL_FILE);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == IoKind::NotFound => return Ok(true),
+            Err(e) => return Err(open_err("read", &path, e)),
+        };
+        let err = |e: AdapterError| open_err("replay", &path, e);
+        let Some(records) = bytes.strip_prefix(journal::MAGIC.as_slice()) else {
+            let moved = self
+                .quarantine(&path)
+                .map_err(|e| open_err("move aside", &path, e))?;
+            log::error!(target: "datasync::dir", "{} is not a journal; moved aside to {}, and the metadata is rebuilt", path.display(), moved.display());
+            return Ok(false);
+        };
+        let replay = journal::replay(records);
+        if replay.dropped > 0 {
+            log::info!(target: "datasync::dir", "{}: {} bytes of an uncommitted batch left out", path.display(), replay.dropped);
+        }
+        let mut writes = self.shared.writes.lock();
+        writes.overlay = replay.writes;
+        writes.incomplete = !replay.complete;
+        self.shared.checkpoint(&mut writes).map_err(err)?;
+        Ok(replay.complete)
+    }
+
     /// Rebuilds the metadata from the partition files after an interrupted write.
     /// In format 2 (pieces) the metadata is removed instead: the instance rebuilds it
     /// from the partitions' indexes when it opens the tier.
@@ -240,14 +314,16 @@ impl DirPersistence {
                 format!("while recovering {}: {e}", dir.display()),
             )
         };
+        let shared = self.shared.clone();
         if self.file_of(crate::pieces::FORMAT_KEY).exists() {
             log::warn!(target: "datasync::dir", "{}: the last writer stopped before its metadata was written; it is rebuilt from the indexes", dir.display());
             for key in [META_KEY, ROOT_KEY] {
-                self.clear(key).map_err(err)?;
+                shared.apply(key, None).map_err(err)?;
             }
+            shared.sync_dir(&shared.blobs).map_err(err)?;
             return self.remove_marker().map_err(err);
         }
-        let keys = self.list_keys().map_err(err)?;
+        let keys = self.file_keys().map_err(err)?;
         let found = audit(&dir.display().to_string(), Some(keys), None, None, |key| {
             self.load(key).map_err(|e| Error::adapter("dir", key, e))
         });
@@ -261,65 +337,21 @@ impl DirPersistence {
             dir.display(),
             meta.entries.len()
         );
-        self.write_file(META_KEY, &meta.to_bytes()).map_err(err)?;
-        self.write_file(ROOT_KEY, meta.root().as_bytes())
+        shared
+            .write_file(META_KEY, &meta.to_bytes(), true)
             .map_err(err)?;
+        shared
+            .write_file(ROOT_KEY, meta.root().as_bytes(), true)
+            .map_err(err)?;
+        shared.sync_dir(&shared.blobs).map_err(err)?;
         self.remove_marker().map_err(err)
     }
 
-    /// Makes a rename or removal in `dir` durable (a no-op where directories cannot
-    /// be opened, as on Windows, whose renames are durable without it).
-    fn sync_dir(&self, dir: &Path) -> AdapterResult<()> {
-        if self.shared.options.durable && cfg!(unix) {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| {
-                AdapterError::new(format!("cannot sync directory {}: {e}", dir.display()))
-            })?;
-        }
-        Ok(())
-    }
-
-    fn marker(&self) -> PathBuf {
-        self.shared.dir.join(MARKER_FILE)
-    }
-
-    /// Records that this handle is about to write a partition: the marker exists
-    /// (durably) before the partition does.
-    fn mark_dirty(&mut self) -> AdapterResult<()> {
-        let mut dirty = self.shared.dirty.lock();
-        if dirty.contains(&self.handle) {
-            return Ok(());
-        }
-        if dirty.is_empty() {
-            let path = self.marker();
-            let file = File::create(&path)
-                .map_err(|e| AdapterError::new(format!("cannot create {}: {e}", path.display())))?;
-            if self.shared.options.durable {
-                file.sync_all().map_err(|e| {
-                    AdapterError::new(format!("cannot sync {}: {e}", path.display()))
-                })?;
-            }
-            drop(file);
-            self.sync_dir(&self.shared.dir)?;
-        }
-        dirty.insert(self.handle);
-        Ok(())
-    }
-
-    /// This handle's partitions are described by stored metadata: the marker goes once
-    /// no handle is dirty.
-    fn mark_clean(&mut self) -> AdapterResult<()> {
-        let mut dirty = self.shared.dirty.lock();
-        if !dirty.remove(&self.handle) || !dirty.is_empty() {
-            return Ok(());
-        }
-        drop(dirty);
-        self.remove_marker()
-    }
-
+    /// Removes the `recovering` marker an older version of this tier left.
     fn remove_marker(&self) -> AdapterResult<()> {
-        let path = self.marker();
+        let path = self.shared.dir.join(MARKER_FILE);
         match fs::remove_file(&path) {
-            Ok(()) => self.sync_dir(&self.shared.dir),
+            Ok(()) => self.shared.sync_dir(&self.shared.dir),
             Err(e) if e.kind() == IoKind::NotFound => Ok(()),
             Err(e) => Err(AdapterError::new(format!(
                 "cannot remove {}: {e}",
@@ -328,49 +360,19 @@ impl DirPersistence {
         }
     }
 
-    /// Whether the directory sync of a write of `key` may wait for the next commit:
-    /// the `recovering` marker exists (this handle is dirty), so a crash before the
-    /// commit rebuilds the metadata from what the directory holds, old or new. A
-    /// piece is synced at once: an index naming it may be synced before it else.
-    fn may_defer(&self, key: &str) -> bool {
-        !key.starts_with("!piece:") && self.shared.dirty.lock().contains(&self.handle)
-    }
-
-    /// Atomically replaces the file of `key`: temporary file, fsync, rename, fsync dir.
-    fn write_file(&self, key: &str, payload: &[u8]) -> AdapterResult<()> {
-        self.write_file_then(key, payload, false)
-    }
-
-    /// [`Self::write_file`], its directory sync left to the next commit with `defer`.
-    fn write_file_then(&self, key: &str, payload: &[u8], defer: bool) -> AdapterResult<()> {
-        let path = self.file_of(key);
-        let n = self.shared.next_tmp.fetch_add(1, Ordering::Relaxed);
-        let tmp = self
-            .shared
-            .blobs
-            .join(format!(".{}-{n}{TMP_EXT}", std::process::id()));
-        let io = |what: &str, p: &Path, e: std::io::Error| {
-            AdapterError::new(format!("cannot {what} {}: {e}", p.display()))
-        };
-        let result = (|| {
-            let mut file = File::create(&tmp).map_err(|e| io("create", &tmp, e))?;
-            file.write_all(&encode_blob(key, payload))
-                .map_err(|e| io("write", &tmp, e))?;
-            if self.shared.options.durable {
-                file.sync_all().map_err(|e| io("sync", &tmp, e))?;
-            }
-            drop(file);
-            fs::rename(&tmp, &path).map_err(|e| io("replace", &path, e))
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
+    /// Adds a write to the batch; a partition write marks the handle dirty until
+    /// its own commit (a commit of another handle meanwhile is incomplete).
+    fn put(&self, writes: &mut Writes, key: &str, bytes: Option<&[u8]>) {
+        if describes_partition(key) {
+            writes.dirty.insert(self.handle);
         }
-        result?;
-        if defer {
-            self.shared.unsynced.store(true, Ordering::SeqCst);
-            return Ok(());
+        match bytes {
+            Some(bytes) => journal::store(&mut writes.batch, key, bytes),
+            None => journal::clear(&mut writes.batch, key),
         }
-        self.sync_dir(&self.shared.blobs)
+        writes
+            .overlay
+            .insert(key.to_string(), bytes.map(<[u8]>::to_vec));
     }
 
     /// Moves a damaged file to `corrupt/`, returning where it went.
@@ -388,12 +390,13 @@ impl DirPersistence {
             i += 1;
         }
         fs::rename(path, &dest)?;
-        let _ = self.sync_dir(&self.shared.blobs);
-        let _ = self.sync_dir(&dir);
+        let _ = self.shared.sync_dir(&self.shared.blobs);
+        let _ = self.shared.sync_dir(&dir);
         Ok(dest)
     }
 
-    fn list_keys(&self) -> AdapterResult<Vec<String>> {
+    /// The keys of the files in `blobs/`.
+    fn file_keys(&self) -> AdapterResult<Vec<String>> {
         let blobs = &self.shared.blobs;
         let entries = fs::read_dir(blobs)
             .map_err(|e| AdapterError::new(format!("cannot list {}: {e}", blobs.display())))?;
@@ -432,8 +435,210 @@ impl DirPersistence {
     }
 }
 
+impl Shared {
+    fn file_of(&self, key: &str) -> PathBuf {
+        self.blobs.join(file_name(key))
+    }
+
+    /// Makes a rename or removal in `dir` durable (a no-op where directories cannot
+    /// be opened, as on Windows, whose renames are durable without it).
+    fn sync_dir(&self, dir: &Path) -> AdapterResult<()> {
+        if self.options.durable && cfg!(unix) {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| {
+                AdapterError::new(format!("cannot sync directory {}: {e}", dir.display()))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Atomically replaces the file of `key`: a temporary file (fsynced with
+    /// `sync`), renamed over it.
+    fn write_file(&self, key: &str, payload: &[u8], sync: bool) -> AdapterResult<()> {
+        let path = self.file_of(key);
+        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .blobs
+            .join(format!(".{}-{n}{TMP_EXT}", std::process::id()));
+        let io = |what: &str, p: &Path, e: std::io::Error| {
+            AdapterError::new(format!("cannot {what} {}: {e}", p.display()))
+        };
+        let result = (|| {
+            let mut file = File::create(&tmp).map_err(|e| io("create", &tmp, e))?;
+            file.write_all(&encode_blob(key, payload))
+                .map_err(|e| io("write", &tmp, e))?;
+            if sync && self.options.durable {
+                file.sync_all().map_err(|e| io("sync", &tmp, e))?;
+            }
+            drop(file);
+            fs::rename(&tmp, &path).map_err(|e| io("replace", &path, e))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Writes (or, with `None`, removes) the file of `key`, not synced.
+    fn apply(&self, key: &str, value: Option<&[u8]>) -> AdapterResult<()> {
+        match value {
+            Some(bytes) => self.write_file(key, bytes, false),
+            None => match fs::remove_file(self.file_of(key)) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == IoKind::NotFound => Ok(()),
+                Err(e) => Err(AdapterError::new(format!(
+                    "cannot remove {}: {e}",
+                    self.file_of(key).display()
+                ))),
+            },
+        }
+    }
+
+    /// Appends the batch and a commit record to the journal and makes it durable,
+    /// then writes the files. A failed append leaves the journal as it was and the
+    /// batch pending.
+    fn commit(&self, writes: &mut Writes, complete: bool) -> AdapterResult<()> {
+        let settled = !(complete && writes.incomplete);
+        if writes.batch.is_empty() && settled {
+            if writes.dir_unsynced {
+                self.sync_dir(&self.blobs)?;
+                writes.dir_unsynced = false;
+            }
+            return Ok(());
+        }
+        self.append(writes, complete)?;
+        if writes.journal_len > JOURNAL_LIMIT {
+            self.checkpoint(writes)?;
+        }
+        Ok(())
+    }
+
+    /// Appends the batch and a commit record (`complete` or not) to the journal and
+    /// makes them durable, after the directory entries of files written straight.
+    fn append(&self, writes: &mut Writes, complete: bool) -> AdapterResult<()> {
+        let path = self.dir.join(JOURNAL_FILE);
+        let io = |what: &str, e: std::io::Error| {
+            AdapterError::new(format!("cannot {what} {}: {e}", path.display()))
+        };
+        if writes.journal.is_none() {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| io("open", e))?;
+            let len = file
+                .seek(std::io::SeekFrom::End(0))
+                .map_err(|e| io("read", e))?;
+            if len < journal::MAGIC.len() as u64 {
+                file.set_len(0).map_err(|e| io("write", e))?;
+                file.write_all(journal::MAGIC).map_err(|e| io("write", e))?;
+                if self.options.durable {
+                    file.sync_all().map_err(|e| io("sync", e))?;
+                }
+                self.sync_dir(&self.dir)?;
+            }
+            writes.journal_len = file.stream_position().map_err(|e| io("read", e))?;
+            writes.journal = Some(file);
+        }
+        if writes.dir_unsynced {
+            self.sync_dir(&self.blobs)?;
+            writes.dir_unsynced = false;
+        }
+        // An open journal whose file is gone (the directory removed) would take
+        // appends that reach no file.
+        fs::metadata(&path).map_err(|e| io("append to", e))?;
+        let before = writes.batch.len();
+        journal::commit(&mut writes.batch, complete);
+        let at = writes.journal_len;
+        let file = writes.journal.as_mut().expect("opened above");
+        let appended = file.write_all(&writes.batch).and_then(|()| {
+            if self.options.durable {
+                file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = appended {
+            // Cut what was appended, so that a later commit's records follow the
+            // last whole one.
+            let _ = file.set_len(at);
+            let _ = file.seek(std::io::SeekFrom::Start(at));
+            writes.batch.truncate(before);
+            return Err(io("append to", e));
+        }
+        writes.journal_len += writes.batch.len() as u64;
+        writes.batch.clear();
+        writes.incomplete = !complete;
+        Ok(())
+    }
+
+    /// Syncs the files written since the journal was last emptied, then empties it
+    /// (unless its last commit is incomplete).
+    fn checkpoint(&self, writes: &mut Writes) -> AdapterResult<()> {
+        debug_assert!(writes.batch.is_empty(), "a checkpoint follows a commit");
+        let written = !writes.overlay.is_empty();
+        while let Some((key, value)) = writes.overlay.pop_first() {
+            let done = match &value {
+                Some(bytes) => self.write_file(&key, bytes, true),
+                None => self.apply(&key, None),
+            };
+            if let Err(e) = done {
+                // Still in the journal, and loads keep reading the bytes here.
+                writes.overlay.insert(key, value);
+                return Err(e);
+            }
+        }
+        if written {
+            self.sync_dir(&self.blobs)?;
+        }
+        let path = self.dir.join(JOURNAL_FILE);
+        let io =
+            |e: std::io::Error| AdapterError::new(format!("cannot empty {}: {e}", path.display()));
+        if writes.incomplete {
+            // Its last commit still has to rebuild the metadata if the writer stops:
+            // the journal stays until a complete commit.
+            return Ok(());
+        }
+        match writes.journal.as_mut() {
+            Some(file) => {
+                file.set_len(journal::MAGIC.len() as u64).map_err(io)?;
+                file.seek(std::io::SeekFrom::End(0)).map_err(io)?;
+                if self.options.durable {
+                    file.sync_data().map_err(io)?;
+                }
+                writes.journal_len = journal::MAGIC.len() as u64;
+            }
+            None => match fs::remove_file(&path) {
+                Ok(()) => self.sync_dir(&self.dir)?,
+                Err(e) if e.kind() == IoKind::NotFound => {}
+                Err(e) => return Err(io(e)),
+            },
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Shared {
+    /// The last handle goes: what is pending is committed (incomplete if a handle
+    /// had partition writes it did not commit), and the files synced.
+    fn drop(&mut self) {
+        let mut writes = std::mem::take(&mut *self.writes.lock());
+        let complete = writes.dirty.is_empty();
+        let done = self
+            .commit(&mut writes, complete)
+            .and_then(|()| self.checkpoint(&mut writes));
+        if let Err(e) = done {
+            log::error!(target: "datasync::dir", "{}: closing: {e}", self.dir.display());
+        }
+    }
+}
+
 impl Persistence for DirPersistence {
     fn load(&mut self, key: &str) -> AdapterResult<Option<Vec<u8>>> {
+        if let Some(pending) = self.shared.writes.lock().overlay.get(key) {
+            return Ok(pending.clone());
+        }
         let path = self.file_of(key);
         match read_blob(&path, Some(key)) {
             Ok(found) => Ok(found.map(|(_, payload)| payload)),
@@ -463,12 +668,29 @@ impl Persistence for DirPersistence {
     }
 
     fn store(&mut self, key: &str, bytes: &[u8]) -> AdapterResult<()> {
-        if describes_partition(key) {
-            self.mark_dirty()?;
+        let describes = describes_partition(key);
+        let mut writes = self.shared.writes.lock();
+        if bytes.len() > DIRECT_WRITE && !writes.overlay.contains_key(key) {
+            // Straight to its file, synced. A format-2 piece is written once under
+            // its hash and nothing names it until an index in the batch does; any
+            // other partition write is ahead of the metadata until the commit, so
+            // the journal first records an incomplete commit (a crash before the
+            // commit then rebuilds the metadata from the files).
+            // The journal's earlier records of the key (committed, when it was
+            // small) must not be replayed over this file once it is committed.
+            journal::direct(&mut writes.batch, key);
+            if describes {
+                writes.dirty.insert(self.handle);
+                if !writes.incomplete {
+                    self.shared.append(&mut writes, false)?;
+                }
+            }
+            self.shared.write_file(key, bytes, true)?;
+            writes.dir_unsynced = true;
+            return Ok(());
         }
-        let defer = self.may_defer(key);
-        let _writing = self.shared.writes.lock();
-        self.write_file_then(key, bytes, defer)
+        self.put(&mut writes, key, Some(bytes));
+        Ok(())
     }
 
     fn store_if(
@@ -477,58 +699,54 @@ impl Persistence for DirPersistence {
         expected: Option<&[u8]>,
         bytes: &[u8],
     ) -> AdapterResult<Option<bool>> {
-        if describes_partition(key) {
-            self.mark_dirty()?;
-        }
-        let defer = self.may_defer(key);
-        let _writing = self.shared.writes.lock();
-        let path = self.file_of(key);
-        let held = match read_blob(&path, Some(key)) {
-            Ok(found) => found.map(|(_, payload)| payload),
-            Err(Damage::Io(e)) => {
-                return Err(AdapterError::new(format!(
-                    "cannot read {}: {e}",
-                    path.display()
-                )))
+        let mut writes = self.shared.writes.lock();
+        let held = match writes.overlay.get(key) {
+            Some(pending) => pending.clone(),
+            None => {
+                let path = self.file_of(key);
+                match read_blob(&path, Some(key)) {
+                    Ok(found) => found.map(|(_, payload)| payload),
+                    Err(Damage::Io(e)) => {
+                        return Err(AdapterError::new(format!(
+                            "cannot read {}: {e}",
+                            path.display()
+                        )))
+                    }
+                    // A damaged file equals no expected bytes; the caller's next load
+                    // moves it aside.
+                    Err(Damage::Corrupt(_)) => return Ok(Some(false)),
+                }
             }
-            // A damaged file equals no expected bytes; the caller's next load moves it aside.
-            Err(Damage::Corrupt(_)) => return Ok(Some(false)),
         };
         if held.as_deref() != expected {
             return Ok(Some(false));
         }
-        self.write_file_then(key, bytes, defer)?;
+        self.put(&mut writes, key, Some(bytes));
         Ok(Some(true))
     }
 
     fn clear(&mut self, key: &str) -> AdapterResult<()> {
-        if !is_reserved(key) {
-            self.mark_dirty()?;
-        }
-        let path = self.file_of(key);
-        let _writing = self.shared.writes.lock();
-        match fs::remove_file(&path) {
-            Ok(()) => self.sync_dir(&self.shared.blobs),
-            Err(e) if e.kind() == IoKind::NotFound => Ok(()),
-            Err(e) => Err(AdapterError::new(format!(
-                "cannot remove {}: {e}",
-                path.display()
-            ))),
-        }
+        let mut writes = self.shared.writes.lock();
+        self.put(&mut writes, key, None);
+        Ok(())
     }
 
     fn keys(&mut self) -> AdapterResult<Option<Vec<String>>> {
-        self.list_keys().map(Some)
+        let mut keys: BTreeSet<String> = self.file_keys()?.into_iter().collect();
+        for (key, value) in &self.shared.writes.lock().overlay {
+            match value {
+                Some(_) => keys.insert(key.clone()),
+                None => keys.remove(key),
+            };
+        }
+        Ok(Some(keys.into_iter().collect()))
     }
 
     fn commit(&mut self) -> AdapterResult<()> {
-        if self.shared.unsynced.swap(false, Ordering::SeqCst) {
-            if let Err(e) = self.sync_dir(&self.shared.blobs) {
-                self.shared.unsynced.store(true, Ordering::SeqCst);
-                return Err(e);
-            }
-        }
-        self.mark_clean()
+        let mut writes = self.shared.writes.lock();
+        writes.dirty.remove(&self.handle);
+        let complete = writes.dirty.is_empty();
+        self.shared.commit(&mut writes, complete)
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod dir;
 #[cfg(feature = "http")]
 pub mod http;
+mod journal;
 pub mod memory;
 
 pub use dir::{DirOptions, DirPersistence};

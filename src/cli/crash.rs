@@ -11,7 +11,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use datasync::{Config, DataSync, DirPersistence};
+use datasync::{Config, DataSync, DirPersistence, Persistence};
 use serde_json::json;
 
 use super::CliResult;
@@ -98,6 +98,9 @@ pub fn run_pieces(path: &Path, run: u64, max_ops: u64) -> CliResult<u8> {
             at,
             piece_slots(&id, counter, at)?,
         )?;
+        // A directory's writes are durable once committed (the instance commits
+        // after each flush and sync).
+        local.commit()?;
         if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
             break;
         }
@@ -105,6 +108,8 @@ pub fn run_pieces(path: &Path, run: u64, max_ops: u64) -> CliResult<u8> {
             let mut a = PieceTier::new(&mut local, false, "local");
             let mut b = PieceTier::new(&mut cloud, true, "cloud");
             sync_partition(&mut a, &mut b, PIECES_KEY)?;
+            local.commit()?;
+            cloud.commit()?;
         }
         if i % 5 == 4 {
             PieceTier::new(&mut local, false, "local").compact(
@@ -121,6 +126,8 @@ pub fn run_pieces(path: &Path, run: u64, max_ops: u64) -> CliResult<u8> {
                 at,
                 None,
             )?;
+            local.commit()?;
+            cloud.commit()?;
         }
     }
     Ok(0)
