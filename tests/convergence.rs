@@ -1,6 +1,14 @@
-//! Property test against a tiny reference model: random saves, deletes, flushes and
-//! syncs on two instances (store + local each) sharing a cloud, some of them run at
-//! the same time from several threads, under clocks the test sets.
+//! Property test against a tiny reference model: random saves, deletes, flushes,
+//! syncs and crashes on three instances (store + local each) sharing a cloud, some of
+//! them run at the same time from several threads, under clocks the test sets. In
+//! format 2 the tiers fold a partition's pieces once it has three, so compactions
+//! fall between the other operations too.
+//!
+//! A crash is what a killed process leaves: the device's store is gone, and its local
+//! tier keeps only what the library had committed (the adapter holds each write
+//! apart until the library's commit, as the directory tier's journal does); the
+//! device then opens again on that local tier. The model forgets the writes the
+//! device made since its last flush or sync, and nothing else.
 //!
 //! The clocks stand still until an operation moves them, and both devices draw from
 //! the same few instants, so equal instants across devices, a delete and an edit at
@@ -16,12 +24,15 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{audit_blobs, manual, stored_root, SharedStore};
-use datasync::{DataSync, MemoryPersistence, Slot, TierId};
+use datasync::{
+    AdapterError, AdapterResult, DataSync, MemoryPersistence, Persistence, Slot, TierId,
+};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use serde_json::json;
@@ -34,7 +45,7 @@ const ENTITIES: [(&str, &str); 5] = [
     ("Post", "Post.e1"),
 ];
 
-const DEVICES: usize = 2;
+const DEVICES: usize = 3;
 const BASE: i64 = 1_767_225_600_000;
 const SKEW: i64 = 5 * 60_000;
 /// Instants a device clock can be set to: a few close ones (so devices meet on the
@@ -50,7 +61,11 @@ const INSTANTS: [i64; 6] = [
 
 /// One clock per device, read by `clock0` / `clock1` (a clock source is a plain
 /// function). Only the one test in this file moves them.
-static CLOCKS: [AtomicI64; DEVICES] = [AtomicI64::new(BASE), AtomicI64::new(BASE)];
+static CLOCKS: [AtomicI64; DEVICES] = [
+    AtomicI64::new(BASE),
+    AtomicI64::new(BASE),
+    AtomicI64::new(BASE),
+];
 
 fn clock0() -> i64 {
     CLOCKS[0].load(Ordering::SeqCst)
@@ -58,6 +73,107 @@ fn clock0() -> i64 {
 
 fn clock1() -> i64 {
     CLOCKS[1].load(Ordering::SeqCst)
+}
+
+fn clock2() -> i64 {
+    CLOCKS[2].load(Ordering::SeqCst)
+}
+
+/// A local tier whose writes since the library's last commit are held apart, as a
+/// process's writes that are not yet durable. `crash` drops them, and everything
+/// the crashed instance writes afterwards (closing, it flushes) reaches nothing.
+#[derive(Clone, Default)]
+struct Volatile {
+    durable: MemoryPersistence,
+    pending: Arc<Mutex<BTreeMap<String, Option<Vec<u8>>>>>,
+    dead: Arc<AtomicBool>,
+    /// n > 0: the process dies at the n-th write from now (0: it does not).
+    dies_at: Arc<AtomicI64>,
+}
+
+impl Volatile {
+    /// The process dies: its uncommitted writes are lost. Returns the tier as the
+    /// next process finds it.
+    fn crash(&self) -> Volatile {
+        self.dead.store(true, Ordering::SeqCst);
+        self.pending.lock().unwrap().clear();
+        Volatile {
+            durable: self.durable.clone(),
+            ..Volatile::default()
+        }
+    }
+
+    fn alive(&self) -> AdapterResult<()> {
+        if self.dead.load(Ordering::SeqCst) {
+            return Err(AdapterError::new("the process is gone"));
+        }
+        Ok(())
+    }
+
+    /// A write: the process dies here if its time has come.
+    fn writing(&self) -> AdapterResult<()> {
+        self.alive()?;
+        match self.dies_at.load(Ordering::SeqCst) {
+            1 => {
+                self.dead.store(true, Ordering::SeqCst);
+                self.pending.lock().unwrap().clear();
+                Err(AdapterError::new("the process was killed"))
+            }
+            n if n > 1 => {
+                self.dies_at.store(n - 1, Ordering::SeqCst);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Persistence for Volatile {
+    fn load(&mut self, key: &str) -> AdapterResult<Option<Vec<u8>>> {
+        self.alive()?;
+        if let Some(pending) = self.pending.lock().unwrap().get(key) {
+            return Ok(pending.clone());
+        }
+        self.durable.load(key)
+    }
+    fn store(&mut self, key: &str, bytes: &[u8]) -> AdapterResult<()> {
+        self.writing()?;
+        let mut pending = self.pending.lock().unwrap();
+        pending.insert(key.to_string(), Some(bytes.to_vec()));
+        Ok(())
+    }
+    fn clear(&mut self, key: &str) -> AdapterResult<()> {
+        self.writing()?;
+        self.pending.lock().unwrap().insert(key.to_string(), None);
+        Ok(())
+    }
+    fn keys(&mut self) -> AdapterResult<Option<Vec<String>>> {
+        self.alive()?;
+        let mut keys: BTreeSet<String> = self
+            .durable
+            .keys()?
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        for (key, value) in self.pending.lock().unwrap().iter() {
+            match value {
+                Some(_) => keys.insert(key.clone()),
+                None => keys.remove(key),
+            };
+        }
+        Ok(Some(keys.into_iter().collect()))
+    }
+    fn commit(&mut self) -> AdapterResult<()> {
+        self.alive()?;
+        let mut pending = self.pending.lock().unwrap();
+        for (key, value) in std::mem::take(&mut *pending) {
+            match value {
+                Some(bytes) => self.durable.store(&key, &bytes)?,
+                None => self.durable.clear(&key)?,
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +189,14 @@ enum Op {
     },
     Flush(usize),
     Sync(usize),
+    /// The device's process is killed, and the device opens again.
+    Crash(usize),
+    /// The device's process is killed at its `at`-th write of a flush into its
+    /// local tier (or after the flush, if it writes fewer), then opens again.
+    CrashInFlush {
+        dev: usize,
+        at: i64,
+    },
     /// Sets a device's clock to one of `INSTANTS`.
     Clock {
         dev: usize,
@@ -99,6 +223,8 @@ fn op() -> impl Strategy<Value = Op> {
         9 => write_op(),
         2 => (0..DEVICES, 0..INSTANTS.len()).prop_map(|(dev, instant)| Op::Clock { dev, instant }),
         2 => proptest::collection::vec(write_op(), 2..4).prop_map(Op::Together),
+        1 => (0..DEVICES).prop_map(Op::Crash),
+        1 => (0..DEVICES, 1..7i64).prop_map(|(dev, at)| Op::CrashInFlush { dev, at }),
     ]
 }
 
@@ -121,10 +247,12 @@ fn key_of(entity: usize) -> String {
 
 struct World {
     cloud: MemoryPersistence,
-    locals: Vec<MemoryPersistence>,
+    locals: Vec<Volatile>,
     stores: Vec<SharedStore>,
     devices: Vec<DataSync>,
 }
+
+const SOURCES: [fn() -> i64; DEVICES] = [clock0, clock1, clock2];
 
 impl World {
     fn new() -> World {
@@ -132,20 +260,10 @@ impl World {
             clock.store(BASE, Ordering::SeqCst);
         }
         let cloud = MemoryPersistence::new();
-        let locals: Vec<MemoryPersistence> =
-            (0..DEVICES).map(|_| MemoryPersistence::new()).collect();
+        let locals: Vec<Volatile> = (0..DEVICES).map(|_| Volatile::default()).collect();
         let stores: Vec<SharedStore> = (0..DEVICES).map(|_| SharedStore::new()).collect();
-        let sources: [fn() -> i64; DEVICES] = [clock0, clock1];
         let devices = (0..DEVICES)
-            .map(|dev| {
-                let mut config = manual("app")
-                    .store(stores[dev].clone())
-                    .local(locals[dev].clone())
-                    .cloud(cloud.clone())
-                    .clock_source(sources[dev]);
-                config.max_clock_skew = Duration::from_millis(SKEW as u64);
-                DataSync::open(config).unwrap()
-            })
+            .map(|dev| open(dev, &stores[dev], &locals[dev], &cloud))
             .collect();
         World {
             cloud,
@@ -155,7 +273,17 @@ impl World {
         }
     }
 
+    /// Kills device `dev` and opens it again on what its local tier kept.
+    fn crash(&mut self, dev: usize) {
+        self.locals[dev] = self.locals[dev].crash();
+        self.stores[dev] = SharedStore::new();
+        let fresh = open(dev, &self.stores[dev], &self.locals[dev], &self.cloud);
+        // Closing flushes into a tier that no longer takes anything from it.
+        drop(std::mem::replace(&mut self.devices[dev], fresh));
+    }
+
     /// Runs one write and returns the slot it made, checked against the clock rules.
+    /// A flush or sync returns none.
     /// `latest` is the latest reading of this device's clock so far.
     fn write(&self, op: &Op, latest: i64) -> Option<(usize, Slot)> {
         let (dev, entity) = match *op {
@@ -169,7 +297,9 @@ impl World {
                 assert!(stats.errors.is_empty(), "{stats:?}");
                 return None;
             }
-            Op::Clock { .. } | Op::Together(_) => unreachable!("not a single write"),
+            Op::Clock { .. } | Op::Together(_) | Op::Crash(_) | Op::CrashInFlush { .. } => {
+                unreachable!("not a single write")
+            }
         };
         let (name, id) = ENTITIES[entity];
         let key = key_of(entity);
@@ -222,13 +352,54 @@ impl World {
     }
 }
 
+fn open(dev: usize, store: &SharedStore, local: &Volatile, cloud: &MemoryPersistence) -> DataSync {
+    let mut config = manual("app")
+        .store(store.clone())
+        .local(local.clone())
+        .cloud(cloud.clone())
+        .clock_source(SOURCES[dev])
+        // Format 2: fold a partition's pieces as soon as it has three, so that folds
+        // fall between every other operation.
+        .compaction_bound(2);
+    config.max_clock_skew = Duration::from_millis(SKEW as u64);
+    DataSync::open(config).unwrap()
+}
+
+/// The writes a device made since its last flush or sync are durable now.
+fn settle(op: &Op, pending: &mut [Vec<(usize, Slot)>; DEVICES]) {
+    if let Op::Flush(dev) | Op::Sync(dev) = *op {
+        pending[dev].clear();
+    }
+}
+
 fn run(ops: &[Op]) {
-    let world = World::new();
-    // Every slot ever written, per entity, and the latest reading of each clock.
+    let mut world = World::new();
+    // Every slot written and not lost in a crash, per entity; per device, the slots
+    // written since its last flush or sync; the latest reading of each clock.
     let mut written: BTreeMap<usize, Vec<Slot>> = BTreeMap::new();
+    let mut pending: [Vec<(usize, Slot)>; DEVICES] = Default::default();
     let mut latest = [BASE; DEVICES];
     for op in ops {
         match op {
+            Op::Crash(_) | Op::CrashInFlush { .. } => {
+                let dev = device(op);
+                if let Op::CrashInFlush { at, .. } = op {
+                    world.locals[dev].dies_at.store(*at, Ordering::SeqCst);
+                    let flushed = world.devices[dev].flush();
+                    world.locals[dev].dies_at.store(0, Ordering::SeqCst);
+                    let died = world.locals[dev].dead.load(Ordering::SeqCst);
+                    assert_eq!(flushed.is_err(), died, "{flushed:?}");
+                    if !died {
+                        settle(&Op::Flush(dev), &mut pending);
+                    }
+                }
+                world.crash(dev);
+                for (entity, slot) in pending[dev].drain(..) {
+                    let slots = written.get_mut(&entity).expect("written");
+                    let at = slots.iter().position(|s| *s == slot).expect("the slot");
+                    slots.remove(at);
+                }
+            }
             Op::Clock { dev, instant } => {
                 CLOCKS[*dev].store(INSTANTS[*instant], Ordering::SeqCst);
                 latest[*dev] = latest[*dev].max(INSTANTS[*instant]);
@@ -250,13 +421,19 @@ fn run(ops: &[Op]) {
                         .collect();
                     threads.into_iter().map(|t| t.join().unwrap()).collect()
                 });
-                for (entity, slot) in slots.into_iter().flatten() {
-                    written.entry(entity).or_default().push(slot);
+                for (op, made) in kept.iter().zip(slots) {
+                    settle(op, &mut pending);
+                    if let Some((entity, slot)) = made {
+                        written.entry(entity).or_default().push(slot.clone());
+                        pending[device(op)].push((entity, slot));
+                    }
                 }
             }
             op => {
+                settle(op, &mut pending);
                 if let Some((entity, slot)) = world.write(op, latest[device(op)]) {
-                    written.entry(entity).or_default().push(slot);
+                    written.entry(entity).or_default().push(slot.clone());
+                    pending[device(op)].push((entity, slot));
                 }
             }
         }
@@ -267,7 +444,7 @@ fn run(ops: &[Op]) {
         devices,
         ..
     } = &world;
-    for dev in [0, 1, 0] {
+    for dev in [0, 1, 2, 0, 1] {
         let stats = devices[dev].sync_now().unwrap();
         assert!(stats.errors.is_empty(), "{stats:?}");
     }
@@ -288,7 +465,7 @@ fn run(ops: &[Op]) {
             })
             .collect()
     };
-    for local in locals {
+    for local in locals.iter().map(|l| &l.durable) {
         if format2 {
             assert_eq!(
                 alive(&audit_blobs(local)),
@@ -306,13 +483,20 @@ fn run(ops: &[Op]) {
     }
     for (entity, slots) in &written {
         let (name, id) = ENTITIES[*entity];
-        let winner = slots
-            .iter()
-            .reduce(|best, slot| if beats(slot, best) { slot } else { best })
-            .expect("at least one slot");
         let slot = partitions
             .get(&key_of(*entity))
             .and_then(|p| p.get(name, id));
+        let Some(winner) = slots
+            .iter()
+            .reduce(|best, slot| if beats(slot, best) { slot } else { best })
+        else {
+            // Every write of it was lost in a crash before it was flushed.
+            assert_eq!(slot, None, "{id}: a write lost in a crash came back");
+            for ds in devices {
+                assert!(ds.repo(name).unwrap().get(id).unwrap().is_none(), "{id}");
+            }
+            continue;
+        };
         if format2 && slot.is_none() && winner.entity().is_none() {
             // A tombstone every device has synced past, collected.
             continue;
@@ -350,7 +534,12 @@ fn run(ops: &[Op]) {
 
 fn device(op: &Op) -> usize {
     match *op {
-        Op::Save { dev, .. } | Op::Delete { dev, .. } | Op::Flush(dev) | Op::Sync(dev) => dev,
+        Op::Save { dev, .. }
+        | Op::Delete { dev, .. }
+        | Op::Flush(dev)
+        | Op::Sync(dev)
+        | Op::Crash(dev)
+        | Op::CrashInFlush { dev, .. } => dev,
         Op::Clock { dev, .. } => dev,
         Op::Together(_) => unreachable!("batches do not nest"),
     }

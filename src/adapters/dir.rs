@@ -15,12 +15,14 @@
 //! Writes are batched until the library's next [`Persistence::commit`] (it calls it
 //! once the metadata describing what it wrote is stored): until then they live in
 //! memory, where loads, listings and conditional writes see them. A commit appends
-//! the batch to `DIR/journal` in one write and makes it durable with one fdatasync;
-//! only then are the files written (a temporary file renamed over the old one, not
-//! synced). So no file is ever ahead of the journal, and a crash leaves every
-//! committed batch in the journal and none of an uncommitted one: opening replays the
-//! journal into the files, syncs them, and empties it (a checkpoint, which also runs
-//! once the journal passes [`JOURNAL_LIMIT`] and when the last handle closes).
+//! the batch to `DIR/journal` in one write and makes it durable with one fdatasync.
+//! The files are written at a checkpoint (a temporary file, synced, renamed over the
+//! old one), once the journal passes [`JOURNAL_LIMIT`], when the last handle closes,
+//! and on open, which first replays the journal's committed records; until then
+//! reads take the committed bytes from memory. So no file is ever ahead of the
+//! journal, a crash leaves every committed batch in the journal and none of an
+//! uncommitted one, and a document rewritten by every commit reaches its file once
+//! per checkpoint. A value over 64 KB goes straight to its file instead, synced.
 //!
 //! Clones of one directory share the batch. A commit made while another clone has
 //! partition writes of its own pending is recorded as incomplete (that clone's
@@ -493,9 +495,9 @@ impl Shared {
         }
     }
 
-    /// Appends the batch and a commit record to the journal and makes it durable,
-    /// then writes the files. A failed append leaves the journal as it was and the
-    /// batch pending.
+    /// Appends the batch and a commit record to the journal and makes it durable;
+    /// the files follow at the next checkpoint. A failed append leaves the journal
+    /// as it was and the batch pending.
     fn commit(&self, writes: &mut Writes, complete: bool) -> AdapterResult<()> {
         let settled = !(complete && writes.incomplete);
         if writes.batch.is_empty() && settled {
