@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::piece::FORMAT;
-use super::span::{span_covers, Span, Vector};
+use super::span::{span_covers, spans_meet, Span, Vector};
 
 /// One piece as the index lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,9 +23,34 @@ pub struct Entry {
     /// Folds only: per writer, the name of the delta of its last write here.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tip: BTreeMap<String, String>,
+    /// How many tombstones the folds that made this piece dropped (0 for a delta):
+    /// two tiers that hold the same writes hold the same tombstones only if they
+    /// hold the same such folds.
+    #[serde(rename = "g", default, skip_serializing_if = "is_zero")]
+    pub dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Entry {
+    /// Of two pieces of the same writes, the one every tier keeps: the one whose
+    /// folds dropped more tombstones (so a fold's collection spreads), then the
+    /// lower name.
+    fn prevails_over(&self, other: &Entry) -> bool {
+        (other.dropped, &self.name) < (self.dropped, &other.name)
+    }
+
+    /// Whether a tier that lists `entries` would keep this piece if it were added.
+    pub fn kept_among(&self, entries: &[Entry]) -> bool {
+        !entries.iter().any(|p| {
+            p.name != self.name
+                && span_covers(&p.span, &self.span)
+                && (p.span != self.span || p.prevails_over(self))
+        })
+    }
+
     /// A delta lists no tip: it is its own.
     fn is_delta(&self) -> bool {
         self.tip.is_empty()
@@ -103,17 +128,7 @@ impl Index {
             all.entry(entry.name.clone()).or_insert(entry);
         }
         let all: Vec<Entry> = all.into_values().collect();
-        let kept = all
-            .iter()
-            .filter(|q| {
-                !all.iter().any(|p| {
-                    p.name != q.name
-                        && span_covers(&p.span, &q.span)
-                        && (p.span != q.span || p.name < q.name)
-                })
-            })
-            .cloned()
-            .collect();
+        let kept = all.iter().filter(|q| q.kept_among(&all)).cloned().collect();
         Index { entries: kept }
     }
 
@@ -128,6 +143,31 @@ impl Index {
     }
 
     /// The writes the listed pieces hold.
+    /// Whether a tier listing `self` and one listing `other`, holding the same
+    /// writes, also hold the same tombstones: they list the same pieces whose folds
+    /// dropped tombstones, and no other piece holds a write of those. (Pieces that
+    /// dropped nothing hold, together, the winner of every id among their writes,
+    /// however they were folded.)
+    pub fn same_tombstones(&self, other: &Index) -> bool {
+        let dropping = |index: &Index| -> BTreeMap<String, Span> {
+            index
+                .entries
+                .iter()
+                .filter(|e| e.dropped > 0)
+                .map(|e| (e.name.clone(), e.span.clone()))
+                .collect()
+        };
+        let folds = dropping(self);
+        if folds != dropping(other) {
+            return false;
+        }
+        self.entries
+            .iter()
+            .chain(&other.entries)
+            .filter(|e| e.dropped == 0)
+            .all(|e| folds.values().all(|span| !spans_meet(span, &e.span)))
+    }
+
     pub fn vector(&self) -> Vector {
         Vector::of(self.entries.iter().map(|e| &e.span))
     }
@@ -157,6 +197,7 @@ mod tests {
                 .collect(),
             bytes: 10,
             tip: BTreeMap::new(),
+            dropped: 0,
         }
     }
 
@@ -178,8 +219,41 @@ mod tests {
         assert_eq!(u.entries, vec![d3.clone(), fold.clone()]);
         // Two folds of the same writes: the smaller name stays, on every device.
         let both = Index::from_entries([fold.clone(), twin.clone(), d3.clone()]);
-        assert_eq!(both.entries, vec![d3, twin]);
+        assert_eq!(both.entries, vec![d3.clone(), twin.clone()]);
         assert_eq!(Index::parse(&u.to_bytes()).unwrap(), u);
+        // Of two folds of the same writes, the one that dropped tombstones stays.
+        let collected = Entry {
+            dropped: 1,
+            ..fold.clone()
+        };
+        let both = Index::from_entries([twin.clone(), collected.clone(), d3.clone()]);
+        assert_eq!(both.entries, vec![d3, collected.clone()]);
+        assert!(collected.kept_among(std::slice::from_ref(&twin)));
+        assert!(!twin.kept_among(std::slice::from_ref(&collected)));
+        let stored = Index::from_entries([collected]);
+        assert_eq!(Index::parse(&stored.to_bytes()).unwrap(), stored);
+    }
+
+    #[test]
+    fn same_tombstones_needs_the_same_dropping_folds_and_nothing_beside_them() {
+        let collected = Entry {
+            dropped: 2,
+            ..entry('c', &[("w", 1, 3)])
+        };
+        let kept = entry('k', &[("w", 1, 3)]);
+        let later = entry('4', &[("w", 4, 4)]);
+        let plain = Index::from_entries([kept.clone(), later.clone()]);
+        let other = Index::from_entries([entry('p', &[("w", 1, 3)]), later.clone()]);
+        // No fold dropped anything: the same writes are the same tombstones.
+        assert!(plain.same_tombstones(&other));
+        let gc = Index::from_entries([collected.clone(), later.clone()]);
+        assert!(!plain.same_tombstones(&gc));
+        assert!(gc.same_tombstones(&gc.clone()));
+        // A piece that holds a write of the dropping fold may hold its tombstone.
+        let overlapping = Index {
+            entries: vec![collected, entry('o', &[("w", 3, 4)])],
+        };
+        assert!(!overlapping.same_tombstones(&gc));
     }
 
     #[test]

@@ -89,6 +89,9 @@ pub struct PieceSync {
     pub b_vector: Vector,
     /// The names of the pieces copied into `a`.
     pub into_a: Vec<String>,
+    /// Whether the two sides hold the same tombstones after the sync, as far as
+    /// their indexes tell ([`Index::same_tombstones`]).
+    pub same_tombstones: bool,
 }
 
 /// When and how a partition is compacted.
@@ -268,6 +271,7 @@ impl<'a> PieceTier<'a> {
             span: piece.span.clone(),
             bytes: bytes.len() as u64,
             tip: piece.tip.clone(),
+            dropped: 0,
         })
     }
 
@@ -280,6 +284,7 @@ impl<'a> PieceTier<'a> {
             span,
             bytes: bytes.len() as u64,
             tip: Default::default(),
+            dropped: 0,
         })
     }
 
@@ -503,8 +508,9 @@ impl<'a> PieceTier<'a> {
             horizon: policy.horizon,
             past,
         });
-        let folded = fold(&refs, resolver, rule);
-        let entry = self.store_piece(partition, &folded)?;
+        let (folded, dropped) = fold(&refs, resolver, rule);
+        let mut entry = self.store_piece(partition, &folded)?;
+        entry.dropped = dropped + chosen.iter().map(|e| e.dropped).sum::<u64>();
         let outcome = Compacted {
             folded: chosen.len(),
             full: !partial,
@@ -734,21 +740,30 @@ where
     for _ in 0..INDEX_ATTEMPTS {
         let (ra, rb) = (a.index_of(partition)?, b.index_of(partition)?);
         let (va, vb) = (ra.index.vector(), rb.index.vector());
+        // A side also takes a fold that dropped tombstones, when it would keep it:
+        // it holds those writes, but with the tombstones.
+        let lacks = |e: &Entry, v: &Vector, theirs: &Index| {
+            !v.covers(&e.span)
+                || e.dropped > 0
+                    && !theirs.entries.iter().any(|t| t.name == e.name)
+                    && e.kept_among(&theirs.entries)
+        };
         let to_b: Vec<Entry> = ra
             .index
             .entries
             .iter()
-            .filter(|e| !vb.covers(&e.span))
+            .filter(|e| lacks(e, &vb, &rb.index))
             .cloned()
             .collect();
         let to_a: Vec<Entry> = rb
             .index
             .entries
             .iter()
-            .filter(|e| !va.covers(&e.span))
+            .filter(|e| lacks(e, &va, &ra.index))
             .cloned()
             .collect();
         if to_b.is_empty() && to_a.is_empty() {
+            out.same_tombstones = ra.index.same_tombstones(&rb.index);
             out.a_vector = va;
             out.b_vector = vb;
             return Ok(out);

@@ -271,12 +271,13 @@ pub fn content(winners: &Winners) -> Partition {
 
 /// Folds pieces into one. With a `rule` (a fold of every piece of the partition),
 /// a tombstone is dropped when every device of the tier has synced past it, or when
-/// it is older than the horizon.
+/// it is older than the horizon. Returns the piece and how many tombstones it
+/// dropped.
 pub fn fold(
     pieces: &[(&str, &Piece)],
     resolver: &dyn ConflictResolver,
     rule: Option<TombstoneRule>,
-) -> Piece {
+) -> (Piece, u64) {
     let mut span: Span = BTreeMap::new();
     let mut clock: BTreeMap<String, Millis> = BTreeMap::new();
     // Per writer: (first, prev of the first, last, tip of the last).
@@ -304,16 +305,19 @@ pub fn fold(
         }
     }
     let mut held = winners(pieces, resolver);
+    let mut dropped = 0;
     if let Some(rule) = rule {
         let cut = rule
             .past
             .unwrap_or(Millis::MIN)
             .max(rule.now.saturating_sub(rule.horizon));
         for ids in held.values_mut() {
+            let before = ids.len();
             ids.retain(|_, (slot, _)| match slot {
                 Slot::Active(_) => true,
                 Slot::Deleted(at) => *at >= cut,
             });
+            dropped += (before - ids.len()) as u64;
         }
         held.retain(|_, ids| !ids.is_empty());
     }
@@ -323,11 +327,12 @@ pub fn fold(
             data.entry(origin).or_default().put(&name, &id, slot);
         }
     }
-    Piece {
+    let piece = Piece {
         span,
         prev: ends.iter().map(|(w, e)| (w.clone(), e.1.clone())).collect(),
         tip: ends.iter().map(|(w, e)| (w.clone(), e.3.clone())).collect(),
         clock,
         data,
-    }
+    };
+    (piece, dropped)
 }

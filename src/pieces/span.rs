@@ -18,6 +18,14 @@ pub fn span_covers(outer: &Span, inner: &Span) -> bool {
     })
 }
 
+/// Whether two spans hold a write in common.
+pub fn spans_meet(a: &Span, b: &Span) -> bool {
+    a.iter().any(|(writer, &(first, last))| {
+        b.get(writer)
+            .is_some_and(|&(bf, bl)| first <= bl && bf <= last)
+    })
+}
+
 /// Whether `span` holds write `seq` of `writer`.
 pub fn span_holds(span: &Span, writer: &str, seq: u64) -> bool {
     span.get(writer)

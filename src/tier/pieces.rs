@@ -413,26 +413,31 @@ impl Tier {
                 latest_into: None,
             });
         }
-        // Counts: a side whose entry records the writes it holds after the sync
-        // keeps its counts; a side that received pieces and now holds what the
-        // other held takes the other's; else the partition is read (both sides
-        // wrote since they last met, or an entry was out of date).
+        // Counts: a side that received nothing and whose entry records the writes
+        // it holds keeps its counts; a side that received pieces and now holds
+        // what the other held takes the other's, when both hold the same
+        // tombstones (a fold that dropped some is on both sides or neither); else
+        // the partition is read (both sides wrote since they last met, an entry was
+        // out of date, or the tombstones differ).
         let counts_after = |tier: &Tier,
                             own: &Option<MetaEntry>,
                             vector: &Vector,
+                            received: u64,
                             peer: &Option<MetaEntry>,
-                            peer_received: u64,
-                            peer_vector: &Vector|
+                            peer_vector: &Vector,
+                            peer_received: u64|
          -> Result<BTreeMap<String, Counts>> {
             let records = |e: &Option<MetaEntry>, v: &Vector| {
                 e.as_ref()
                     .filter(|e| e.hash == summary_of(v))
                     .map(|e| e.entities.clone())
             };
-            if let Some(c) = records(own, vector) {
-                return Ok(c);
+            if received == 0 {
+                if let Some(c) = records(own, vector) {
+                    return Ok(c);
+                }
             }
-            if peer_received == 0 && vector == peer_vector {
+            if peer_received == 0 && vector == peer_vector && moved.same_tombstones {
                 if let Some(c) = records(peer, peer_vector) {
                     return Ok(c);
                 }
@@ -446,17 +451,19 @@ impl Tier {
             self,
             &mine,
             &moved.a_vector,
+            moved.b_to_a,
             &theirs,
-            moved.a_to_b,
             &moved.b_vector,
+            moved.a_to_b,
         )?;
         let counts_theirs = counts_after(
             other,
             &theirs,
             &moved.b_vector,
+            moved.a_to_b,
             &mine,
-            moved.b_to_a,
             &moved.a_vector,
+            moved.b_to_a,
         )?;
         for (tier, vector, counts, before) in [
             (self, &moved.a_vector, counts_mine, &mine),
