@@ -550,3 +550,43 @@ fn a_format1_device_on_a_cloud_in_format_2_is_told_so_and_keeps_its_writes() {
     assert!(old.repo("User").unwrap().get(&id).unwrap().is_some());
     assert!(cloud.snapshot().keys().all(|k| k.starts_with('!')));
 }
+
+/// Two writes that each hydrate one partition at the same moment both reach the
+/// tier below at the next flush. (The store held the partition once the hydration
+/// wrote it, a moment before it recorded what it reflects of local; a write in that
+/// moment was kept in the store and never flushed.)
+#[test]
+fn writes_racing_a_hydration_are_all_flushed() {
+    let rounds = 400;
+    let mut lost = 0;
+    for round in 0..rounds {
+        let (local, cloud) = (Meter::default(), Meter::default());
+        {
+            let ds = device(&local, &cloud);
+            ds.repo("User")
+                .unwrap()
+                .save(&json!({"id": "User.seed", "n": 0}))
+                .unwrap();
+            ds.flush().unwrap();
+        }
+        let ds = device(&local, &cloud);
+        let ids: Vec<String> = (0..2).map(|t| format!("User.r{round}t{t}")).collect();
+        std::thread::scope(|s| {
+            for id in &ids {
+                let ds = &ds;
+                s.spawn(move || {
+                    let users = ds.repo("User").unwrap();
+                    users.save(&json!({"id": id, "n": 1})).unwrap();
+                });
+            }
+        });
+        ds.flush().unwrap();
+        drop(ds);
+        let reopened = device(&local, &cloud);
+        let users = reopened.repo("User").unwrap();
+        if ids.iter().any(|id| users.get(id).unwrap().is_none()) {
+            lost += 1;
+        }
+    }
+    assert_eq!(lost, 0, "{lost} of {rounds} rounds lost a write");
+}

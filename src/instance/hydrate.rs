@@ -13,14 +13,18 @@ impl Inner {
         {
             let mut hydrating = self.hydrating.lock();
             loop {
+                // The store holds the partition as soon as the hydration wrote it,
+                // but what it reflects of the tier below is recorded after that: a
+                // write before then would not be tracked for the next flush.
+                if hydrating.contains(key) {
+                    self.hydrated.wait(&mut hydrating);
+                    continue;
+                }
                 if self.store.holds(key) {
                     return Ok(());
                 }
-                if !hydrating.contains(key) {
-                    hydrating.insert(key.to_string());
-                    break;
-                }
-                self.hydrated.wait(&mut hydrating);
+                hydrating.insert(key.to_string());
+                break;
             }
         }
         let result = self.hydrate(key);
