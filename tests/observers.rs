@@ -338,3 +338,90 @@ fn a_partition_arriving_by_sync_reaches_collection_observers() {
     assert_eq!(*list.lock().unwrap(), fresh);
     assert_eq!(*changed.lock().unwrap(), fresh);
 }
+
+#[test]
+fn a_round_observer_runs_after_the_rounds_entity_deliveries_and_before_its_emissions() {
+    let ds = DataSync::open(Config::new("app")).unwrap();
+    let users = ds.repo("User").unwrap();
+    let ids: Vec<String> = (0..3)
+        .map(|i| users.save(&json!({"name": format!("u{i}")})).unwrap())
+        .collect();
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut subs: Vec<Subscription> = Vec::new();
+    for id in &ids {
+        let log = log.clone();
+        subs.push(
+            users
+                .observe(id, move |_| log.lock().unwrap().push("entity".into()))
+                .unwrap(),
+        );
+    }
+    let sink = log.clone();
+    let rounds = ds
+        .observe_rounds(move || sink.lock().unwrap().push("round".into()))
+        .unwrap();
+    let sink = log.clone();
+    subs.push(
+        users
+            .observe_all(QueryOptions::default(), move |list| {
+                sink.lock().unwrap().push(format!("list {}", list.len()))
+            })
+            .unwrap(),
+    );
+    ds.drain_events().unwrap();
+    log.lock().unwrap().clear();
+    users
+        .save_many(
+            &ids.iter()
+                .map(|id| json!({"id": id, "n": 1}))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+    ds.drain_events().unwrap();
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["entity", "entity", "entity", "round", "list 3"],
+        "one save_many is one round"
+    );
+    // Unsubscribed, it is not called again.
+    drop(rounds);
+    log.lock().unwrap().clear();
+    users.save(&json!({"id": ids[0], "n": 2})).unwrap();
+    ds.drain_events().unwrap();
+    assert_eq!(*log.lock().unwrap(), ["entity", "list 3"]);
+}
+
+#[test]
+fn a_burst_of_saves_gives_a_collection_observer_few_emissions() {
+    let ds = DataSync::open(Config::new("app")).unwrap();
+    let users = ds.repo("User").unwrap();
+    let id = users.save(&json!({"n": 0})).unwrap();
+    let emissions = Arc::new(AtomicUsize::new(0));
+    let count = emissions.clone();
+    let last: Arc<Mutex<Option<Value>>> = Arc::default();
+    let seen = last.clone();
+    let _sub = users
+        .observe_all(QueryOptions::default(), move |list| {
+            count.fetch_add(1, Ordering::SeqCst);
+            *seen.lock().unwrap() = list.first().map(|e| e.value()["n"].clone());
+        })
+        .unwrap();
+    ds.drain_events().unwrap();
+    emissions.store(0, Ordering::SeqCst);
+    let saves = 2_000;
+    let began = std::time::Instant::now();
+    for n in 1..=saves {
+        users.save(&json!({"id": id, "n": n})).unwrap();
+    }
+    ds.drain_events().unwrap();
+    let took = began.elapsed();
+    let got = emissions.load(Ordering::SeqCst);
+    assert_eq!(*last.lock().unwrap(), Some(json!(saves)));
+    // Rounds end at most once per 2 ms while events keep coming (and once more for
+    // the barrier of `drain_events`): the count follows the time, not the saves.
+    let most = (took.as_micros() / 2_000) as usize + 2;
+    assert!(
+        got >= 1 && got <= most,
+        "{got} emissions for {saves} saves in {took:?}"
+    );
+}

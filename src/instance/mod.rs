@@ -235,6 +235,16 @@ impl DataSync {
             .observe_status(self.inner.status_now(), Box::new(callback)))
     }
 
+    /// Calls `callback` on the dispatcher thread at the end of each round's entity
+    /// deliveries: after the entity observers got the changes of one batch of
+    /// events (and the first values of new ones), before that batch's collection
+    /// emissions. A host that gathers what its entity observers got can hand it on
+    /// in one call there. Rounds with nothing delivered call it too.
+    pub fn observe_rounds(&self, callback: impl FnMut() + Send + 'static) -> Result<Subscription> {
+        self.inner.check_open()?;
+        Ok(self.inner.registry.observe_rounds(Box::new(callback)))
+    }
+
     /// Flushes, stops the worker and the dispatcher, and joins them. Idempotent;
     /// every other call fails with [`Error::Closed`] afterwards. Observers still
     /// queued are called before it returns.

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use crate::lock::channel;
 
@@ -14,8 +15,17 @@ use super::view::View;
 use crate::entity::Entity;
 use crate::status::Status;
 
+/// How soon after a round's end the next may end while events keep coming: a
+/// round then gathers what arrives until this much time has passed since the last
+/// end, so a burst gives collection observers (and hosts that batch their entity
+/// observers' deliveries per round) one emission per this interval at most.
+/// Entity observers are called as their changes are taken, never later; the first
+/// round after a quiet spell, and a round that holds a barrier, end at once.
+pub(crate) const ROUND_INTERVAL: Duration = Duration::from_millis(2);
+
 /// The thread's body: one round per batch of queued events, until shutdown.
 pub(super) fn run(registry: Weak<Registry>, source: Weak<dyn Source>) {
+    let mut last_end: Option<Instant> = None;
     loop {
         let Some(registry) = registry.upgrade() else {
             return;
@@ -32,7 +42,20 @@ pub(super) fn run(registry: Weak<Registry>, source: Weak<dyn Source>) {
         for event in events {
             round.handle(event);
         }
+        while let Some(last) = last_end.filter(|_| round.barriers.is_empty()) {
+            let left = ROUND_INTERVAL.saturating_sub(last.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            let Some(events) = registry.more_events_within(left) else {
+                break;
+            };
+            for event in events {
+                round.handle(event);
+            }
+        }
         round.finish();
+        last_end = Some(Instant::now());
     }
 }
 
@@ -145,12 +168,24 @@ impl Round<'_> {
             (Target::All { .. }, _) => {
                 self.lists.entry(id).or_default().first = true;
             }
-            (Target::Status, _) => {}
+            (Target::Status | Target::Rounds, _) => {}
         }
     }
 
-    /// Delivers the collection observers the round touched, then answers barriers.
+    /// Ends the round's entity deliveries (round observers), delivers the
+    /// collection observers the round touched, then answers barriers.
     fn finish(self) {
+        let rounds = {
+            let subs = self.registry.subs.lock();
+            subs.live(&subs.rounds)
+        };
+        for sub in rounds {
+            deliver(&sub, |cb| {
+                if let Callback::Round(f) = cb {
+                    f()
+                }
+            });
+        }
         for (id, pending) in &self.lists {
             if let (Some(sub), Some(source)) = (self.registry.sub(*id), &self.source) {
                 deliver_collection(&sub, source.as_ref(), pending);

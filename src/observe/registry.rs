@@ -25,6 +25,8 @@ pub type ListCallback = Box<dyn FnMut(&[Entity]) + Send>;
 pub type ChangeCallback = Box<dyn FnMut(&ChangeSet) + Send>;
 /// Called with the sync status.
 pub type StatusCallback = Box<dyn FnMut(&Status) + Send>;
+/// Called at the end of each dispatcher round's entity deliveries.
+pub type RoundCallback = Box<dyn FnMut() + Send>;
 
 /// One entity that changed in the store tier.
 #[derive(Debug, Clone)]
@@ -62,6 +64,7 @@ pub(super) enum Target {
         changes: bool,
     },
     Status,
+    Rounds,
 }
 
 pub(super) enum Callback {
@@ -69,6 +72,7 @@ pub(super) enum Callback {
     All(ListCallback),
     Changes(ChangeCallback),
     Status(StatusCallback),
+    Round(RoundCallback),
 }
 
 /// One subscription as the dispatcher sees it.
@@ -109,6 +113,7 @@ pub(super) struct Subs {
     pub by_entity: HashMap<String, HashMap<String, Vec<u64>>>,
     pub lists: BTreeSet<u64>,
     pub statuses: BTreeSet<u64>,
+    pub rounds: BTreeSet<u64>,
 }
 
 /// Subscriptions and the dispatcher's queue.
@@ -173,6 +178,11 @@ impl Registry {
         } else {
             self.inbox.recv().ok()?
         };
+        Some(self.with_queued(first))
+    }
+
+    /// `first` and every event queued after it, less the shutdown (noted).
+    fn with_queued(&self, first: Event) -> Vec<Event> {
         let mut events: Vec<Event> = std::iter::once(first)
             .chain(self.inbox.try_iter())
             .collect();
@@ -183,7 +193,17 @@ impl Registry {
             }
             !stop
         });
-        Some(events)
+        events
+    }
+
+    /// More events, waiting at most `timeout` for the first (`None`: none came, or
+    /// the registry is stopping and must not wait).
+    pub(super) fn more_events_within(&self, timeout: std::time::Duration) -> Option<Vec<Event>> {
+        if self.stopping.load(Ordering::Acquire) {
+            return None;
+        }
+        let first = self.inbox.recv_timeout(timeout).ok()?;
+        Some(self.with_queued(first))
     }
 
     /// Queues changes for delivery.
@@ -204,7 +224,7 @@ impl Registry {
         self: &Arc<Self>,
         target: Target,
         callback: Callback,
-        first: impl FnOnce(u64) -> Event,
+        first: impl FnOnce(u64) -> Option<Event>,
     ) -> Subscription {
         let sub = Arc::new(Sub {
             target,
@@ -230,15 +250,20 @@ impl Registry {
                 Target::Status => {
                     subs.statuses.insert(id);
                 }
+                Target::Rounds => {
+                    subs.rounds.insert(id);
+                }
             }
-            let counted = !matches!(sub.target, Target::Status);
+            let counted = !matches!(sub.target, Target::Status | Target::Rounds);
             subs.all.insert(id, sub);
             if counted {
                 self.count.fetch_add(1, Ordering::AcqRel);
             }
             id
         };
-        self.push(first(id));
+        if let Some(event) = first(id) {
+            self.push(event);
+        }
         Subscription::new(id, Arc::downgrade(self))
     }
 
@@ -254,7 +279,7 @@ impl Registry {
             id: id.to_string(),
         };
         self.add(target, Callback::One(callback), |id| {
-            Event::Subscribed(id, Some(current))
+            Some(Event::Subscribed(id, Some(current)))
         })
     }
 
@@ -272,7 +297,7 @@ impl Registry {
             changes: false,
         };
         self.add(target, Callback::All(callback), |id| {
-            Event::Subscribed(id, None)
+            Some(Event::Subscribed(id, None))
         })
     }
 
@@ -291,7 +316,7 @@ impl Registry {
             changes: true,
         };
         self.add(target, Callback::Changes(callback), |id| {
-            Event::Subscribed(id, None)
+            Some(Event::Subscribed(id, None))
         })
     }
 
@@ -302,8 +327,14 @@ impl Registry {
         callback: StatusCallback,
     ) -> Subscription {
         self.add(Target::Status, Callback::Status(callback), |id| {
-            Event::StatusSubscribed(id, current)
+            Some(Event::StatusSubscribed(id, current))
         })
+    }
+
+    /// Calls `callback` at the end of each round's entity deliveries, before the
+    /// round's collection emissions (see [`crate::DataSync::observe_rounds`]).
+    pub fn observe_rounds(self: &Arc<Self>, callback: RoundCallback) -> Subscription {
+        self.add(Target::Rounds, Callback::Round(callback), |_| None)
     }
 
     /// Queues a new status for the status observers.
@@ -317,7 +348,7 @@ impl Registry {
         let Some(sub) = self.subs.lock().unindex(id) else {
             return;
         };
-        if !matches!(sub.target, Target::Status) {
+        if !matches!(sub.target, Target::Status | Target::Rounds) {
             self.count.fetch_sub(1, Ordering::AcqRel);
         }
         sub.active.store(false, Ordering::Release);
@@ -380,6 +411,9 @@ impl Subs {
             }
             Target::Status => {
                 self.statuses.remove(&id);
+            }
+            Target::Rounds => {
+                self.rounds.remove(&id);
             }
         }
         Some(sub)
