@@ -123,3 +123,84 @@ def test_failing_observer_does_not_stop_the_dispatcher(ds, caplog):
     ds.drain_events()
     assert good[-1] == 1
     assert any("observer bug" in r.exc_text or "observer bug" in str(r.exc_info) for r in caplog.records if r.exc_info)
+
+
+def test_entity_observers_of_a_burst_cross_the_binding_in_few_calls(ds):
+    users = ds.repo("User")
+    ids = users.save_many([{"name": f"u{i}", "n": 0} for i in range(200)])
+    seen = {uid: [] for uid in ids}
+    subs = [users.observe(uid, lambda u, uid=uid: seen[uid].append(u and u["n"])) for uid in ids]
+    ds.drain_events()
+    batch = ds._entity_batch()
+    crossings = []
+    handed = batch.on_entities
+
+    def counted(batch_json):
+        crossings.append(len(batch_json))
+        handed(batch_json)
+
+    batch.on_entities = counted
+    for n in range(1, 6):
+        users.save_many([{"id": uid, "n": n} for uid in ids])
+    ds.drain_events()
+    # Every observer saw its value, then each change, in order.
+    assert all(seen[uid] == [0, 1, 2, 3, 4, 5] for uid in ids)
+    # 1,000 deliveries, a handful of calls across the binding (one per round).
+    assert 1 <= len(crossings) <= 10, crossings
+    for s in subs:
+        s.unsubscribe()
+
+
+def test_an_observer_unsubscribed_mid_round_is_not_called_again(ds):
+    users = ds.repo("User")
+    uid = users.save({"name": "a"})
+    calls = {"first": 0, "second": 0}
+    second = None
+
+    def first(user):
+        calls["first"] += 1
+        if calls["first"] == 2:
+            # Inside the dispatcher: the other observer's delivery of this very
+            # change is already gathered in the round; it must not run.
+            second.unsubscribe()
+
+    def on_second(user):
+        calls["second"] += 1
+
+    users.observe(uid, first)
+    second = users.observe(uid, on_second)
+    ds.drain_events()
+    assert calls == {"first": 1, "second": 1}
+    users.save({"id": uid, "name": "b"})
+    users.save({"id": uid, "name": "c"})
+    ds.drain_events()
+    assert calls == {"first": 3, "second": 1}
+    assert not second.active
+
+
+def test_an_observer_unsubscribed_from_another_thread_stops_at_once(ds):
+    users = ds.repo("User")
+    uid = users.save({"name": "a", "n": 0})
+    running = threading.Event()
+    release = threading.Event()
+    after = []
+    stopped = threading.Event()
+
+    def on_change(user):
+        if stopped.is_set():
+            after.append(user)
+        if user and user["n"] == 1:
+            running.set()
+            release.wait(5)
+
+    sub = users.observe(uid, on_change)
+    users.save({"id": uid, "n": 1})
+    assert running.wait(5)
+    users.save({"id": uid, "n": 2})
+    done = threading.Thread(target=lambda: (sub.unsubscribe(), stopped.set()))
+    done.start()
+    release.set()
+    done.join(5)
+    ds.drain_events()
+    assert stopped.is_set()
+    assert after == []

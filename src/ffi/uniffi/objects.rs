@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use super::error::{DataSyncError, FfiResult};
 use super::traits::{
-    EntityObserver, HostConflictResolver, HostKeyStrategy, HostPersistence, PersistenceBridge,
-    QueryObserver, ResolverBridge, StatusObserver, StrategyBridge,
+    EntityBatchObserver, EntityObserver, HostConflictResolver, HostKeyStrategy, HostPersistence,
+    PersistenceBridge, QueryObserver, ResolverBridge, StatusObserver, StrategyBridge,
 };
 use super::types::{DateGranularity, PendingWrites, Query, Status, SyncStats, TierKind};
 use crate::error::Error;
@@ -336,6 +336,30 @@ impl DataSync {
         Ok(Subscription::wrap(sub))
     }
 
+    /// A batch for entity observers: what the observers registered into it with
+    /// [`Repository::observe_batched`] get in one dispatcher round reaches
+    /// `observer` in one call, at the end of that round's entity deliveries.
+    pub fn entity_batch(
+        &self,
+        observer: Arc<dyn EntityBatchObserver>,
+    ) -> FfiResult<Arc<EntityBatch>> {
+        let gathered: Arc<Mutex<String>> = Arc::new(Mutex::new(String::new()));
+        let taken = gathered.clone();
+        let rounds = self.core.observe_rounds(move || {
+            let text = std::mem::take(&mut *taken.lock());
+            if text.is_empty() {
+                return;
+            }
+            if let Err(e) = observer.on_entities(format!("[{text}]")) {
+                log::warn!(target: "datasync::ffi", "entity batch observer failed: {e}");
+            }
+        })?;
+        Ok(Arc::new(EntityBatch {
+            gathered,
+            rounds: Mutex::new(Some(rounds)),
+        }))
+    }
+
     /// The partition keys a tier holds.
     pub fn tier_keys(&self, tier: TierKind) -> FfiResult<Vec<String>> {
         Ok(self.core.tier_keys(tier.into())?)
@@ -439,6 +463,29 @@ impl Repository {
         Ok(Subscription::wrap(sub))
     }
 
+    /// Observes one entity into `batch` under `handle`: its current value first,
+    /// then every change, each handed to the batch's observer with the others of
+    /// its round. Unsubscribing stops what this observer adds; pairs already
+    /// gathered in the round still arrive, so a host drops those of handles it
+    /// no longer serves.
+    pub fn observe_batched(
+        &self,
+        id: String,
+        batch: Arc<EntityBatch>,
+        handle: u64,
+    ) -> FfiResult<Arc<Subscription>> {
+        let gathered = batch.gathered.clone();
+        let sub = self.core.observe(&id, move |entity| {
+            use std::fmt::Write;
+            let mut text = gathered.lock();
+            if !text.is_empty() {
+                text.push(',');
+            }
+            let _ = write!(text, "[{handle},{}]", entity.map_or("null", |e| e.json()));
+        })?;
+        Ok(Subscription::wrap(sub))
+    }
+
     /// Observes a query: the full list first, then the new list after changes.
     pub fn observe_all(
         &self,
@@ -453,6 +500,23 @@ impl Repository {
             }
         })?;
         Ok(Subscription::wrap(sub))
+    }
+}
+
+/// Gathers entity observers' deliveries per dispatcher round (see
+/// [`DataSync::entity_batch`]). `stop` (idempotent) or dropping it stops it.
+#[derive(uniffi::Object)]
+pub struct EntityBatch {
+    gathered: Arc<Mutex<String>>,
+    rounds: Mutex<Option<crate::Subscription>>,
+}
+
+#[uniffi::export]
+impl EntityBatch {
+    /// Stops handing rounds to the batch's observer. Idempotent.
+    pub fn stop(&self) {
+        let rounds = self.rounds.lock().take();
+        drop(rounds);
     }
 }
 

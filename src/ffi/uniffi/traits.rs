@@ -77,6 +77,16 @@ pub trait EntityObserver: Send + Sync {
     fn on_change(&self, entity_json: Option<String>) -> FfiResult<()>;
 }
 
+/// Receives, once per dispatcher round, what the entity observers registered with
+/// [`super::objects::Repository::observe_batched`] got in that round, as one JSON
+/// array of `[handle, entity or null]` pairs in delivery order. One call crosses the
+/// binding per round instead of one per change; the host calls its own callbacks
+/// from it. Called on the dispatcher thread.
+#[uniffi::export(with_foreign)]
+pub trait EntityBatchObserver: Send + Sync {
+    fn on_entities(&self, batch_json: String) -> FfiResult<()>;
+}
+
 /// Receives a query's full result list, as one JSON array: first the current one,
 /// then after changes (bursts coalesced). Called on the dispatcher thread. One string
 /// crosses the binding instead of one per entity, and parses in one call.

@@ -810,12 +810,52 @@ def _callable(fn: Any) -> Any:
     return fn
 
 
-class _EntityObserver(_native.EntityObserver):
-    def __init__(self, fn: Callable[[Optional[Entity]], Any]) -> None:
-        self._fn = _callable(fn)
+class _EntityBatch(_native.EntityBatchObserver):
+    """The entity observers of one instance: the library hands each dispatcher
+    round's deliveries over in one call (one JSON array of ``[handle, entity]``
+    pairs), and this calls the observers in that order. A callback runs under
+    ``lock``, which ``remove`` takes too: once an observer is removed (from another
+    thread, or from inside a callback) it is not called again."""
 
-    def on_change(self, entity_json: Optional[str]) -> None:
-        _call_observer(self._fn, None if entity_json is None else json.loads(entity_json))
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self._fns: Dict[int, Callable[[Optional[Entity]], Any]] = {}
+        self._next = 0
+        self.native: Any = None
+
+    def add(self, fn: Callable[[Optional[Entity]], Any]) -> int:
+        with self.lock:
+            self._next += 1
+            self._fns[self._next] = fn
+            return self._next
+
+    def remove(self, handle: int) -> None:
+        with self.lock:
+            self._fns.pop(handle, None)
+
+    def on_entities(self, batch_json: str) -> None:
+        fns = self._fns
+        for handle, value in json.loads(batch_json):
+            with self.lock:
+                fn = fns.get(handle)
+                if fn is not None:
+                    _call_observer(fn, value)
+
+
+class _BatchedSubscription:
+    """The native subscription of one batched entity observer, and its handle."""
+
+    def __init__(self, native: Any, batch: _EntityBatch, handle: int) -> None:
+        self._native = native
+        self._batch = batch
+        self._handle = handle
+
+    def unsubscribe(self) -> None:
+        self._native.unsubscribe()
+        self._batch.remove(self._handle)
+
+    def is_active(self) -> bool:
+        return bool(self._native.is_active())
 
 
 class _QueryObserver(_native.QueryObserver):
@@ -1095,7 +1135,14 @@ class Repository:
         """Calls ``fn`` with the entity's current value (None if absent), then with
         each change (None on delete), on the dispatcher thread. A ``fn`` that is not
         callable is a ``TypeError`` here, not later."""
-        return Subscription(self._native.observe(id, _EntityObserver(fn)), self._owner)
+        batch = self._owner._entity_batch()
+        handle = batch.add(_callable(fn))
+        try:
+            native = self._native.observe_batched(id, batch.native, handle)
+        except BaseException:
+            batch.remove(handle)
+            raise
+        return Subscription(_BatchedSubscription(native, batch, handle), self._owner)
 
     @_translated
     def observe_all(
@@ -1149,8 +1196,19 @@ class DataSync:
         self._native = native
         self.prefix = prefix
         self._subscriptions: "set[Subscription]" = set()
+        self._batch: Optional[_EntityBatch] = None
+        self._batch_lock = threading.Lock()
         with _live_lock:
             _live.add(self)
+
+    def _entity_batch(self) -> _EntityBatch:
+        """The instance's entity observers, made at the first ``observe``."""
+        with self._batch_lock:
+            if self._batch is None:
+                batch = _EntityBatch()
+                batch.native = self._native.entity_batch(batch)
+                self._batch = batch
+            return self._batch
 
     @_translated
     def repo(self, name: str) -> Repository:

@@ -977,6 +977,13 @@ public protocol DataSyncProtocol: AnyObject, Sendable {
     func drainEvents() throws 
     
     /**
+     * A batch for entity observers: what the observers registered into it with
+     * [`Repository::observe_batched`] get in one dispatcher round reaches
+     * `observer` in one call, at the end of that round's entity deliveries.
+     */
+    func entityBatch(observer: EntityBatchObserver) throws  -> EntityBatch
+    
+    /**
      * Returns once every earlier write is durable in the tier below the store.
      */
     func flush() throws 
@@ -1124,6 +1131,21 @@ open func drainEvents()throws   {try rustCallWithError(FfiConverterTypeDataSyncE
             self.uniffiCloneHandle(),uniffiCallStatus
     )
 }
+}
+    
+    /**
+     * A batch for entity observers: what the observers registered into it with
+     * [`Repository::observe_batched`] get in one dispatcher round reaches
+     * `observer` in one call, at the end of that round's entity deliveries.
+     */
+open func entityBatch(observer: EntityBatchObserver)throws  -> EntityBatch  {
+    return try  FfiConverterTypeEntityBatch_lift(try rustCallWithError(FfiConverterTypeDataSyncError_lift) {
+        uniffiCallStatus in
+    uniffi_datasync_fn_method_datasync_entity_batch(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeEntityBatchObserver_lower(observer),uniffiCallStatus
+    )
+})
 }
     
     /**
@@ -1299,6 +1321,349 @@ public func FfiConverterTypeDataSync_lift(_ handle: UInt64) throws -> DataSync {
 #endif
 public func FfiConverterTypeDataSync_lower(_ value: DataSync) -> UInt64 {
     return FfiConverterTypeDataSync.lower(value)
+}
+
+
+
+
+
+
+/**
+ * Gathers entity observers' deliveries per dispatcher round (see
+ * [`DataSync::entity_batch`]). `stop` (idempotent) or dropping it stops it.
+ */
+public protocol EntityBatchProtocol: AnyObject, Sendable {
+    
+    /**
+     * Stops handing rounds to the batch's observer. Idempotent.
+     */
+    func stop() 
+    
+}
+/**
+ * Gathers entity observers' deliveries per dispatcher round (see
+ * [`DataSync::entity_batch`]). `stop` (idempotent) or dropping it stops it.
+ */
+open class EntityBatch: EntityBatchProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_datasync_fn_clone_entitybatch(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_datasync_fn_free_entitybatch(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Stops handing rounds to the batch's observer. Idempotent.
+     */
+open func stop()  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_datasync_fn_method_entitybatch_stop(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeEntityBatch: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = EntityBatch
+
+    public static func lift(_ handle: UInt64) throws -> EntityBatch {
+        return EntityBatch(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: EntityBatch) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> EntityBatch {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: EntityBatch, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeEntityBatch_lift(_ handle: UInt64) throws -> EntityBatch {
+    return try FfiConverterTypeEntityBatch.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeEntityBatch_lower(_ value: EntityBatch) -> UInt64 {
+    return FfiConverterTypeEntityBatch.lower(value)
+}
+
+
+
+
+
+
+/**
+ * Receives, once per dispatcher round, what the entity observers registered with
+ * [`super::objects::Repository::observe_batched`] got in that round, as one JSON
+ * array of `[handle, entity or null]` pairs in delivery order. One call crosses the
+ * binding per round instead of one per change; the host calls its own callbacks
+ * from it. Called on the dispatcher thread.
+ */
+public protocol EntityBatchObserver: AnyObject, Sendable {
+    
+    func onEntities(batchJson: String) throws 
+    
+}
+/**
+ * Receives, once per dispatcher round, what the entity observers registered with
+ * [`super::objects::Repository::observe_batched`] got in that round, as one JSON
+ * array of `[handle, entity or null]` pairs in delivery order. One call crosses the
+ * binding per round instead of one per change; the host calls its own callbacks
+ * from it. Called on the dispatcher thread.
+ */
+open class EntityBatchObserverImpl: EntityBatchObserver, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_datasync_fn_clone_entitybatchobserver(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_datasync_fn_free_entitybatchobserver(handle, $0) }
+    }
+
+    
+
+    
+open func onEntities(batchJson: String)throws   {try rustCallWithError(FfiConverterTypeDataSyncError_lift) {
+        uniffiCallStatus in
+    uniffi_datasync_fn_method_entitybatchobserver_on_entities(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(batchJson),uniffiCallStatus
+    )
+}
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfaceEntityBatchObserver {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceEntityBatchObserver = UniffiVTableCallbackInterfaceEntityBatchObserver(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypeEntityBatchObserver.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface EntityBatchObserver: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypeEntityBatchObserver.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface EntityBatchObserver: handle missing in uniffiClone")
+            }
+        },
+        onEntities: { (
+            uniffiHandle: UInt64,
+            batchJson: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeEntityBatchObserver.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return try uniffiObj.onEntities(
+                     batchJson: try FfiConverterString.lift(batchJson)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCallWithError(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn,
+                lowerError: FfiConverterTypeDataSyncError_lower
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceEntityBatchObserver> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceEntityBatchObserver>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitEntityBatchObserver() {
+    uniffi_datasync_fn_init_callback_vtable_entitybatchobserver(UniffiCallbackInterfaceEntityBatchObserver.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeEntityBatchObserver: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<EntityBatchObserver>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = EntityBatchObserver
+
+    public static func lift(_ handle: UInt64) throws -> EntityBatchObserver {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return EntityBatchObserverImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: EntityBatchObserver) -> UInt64 {
+         if let rustImpl = value as? EntityBatchObserverImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> EntityBatchObserver {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: EntityBatchObserver, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeEntityBatchObserver_lift(_ handle: UInt64) throws -> EntityBatchObserver {
+    return try FfiConverterTypeEntityBatchObserver.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeEntityBatchObserver_lower(_ value: EntityBatchObserver) -> UInt64 {
+    return FfiConverterTypeEntityBatchObserver.lower(value)
 }
 
 
@@ -3180,6 +3545,15 @@ public protocol RepositoryProtocol: AnyObject, Sendable {
     func observeAll(query: Query, observer: QueryObserver) throws  -> Subscription
     
     /**
+     * Observes one entity into `batch` under `handle`: its current value first,
+     * then every change, each handed to the batch's observer with the others of
+     * its round. Unsubscribing stops what this observer adds; pairs already
+     * gathered in the round still arrive, so a host drops those of handles it
+     * no longer serves.
+     */
+    func observeBatched(id: String, batch: EntityBatch, handle: UInt64) throws  -> Subscription
+    
+    /**
      * The entities matching `query`, as JSON.
      */
     func query(query: Query) throws  -> [String]
@@ -3361,6 +3735,25 @@ open func observeAll(query: Query, observer: QueryObserver)throws  -> Subscripti
             self.uniffiCloneHandle(),
         FfiConverterTypeQuery_lower(query),
         FfiConverterTypeQueryObserver_lower(observer),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Observes one entity into `batch` under `handle`: its current value first,
+     * then every change, each handed to the batch's observer with the others of
+     * its round. Unsubscribing stops what this observer adds; pairs already
+     * gathered in the round still arrive, so a host drops those of handles it
+     * no longer serves.
+     */
+open func observeBatched(id: String, batch: EntityBatch, handle: UInt64)throws  -> Subscription  {
+    return try  FfiConverterTypeSubscription_lift(try rustCallWithError(FfiConverterTypeDataSyncError_lift) {
+        uniffiCallStatus in
+    uniffi_datasync_fn_method_repository_observe_batched(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(id),
+        FfiConverterTypeEntityBatch_lower(batch),
+        FfiConverterUInt64.lower(handle),uniffiCallStatus
     )
 })
 }
@@ -5804,6 +6197,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_datasync_checksum_method_datasync_drain_events() != 13894) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_datasync_checksum_method_datasync_entity_batch() != 11699) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_datasync_checksum_method_datasync_flush() != 21478) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -5832,6 +6228,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_datasync_checksum_method_datasync_wait_in_cloud() != 54599) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_datasync_checksum_method_entitybatch_stop() != 20780) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_datasync_checksum_method_memorytier_keys() != 29179) {
@@ -5867,6 +6266,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_datasync_checksum_method_repository_observe_all() != 52749) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_datasync_checksum_method_repository_observe_batched() != 31958) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_datasync_checksum_method_repository_query() != 21394) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -5883,6 +6285,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_datasync_checksum_method_subscription_unsubscribe() != 25626) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_datasync_checksum_method_entitybatchobserver_on_entities() != 61177) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_datasync_checksum_method_entityobserver_on_change() != 48730) {
@@ -5932,6 +6337,7 @@ private let initializationResult: InitializationResult = {
     }
 
     uniffiCallbackInitChangeObserver()
+    uniffiCallbackInitEntityBatchObserver()
     uniffiCallbackInitEntityObserver()
     uniffiCallbackInitHostConflictResolver()
     uniffiCallbackInitHostKeyStrategy()

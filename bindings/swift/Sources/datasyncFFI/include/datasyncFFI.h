@@ -250,6 +250,13 @@ typedef void (*UniffiCallbackInterfaceChangeObserverMethod0)(uint64_t, RustBuffe
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_ENTITY_BATCH_OBSERVER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_ENTITY_BATCH_OBSERVER_METHOD0
+typedef void (*UniffiCallbackInterfaceEntityBatchObserverMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
 #ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_ENTITY_OBSERVER_METHOD0
 #define UNIFFI_FFIDEF_CALLBACK_INTERFACE_ENTITY_OBSERVER_METHOD0
 typedef void (*UniffiCallbackInterfaceEntityObserverMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
@@ -341,6 +348,15 @@ typedef struct UniffiVTableCallbackInterfaceChangeObserver {
     UniffiCallbackInterfaceClone _Nonnull uniffiClone;
     UniffiCallbackInterfaceChangeObserverMethod0 _Nonnull onChanges;
 } UniffiVTableCallbackInterfaceChangeObserver;
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_ENTITY_BATCH_OBSERVER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_ENTITY_BATCH_OBSERVER
+typedef struct UniffiVTableCallbackInterfaceEntityBatchObserver {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceEntityBatchObserverMethod0 _Nonnull onEntities;
+} UniffiVTableCallbackInterfaceEntityBatchObserver;
 
 #endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_ENTITY_OBSERVER
@@ -476,6 +492,11 @@ RustBuffer uniffi_datasync_fn_method_datasync_audit(uint64_t ptr, RustCallStatus
 void uniffi_datasync_fn_method_datasync_drain_events(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_DATASYNC_ENTITY_BATCH
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_DATASYNC_ENTITY_BATCH
+uint64_t uniffi_datasync_fn_method_datasync_entity_batch(uint64_t ptr, uint64_t observer, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_DATASYNC_FLUSH
 #define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_DATASYNC_FLUSH
 void uniffi_datasync_fn_method_datasync_flush(uint64_t ptr, RustCallStatus *_Nonnull out_status
@@ -524,6 +545,21 @@ int8_t uniffi_datasync_fn_method_datasync_wait_all_in_cloud(uint64_t ptr, uint64
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_DATASYNC_WAIT_IN_CLOUD
 #define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_DATASYNC_WAIT_IN_CLOUD
 int8_t uniffi_datasync_fn_method_datasync_wait_in_cloud(uint64_t ptr, RustBuffer name, RustBuffer id, uint64_t timeout_ms, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_CLONE_ENTITYBATCH
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_CLONE_ENTITYBATCH
+uint64_t uniffi_datasync_fn_clone_entitybatch(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_FREE_ENTITYBATCH
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_FREE_ENTITYBATCH
+void uniffi_datasync_fn_free_entitybatch(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_ENTITYBATCH_STOP
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_ENTITYBATCH_STOP
+void uniffi_datasync_fn_method_entitybatch_stop(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_CLONE_MEMORYTIER
@@ -607,6 +643,11 @@ uint64_t uniffi_datasync_fn_method_repository_observe(uint64_t ptr, RustBuffer i
 uint64_t uniffi_datasync_fn_method_repository_observe_all(uint64_t ptr, RustBuffer query, uint64_t observer, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_REPOSITORY_OBSERVE_BATCHED
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_REPOSITORY_OBSERVE_BATCHED
+uint64_t uniffi_datasync_fn_method_repository_observe_batched(uint64_t ptr, RustBuffer id, uint64_t batch, uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_REPOSITORY_QUERY
 #define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_REPOSITORY_QUERY
 RustBuffer uniffi_datasync_fn_method_repository_query(uint64_t ptr, RustBuffer query, RustCallStatus *_Nonnull out_status
@@ -645,6 +686,26 @@ int8_t uniffi_datasync_fn_method_subscription_is_active(uint64_t ptr, RustCallSt
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_SUBSCRIPTION_UNSUBSCRIBE
 #define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_SUBSCRIPTION_UNSUBSCRIBE
 void uniffi_datasync_fn_method_subscription_unsubscribe(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_CLONE_ENTITYBATCHOBSERVER
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_CLONE_ENTITYBATCHOBSERVER
+uint64_t uniffi_datasync_fn_clone_entitybatchobserver(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_FREE_ENTITYBATCHOBSERVER
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_FREE_ENTITYBATCHOBSERVER
+void uniffi_datasync_fn_free_entitybatchobserver(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_INIT_CALLBACK_VTABLE_ENTITYBATCHOBSERVER
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_INIT_CALLBACK_VTABLE_ENTITYBATCHOBSERVER
+void uniffi_datasync_fn_init_callback_vtable_entitybatchobserver(const UniffiVTableCallbackInterfaceEntityBatchObserver* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_ENTITYBATCHOBSERVER_ON_ENTITIES
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_METHOD_ENTITYBATCHOBSERVER_ON_ENTITIES
+void uniffi_datasync_fn_method_entitybatchobserver_on_entities(uint64_t ptr, RustBuffer batch_json, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_FN_CLONE_ENTITYOBSERVER
@@ -1174,6 +1235,12 @@ uint16_t uniffi_datasync_checksum_method_datasync_drain_events(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_DATASYNC_ENTITY_BATCH
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_DATASYNC_ENTITY_BATCH
+uint16_t uniffi_datasync_checksum_method_datasync_entity_batch(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_DATASYNC_FLUSH
 #define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_DATASYNC_FLUSH
 uint16_t uniffi_datasync_checksum_method_datasync_flush(void
@@ -1231,6 +1298,12 @@ uint16_t uniffi_datasync_checksum_method_datasync_wait_all_in_cloud(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_DATASYNC_WAIT_IN_CLOUD
 #define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_DATASYNC_WAIT_IN_CLOUD
 uint16_t uniffi_datasync_checksum_method_datasync_wait_in_cloud(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_ENTITYBATCH_STOP
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_ENTITYBATCH_STOP
+uint16_t uniffi_datasync_checksum_method_entitybatch_stop(void
     
 );
 #endif
@@ -1300,6 +1373,12 @@ uint16_t uniffi_datasync_checksum_method_repository_observe_all(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_REPOSITORY_OBSERVE_BATCHED
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_REPOSITORY_OBSERVE_BATCHED
+uint16_t uniffi_datasync_checksum_method_repository_observe_batched(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_REPOSITORY_QUERY
 #define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_REPOSITORY_QUERY
 uint16_t uniffi_datasync_checksum_method_repository_query(void
@@ -1333,6 +1412,12 @@ uint16_t uniffi_datasync_checksum_method_subscription_is_active(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_SUBSCRIPTION_UNSUBSCRIBE
 #define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_SUBSCRIPTION_UNSUBSCRIBE
 uint16_t uniffi_datasync_checksum_method_subscription_unsubscribe(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_ENTITYBATCHOBSERVER_ON_ENTITIES
+#define UNIFFI_FFIDEF_UNIFFI_DATASYNC_CHECKSUM_METHOD_ENTITYBATCHOBSERVER_ON_ENTITIES
+uint16_t uniffi_datasync_checksum_method_entitybatchobserver_on_entities(void
     
 );
 #endif

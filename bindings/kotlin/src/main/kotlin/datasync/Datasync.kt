@@ -12,7 +12,8 @@ import datasync.ffi.ChangeSetHandle
 import datasync.ffi.DataSync
 import datasync.ffi.DataSyncException
 import datasync.ffi.DateGranularity
-import datasync.ffi.EntityObserver
+import datasync.ffi.EntityBatch
+import datasync.ffi.EntityBatchObserver
 import datasync.ffi.HostConflictResolver
 import datasync.ffi.HostKeyStrategy
 import datasync.ffi.HostPersistence
@@ -50,6 +51,8 @@ import kotlinx.serialization.json.boolean
 import kotlinx.serialization.json.int
 import kotlinx.serialization.json.jsonObject
 import kotlinx.serialization.json.jsonPrimitive
+import kotlinx.serialization.json.long
+import kotlin.concurrent.withLock
 
 /** Opens instances. */
 object Datasync {
@@ -192,7 +195,13 @@ object Strategy {
  * have `suspend` twins under [suspending], which run them on [Dispatchers.IO].
  */
 class Instance internal constructor(val handle: DataSync) : AutoCloseable {
-    fun repo(name: String): Repo = Repo(handle.repo(name))
+    fun repo(name: String): Repo = Repo(handle.repo(name), this)
+
+    // The instance's entity observers, made at the first `observe`: the deliveries
+    // of one dispatcher round cross the binding in one call.
+    internal val entityBatch: EntityBatchSink by lazy {
+        EntityBatchSink().also { it.native = handle.entityBatch(it) }
+    }
 
     /** Runs the whole sync chain; an unreachable cloud shows in `offline` / `errors`. */
     fun syncNow(): SyncStats = handle.syncNow()
@@ -280,8 +289,77 @@ class SuspendingInstance internal constructor(private val instance: Instance) {
 /** A sort field: ascending unless [descending]. */
 data class Sort(val field: String, val descending: Boolean = false)
 
+/**
+ * The entity observers of one instance. The library hands each dispatcher round's
+ * deliveries over in one call (a JSON array of `[handle, entity]` pairs), and this
+ * calls the listeners in that order. A listener runs under [lock], which [remove]
+ * takes too: once removed (from another thread, or from inside a listener) it is
+ * not called again. A listener that throws does not stop the others; the first
+ * failure is rethrown at the end, for the library to log.
+ */
+internal class EntityBatchSink : EntityBatchObserver {
+    private val lock = java.util.concurrent.locks.ReentrantLock()
+    private val listeners = HashMap<Long, (JsonObject?) -> Unit>()
+    private var next = 0L
+    lateinit var native: EntityBatch
+
+    fun add(listener: (JsonObject?) -> Unit): Long = lock.withLock {
+        next += 1
+        listeners[next] = listener
+        next
+    }
+
+    fun remove(handle: Long) {
+        lock.withLock { listeners.remove(handle) }
+    }
+
+    /** How many rounds crossed the binding (for tests of the cost). */
+    val calls = java.util.concurrent.atomic.AtomicLong()
+
+    override fun onEntities(batchJson: String) {
+        calls.incrementAndGet()
+        var failed: Throwable? = null
+        for (item in Json.parseToJsonElement(batchJson).jsonArray) {
+            val pair = item.jsonArray
+            val handle = pair[0].jsonPrimitive.long
+            val value = pair[1].let { if (it is JsonNull) null else it.jsonObject }
+            lock.withLock {
+                val listener = listeners[handle] ?: return@withLock
+                try {
+                    listener(value)
+                } catch (e: Throwable) {
+                    if (failed == null) failed = e
+                }
+            }
+        }
+        failed?.let { throw it }
+    }
+}
+
+/**
+ * A live entity observer. [unsubscribe] (idempotent) or [close] stops it: once that
+ * returns, the listener is not called again.
+ */
+class EntitySubscription internal constructor(
+    private val native: Subscription,
+    private val batch: EntityBatchSink,
+    private val handle: Long,
+) : AutoCloseable {
+    fun unsubscribe() {
+        native.unsubscribe()
+        batch.remove(handle)
+    }
+
+    fun isActive(): Boolean = native.isActive()
+
+    override fun close() {
+        unsubscribe()
+        native.close()
+    }
+}
+
 /** The entities of one name, as [JsonObject]s. Blocking calls have `suspend` twins under [suspending]. */
-class Repo internal constructor(val handle: Repository) {
+class Repo internal constructor(val handle: Repository, private val owner: Instance) {
     val name: String get() = handle.name()
 
     // Taken on the first save/get/delete: a repository used only for queries costs no handle.
@@ -326,10 +404,17 @@ class Repo internal constructor(val handle: Repository) {
     ): List<JsonObject> = handle.query(buildQuery(where, sort, limit, offset, ids, filter)).map(::parseEntity)
 
     /** Calls [listener] with the current value (null if absent), then each change, on the dispatcher thread. */
-    fun observe(id: String, listener: (JsonObject?) -> Unit): Subscription =
-        handle.observe(id, object : EntityObserver {
-            override fun onChange(entityJson: String?) = listener(entityJson?.let(::parseEntity))
-        })
+    fun observe(id: String, listener: (JsonObject?) -> Unit): EntitySubscription {
+        val batch = owner.entityBatch
+        val h = batch.add(listener)
+        val native = try {
+            handle.observeBatched(id, batch.native, h.toULong())
+        } catch (e: Throwable) {
+            batch.remove(h)
+            throw e
+        }
+        return EntitySubscription(native, batch, h)
+    }
 
     /** Calls [listener] with the list matching the query options, then the new list after changes. */
     fun observeAll(

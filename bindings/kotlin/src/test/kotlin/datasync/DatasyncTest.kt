@@ -170,6 +170,47 @@ class CrudTest {
 
 class ObserverTest {
     @Test
+    fun aBurstOfEntityDeliveriesCrossesTheBindingInFewCalls() = Datasync.open("app").use { ds ->
+        val users = ds.repo("User")
+        val ids = users.saveMany((0 until 200).map { buildJsonObject { put("n", 0) } })
+        val seen = ConcurrentHashMap<String, MutableList<Int>>()
+        val subs = ids.map { id ->
+            users.observe(id) { e -> seen.getOrPut(id) { Collections.synchronizedList(mutableListOf()) }.add(e!!["n"]!!.jsonPrimitive.int) }
+        }
+        ds.drainEvents()
+        val before = ds.entityBatch.calls.get()
+        for (n in 1..5) users.saveMany(ids.map { id -> buildJsonObject { put("id", id); put("n", n) } })
+        ds.drainEvents()
+        val crossings = ds.entityBatch.calls.get() - before
+        for (id in ids) assertEquals(listOf(0, 1, 2, 3, 4, 5), seen[id]!!.toList())
+        // 1,000 deliveries, one call across the binding per dispatcher round.
+        assertTrue(crossings in 1..10, "$crossings crossings")
+        subs.forEach { it.close() }
+    }
+
+    @Test
+    fun anObserverUnsubscribedMidRoundIsNotCalledAgain() = Datasync.open("app").use { ds ->
+        val users = ds.repo("User")
+        val id = users.save(mapOf("name" to "a"))
+        var first = 0
+        var second = 0
+        lateinit var other: EntitySubscription
+        users.observe(id) {
+            first += 1
+            // The other observer's delivery of this change is already in the round.
+            if (first == 2) other.unsubscribe()
+        }
+        other = users.observe(id) { second += 1 }
+        ds.drainEvents()
+        assertEquals(1 to 1, first to second)
+        users.save(mapOf("id" to id, "name" to "b"))
+        users.save(mapOf("id" to id, "name" to "c"))
+        ds.drainEvents()
+        assertEquals(3 to 1, first to second)
+        assertFalse(other.isActive())
+    }
+
+    @Test
     fun observeOnDispatcherThread() = Datasync.open("app").use { ds ->
         val users = ds.repo("User")
         val id = users.save(mapOf("name" to "a"))

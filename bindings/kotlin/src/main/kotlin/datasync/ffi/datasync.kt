@@ -653,6 +653,9 @@ internal interface UniffiForeignFutureCompleteVoid : com.sun.jna.Callback {
 internal interface UniffiCallbackInterfaceChangeObserverMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`changesJson`: RustBuffer.ByValue,`changes`: Long,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
+internal interface UniffiCallbackInterfaceEntityBatchObserverMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`batchJson`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
 internal interface UniffiCallbackInterfaceEntityObserverMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`entityJson`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
@@ -705,6 +708,25 @@ internal open class UniffiVTableCallbackInterfaceChangeObserver(
         `uniffiFree` = other.`uniffiFree`
         `uniffiClone` = other.`uniffiClone`
         `onChanges` = other.`onChanges`
+    }
+
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "onEntities")
+internal open class UniffiVTableCallbackInterfaceEntityBatchObserver(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `onEntities`: UniffiCallbackInterfaceEntityBatchObserverMethod0? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `onEntities`: UniffiCallbackInterfaceEntityBatchObserverMethod0? = null,
+    ): UniffiVTableCallbackInterfaceEntityBatchObserver(`uniffiFree`,`uniffiClone`,`onEntities`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceEntityBatchObserver) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `onEntities` = other.`onEntities`
     }
 
 }
@@ -901,6 +923,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_datasync_checksum_method_datasync_drain_events(
     ): Int
+    external fun uniffi_datasync_checksum_method_datasync_entity_batch(
+    ): Int
     external fun uniffi_datasync_checksum_method_datasync_flush(
     ): Int
     external fun uniffi_datasync_checksum_method_datasync_observe_status(
@@ -920,6 +944,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_datasync_checksum_method_datasync_wait_all_in_cloud(
     ): Int
     external fun uniffi_datasync_checksum_method_datasync_wait_in_cloud(
+    ): Int
+    external fun uniffi_datasync_checksum_method_entitybatch_stop(
     ): Int
     external fun uniffi_datasync_checksum_method_memorytier_keys(
     ): Int
@@ -943,6 +969,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_datasync_checksum_method_repository_observe_all(
     ): Int
+    external fun uniffi_datasync_checksum_method_repository_observe_batched(
+    ): Int
     external fun uniffi_datasync_checksum_method_repository_query(
     ): Int
     external fun uniffi_datasync_checksum_method_repository_save(
@@ -954,6 +982,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_datasync_checksum_method_subscription_is_active(
     ): Int
     external fun uniffi_datasync_checksum_method_subscription_unsubscribe(
+    ): Int
+    external fun uniffi_datasync_checksum_method_entitybatchobserver_on_entities(
     ): Int
     external fun uniffi_datasync_checksum_method_entityobserver_on_change(
     ): Int
@@ -1002,6 +1032,7 @@ internal object UniffiLib {
     init {
         Native.register(UniffiLib::class.java, findLibraryName(componentName = "datasync"))
         uniffiCallbackInterfaceChangeObserver.register(this)
+        uniffiCallbackInterfaceEntityBatchObserver.register(this)
         uniffiCallbackInterfaceEntityObserver.register(this)
         uniffiCallbackInterfaceHostConflictResolver.register(this)
         uniffiCallbackInterfaceHostKeyStrategy.register(this)
@@ -1039,6 +1070,8 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_datasync_fn_method_datasync_drain_events(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_datasync_fn_method_datasync_entity_batch(`ptr`: Long,`observer`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
     external fun uniffi_datasync_fn_method_datasync_flush(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_datasync_fn_method_datasync_observe_status(`ptr`: Long,`observer`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1059,6 +1092,12 @@ internal object UniffiLib {
     ): Byte
     external fun uniffi_datasync_fn_method_datasync_wait_in_cloud(`ptr`: Long,`name`: RustBuffer.ByValue,`id`: RustBuffer.ByValue,`timeoutMs`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Byte
+    external fun uniffi_datasync_fn_clone_entitybatch(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_datasync_fn_free_entitybatch(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_datasync_fn_method_entitybatch_stop(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_datasync_fn_clone_memorytier(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_datasync_fn_free_memorytier(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1091,6 +1130,8 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_datasync_fn_method_repository_observe_all(`ptr`: Long,`query`: RustBuffer.ByValue,`observer`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
+    external fun uniffi_datasync_fn_method_repository_observe_batched(`ptr`: Long,`id`: RustBuffer.ByValue,`batch`: Long,`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
     external fun uniffi_datasync_fn_method_repository_query(`ptr`: Long,`query`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_datasync_fn_method_repository_save(`ptr`: Long,`entityJson`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -1106,6 +1147,14 @@ internal object UniffiLib {
     external fun uniffi_datasync_fn_method_subscription_is_active(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Byte
     external fun uniffi_datasync_fn_method_subscription_unsubscribe(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_datasync_fn_clone_entitybatchobserver(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_datasync_fn_free_entitybatchobserver(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_datasync_fn_init_callback_vtable_entitybatchobserver(`vtable`: UniffiVTableCallbackInterfaceEntityBatchObserver,
+    ): Unit
+    external fun uniffi_datasync_fn_method_entitybatchobserver_on_entities(`ptr`: Long,`batchJson`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_datasync_fn_clone_entityobserver(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -1338,6 +1387,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_datasync_checksum_method_datasync_drain_events() and 0xFFFF) != 13894) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_datasync_checksum_method_datasync_entity_batch() and 0xFFFF) != 11699) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_datasync_checksum_method_datasync_flush() and 0xFFFF) != 21478) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1366,6 +1418,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_datasync_checksum_method_datasync_wait_in_cloud() and 0xFFFF) != 54599) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_datasync_checksum_method_entitybatch_stop() and 0xFFFF) != 20780) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_datasync_checksum_method_memorytier_keys() and 0xFFFF) != 29179) {
@@ -1401,6 +1456,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_datasync_checksum_method_repository_observe_all() and 0xFFFF) != 52749) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_datasync_checksum_method_repository_observe_batched() and 0xFFFF) != 31958) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_datasync_checksum_method_repository_query() and 0xFFFF) != 21394) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1417,6 +1475,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_datasync_checksum_method_subscription_unsubscribe() and 0xFFFF) != 25626) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_datasync_checksum_method_entitybatchobserver_on_entities() and 0xFFFF) != 61177) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_datasync_checksum_method_entityobserver_on_change() and 0xFFFF) != 48730) {
@@ -2538,6 +2599,13 @@ public interface DataSyncInterface {
     fun `drainEvents`()
     
     /**
+     * A batch for entity observers: what the observers registered into it with
+     * [`Repository::observe_batched`] get in one dispatcher round reaches
+     * `observer` in one call, at the end of that round's entity deliveries.
+     */
+    fun `entityBatch`(`observer`: EntityBatchObserver): EntityBatch
+    
+    /**
      * Returns once every earlier write is durable in the tier below the store.
      */
     fun `flush`()
@@ -2732,6 +2800,26 @@ open class DataSync: Disposable, AutoCloseable, DataSyncInterface
 }
     }
     
+    
+
+    
+    /**
+     * A batch for entity observers: what the observers registered into it with
+     * [`Repository::observe_batched`] get in one dispatcher round reaches
+     * `observer` in one call, at the end of that round's entity deliveries.
+     */
+    @Throws(DataSyncException::class)override fun `entityBatch`(`observer`: EntityBatchObserver): EntityBatch {
+            return FfiConverterTypeEntityBatch.lift(
+    callWithHandle {
+    uniffiRustCallWithError(DataSyncException) { _status ->
+    UniffiLib.uniffi_datasync_fn_method_datasync_entity_batch(
+        it,
+        
+        FfiConverterTypeEntityBatchObserver.lower(`observer`),_status)
+}
+    }
+    )
+    }
     
 
     
@@ -2962,6 +3050,605 @@ public object FfiConverterTypeDataSync: FfiConverter<DataSync, Long> {
     override fun allocationSize(value: DataSync) = 8UL
 
     override fun write(value: DataSync, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * Gathers entity observers' deliveries per dispatcher round (see
+ * [`DataSync::entity_batch`]). `stop` (idempotent) or dropping it stops it.
+ */
+public interface EntityBatchInterface {
+    
+    /**
+     * Stops handing rounds to the batch's observer. Idempotent.
+     */
+    fun `stop`()
+    
+    companion object
+}
+
+/**
+ * Gathers entity observers' deliveries per dispatcher round (see
+ * [`DataSync::entity_batch`]). `stop` (idempotent) or dropping it stops it.
+ */
+open class EntityBatch: Disposable, AutoCloseable, EntityBatchInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_datasync_fn_free_entitybatch(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_datasync_fn_clone_entitybatch(handle, status)
+        }
+    }
+
+    
+    /**
+     * Stops handing rounds to the batch's observer. Idempotent.
+     */override fun `stop`()
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_datasync_fn_method_entitybatch_stop(
+        it,
+        _status)
+}
+    }
+    
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeEntityBatch: FfiConverter<EntityBatch, Long> {
+    override fun lower(value: EntityBatch): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): EntityBatch {
+        return EntityBatch(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): EntityBatch {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: EntityBatch) = 8UL
+
+    override fun write(value: EntityBatch, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * Receives, once per dispatcher round, what the entity observers registered with
+ * [`super::objects::Repository::observe_batched`] got in that round, as one JSON
+ * array of `[handle, entity or null]` pairs in delivery order. One call crosses the
+ * binding per round instead of one per change; the host calls its own callbacks
+ * from it. Called on the dispatcher thread.
+ */
+public interface EntityBatchObserver {
+    
+    fun `onEntities`(`batchJson`: kotlin.String)
+    
+    companion object
+}
+
+/**
+ * Receives, once per dispatcher round, what the entity observers registered with
+ * [`super::objects::Repository::observe_batched`] got in that round, as one JSON
+ * array of `[handle, entity or null]` pairs in delivery order. One call crosses the
+ * binding per round instead of one per change; the host calls its own callbacks
+ * from it. Called on the dispatcher thread.
+ */
+open class EntityBatchObserverImpl: Disposable, AutoCloseable, EntityBatchObserver
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_datasync_fn_free_entitybatchobserver(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_datasync_fn_clone_entitybatchobserver(handle, status)
+        }
+    }
+
+    
+    @Throws(DataSyncException::class)override fun `onEntities`(`batchJson`: kotlin.String)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(DataSyncException) { _status ->
+    UniffiLib.uniffi_datasync_fn_method_entitybatchobserver_on_entities(
+        it,
+        
+        FfiConverterString.lower(`batchJson`),_status)
+}
+    }
+    
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfaceEntityBatchObserver {
+    internal object `onEntities`: UniffiCallbackInterfaceEntityBatchObserverMethod0 {
+        override fun callback(`uniffiHandle`: Long,`batchJson`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeEntityBatchObserver.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`onEntities`(
+                    FfiConverterString.lift(`batchJson`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCallWithError(
+                uniffiCallStatus,
+                makeCall,
+                writeReturn,
+                { e: DataSyncException -> FfiConverterTypeDataSyncError.lower(e) }
+            )
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypeEntityBatchObserver.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypeEntityBatchObserver.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfaceEntityBatchObserver.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `onEntities`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_datasync_fn_init_callback_vtable_entitybatchobserver(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeEntityBatchObserver: FfiConverter<EntityBatchObserver, Long> {
+    internal val handleMap = UniffiHandleMap<EntityBatchObserver>()
+
+    override fun lower(value: EntityBatchObserver): Long {
+        if (value is EntityBatchObserverImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
+    }
+
+    override fun lift(value: Long): EntityBatchObserver {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return EntityBatchObserverImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
+    }
+
+    override fun read(buf: ByteBuffer): EntityBatchObserver {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: EntityBatchObserver) = 8UL
+
+    override fun write(value: EntityBatchObserver, buf: ByteBuffer) {
         buf.putLong(lower(value))
     }
 }
@@ -5909,6 +6596,15 @@ public interface RepositoryInterface {
     fun `observeAll`(`query`: Query, `observer`: QueryObserver): Subscription
     
     /**
+     * Observes one entity into `batch` under `handle`: its current value first,
+     * then every change, each handed to the batch's observer with the others of
+     * its round. Unsubscribing stops what this observer adds; pairs already
+     * gathered in the round still arrive, so a host drops those of handles it
+     * no longer serves.
+     */
+    fun `observeBatched`(`id`: kotlin.String, `batch`: EntityBatch, `handle`: kotlin.ULong): Subscription
+    
+    /**
      * The entities matching `query`, as JSON.
      */
     fun `query`(`query`: Query): List<kotlin.String>
@@ -6176,6 +6872,30 @@ open class Repository: Disposable, AutoCloseable, RepositoryInterface
         
         FfiConverterTypeQuery.lower(`query`),
         FfiConverterTypeQueryObserver.lower(`observer`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Observes one entity into `batch` under `handle`: its current value first,
+     * then every change, each handed to the batch's observer with the others of
+     * its round. Unsubscribing stops what this observer adds; pairs already
+     * gathered in the round still arrive, so a host drops those of handles it
+     * no longer serves.
+     */
+    @Throws(DataSyncException::class)override fun `observeBatched`(`id`: kotlin.String, `batch`: EntityBatch, `handle`: kotlin.ULong): Subscription {
+            return FfiConverterTypeSubscription.lift(
+    callWithHandle {
+    uniffiRustCallWithError(DataSyncException) { _status ->
+    UniffiLib.uniffi_datasync_fn_method_repository_observe_batched(
+        it,
+        
+        FfiConverterString.lower(`id`),
+        FfiConverterTypeEntityBatch.lower(`batch`),
+        FfiConverterULong.lower(`handle`),_status)
 }
     }
     )
