@@ -98,10 +98,11 @@ pub trait Persistence: Send {
     /// stored, `Some(false)` when the key held something else (nothing is written).
     ///
     /// Optional. The default, `Ok(None)`, says the adapter does not offer it; the
-    /// library then reads the key just before writing it and writes unconditionally,
-    /// which leaves a short window in which two writers of a shared tier can overwrite
-    /// each other's update (it is repaired by a later sync; see the README's "Shared
-    /// tiers"). A tier shared by several devices should offer it.
+    /// library then reads the key just before writing it, writes unconditionally and
+    /// reads it back a moment later, which still leaves a short
+    /// window in which two writers of a shared tier can overwrite each other's update
+    /// (it is repaired by a later sync; see the README's "Shared tiers"). A tier
+    /// shared by several devices should offer it.
     fn store_if(
         &mut self,
         key: &str,
@@ -120,6 +121,36 @@ pub trait Persistence: Send {
     fn commit(&mut self) -> AdapterResult<()> {
         Ok(())
     }
+}
+
+/// How long a write without the conditional write waits before it reads its key
+/// back (see [`write_over`]).
+pub(crate) const BLIND_WRITE_SETTLE: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Writes `bytes` under `key` of a shared tier only over `expected` (`None`:
+/// absent): by [`Persistence::store_if`] where the adapter offers it, else by
+/// reading the key just before writing it, and reading it back a moment after.
+/// `false`: another writer's bytes are there (before the write, or over it since),
+/// and the caller merges with them and writes again. The read back narrows, and does
+/// not close, the window in which two unconditional writers can overwrite each
+/// other: a writer paused between its read and its write for longer than the
+/// settle time can still overwrite an update unseen; that update's writer puts it
+/// back at its next sync.
+pub(crate) fn write_over(
+    blobs: &mut dyn Persistence,
+    key: &str,
+    expected: Option<&[u8]>,
+    bytes: &[u8],
+) -> AdapterResult<bool> {
+    if let Some(done) = blobs.store_if(key, expected, bytes)? {
+        return Ok(done);
+    }
+    if blobs.load(key)?.as_deref() != expected {
+        return Ok(false);
+    }
+    blobs.store(key, bytes)?;
+    std::thread::sleep(BLIND_WRITE_SETTLE);
+    Ok(blobs.load(key)?.as_deref() == Some(bytes))
 }
 
 /// The fast primary tier: blobs plus per-entity access.
@@ -152,5 +183,48 @@ pub trait Store: Persistence {
     /// Replaces the whole partition. The default stores its canonical bytes.
     fn store_partition(&mut self, key: &str, partition: &Partition) -> AdapterResult<()> {
         self.store(key, &partition.to_canonical())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// Blobs without the conditional write, where another writer's bytes may land
+    /// right after one of ours.
+    #[derive(Default)]
+    struct Blind {
+        blobs: HashMap<String, Vec<u8>>,
+        overwrite_with: Option<Vec<u8>>,
+    }
+
+    impl Persistence for Blind {
+        fn load(&mut self, key: &str) -> AdapterResult<Option<Vec<u8>>> {
+            Ok(self.blobs.get(key).cloned())
+        }
+        fn store(&mut self, key: &str, bytes: &[u8]) -> AdapterResult<()> {
+            let bytes = self.overwrite_with.take().unwrap_or_else(|| bytes.to_vec());
+            self.blobs.insert(key.to_string(), bytes);
+            Ok(())
+        }
+        fn clear(&mut self, key: &str) -> AdapterResult<()> {
+            self.blobs.remove(key);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_write_without_the_conditional_write_reads_its_key_back() {
+        let mut blobs = Blind::default();
+        assert!(write_over(&mut blobs, "k", None, b"one").unwrap());
+        // Not over what it read: nothing is written.
+        assert!(!write_over(&mut blobs, "k", None, b"two").unwrap());
+        assert_eq!(blobs.load("k").unwrap().as_deref(), Some(&b"one"[..]));
+        // Another writer's bytes landed over ours: the caller is told to merge.
+        blobs.overwrite_with = Some(b"theirs".to_vec());
+        assert!(!write_over(&mut blobs, "k", Some(b"one"), b"mine").unwrap());
+        assert!(write_over(&mut blobs, "k", Some(b"theirs"), b"both").unwrap());
+        assert_eq!(blobs.load("k").unwrap().as_deref(), Some(&b"both"[..]));
     }
 }

@@ -217,18 +217,8 @@ impl<'a> PieceTier<'a> {
             self.store(&key, bytes)?;
             return Ok(true);
         }
-        let offered = self
-            .adapter
-            .store_if(&key, held, bytes)
+        let stored = crate::persistence::write_over(self.adapter, &key, held, bytes)
             .map_err(|e| Error::from_adapter(self.label, &key, e))?;
-        let stored = match offered {
-            Some(stored) => stored,
-            None if self.load(&key)?.as_deref() != held => false,
-            None => {
-                self.store(&key, bytes)?;
-                true
-            }
-        };
         if !stored {
             self.refused += 1;
         }

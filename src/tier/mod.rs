@@ -319,16 +319,8 @@ impl Tier {
             self.store(key, bytes)?;
             return Ok(true);
         }
-        let written = self.with_adapter(|a| {
-            let blobs = a.blobs();
-            if let Some(done) = blobs.store_if(key, before, bytes)? {
-                return Ok(done);
-            }
-            if blobs.load(key)?.as_deref() != before {
-                return Ok(false);
-            }
-            blobs.store(key, bytes).map(|_| true)
-        });
+        let written =
+            self.with_adapter(|a| crate::persistence::write_over(a.blobs(), key, before, bytes));
         let written = written.map_err(self.adapter_err(key))?;
         if !written && self.is_pieces() {
             self.raced(1);
