@@ -713,7 +713,21 @@ impl PieceSide for PieceTier<'_> {
         self.store(&piece_key(partition, name), bytes)
     }
     fn replace_index(&mut self, partition: &str, read: &IndexRead, index: &Index) -> Result<bool> {
-        self.write_index(partition, read, index)
+        if !self.write_index(partition, read, index)? {
+            return Ok(false);
+        }
+        if !self.shared {
+            // A received fold covers these pieces; on a tier no one else writes they
+            // go now, after the index that no longer lists them.
+            let listed = |name: &str| index.entries.iter().any(|e| e.name == name);
+            for gone in read.index.entries.iter().filter(|e| !listed(&e.name)) {
+                let key = piece_key(partition, &gone.name);
+                self.adapter
+                    .clear(&key)
+                    .map_err(|e| Error::from_adapter(self.label, &key, e))?;
+            }
+        }
+        Ok(true)
     }
 }
 
@@ -756,12 +770,22 @@ where
             out.same_tombstones = ra.index.same_tombstones(&rb.index);
             out.a_vector = va;
             out.b_vector = vb;
+            // A piece received and then covered by a fold received after it is no
+            // longer listed (a private tier has removed it).
+            out.into_a
+                .retain(|name| ra.index.entries.iter().any(|e| &e.name == name));
             return Ok(out);
         }
+        // Only what the receiving side will list crosses (not a piece that a fold
+        // crossing with it covers).
+        let new_b = Index::from_entries(rb.index.entries.iter().chain(&to_b).cloned());
+        let new_a = Index::from_entries(ra.index.entries.iter().chain(&to_a).cloned());
+        let listed = |index: &Index, e: &Entry| index.entries.iter().any(|l| l.name == e.name);
+        let to_b: Vec<Entry> = to_b.into_iter().filter(|e| listed(&new_b, e)).collect();
+        let to_a: Vec<Entry> = to_a.into_iter().filter(|e| listed(&new_a, e)).collect();
         for entry in &to_b {
             out.bytes += copy_piece(a, b, partition, entry)?;
         }
-        let new_b = Index::from_entries(rb.index.entries.iter().chain(&to_b).cloned());
         if !to_b.is_empty() && !b.replace_index(partition, &rb, &new_b)? {
             out.races += 1;
             continue;
@@ -770,7 +794,6 @@ where
         for entry in &to_a {
             out.bytes += copy_piece(b, a, partition, entry)?;
         }
-        let new_a = Index::from_entries(ra.index.entries.iter().chain(&to_a).cloned());
         if !to_a.is_empty() && !a.replace_index(partition, &ra, &new_a)? {
             out.races += 1;
             continue;
