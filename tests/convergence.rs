@@ -377,7 +377,12 @@ fn settle(op: &Op, pending: &mut [Vec<(usize, Slot)>; DEVICES]) {
     }
 }
 
+/// One run at a time: the device clocks are process-wide (`CLOCKS`), and the tests
+/// of this file run on several threads at once.
+static ONE_RUN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn run(ops: &[Op]) {
+    let _alone = ONE_RUN.lock().unwrap_or_else(|e| e.into_inner());
     let mut world = World::new();
     // Every slot written and not lost in a crash, per entity; per device, the slots
     // written since its last flush or sync; the latest reading of each clock.
