@@ -111,8 +111,13 @@ fn killed_writers_lose_no_flushed_write() {
             .arg(&dir)
             .output()
             .unwrap();
-        if !dir.exists() {
-            // Killed before it even created the directory.
+        if !dir.join("blobs").exists() {
+            // Killed before the tier existed (before, or while, its directory was
+            // made): nothing was written, and `verify` rightly says it is no tier.
+            assert!(
+                lines.is_empty(),
+                "run {run}: writes reported without a tier"
+            );
             continue;
         }
         assert!(
