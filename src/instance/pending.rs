@@ -13,7 +13,7 @@
 //! The tracker lives in memory: writes made before the instance was opened are not
 //! listed (see [`crate::DataSync::pending_writes`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Instant;
 
 use crate::lock::{channel, Mutex};
@@ -47,8 +47,55 @@ struct KeyState {
     local_done: u64,
     /// Every write to the key numbered at or below this is in the cloud.
     cloud_done: u64,
-    /// The latest write's number per entity (name, id).
-    writes: BTreeMap<(String, String), u64>,
+    /// The latest write's number per entity.
+    writes: Writes,
+}
+
+/// The latest write's number per entity, by name then id: a write of an entity
+/// already listed allocates nothing.
+#[derive(Default)]
+struct Writes(HashMap<String, HashMap<String, u64>>);
+
+impl Writes {
+    fn insert(&mut self, name: &str, id: &str, seq: u64) {
+        let ids = match self.0.get_mut(name) {
+            Some(ids) => ids,
+            None => self.0.entry(name.to_string()).or_default(),
+        };
+        match ids.get_mut(id) {
+            Some(at) => *at = seq,
+            None => {
+                ids.insert(id.to_string(), seq);
+            }
+        }
+    }
+
+    fn get(&self, name: &str, id: &str) -> Option<u64> {
+        self.0.get(name)?.get(id).copied()
+    }
+
+    /// Keeps the writes numbered above `done`.
+    fn keep_after(&mut self, done: u64) {
+        self.0.retain(|_, ids| {
+            ids.retain(|_, seq| *seq > done);
+            !ids.is_empty()
+        });
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, &str, u64)> {
+        self.0.iter().flat_map(|(name, ids)| {
+            ids.iter()
+                .map(move |(id, &seq)| (name.as_str(), id.as_str(), seq))
+        })
+    }
+
+    fn seqs(&self) -> impl Iterator<Item = u64> + '_ {
+        self.iter().map(|(_, _, seq)| seq)
+    }
 }
 
 #[derive(Default)]
@@ -114,15 +161,15 @@ impl Pending {
             let seq = state.last;
             // A key not tracked has nothing pending: every earlier write to it is
             // already where it is going.
-            let entry = state
-                .keys
-                .entry(key.to_string())
-                .or_insert_with(|| KeyState {
+            let entry = match state.keys.get_mut(key) {
+                Some(entry) => entry,
+                None => state.keys.entry(key.to_string()).or_insert(KeyState {
                     local_done: seq - 1,
                     cloud_done: seq - 1,
-                    writes: BTreeMap::new(),
-                });
-            entry.writes.insert((name.to_string(), id.to_string()), seq);
+                    writes: Writes::default(),
+                }),
+            };
+            entry.writes.insert(name, id, seq);
         }
     }
 
@@ -183,7 +230,7 @@ impl Pending {
                 } else {
                     k.local_done
                 };
-                k.writes.retain(|_, seq| *seq > done);
+                k.writes.keep_after(done);
                 if k.writes.is_empty() {
                     state.keys.remove(key);
                 }
@@ -206,10 +253,10 @@ impl Pending {
         {
             let state = self.state.lock();
             for (key, k) in &state.keys {
-                for ((name, id), &seq) in &k.writes {
+                for (name, id, seq) in k.writes.iter() {
                     let write = PendingWrite {
-                        name: name.clone(),
-                        id: id.clone(),
+                        name: name.to_string(),
+                        id: id.to_string(),
                         key: key.clone(),
                     };
                     if self.local && seq > k.local_done {
@@ -241,11 +288,11 @@ impl Pending {
             .map(|k| {
                 if self.local {
                     k.writes
-                        .values()
-                        .filter(|&&seq| seq <= k.local_done && seq > k.cloud_done)
+                        .seqs()
+                        .filter(|&seq| seq <= k.local_done && seq > k.cloud_done)
                         .count()
                 } else {
-                    k.writes.values().filter(|&&seq| seq > k.cloud_done).count()
+                    k.writes.seqs().filter(|&seq| seq > k.cloud_done).count()
                 }
             })
             .sum()
@@ -259,16 +306,14 @@ impl Pending {
                 .keys
                 .iter()
                 .find_map(|(key, k)| {
-                    k.writes
-                        .get(&(name.to_string(), id.to_string()))
-                        .map(|&seq| (key.clone(), seq))
+                    k.writes.get(name, id).map(|seq| (key.clone(), seq))
                 })
                 .into_iter()
                 .collect(),
             None => state
                 .keys
                 .iter()
-                .filter_map(|(key, k)| k.writes.values().max().map(|&seq| (key.clone(), seq)))
+                .filter_map(|(key, k)| k.writes.seqs().max().map(|seq| (key.clone(), seq)))
                 .collect(),
         }
     }
