@@ -590,3 +590,79 @@ fn writes_racing_a_hydration_are_all_flushed() {
     }
     assert_eq!(lost, 0, "{lost} of {rounds} rounds lost a write");
 }
+
+#[test]
+fn pieces_no_index_lists_are_swept_before_the_first_flush_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = MemoryPersistence::new();
+    let open = || {
+        DataSync::open(
+            manual("app")
+                .format(2)
+                .local(DirPersistence::open(dir.path()).unwrap())
+                .cloud(cloud.clone()),
+        )
+        .unwrap()
+    };
+    let ds = open();
+    let repo = ds.repo("User").unwrap();
+    let kept = repo.save(&json!({"name": "kept"})).unwrap();
+    ds.sync_now().unwrap();
+    ds.close().unwrap();
+    drop(ds);
+    // What a crash between a piece and its index leaves: a piece of a partition
+    // with an index that does not list it. Beside it, a piece of a partition with
+    // no index at all (it may be all that is left of one), and an orphan in the
+    // shared cloud (it may be another device's, about to be listed).
+    let orphan = "!piece:app.User:0123456789abcdef0123456789abcdef";
+    let alone = "!piece:app.Ghost:0123456789abcdef0123456789abcdef";
+    {
+        let mut local = DirPersistence::open(dir.path()).unwrap();
+        local.store(orphan, b"cut short").unwrap();
+        local.store(alone, b"no index").unwrap();
+        local.commit().unwrap();
+    }
+    cloud.clone().store(orphan, b"another device's").unwrap();
+    let pieces = || {
+        let mut local = DirPersistence::open(dir.path()).unwrap();
+        let keys = local.keys().unwrap().unwrap();
+        keys.into_iter()
+            .filter(|k| k.starts_with("!piece:"))
+            .collect::<Vec<_>>()
+    };
+    let before = pieces();
+    assert!(before.iter().any(|k| k == orphan) && before.iter().any(|k| k == alone));
+
+    let ds = open();
+    let repo = ds.repo("User").unwrap();
+    // Reading sweeps nothing.
+    assert_eq!(repo.get(&kept).unwrap().unwrap().value()["name"], "kept");
+    let added = repo.save(&json!({"name": "added"})).unwrap();
+    ds.flush().unwrap();
+    ds.close().unwrap();
+    drop(ds);
+    let after = pieces();
+    assert!(
+        !after.iter().any(|k| k == orphan),
+        "the unlisted piece went"
+    );
+    assert!(
+        after.iter().any(|k| k == alone),
+        "a partition without an index keeps its pieces"
+    );
+    assert_eq!(
+        after.len(),
+        before.len(),
+        "one piece went and the flush added one: {before:?} then {after:?}"
+    );
+    assert!(
+        cloud.snapshot().contains_key(orphan),
+        "the shared tier is never swept"
+    );
+
+    let ds = open();
+    let repo = ds.repo("User").unwrap();
+    assert_eq!(repo.get(&kept).unwrap().unwrap().value()["name"], "kept");
+    assert_eq!(repo.get(&added).unwrap().unwrap().value()["name"], "added");
+    assert!(ds.audit().unwrap().is_empty());
+}

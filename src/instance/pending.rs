@@ -305,9 +305,7 @@ impl Pending {
             Some((name, id)) => state
                 .keys
                 .iter()
-                .find_map(|(key, k)| {
-                    k.writes.get(name, id).map(|seq| (key.clone(), seq))
-                })
+                .find_map(|(key, k)| k.writes.get(name, id).map(|seq| (key.clone(), seq)))
                 .into_iter()
                 .collect(),
             None => state

@@ -1,6 +1,8 @@
 //! What a device does with the pieces of one partition in a blob tier: append a
 //! write, read the partition, sync it with another tier, compact it.
 
+use std::collections::BTreeMap;
+
 use super::index::{Entry, Index};
 use super::piece::{content, fold, Piece, TombstoneRule};
 use super::span::{Span, Vector};
@@ -535,24 +537,67 @@ impl PieceTier<'_> {
         if self.shared {
             return Ok(0);
         }
+        let Some(mut all) = self.pieces_by_partition()? else {
+            return Ok(0);
+        };
+        let names = all.remove(partition).unwrap_or_default();
+        let read = self.read_index_stored(partition)?;
+        self.remove_unlisted(partition, &read.index, &names)
+    }
+
+    /// The names of the pieces the tier holds, by partition (`None` where the adapter
+    /// cannot list its keys).
+    pub fn pieces_by_partition(&mut self) -> Result<Option<BTreeMap<String, Vec<String>>>> {
         let listed = self
             .adapter
             .keys()
             .map_err(|e| Error::from_adapter(self.label, "(keys)", e))?;
         let Some(keys) = listed else {
-            return Ok(0);
+            return Ok(None);
         };
-        let read = self.read_index_stored(partition)?;
-        let prefix = piece_key(partition, "");
-        let mut removed = 0;
+        let mut by_partition: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for key in keys {
-            let Some(name) = key.strip_prefix(&prefix) else {
+            // `!piece:<partition>:<name>`: a name has no colon, a partition may.
+            let Some((partition, name)) = key
+                .strip_prefix("!piece:")
+                .and_then(|rest| rest.rsplit_once(':'))
+            else {
                 continue;
             };
-            // A partition whose name is a prefix of this one's shares the prefix.
-            if name.contains(':') || read.index.entries.iter().any(|e| e.name == name) {
+            by_partition
+                .entry(partition.to_string())
+                .or_default()
+                .push(name.to_string());
+        }
+        Ok(Some(by_partition))
+    }
+
+    /// [`PieceTier::sweep`] of `names`, the pieces a listing found for `partition`,
+    /// where the partition has an index: a partition without one keeps its pieces
+    /// (they may be all that is left of it). Errors when the index is unreadable.
+    pub fn sweep_listed(&mut self, partition: &str, names: &[String]) -> Result<usize> {
+        if self.shared {
+            return Ok(0);
+        }
+        let read = self.read_index_stored(partition)?;
+        if read.held.is_none() {
+            return Ok(0);
+        }
+        self.remove_unlisted(partition, &read.index, names)
+    }
+
+    fn remove_unlisted(
+        &mut self,
+        partition: &str,
+        index: &Index,
+        names: &[String],
+    ) -> Result<usize> {
+        let mut removed = 0;
+        for name in names {
+            if index.entries.iter().any(|e| &e.name == name) {
                 continue;
             }
+            let key = piece_key(partition, name);
             self.adapter
                 .clear(&key)
                 .map_err(|e| Error::from_adapter(self.label, &key, e))?;

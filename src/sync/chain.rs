@@ -131,6 +131,18 @@ impl Inner {
         }
     }
 
+    /// Before this instance's first flush into it: the local tier loses the pieces
+    /// no index lists (see [`Tier::sweep_unlisted`]). Not at open, so that a first
+    /// read never waits for it; a failure is logged and costs nothing else.
+    fn sweep_local(&self) {
+        let Some(local) = self.local.as_ref().filter(|t| t.is_pieces()) else {
+            return;
+        };
+        if let Err(e) = local.sweep_unlisted() {
+            log::warn!(target: "datasync::sync", "sweeping the local tier failed: {e}");
+        }
+    }
+
     /// Whether the tier right below the store is the cloud (no local tier).
     fn store_writes_to_cloud(&self) -> bool {
         self.local.is_none() && self.cloud.is_some()
@@ -152,6 +164,7 @@ impl Inner {
         if keys.is_empty() {
             return Ok(SyncStats::default());
         }
+        self.sweep_local();
         // Writes numbered up to here are in the store before the sync reads it.
         let mark = self.pending.mark();
         match sync_pair(

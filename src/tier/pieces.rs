@@ -41,6 +41,8 @@ pub(crate) struct PiecesMode {
     /// Held across a read, merge and write of an index of a tier no one else
     /// writes (there the write is not conditional).
     writing: Mutex<()>,
+    /// Whether this instance has swept the tier's unlisted pieces.
+    swept: std::sync::atomic::AtomicBool,
 }
 
 /// How often an instance whose syncs find nothing to do records them in the device
@@ -106,6 +108,7 @@ impl Tier {
             noted: Mutex::new(None),
             prepared: std::sync::atomic::AtomicBool::new(false),
             writing: Mutex::ordered(crate::lock::Level::PiecesWriter, ()),
+            swept: std::sync::atomic::AtomicBool::new(false),
         });
         self
     }
@@ -203,6 +206,36 @@ impl Tier {
         };
         *mode.writer.lock() = Some(id.clone());
         Ok(id)
+    }
+
+    /// Once per instance, on a tier no one else writes: removes the pieces no index
+    /// lists, left by a crash between a piece and its index or by a compaction cut
+    /// short before it removed what it folded. One listing of the tier's keys, then
+    /// one partition at a time, each under the lock its index writes take (the
+    /// adapter is not held across partitions). A partition without an index, or
+    /// whose index cannot be read, keeps its pieces. Returns how many went.
+    pub fn sweep_unlisted(&self) -> Result<usize> {
+        let mode = self.mode()?;
+        if self.shared || mode.swept.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return Ok(0);
+        }
+        let Some(listed) = self.with_pieces(|p| p.pieces_by_partition())? else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for (partition, names) in listed {
+            let _writing = mode.writing.lock();
+            match self.with_pieces(|p| p.sweep_listed(&partition, &names)) {
+                Ok(n) => removed += n,
+                Err(e) => {
+                    log::warn!(target: "datasync::pieces", "{} {partition:?}: unlisted pieces kept: {e}", self.label)
+                }
+            }
+        }
+        if removed > 0 {
+            log::info!(target: "datasync::pieces", "{}: removed {removed} pieces no index lists", self.label);
+        }
+        Ok(removed)
     }
 
     /// Appends the slots a sync or a flush changed as one new piece of this device,
