@@ -132,31 +132,35 @@ impl Inner {
             self.ensure_present(key)?;
         }
         let observed = self.registry.has_subscribers();
+        let shared_name: Option<Arc<str>> = observed.then(|| Arc::from(name));
         let mut changes = Vec::new();
-        let mut results = Vec::with_capacity(planned.len());
-        let mut touched: BTreeSet<String> = BTreeSet::new();
-        let mut written: Vec<(String, String, Was)> = Vec::new();
+        let mut existed = Vec::with_capacity(planned.len());
         let outcome = self.store.with_adapter(|adapter| {
             let Adapter::Store(store) = adapter else {
                 return Err(Error::Internal("store tier without a store".into()));
             };
-            let applied = || -> Result<()> {
-                for p in planned {
-                    let (slot, was) = self.apply(store.as_mut(), name, &p)?;
-                    let existed = was == Was::Active;
-                    if !touched.contains(&p.key) {
-                        touched.insert(p.key.clone());
-                    }
-                    if observed {
+            let mut touched: BTreeSet<&str> = BTreeSet::new();
+            let mut written: Vec<(&str, &str, Was)> = Vec::with_capacity(planned.len());
+            let mut last_key: Option<Arc<str>> = None;
+            let mut applied = || -> Result<()> {
+                for p in &planned {
+                    let (slot, was) = self.apply(store.as_mut(), name, p)?;
+                    existed.push(was == Was::Active);
+                    touched.insert(&p.key);
+                    if let Some(shared_name) = &shared_name {
+                        // One shared key per run of changes to the same partition.
+                        let key = match &last_key {
+                            Some(k) if **k == *p.key => k.clone(),
+                            _ => last_key.insert(Arc::from(p.key.as_str())).clone(),
+                        };
                         changes.push(Change {
-                            key: p.key.clone(),
-                            name: name.to_string(),
+                            key,
+                            name: shared_name.clone(),
                             id: p.id.clone(),
                             entity: slot.entity().cloned(),
                         });
                     }
-                    written.push((p.key.clone(), p.id.clone(), was));
-                    results.push((p.id, existed));
+                    written.push((&p.key, &p.id, was));
                 }
                 Ok(())
             };
@@ -166,25 +170,25 @@ impl Inner {
             // must see the new generation and not write its older merge back, and a
             // sync that starts later must find it pending.
             self.store.mark_written(
-                touched.iter().map(String::as_str),
+                touched.iter().copied(),
                 name,
-                written
-                    .iter()
-                    .map(|(key, id, was)| (key.as_str(), id.as_str(), *was)),
+                written.iter().map(|&(key, id, was)| (key, id, was)),
             );
-            self.pending.record(
-                name,
-                written
-                    .iter()
-                    .map(|(key, id, _)| (key.as_str(), id.as_str())),
-            );
+            self.pending
+                .record(name, written.iter().map(|&(key, id, _)| (key, id)));
             outcome
         });
-        if !touched.is_empty() {
+        if !existed.is_empty() {
             self.worker.note_write();
         }
         self.registry.publish(changes);
-        outcome.map(|_| results)
+        outcome.map(|_| {
+            planned
+                .into_iter()
+                .zip(existed)
+                .map(|(p, existed)| (p.id, existed))
+                .collect()
+        })
     }
 
     /// Applies one planned save or delete to the store; returns the new slot and

@@ -112,7 +112,7 @@ impl Round<'_> {
             let singles: Vec<(&Change, Vec<Arc<Sub>>)> = changes
                 .iter()
                 .filter_map(|c| {
-                    let ids = subs.by_entity.get(&c.name)?.get(&c.id)?;
+                    let ids = subs.by_entity.get(&*c.name)?.get(&c.id)?;
                     Some((c, subs.live(ids)))
                 })
                 .collect();
@@ -123,7 +123,7 @@ impl Round<'_> {
             if touched.peek().is_some() {
                 let pending = self.lists.entry(id).or_default();
                 for c in touched {
-                    pending.touched.insert(c.id.clone(), c.key.clone());
+                    pending.touched.insert(c.id.clone(), c.key.to_string());
                 }
             }
         }
@@ -206,7 +206,7 @@ fn relevant<'a>(sub: &'a Sub, changes: &'a [Change]) -> impl Iterator<Item = &'a
         _ => None,
     };
     changes.iter().filter(move |c| {
-        scope.is_some_and(|(name, candidates)| &c.name == name && candidates.covers(&c.key))
+        scope.is_some_and(|(name, candidates)| *c.name == **name && candidates.covers(&c.key))
     })
 }
 

@@ -28,11 +28,12 @@ pub type StatusCallback = Box<dyn FnMut(&Status) + Send>;
 /// Called at the end of each dispatcher round's entity deliveries.
 pub type RoundCallback = Box<dyn FnMut() + Send>;
 
-/// One entity that changed in the store tier.
+/// One entity that changed in the store tier. The key and name are shared by the
+/// changes of one write or sync (a save allocates none for them).
 #[derive(Debug, Clone)]
 pub(crate) struct Change {
-    pub key: String,
-    pub name: String,
+    pub key: Arc<str>,
+    pub name: Arc<str>,
     pub id: String,
     pub entity: Option<Entity>,
 }

@@ -201,9 +201,10 @@ impl Inner {
             .upper_changes
             .into_iter()
             .flat_map(|(key, slots)| {
+                let key: std::sync::Arc<str> = key.into();
                 slots.into_iter().map(move |c| Change {
                     key: key.clone(),
-                    name: c.name,
+                    name: c.name.into(),
                     id: c.id,
                     entity: c.slot.entity().cloned(),
                 })
