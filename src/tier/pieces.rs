@@ -224,8 +224,12 @@ impl Tier {
         };
         let mut removed = 0;
         for (partition, names) in listed {
-            let _writing = mode.writing.lock();
-            match self.with_pieces(|p| p.sweep_listed(&partition, &names)) {
+            // The lock is let go before anything is logged (a logger may be host code).
+            let swept = {
+                let _writing = mode.writing.lock();
+                self.with_pieces(|p| p.sweep_listed(&partition, &names))
+            };
+            match swept {
                 Ok(n) => removed += n,
                 Err(e) => {
                     log::warn!(target: "datasync::pieces", "{} {partition:?}: unlisted pieces kept: {e}", self.label)
