@@ -635,7 +635,6 @@ fn pieces_no_index_lists_are_swept_before_the_first_flush_and_nothing_else() {
 
     let ds = open();
     let repo = ds.repo("User").unwrap();
-    // Reading sweeps nothing.
     assert_eq!(repo.get(&kept).unwrap().unwrap().value()["name"], "kept");
     let added = repo.save(&json!({"name": "added"})).unwrap();
     ds.flush().unwrap();

@@ -169,11 +169,8 @@ impl Inner {
             // the store is still locked: a sync that read the key before this write
             // must see the new generation and not write its older merge back, and a
             // sync that starts later must find it pending.
-            self.store.mark_written(
-                touched.iter().copied(),
-                name,
-                written.iter().map(|&(key, id, was)| (key, id, was)),
-            );
+            self.store
+                .mark_written(touched.iter().copied(), name, written.iter().copied());
             self.pending
                 .record(name, written.iter().map(|&(key, id, _)| (key, id)));
             outcome
