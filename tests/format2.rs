@@ -665,3 +665,79 @@ fn pieces_no_index_lists_are_swept_before_the_first_flush_and_nothing_else() {
     assert_eq!(repo.get(&added).unwrap().unwrap().value()["name"], "added");
     assert!(ds.audit().unwrap().is_empty());
 }
+
+#[test]
+fn a_sync_of_two_tiers_that_both_wrote_reads_the_partition_once() {
+    const N: usize = 20_000;
+    let a = Meter::default();
+    {
+        let ds = DataSync::open(manual("app").format(2).local(a.clone())).unwrap();
+        ds.repo("User").unwrap().save_many(&users(N)).unwrap();
+        ds.close().unwrap();
+    }
+    // B starts as a copy of A, writing as a device of its own.
+    let b = Meter::default();
+    for (k, v) in a.inner.snapshot() {
+        if k != datasync::pieces::WRITER_KEY {
+            b.inner.poke(&k, &v);
+        }
+    }
+    let base = a
+        .inner
+        .snapshot()
+        .values()
+        .map(|v| v.len() as u64)
+        .max()
+        .unwrap();
+    for (tier, edited, deleted) in [(&a, 0..10, 100), (&b, 10..20, 101)] {
+        let ds = DataSync::open(manual("app").format(2).local(tier.clone())).unwrap();
+        let repo = ds.repo("User").unwrap();
+        for i in edited {
+            repo.save(&json!({"id": format!("User.{i:016}"), "name": "edited", "n": -1}))
+                .unwrap();
+        }
+        repo.delete(&format!("User.{deleted:016}")).unwrap();
+        ds.close().unwrap();
+    }
+    a.reset();
+    b.reset();
+    let stats = datasync::sync_tiers(
+        Box::new(a.clone()),
+        Box::new(b.clone()),
+        Arc::new(datasync::LastWriterWins),
+    )
+    .unwrap();
+    assert!(stats.errors.is_empty(), "{stats:?}");
+    // Both received the other's pieces and hold the same writes after: one of them
+    // is read to count the partition, not both.
+    let loaded = a.loaded() + b.loaded();
+    assert!(
+        loaded < base + base / 2,
+        "the sync loaded {loaded} bytes for a partition of {base}"
+    );
+    assert!(
+        a.stored() + b.stored() < 16_000,
+        "stored {}",
+        a.stored() + b.stored()
+    );
+    // And the counts both record are the partition's: N users less the two deleted.
+    for tier in [&a, &b] {
+        let ds = DataSync::open(manual("app").format(2).local(tier.clone())).unwrap();
+        let meta = ds.tier_meta(TierId::Local).unwrap();
+        let active: u64 = meta
+            .entries
+            .values()
+            .map(|e| e.entities["User"].count)
+            .sum();
+        assert_eq!(active, N as u64 - 2);
+        for i in 0..20 {
+            let got = ds
+                .repo("User")
+                .unwrap()
+                .get(&format!("User.{i:016}"))
+                .unwrap();
+            assert_eq!(got.unwrap().value()["name"], "edited");
+        }
+        assert!(ds.audit().unwrap().is_empty());
+    }
+}

@@ -455,7 +455,8 @@ impl Tier {
         // what the other held takes the other's, when both hold the same
         // tombstones (a fold that dropped some is on both sides or neither); else
         // the partition is read (both sides wrote since they last met, an entry was
-        // out of date, or the tombstones differ).
+        // out of date, or the tombstones differ), on one side only when the two
+        // now hold the same.
         let counts_after = |tier: &Tier,
                             own: &Option<MetaEntry>,
                             vector: &Vector,
@@ -493,15 +494,21 @@ impl Tier {
             &moved.b_vector,
             moved.a_to_b,
         )?;
-        let counts_theirs = counts_after(
-            other,
-            &theirs,
-            &moved.b_vector,
-            moved.a_to_b,
-            &mine,
-            &moved.a_vector,
-            moved.b_to_a,
-        )?;
+        // Two sides that now hold the same writes and tombstones hold the same
+        // partition: one read counts both (when both wrote, the other is not read).
+        let counts_theirs = if moved.a_vector == moved.b_vector && moved.same_tombstones {
+            counts_mine.clone()
+        } else {
+            counts_after(
+                other,
+                &theirs,
+                &moved.b_vector,
+                moved.a_to_b,
+                &mine,
+                &moved.a_vector,
+                moved.b_to_a,
+            )?
+        };
         for (tier, vector, counts, before) in [
             (self, &moved.a_vector, counts_mine, &mine),
             (other, &moved.b_vector, counts_theirs, &theirs),
