@@ -660,11 +660,12 @@ fn run_one(workload: &str, n: usize, ps: usize) -> CliResult<Measure> {
         "W6" => super::bench_edit::w6(n, ps),
         "W7" => super::bench_edit::w7(n, ps),
         "W8" => super::bench_edit::w8(n, ps),
+        "WS" => super::bench_latency::ws(n, ps),
         "W6P" => super::bench_pieces::w6p(n),
         "W7P" => super::bench_pieces::w7p(n),
         "W7S" => super::bench_server::w7s(n, ps),
         "ST" => super::bench_server::st(n, ps),
-        other => Err(format!("unknown workload {other:?} (W1..W8, W6P, W7P, W7S, ST)").into()),
+        other => Err(format!("unknown workload {other:?} (W1..W8, WS, W6P, W7P, W7S, ST)").into()),
     }
 }
 

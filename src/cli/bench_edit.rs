@@ -88,7 +88,7 @@ pub(super) fn per(total: u64, count: usize) -> f64 {
 }
 
 /// Saves the N users in batches of 10,000; returns their ids.
-fn save_all(ds: &DataSync, n: usize) -> CliResult<Vec<String>> {
+pub(super) fn save_all(ds: &DataSync, n: usize) -> CliResult<Vec<String>> {
     let users = ds.repo("User")?;
     let mut ids = Vec::with_capacity(n);
     for start in (0..n).step_by(10_000) {

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_edit;
+pub mod bench_latency;
 pub mod bench_pieces;
 pub mod bench_server;
 pub mod crash;
