@@ -108,3 +108,37 @@ fn status_observers_see_going_offline_and_coming_back() {
     ds.drain_events().unwrap();
     assert_eq!(seen.lock().unwrap().len(), 3, "called after unsubscribe");
 }
+
+/// The nice value of a thread, from `/proc/self/task/<tid>/stat` (field 19).
+#[cfg(target_os = "linux")]
+fn nice_of(stat: &str) -> i32 {
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .collect();
+    fields[16].parse().unwrap()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_sync_worker_runs_below_the_app_threads() {
+    let own = nice_of(&std::fs::read_to_string("/proc/thread-self/stat").unwrap());
+    // The worker is named after the prefix; the kernel keeps 15 bytes of a name.
+    let ds = DataSync::open(Config::new("zprio").local(MemoryPersistence::new())).unwrap();
+    ds.repo("User").unwrap().save(&json!({"n": 1})).unwrap();
+    ds.flush().unwrap();
+    let mut workers = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let path = task.unwrap().path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if comm.trim_end() == "datasync-sync-z" {
+            workers.push(nice_of(
+                &std::fs::read_to_string(path.join("stat")).unwrap(),
+            ));
+        }
+    }
+    assert_eq!(workers, vec![(own + 10).min(19)], "the worker's nice value");
+    // The thread that opened the instance keeps its own.
+    let after = nice_of(&std::fs::read_to_string("/proc/thread-self/stat").unwrap());
+    assert_eq!(after, own);
+    ds.close().unwrap();
+}

@@ -97,7 +97,10 @@ impl Worker {
             .ok_or_else(|| Error::Internal("the sync worker was started twice".into()))?;
         let handle = thread::Builder::new()
             .name(format!("datasync-sync-{name}"))
-            .spawn(move || body(mailbox))
+            .spawn(move || {
+                super::priority::lower_this_thread();
+                body(mailbox)
+            })
             .map_err(|e| Error::Internal(format!("cannot start the sync worker: {e}")))?;
         let _ = self.thread_id.set(handle.thread().id());
         *self.thread.lock() = Some(handle);
