@@ -57,11 +57,11 @@ fn every_workload_runs_and_verifies() {
 #[test]
 fn the_one_edit_workloads_run_and_verify() {
     let mut args = vec!["--n", "2000", "--runs", "1"];
-    for w in ["W6", "W7", "W8"] {
+    for w in ["W6", "W7", "W8", "WS"] {
         args.extend(["--workload", w]);
     }
     let lines = bench(&args);
-    assert_eq!(lines.len(), 6, "3 workloads x 2 partitionings: {lines:?}");
+    assert_eq!(lines.len(), 8, "4 workloads x 2 partitionings: {lines:?}");
     for m in &lines {
         check_common(m);
         let e = &m["extra"];
@@ -79,12 +79,13 @@ fn the_one_edit_workloads_run_and_verify() {
                 "b_disk_write_bytes_per_sync",
             ],
             Some("W8") => &["open_ms", "first_get_ms", "query_ms", "disk_read_bytes"],
+            Some("WS") => &["save_median_ms", "save_p99_ms", "save_max_ms", "b_edits"],
             other => panic!("unexpected workload {other:?}"),
         };
         for field in fields {
             assert!(e.get(*field).is_some(), "{field} missing in {m}");
         }
-        // Something was written (W6, W7) or read (W8) through the adapters.
+        // Something was written (W6, W7, WS) or read (W8) through the adapters.
         let carried =
             m["bytes_written"].as_u64().unwrap_or(0) + m["bytes_loaded"].as_u64().unwrap_or(0);
         assert!(carried > 0, "no bytes counted in {m}");

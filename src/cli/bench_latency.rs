@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Map};
 
-use super::bench::{config, measure, peak_rss_mb, reset_peak, Counting, Measure};
+use super::bench::{config, measure, peak_rss_mb, reset_peak, Counting, Counts, Measure};
 use super::bench_edit::quantile;
 use super::CliResult;
 
@@ -29,18 +29,20 @@ const SYNC_INTERVAL: Duration = Duration::from_millis(100);
 
 pub fn ws(n: usize, ps: usize) -> CliResult<Measure> {
     let cloud = MemoryPersistence::new();
-    let open = |dir: &std::path::Path| -> CliResult<DataSync> {
-        let (local, _) = Counting::new(DirPersistence::open(dir)?);
-        let (cloud, _) = Counting::new(cloud.clone());
+    // A device, with what its local and cloud adapters carry.
+    let open = |dir: &std::path::Path| -> CliResult<(DataSync, [Arc<Counts>; 2])> {
+        let (local, local_counts) = Counting::new(DirPersistence::open(dir)?);
+        let (cloud, cloud_counts) = Counting::new(cloud.clone());
         let config = config(ps, n)
             .local(local)
             .cloud(cloud)
             .store_sync_delay(FLUSH_DELAY)
             .cloud_sync_interval(SYNC_INTERVAL);
-        Ok(DataSync::open(config)?)
+        Ok((DataSync::open(config)?, [local_counts, cloud_counts]))
     };
     let (dir_a, dir_b) = (tempfile::tempdir()?, tempfile::tempdir()?);
-    let (a, b) = (open(dir_a.path())?, open(dir_b.path())?);
+    let ((a, counts), (b, _)) = (open(dir_a.path())?, open(dir_b.path())?);
+    let carried = || counts[0].now() + counts[1].now();
     let ids = super::bench_edit::save_all(&a, n)?;
     let mut verified = a.sync_now()?.errors.is_empty();
     verified &= b.sync_now()?.errors.is_empty();
@@ -70,6 +72,7 @@ pub fn ws(n: usize, ps: usize) -> CliResult<Measure> {
     let mut times = Vec::with_capacity(SAVES);
     let mut last = Vec::new();
     reset_peak();
+    let before = carried();
     let started = Instant::now();
     for s in 0..SAVES {
         let id = &ids[rng.gen_range(0..ids.len())];
@@ -83,6 +86,7 @@ pub fn ws(n: usize, ps: usize) -> CliResult<Measure> {
         std::thread::sleep(PACE);
     }
     let wall = started.elapsed().as_secs_f64();
+    let bytes = carried() - before;
     stop.store(true, Ordering::Relaxed);
     let b_edits = editor.join().map_err(|_| "B's editor panicked")??;
     let peak = peak_rss_mb();
@@ -113,12 +117,10 @@ pub fn ws(n: usize, ps: usize) -> CliResult<Measure> {
     let p99 = quantile(&times, 0.99);
     a.close()?;
     b.close()?;
-    Ok(measure(
-        peak,
-        ("WS", n, ps),
-        p99,
-        SAVES as f64,
-        verified,
-        extra,
-    ))
+    // Bytes: what A handed its local tier and the cloud, and loaded from them,
+    // per save.
+    Ok(
+        measure(peak, ("WS", n, ps), p99, SAVES as f64, verified, extra)
+            .with_bytes(bytes, SAVES as u64),
+    )
 }
