@@ -51,7 +51,8 @@ pub fn ws(n: usize, ps: usize) -> CliResult<Measure> {
     verified &= all.len() == n;
     let ids = Arc::new(ids);
     let stop = Arc::new(AtomicBool::new(false));
-    // B edits users at A's pace, so A's syncs bring edits down into its store.
+    // B edits users as a peer device would, so A's syncs bring edits down into its
+    // store.
     let editor = {
         let (ids, stop) = (ids.clone(), stop.clone());
         let users = b.repo("User")?;
