@@ -741,3 +741,136 @@ fn a_sync_of_two_tiers_that_both_wrote_reads_the_partition_once() {
         assert!(ds.audit().unwrap().is_empty());
     }
 }
+
+#[test]
+fn a_device_that_wrote_while_another_synced_takes_its_counts_from_its_store() {
+    const N: usize = 20_000;
+    let (local_a, local_b, cloud) = (Meter::default(), Meter::default(), Meter::default());
+    let a = device(&local_a, &cloud);
+    a.repo("User").unwrap().save_many(&users(N)).unwrap();
+    a.sync_now().unwrap();
+    let b = device(&local_b, &cloud);
+    b.sync_now().unwrap();
+    let base = cloud
+        .inner
+        .snapshot()
+        .values()
+        .map(|v| v.len() as u64)
+        .max()
+        .unwrap();
+    let id = |i: usize| format!("User.{i:016}");
+    let edit = |ds: &DataSync, i: usize, name: &str| {
+        ds.repo("User")
+            .unwrap()
+            .save(&json!({"id": id(i), "name": name, "n": i}))
+            .unwrap();
+    };
+    // B edits 0..10, deletes 100 and 8, and syncs.
+    for i in 0..10 {
+        edit(&b, i, "by B");
+    }
+    b.repo("User")
+        .unwrap()
+        .delete_many(&[id(100), id(8)])
+        .unwrap();
+    b.sync_now().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    // A then edits 10..20, 5 and 8 (later than B: A wins both), deletes 101.
+    for i in (10..20).chain([5, 8]) {
+        edit(&a, i, "by A");
+    }
+    a.repo("User").unwrap().delete(&id(101)).unwrap();
+    // A's sync: its local tier receives B's pieces and the cloud A's.
+    local_a.reset();
+    cloud.reset();
+    let stats = a.sync_now().unwrap();
+    assert!(stats.errors.is_empty(), "{stats:?}");
+    assert!(
+        local_a.loaded() + cloud.loaded() < base / 4,
+        "A's sync loaded {} + {} bytes for a partition of {base}",
+        local_a.loaded(),
+        cloud.loaded()
+    );
+    b.sync_now().unwrap();
+    // Both devices and both tiers count N less 100 and 101 (8 came back through A).
+    for ds in [&a, &b] {
+        for tier in [TierId::Local, TierId::Cloud] {
+            let meta = ds.tier_meta(tier).unwrap();
+            let active: u64 = meta
+                .entries
+                .values()
+                .map(|e| e.entities["User"].count)
+                .sum();
+            assert_eq!(active, N as u64 - 2, "{tier:?}");
+        }
+        assert!(ds.audit().unwrap().is_empty(), "{:?}", ds.audit().unwrap());
+        let repo = ds.repo("User").unwrap();
+        assert_eq!(repo.get(&id(5)).unwrap().unwrap().value()["name"], "by A");
+        assert_eq!(repo.get(&id(8)).unwrap().unwrap().value()["name"], "by A");
+        assert_eq!(repo.get(&id(7)).unwrap().unwrap().value()["name"], "by B");
+        assert!(repo.get(&id(100)).unwrap().is_none());
+    }
+}
+
+#[test]
+fn syncs_that_bring_edits_down_while_the_device_saves_lose_nothing_and_count_right() {
+    const N: usize = 5_000;
+    let (local_a, local_b, cloud) = (Meter::default(), Meter::default(), Meter::default());
+    let a = Arc::new(device(&local_a, &cloud));
+    a.repo("User").unwrap().save_many(&users(N)).unwrap();
+    a.sync_now().unwrap();
+    let b = device(&local_b, &cloud);
+    b.sync_now().unwrap();
+    let id = |i: usize| format!("User.{i:016}");
+    for round in 0..5 {
+        // B edits users 0..100 and deletes one, then syncs.
+        let repo_b = b.repo("User").unwrap();
+        for i in 0..100 {
+            repo_b
+                .save(&json!({"id": id(i), "name": format!("B {round}"), "n": i}))
+                .unwrap();
+        }
+        repo_b.delete(&id(1_000 + round)).unwrap();
+        b.sync_now().unwrap();
+        // A saves 200 users of 2000..3000 (each once in all) on a thread while its
+        // syncs bring B's edits down.
+        let saver = {
+            let a = a.clone();
+            std::thread::spawn(move || {
+                let repo = a.repo("User").unwrap();
+                for i in 0..200 {
+                    let i = 2_000 + (round * 200 + i) % 1_000;
+                    repo.save(&json!({"id": id(i), "name": format!("A {round}"), "n": i}))
+                        .unwrap();
+                }
+            })
+        };
+        for _ in 0..3 {
+            assert!(a.sync_now().unwrap().errors.is_empty());
+        }
+        saver.join().unwrap();
+    }
+    a.sync_now().unwrap();
+    b.sync_now().unwrap();
+    for ds in [&*a, &b] {
+        let repo = ds.repo("User").unwrap();
+        for i in 0..100 {
+            assert_eq!(repo.get(&id(i)).unwrap().unwrap().value()["name"], "B 4");
+        }
+        for i in 2_000..3_000 {
+            let round = (i - 2_000) / 200;
+            let got = repo.get(&id(i)).unwrap().unwrap();
+            assert_eq!(got.value()["name"], format!("A {round}"));
+        }
+        for tier in [TierId::Local, TierId::Cloud] {
+            let meta = ds.tier_meta(tier).unwrap();
+            let active: u64 = meta
+                .entries
+                .values()
+                .map(|e| e.entities["User"].count)
+                .sum();
+            assert_eq!(active, N as u64 - 5, "{tier:?}");
+        }
+        assert!(ds.audit().unwrap().is_empty(), "{:?}", ds.audit().unwrap());
+    }
+}

@@ -113,7 +113,7 @@ impl Inner {
             // Pieces are copied as they are, then read from local.
             return match cloud
                 .ensure_format()
-                .and_then(|_| local.sync_pieces(cloud, key, now_millis()))
+                .and_then(|_| local.sync_pieces(cloud, key, now_millis(), None))
             {
                 Ok(_) => {
                     local.persist_meta(now_millis())?;

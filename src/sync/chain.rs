@@ -84,6 +84,7 @@ impl Inner {
             resolver: self.resolver.as_ref(),
             clock: Some(&self.clock),
             may_read: Some(self),
+            store: Some(&self.store),
         }
     }
 

@@ -85,6 +85,9 @@ pub(crate) struct SyncCtx<'a> {
     /// In a full sync, whether a partition (with the entity names either side
     /// records in it) may be read here; the others are left out.
     pub may_read: Option<&'a dyn ReadFilter>,
+    /// The instance's store, whose content the tier right below it reflects: a sync
+    /// of that tier with the cloud takes counts from it ([`Tier::sync_pieces`]).
+    pub store: Option<&'a Tier>,
 }
 
 /// Which partitions a full sync may bring to this instance (DESIGN §11).
@@ -343,7 +346,7 @@ fn sync_pieces_key(
     ctx: &SyncCtx,
     out: &mut PairOutcome,
 ) -> Result<()> {
-    let synced = upper.sync_pieces(lower, key, now)?;
+    let synced = upper.sync_pieces(lower, key, now, ctx.store)?;
     let moved = &synced.moved;
     if let (Some(clock), Some(latest)) = (ctx.clock, synced.latest_into) {
         // Writes coming up into an instance: their stamps are adopted, as a merge
@@ -749,6 +752,7 @@ pub fn sync_tiers(
         resolver: resolver.as_ref(),
         clock: None,
         may_read: None,
+        store: None,
     };
     let outcome = sync_pair(&ta, &tb, Scope::Full, &ctx)?;
     Ok(outcome.stats)

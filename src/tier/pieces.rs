@@ -420,7 +420,18 @@ impl Tier {
     /// pieces it lacks, then the union of the indexes; then both entries record what
     /// each holds. A side whose entry says it is damaged is first restored from the
     /// other. A partition neither side holds loses its entries.
-    pub(crate) fn sync_pieces(&self, other: &Tier, key: &str, now: Millis) -> Result<PiecesSynced> {
+    ///
+    /// `store`: the instance's store, when this tier is the one right below it; a
+    /// side that received pieces then takes its counts from the store where the store
+    /// holds what this tier held ([`Tier::counts_below_with`]) instead of reading
+    /// the partition.
+    pub(crate) fn sync_pieces(
+        &self,
+        other: &Tier,
+        key: &str,
+        now: Millis,
+        store: Option<&Tier>,
+    ) -> Result<PiecesSynced> {
         // The index writes of the side no one else writes are this instance's only.
         let _writing = [self, other]
             .into_iter()
@@ -463,7 +474,8 @@ impl Tier {
                             received: u64,
                             peer: &Option<MetaEntry>,
                             peer_vector: &Vector,
-                            peer_received: u64|
+                            peer_received: u64,
+                            derived: &dyn Fn() -> Result<Option<BTreeMap<String, Counts>>>|
          -> Result<BTreeMap<String, Counts>> {
             let records = |e: &Option<MetaEntry>, v: &Vector| {
                 e.as_ref()
@@ -480,6 +492,9 @@ impl Tier {
                     return Ok(c);
                 }
             }
+            if let Some(c) = derived()? {
+                return Ok(c);
+            }
             Ok(tier
                 .read_pieces(key)?
                 .map(|r| r.partition.counts())
@@ -493,6 +508,7 @@ impl Tier {
             &theirs,
             &moved.b_vector,
             moved.a_to_b,
+            &|| self.counts_from_store(store, key, mine.as_ref()),
         )?;
         // Two sides that now hold the same writes and tombstones hold the same
         // partition: one read counts both (when both wrote, the other is not read).
@@ -507,6 +523,7 @@ impl Tier {
                 &mine,
                 &moved.a_vector,
                 moved.b_to_a,
+                &|| Ok(None),
             )?
         };
         for (tier, vector, counts, before) in [
@@ -541,6 +558,42 @@ impl Tier {
             }
         }
         Ok(PiecesSynced { moved, latest_into })
+    }
+
+    /// This tier's counts of `key` after a sync brought it pieces, from the store
+    /// right above it: the slots of the writes beyond those the store reflects,
+    /// each against the store's slot for its id. `before` is this tier's entry from
+    /// before the sync. `None` (the partition is read instead) where the store does
+    /// not reflect that entry, or a received fold dropped tombstones (the content
+    /// then changes beyond the received slots).
+    fn counts_from_store(
+        &self,
+        store: Option<&Tier>,
+        key: &str,
+        before: Option<&MetaEntry>,
+    ) -> Result<Option<BTreeMap<String, Counts>>> {
+        let (Some(store), Some(before)) = (store, before) else {
+            return Ok(None);
+        };
+        let Some((hash, known)) = store.reflects(key) else {
+            return Ok(None);
+        };
+        if self.shared || hash != before.hash || summary_of(&known) != before.hash {
+            return Ok(None);
+        }
+        let index = self.with_pieces(|p| p.index_of(key))?.index;
+        if index
+            .entries
+            .iter()
+            .any(|e| e.dropped > 0 && !known.covers(&e.span))
+        {
+            return Ok(None);
+        }
+        let Some((slots, _)) = self.slots_beyond(key, &known)? else {
+            return Ok(None);
+        };
+        let resolver = self.mode()?.resolver.clone();
+        store.counts_below_with(key, &hash, &before.entities, &slots, resolver.as_ref())
     }
 
     /// The latest instant the given pieces of `key` were cut at (their writers'

@@ -2,12 +2,13 @@
 //! they were last hashed or synced, and a write counter per key (the guard against a
 //! sync writing back an older merge over a newer save).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::{Adapter, Loaded, Marks, Tier, TierState};
 use crate::clock::{now_millis, Millis};
 use crate::error::Result;
 use crate::meta::MetaEntry;
+use crate::partition::Counts;
 
 #[derive(Default)]
 pub(super) struct StoreMarks {
@@ -344,10 +345,100 @@ impl Tier {
             .and_then(|m| m.reflects.get(key).cloned())
     }
 
+    /// Store tier: whether one of the ids of `pulled` was written in `key` since its
+    /// last sync below (call with the store adapter locked).
+    fn wrote_any_of(&self, key: &str, pulled: &[super::pieces::PulledSlot]) -> bool {
+        let state = self.state.lock();
+        let Some(written) = state
+            .store_marks_ref()
+            .and_then(|m| m.written_ids.get(key))
+            .filter(|ids| !ids.is_empty())
+        else {
+            return false;
+        };
+        pulled
+            .iter()
+            .any(|(name, id, _)| written.contains_key(&(name.clone(), id.clone())))
+    }
+
+    /// Store tier: the counts of partition `key` in the tier below once it holds the
+    /// slots of `pulled` too (the writes it received beyond those the store
+    /// reflects of it), taken from the store without reading that tier: while the
+    /// store reflects its entry `hash`, the store's slot of an id it did not write
+    /// since is that tier's, and the slot that wins against the pulled ones decides
+    /// the id's count. `before` are that tier's counts for `hash`. `None` when the
+    /// store does not hold the key, reflects something else, or wrote one of the
+    /// pulled ids since (then the caller reads the partition).
+    pub fn counts_below_with(
+        &self,
+        key: &str,
+        hash: &str,
+        before: &BTreeMap<String, Counts>,
+        pulled: &[super::pieces::PulledSlot],
+        resolver: &dyn crate::sync::ConflictResolver,
+    ) -> Result<Option<BTreeMap<String, Counts>>> {
+        use crate::partition::Slot;
+        // One hold of the adapter: no save changes a slot or its marks meanwhile.
+        let mut adapter = self.lock_adapter();
+        {
+            let state = self.state.lock();
+            let Some(marks) = state.store_marks_ref() else {
+                return Ok(None);
+            };
+            let reflected = marks.reflects.get(key).map(|(h, _)| h.as_str());
+            if !marks.present.contains(key) || reflected != Some(hash) {
+                return Ok(None);
+            }
+        }
+        if self.wrote_any_of(key, pulled) {
+            return Ok(None);
+        }
+        let Adapter::Store(store) = &mut *adapter else {
+            return Ok(None);
+        };
+        let err = |e| crate::Error::from_adapter(self.label, key, e);
+        // Per id: the tier's slot before, and the one that wins.
+        let mut winners: HashMap<(&str, &str), (Option<Slot>, Slot)> = HashMap::new();
+        for (name, id, slot) in pulled {
+            let win = |held: &Slot| {
+                if held == slot {
+                    held.clone()
+                } else {
+                    resolver.resolve(name, held, slot)
+                }
+            };
+            match winners.get_mut(&(name.as_str(), id.as_str())) {
+                Some((_, winner)) => *winner = win(winner),
+                None => {
+                    let held = store.get(key, name, id).map_err(err)?;
+                    let winner = held.as_ref().map_or_else(|| slot.clone(), win);
+                    winners.insert((name, id), (held, winner));
+                }
+            }
+        }
+        let mut counts = before.clone();
+        for ((name, _), (held, winner)) in &winners {
+            let c = counts.entry(name.to_string()).or_default();
+            match held {
+                Some(Slot::Active(_)) => c.count = c.count.saturating_sub(1),
+                Some(Slot::Deleted(_)) => c.deleted_count = c.deleted_count.saturating_sub(1),
+                None => {}
+            }
+            match winner {
+                Slot::Active(_) => c.count += 1,
+                Slot::Deleted(_) => c.deleted_count += 1,
+            }
+        }
+        counts.retain(|_, c| *c != Counts::default());
+        Ok(Some(counts))
+    }
+
     /// Store tier: applies slots another tier brought (`pulled`), each through the
     /// resolver against the store's slot, under one hold of the store adapter; returns
-    /// the slots that changed. `None`, and nothing applied, when the key was written
-    /// since its last sync (then a whole merge decides).
+    /// the slots that changed. `None`, and nothing applied, when one of the pulled ids
+    /// was written since the key's last sync (then a whole merge decides). Other ids
+    /// written since keep their slots and what they held before: the tier below
+    /// still holds that for them, and the next flush appends them.
     pub fn apply_pulled(
         &self,
         key: &str,
@@ -356,13 +447,7 @@ impl Tier {
     ) -> Result<Option<Vec<crate::sync::merge::SlotChange>>> {
         use crate::partition::Slot;
         let mut adapter = self.lock_adapter();
-        let written = {
-            let state = self.state.lock();
-            state
-                .store_marks_ref()
-                .is_some_and(|m| m.written_ids.get(key).is_some_and(|ids| !ids.is_empty()))
-        };
-        if written {
+        if self.wrote_any_of(key, &pulled) {
             return Ok(None);
         }
         let Adapter::Store(store) = &mut *adapter else {
