@@ -314,6 +314,30 @@ impl Tier {
         Ok(self.with_pieces(|p| p.index_of(key))?.index.vector())
     }
 
+    /// The entry of partition `key` as this tier holds it now, when one of
+    /// `candidates` describes it: the index holds the writes that entry hashes, and
+    /// no fold listed dropped tombstones (then those writes alone decide the
+    /// partition, and the counts the entry was made with are its counts). `None`
+    /// otherwise, or on a tier that does not keep pieces: read the partition.
+    pub(super) fn entry_from_index(
+        &self,
+        key: &str,
+        candidates: &[&MetaEntry],
+    ) -> Result<Option<MetaEntry>> {
+        if !self.is_pieces() {
+            return Ok(None);
+        }
+        let index = self.with_pieces(|p| p.index_of(key))?.index;
+        if index.entries.is_empty() || index.entries.iter().any(|e| e.dropped > 0) {
+            return Ok(None);
+        }
+        let hash = summary_of(&index.vector());
+        Ok(candidates
+            .iter()
+            .find(|e| e.hash == hash)
+            .map(|e| (*e).clone()))
+    }
+
     /// The slots of the writes partition `key` holds beyond `known`, each with the
     /// write it came from: only the pieces holding such writes are loaded, and of a
     /// fold only the slots filed under those writes are taken. `None` when the

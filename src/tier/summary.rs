@@ -329,7 +329,8 @@ impl Tier {
             }
             None => BTreeMap::new(),
         };
-        let disputed: Vec<String> = {
+        // Each disputed key, with this process's entry for it.
+        let disputed: Vec<(String, Option<MetaEntry>)> = {
             let state = self.state.lock();
             let Marks::Blobs(marks) = &state.marks else {
                 return Ok(());
@@ -345,10 +346,21 @@ impl Tier {
                     let ours = state.meta.entries.get(*k).map(|e| &e.hash);
                     other.is_some() && other != was && other != ours
                 })
-                .cloned()
+                .map(|k| (k.clone(), state.meta.entries.get(k).cloned()))
                 .collect()
         };
-        let reread = self.entries_as_held(disputed)?;
+        // An entry that describes what the partition's index holds now is taken as
+        // it is; the others are read.
+        let mut reread = Vec::with_capacity(disputed.len());
+        let mut unknown = Vec::new();
+        for (key, ours) in disputed {
+            let candidates: Vec<&MetaEntry> = ours.iter().chain(theirs.get(&key)).collect();
+            match self.entry_from_index(&key, &candidates)? {
+                Some(entry) => reread.push((key, Some(entry))),
+                None => unknown.push(key),
+            }
+        }
+        reread.extend(self.entries_as_held(unknown)?);
         let mut state = self.state.lock();
         let state = &mut *state;
         let Marks::Blobs(marks) = &mut state.marks else {
