@@ -588,8 +588,8 @@ impl Tier {
     /// right above it: the slots of the writes beyond those the store reflects,
     /// each against the store's slot for its id. `before` is this tier's entry from
     /// before the sync. `None` (the partition is read instead) where the store does
-    /// not reflect that entry, or a received fold dropped tombstones (the content
-    /// then changes beyond the received slots).
+    /// not reflect that entry, or a fold this tier lists dropped tombstones (the
+    /// store may still hold them, or a received one changes more than its slots).
     fn counts_from_store(
         &self,
         store: Option<&Tier>,
@@ -605,12 +605,11 @@ impl Tier {
         if self.shared || hash != before.hash || summary_of(&known) != before.hash {
             return Ok(None);
         }
+        // A fold that dropped tombstones, received or this tier's own, may leave the
+        // store holding tombstones this tier no longer does: then only a read
+        // counts it.
         let index = self.with_pieces(|p| p.index_of(key))?.index;
-        if index
-            .entries
-            .iter()
-            .any(|e| e.dropped > 0 && !known.covers(&e.span))
-        {
+        if index.entries.iter().any(|e| e.dropped > 0) {
             return Ok(None);
         }
         let Some((slots, _)) = self.slots_beyond(key, &known)? else {
