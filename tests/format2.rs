@@ -794,16 +794,7 @@ fn a_device_that_wrote_while_another_synced_takes_its_counts_from_its_store() {
     b.sync_now().unwrap();
     // Both devices and both tiers count N less 100 and 101 (8 came back through A).
     for ds in [&a, &b] {
-        for tier in [TierId::Local, TierId::Cloud] {
-            let meta = ds.tier_meta(tier).unwrap();
-            let active: u64 = meta
-                .entries
-                .values()
-                .map(|e| e.entities["User"].count)
-                .sum();
-            assert_eq!(active, N as u64 - 2, "{tier:?}");
-        }
-        assert!(ds.audit().unwrap().is_empty(), "{:?}", ds.audit().unwrap());
+        assert_counts(ds, N as u64 - 2);
         let repo = ds.repo("User").unwrap();
         assert_eq!(repo.get(&id(5)).unwrap().unwrap().value()["name"], "by A");
         assert_eq!(repo.get(&id(8)).unwrap().unwrap().value()["name"], "by A");
@@ -862,15 +853,20 @@ fn syncs_that_bring_edits_down_while_the_device_saves_lose_nothing_and_count_rig
             let got = repo.get(&id(i)).unwrap().unwrap();
             assert_eq!(got.value()["name"], format!("A {round}"));
         }
-        for tier in [TierId::Local, TierId::Cloud] {
-            let meta = ds.tier_meta(tier).unwrap();
-            let active: u64 = meta
-                .entries
-                .values()
-                .map(|e| e.entities["User"].count)
-                .sum();
-            assert_eq!(active, N as u64 - 5, "{tier:?}");
-        }
-        assert!(ds.audit().unwrap().is_empty(), "{:?}", ds.audit().unwrap());
+        assert_counts(ds, N as u64 - 5);
     }
+}
+
+/// Both tiers of `ds` record `users` active users, and its audit finds nothing.
+fn assert_counts(ds: &DataSync, users: u64) {
+    for tier in [TierId::Local, TierId::Cloud] {
+        let meta = ds.tier_meta(tier).unwrap();
+        let active: u64 = meta
+            .entries
+            .values()
+            .map(|e| e.entities["User"].count)
+            .sum();
+        assert_eq!(active, users, "{tier:?}");
+    }
+    assert!(ds.audit().unwrap().is_empty(), "{:?}", ds.audit().unwrap());
 }

@@ -378,48 +378,64 @@ impl Tier {
         resolver: &dyn crate::sync::ConflictResolver,
     ) -> Result<Option<BTreeMap<String, Counts>>> {
         use crate::partition::Slot;
-        // One hold of the adapter: no save changes a slot or its marks meanwhile.
-        let mut adapter = self.lock_adapter();
-        {
-            let state = self.state.lock();
-            let Some(marks) = state.store_marks_ref() else {
-                return Ok(None);
-            };
-            let reflected = marks.reflects.get(key).map(|(h, _)| h.as_str());
-            if !marks.present.contains(key) || reflected != Some(hash) {
+        // The store's slots of the pulled ids, taken under one hold of the adapter
+        // (no save changes a slot or its marks meanwhile); the resolver, which may be
+        // host code, runs after it is let go.
+        let held: HashMap<(&str, &str), Option<Slot>> = {
+            let mut adapter = self.lock_adapter();
+            {
+                let state = self.state.lock();
+                let Some(marks) = state.store_marks_ref() else {
+                    return Ok(None);
+                };
+                let reflected = marks.reflects.get(key).map(|(h, _)| h.as_str());
+                if !marks.present.contains(key) || reflected != Some(hash) {
+                    return Ok(None);
+                }
+            }
+            if self.wrote_any_of(key, pulled) {
                 return Ok(None);
             }
-        }
-        if self.wrote_any_of(key, pulled) {
-            return Ok(None);
-        }
-        let Adapter::Store(store) = &mut *adapter else {
-            return Ok(None);
+            let Adapter::Store(store) = &mut *adapter else {
+                return Ok(None);
+            };
+            let mut held = HashMap::new();
+            for (name, id, _) in pulled {
+                if let std::collections::hash_map::Entry::Vacant(e) =
+                    held.entry((name.as_str(), id.as_str()))
+                {
+                    let slot = store
+                        .get(key, name, id)
+                        .map_err(|e| crate::Error::from_adapter(self.label, key, e))?;
+                    e.insert(slot);
+                }
+            }
+            held
         };
-        let err = |e| crate::Error::from_adapter(self.label, key, e);
         // Per id: the tier's slot before, and the one that wins.
         let mut winners: HashMap<(&str, &str), (Option<Slot>, Slot)> = HashMap::new();
         for (name, id, slot) in pulled {
-            let win = |held: &Slot| {
-                if held == slot {
-                    held.clone()
+            let win = |current: &Slot| {
+                if current == slot {
+                    current.clone()
                 } else {
-                    resolver.resolve(name, held, slot)
+                    resolver.resolve(name, current, slot)
                 }
             };
-            match winners.get_mut(&(name.as_str(), id.as_str())) {
+            let named = (name.as_str(), id.as_str());
+            match winners.get_mut(&named) {
                 Some((_, winner)) => *winner = win(winner),
                 None => {
-                    let held = store.get(key, name, id).map_err(err)?;
-                    let winner = held.as_ref().map_or_else(|| slot.clone(), win);
-                    winners.insert((name, id), (held, winner));
+                    let was = held.get(&named).cloned().flatten();
+                    let winner = was.as_ref().map_or_else(|| slot.clone(), win);
+                    winners.insert(named, (was, winner));
                 }
             }
         }
         let mut counts = before.clone();
-        for ((name, _), (held, winner)) in &winners {
+        for ((name, _), (was, winner)) in &winners {
             let c = counts.entry(name.to_string()).or_default();
-            match held {
+            match was {
                 Some(Slot::Active(_)) => c.count = c.count.saturating_sub(1),
                 Some(Slot::Deleted(_)) => c.deleted_count = c.deleted_count.saturating_sub(1),
                 None => {}
