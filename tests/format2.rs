@@ -37,6 +37,15 @@ impl Meter {
     fn stored(&self) -> u64 {
         self.stored.load(Ordering::SeqCst)
     }
+    /// The size of the largest document it holds (a partition's base piece).
+    fn largest(&self) -> u64 {
+        self.inner
+            .snapshot()
+            .values()
+            .map(|v| v.len() as u64)
+            .max()
+            .unwrap_or(0)
+    }
     fn used(&self) -> u64 {
         self.inner.snapshot().values().map(|v| v.len() as u64).sum()
     }
@@ -682,13 +691,7 @@ fn a_sync_of_two_tiers_that_both_wrote_reads_the_partition_once() {
             b.inner.poke(&k, &v);
         }
     }
-    let base = a
-        .inner
-        .snapshot()
-        .values()
-        .map(|v| v.len() as u64)
-        .max()
-        .unwrap();
+    let base = a.largest();
     for (tier, edited, deleted) in [(&a, 0..10, 100), (&b, 10..20, 101)] {
         let ds = DataSync::open(manual("app").format(2).local(tier.clone())).unwrap();
         let repo = ds.repo("User").unwrap();
@@ -751,13 +754,7 @@ fn a_device_that_wrote_while_another_synced_takes_its_counts_from_its_store() {
     a.sync_now().unwrap();
     let b = device(&local_b, &cloud);
     b.sync_now().unwrap();
-    let base = cloud
-        .inner
-        .snapshot()
-        .values()
-        .map(|v| v.len() as u64)
-        .max()
-        .unwrap();
+    let base = cloud.largest();
     let id = |i: usize| format!("User.{i:016}");
     let edit = |ds: &DataSync, i: usize, name: &str| {
         ds.repo("User")
