@@ -665,6 +665,17 @@ datasync_code datasync_config_set_store_sync_delay(struct datasync_config *confi
                                                    uint64_t millis);
 
 /**
+ * Bounded partitions: new entities go to sub-partitions of about `entities` each
+ * (the default is 1,000); 0 keeps every partition the strategy gives whole
+ * (README, "Bounded partitions").
+ *
+ * Ownership: `config` is borrowed.
+ * Threads: one thread at a time per configuration.
+ */
+datasync_code datasync_config_set_partition_bound(struct datasync_config *config,
+                                                  uint64_t entities);
+
+/**
  * Sets how often local and cloud are synced, in milliseconds (> 0).
  *
  * Ownership: `config` is borrowed.

@@ -46,6 +46,10 @@ pub struct Config {
     pub format: u32,
     /// Format 2: when a partition's pieces are folded, and when tombstones go.
     pub compaction: crate::pieces::Compaction,
+    /// Bounded partitions ([`crate::split`]): about this many entities per
+    /// partition of a strategy that splits (the built-in ones do). `None` keeps each
+    /// partition the strategy gives whole, however large. Default: 1,000.
+    pub partition_bound: Option<u64>,
 }
 
 /// The format a configuration gets unless it chooses one.
@@ -76,7 +80,23 @@ impl Config {
             clock_source: crate::clock::now_millis,
             format: default_format(),
             compaction: crate::pieces::Compaction::default(),
+            partition_bound: Some(crate::split::DEFAULT_BOUND),
         }
+    }
+
+    /// New entities go to sub-partitions of about `bound` entities each
+    /// ([`crate::split`]); at least 1.
+    pub fn partition_bound(mut self, bound: u64) -> Self {
+        self.partition_bound = Some(bound);
+        self
+    }
+
+    /// Every new entity goes to the partition its strategy gives, however large it
+    /// grows (the behaviour before bounded partitions). Sub-partitions that other
+    /// devices created are still read.
+    pub fn unbounded_partitions(mut self) -> Self {
+        self.partition_bound = None;
+        self
     }
 
     /// The format of the blob tiers (1 or 2; see [`Config::format`]).
@@ -187,6 +207,11 @@ impl Config {
         {
             return Err(Error::InvalidConfig(
                 "intervals must be positive and retry_max >= retry_base".into(),
+            ));
+        }
+        if self.partition_bound == Some(0) {
+            return Err(Error::InvalidConfig(
+                "a partition bound must be at least 1 entity".into(),
             ));
         }
         if !matches!(self.format, 1 | 2) {

@@ -19,7 +19,7 @@ pub mod sync;
 mod tier;
 
 // The model's modules keep their short paths (`datasync::partition::Partition`).
-pub use model::{clock, entity, id, meta, partition, query, strategy, summary};
+pub use model::{clock, entity, id, meta, partition, query, split, strategy, summary};
 
 #[cfg(feature = "uniffi")]
 uniffi::setup_scaffolding!();

@@ -129,8 +129,10 @@ enum Command {
         /// Workloads to run (repeatable; default all).
         #[arg(long = "workload", value_name = "W1..W8")]
         workloads: Vec<String>,
-        /// Entities per partition (0 = the default global strategy); default both 0 and 1000.
-        #[arg(long)]
+        /// Entities per partition: 0 = one partition (the global strategy, unbounded),
+        /// K = about K per partition by a fixed hash of the email, `bounded` = the
+        /// global strategy with the default partition bound; default both 0 and 1000.
+        #[arg(long, value_parser = cli::bench::parse_partitioning)]
         partition_size: Option<usize>,
         /// Runs per measurement; the median is reported.
         #[arg(long, default_value_t = 3)]

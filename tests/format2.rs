@@ -4,92 +4,14 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use common::manual;
+use common::{manual, Meter};
 use datasync::{
-    AdapterError, AdapterResult, Config, DataSync, DirPersistence, ErrorKind, MemoryPersistence,
-    Persistence, TierId,
+    Config, DataSync, DirPersistence, ErrorKind, MemoryPersistence, Persistence, TierId,
 };
 use serde_json::{json, Value};
-
-/// A memory adapter that counts the bytes and calls it is handed, and can be given a
-/// capacity (stores that would exceed it fail, as a full disk does).
-#[derive(Clone, Default)]
-struct Meter {
-    inner: MemoryPersistence,
-    loaded: Arc<AtomicU64>,
-    stored: Arc<AtomicU64>,
-    piece_loads: Arc<AtomicU64>,
-    capacity: Arc<AtomicU64>,
-}
-
-impl Meter {
-    fn reset(&self) {
-        self.loaded.store(0, Ordering::SeqCst);
-        self.stored.store(0, Ordering::SeqCst);
-        self.piece_loads.store(0, Ordering::SeqCst);
-    }
-    fn loaded(&self) -> u64 {
-        self.loaded.load(Ordering::SeqCst)
-    }
-    fn stored(&self) -> u64 {
-        self.stored.load(Ordering::SeqCst)
-    }
-    /// The size of the largest document it holds (a partition's base piece).
-    fn largest(&self) -> u64 {
-        self.inner
-            .snapshot()
-            .values()
-            .map(|v| v.len() as u64)
-            .max()
-            .unwrap_or(0)
-    }
-    fn used(&self) -> u64 {
-        self.inner.snapshot().values().map(|v| v.len() as u64).sum()
-    }
-}
-
-impl Persistence for Meter {
-    fn load(&mut self, key: &str) -> AdapterResult<Option<Vec<u8>>> {
-        let got = self.inner.load(key)?;
-        if key.starts_with("!piece:") {
-            self.piece_loads.fetch_add(1, Ordering::SeqCst);
-        }
-        let n = got.as_ref().map_or(0, |b| b.len() as u64);
-        self.loaded.fetch_add(n, Ordering::SeqCst);
-        Ok(got)
-    }
-    fn store(&mut self, key: &str, bytes: &[u8]) -> AdapterResult<()> {
-        let capacity = self.capacity.load(Ordering::SeqCst);
-        if capacity > 0 {
-            let old = self.inner.load(key)?.map_or(0, |b| b.len() as u64);
-            if self.used() - old + bytes.len() as u64 > capacity {
-                return Err(AdapterError::new("no space left on device"));
-            }
-        }
-        self.stored.fetch_add(bytes.len() as u64, Ordering::SeqCst);
-        self.inner.store(key, bytes)
-    }
-    fn clear(&mut self, key: &str) -> AdapterResult<()> {
-        self.inner.clear(key)
-    }
-    fn store_if(
-        &mut self,
-        key: &str,
-        expected: Option<&[u8]>,
-        bytes: &[u8],
-    ) -> AdapterResult<Option<bool>> {
-        if self.inner.load(key)?.as_deref() != expected {
-            return Ok(Some(false));
-        }
-        self.store(key, bytes).map(|_| Some(true))
-    }
-    fn keys(&mut self) -> AdapterResult<Option<Vec<String>>> {
-        self.inner.keys()
-    }
-}
 
 fn users(n: usize) -> Vec<Value> {
     (0..n)

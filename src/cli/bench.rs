@@ -258,12 +258,27 @@ impl KeyStrategy for Buckets {
     }
 }
 
+/// `--partition-size bounded`: the global strategy with the default partition bound.
+pub const BOUNDED: usize = usize::MAX;
+
+/// Reads `--partition-size`: a number, or `bounded` ([`BOUNDED`]).
+pub fn parse_partitioning(text: &str) -> Result<usize, String> {
+    match text {
+        "bounded" => Ok(BOUNDED),
+        _ => text
+            .parse()
+            .map_err(|_| format!("{text:?} is neither a number nor \"bounded\"")),
+    }
+}
+
 pub fn config(partition_size: usize, n: usize) -> Config {
     let config = Config::new("bench")
         .store_sync_delay(Duration::from_secs(3600))
         .cloud_sync_interval(Duration::from_secs(3600))
         .sync_on_open(false);
     if partition_size == 0 {
+        config.unbounded_partitions()
+    } else if partition_size == BOUNDED {
         config
     } else {
         config.strategy(Buckets {
@@ -377,6 +392,8 @@ pub fn measure(
 fn partitioning_name(size: usize) -> String {
     if size == 0 {
         "global".into()
+    } else if size == BOUNDED {
+        "bounded".into()
     } else {
         format!("~{size}/partition")
     }

@@ -385,7 +385,13 @@ pub fn w8(n: usize, ps: usize) -> CliResult<Measure> {
     extra.insert("open_ms".into(), json!(secs("open_seconds") * 1e3));
     extra.insert("first_get_ms".into(), json!(secs("get_seconds") * 1e3));
     extra.insert("query_ms".into(), json!(secs("query_seconds") * 1e3));
-    for k in ["disk_read_bytes", "file_read_bytes", "adapter_loads"] {
+    for k in [
+        "disk_read_bytes",
+        "file_read_bytes",
+        "adapter_loads",
+        "peak_rss_after_get_mb",
+        "get_loaded_bytes",
+    ] {
         extra.insert(k.into(), cold[k].clone());
     }
     extra.insert(
@@ -414,6 +420,8 @@ pub fn cold_open(dir: &Path, id: &str, n: usize, ps: usize) -> CliResult<Value> 
     let t = Instant::now();
     let first = users.get(id)?;
     let get = t.elapsed().as_secs_f64();
+    let get_peak = peak_rss_mb();
+    let get_loaded = counts.now().loaded_bytes;
     let t = Instant::now();
     let all = users.query(&QueryOptions::default())?;
     let query = t.elapsed().as_secs_f64();
@@ -436,6 +444,8 @@ pub fn cold_open(dir: &Path, id: &str, n: usize, ps: usize) -> CliResult<Value> 
         "adapter_stored_bytes": c.stored_bytes,
         "adapter_loads": c.loads,
         "peak_rss_mb": peak,
+        "peak_rss_after_get_mb": get_peak,
+        "get_loaded_bytes": get_loaded,
     });
     drop(all);
     ds.close()?;

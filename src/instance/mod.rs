@@ -10,6 +10,7 @@
 mod hydrate;
 mod pending;
 mod repo;
+mod splits;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +26,7 @@ use crate::lock::{Condvar, Level, Mutex};
 use crate::meta::{Meta, ROOT_KEY};
 use crate::observe::{Registry, Source, Subscription};
 use crate::partition::Partition;
+use crate::split;
 pub use crate::status::Status;
 use crate::strategy::{partition_key, Candidates, KeyStrategy};
 use crate::sync::engine::SyncStats;
@@ -65,6 +67,9 @@ pub(crate) struct Inner {
     pub retry_base: Duration,
     pub retry_max: Duration,
     pub chain_interval: Duration,
+    /// Bounded partitions: the depth of new entities' sub-partitions, when the
+    /// strategy splits and the configuration bounds partitions.
+    splits: Option<splits::Splits>,
 }
 
 /// An open datasync instance. Cheap to share by reference across threads; every
@@ -126,6 +131,10 @@ impl DataSync {
             retry_base: config.retry_base,
             retry_max: config.retry_max,
             chain_interval: config.cloud_sync_interval,
+            splits: config
+                .partition_bound
+                .filter(|_| config.strategy.splits())
+                .map(splits::Splits::new),
         });
         if inner.local.as_ref().is_some_and(Tier::is_pieces) {
             inner.store.track_written_ids();
@@ -427,6 +436,56 @@ impl Inner {
 
     fn sep(&self) -> char {
         self.strategy.separator()
+    }
+
+    /// Whether partition `key` could hold entities of `name`: the strategy says so of
+    /// it, or, for a strategy that splits, of the base it is a sub-partition of.
+    fn could_hold(&self, name: &str, key: &str) -> bool {
+        self.strategy.could_hold(&self.prefix, name, key)
+            || (self.strategy.splits()
+                && split::split_key(key, self.sep())
+                    .is_some_and(|(base, _)| self.strategy.could_hold(&self.prefix, name, base)))
+    }
+
+    /// The strategy's candidates, with a splitting strategy's exact keys read as
+    /// those keys and their sub-partitions.
+    fn candidates(&self, name: &str, filter: Option<&serde_json::Value>) -> Result<Candidates> {
+        Ok(
+            match self.strategy.candidate_keys(&self.prefix, name, filter)? {
+                Candidates::Keys(keys) if self.strategy.splits() => Candidates::Split {
+                    keys,
+                    separator: self.sep(),
+                },
+                other => other,
+            },
+        )
+    }
+
+    /// The logical key of a new entity of `name` whose strategy gave `logical` and
+    /// whose identifier is `ident`: with bounded partitions, the sub-partition its
+    /// base has reached.
+    fn bounded_logical(&self, name: &str, logical: String, ident: &str) -> Result<String> {
+        let Some(splits) = &self.splits else {
+            return Ok(logical);
+        };
+        let sep = self.sep();
+        if split::split_key(&logical, sep).is_some() {
+            return Err(Error::InvalidKey(
+                logical,
+                format!(
+                    "it ends like a sub-partition label ({sep}{} and binary digits)",
+                    split::LABEL_MARK
+                ),
+            ));
+        }
+        let base = partition_key(&self.prefix, sep, &logical);
+        let depth = splits.depth_of_new(&base, || {
+            self.local
+                .as_ref()
+                .unwrap_or(&self.store)
+                .recorded_count_within(&base, name, sep)
+        });
+        Ok(split::labelled(&logical, sep, ident, depth).unwrap_or(logical))
     }
 
     fn key_of_id(&self, id: &str) -> Result<String> {

@@ -17,6 +17,7 @@ use crate::observe::{Change, ChangeSet, Subscription};
 use crate::partition::Slot;
 use crate::persistence::Store;
 use crate::query::QueryOptions;
+use crate::split;
 use crate::strategy::{partition_key, Candidates};
 use crate::tier::{Adapter, Was};
 
@@ -100,7 +101,9 @@ impl Inner {
                         }
                         let logical = self.strategy.logical_key(name, &object)?;
                         id::validate_logical_key(&logical, self.sep())?;
-                        let id = id::generate(&logical, self.sep(), self.strategy.id_length());
+                        let ident = id::identifier(self.strategy.id_length());
+                        let logical = self.bounded_logical(name, logical, &ident)?;
+                        let id = id::join(&logical, self.sep(), &ident);
                         let key = partition_key(&self.prefix, self.sep(), &logical);
                         Ok(Planned {
                             key,
@@ -124,7 +127,7 @@ impl Inner {
             .map(|op| self.plan(name, op))
             .collect::<Result<_>>()?;
         let keys: BTreeSet<&str> = planned.iter().map(|p| p.key.as_str()).collect();
-        let allowed = self.strategy.candidate_keys(&self.prefix, name, None)?;
+        let allowed = self.candidates(name, None)?;
         for p in &planned {
             self.check_key(name, &p.key, &p.id, &allowed)?;
         }
@@ -239,7 +242,7 @@ impl Inner {
     /// The partition of `id`, an entity of `name`, once checked (see [`Inner::check_key`]).
     pub(crate) fn key_for(&self, name: &str, id: &str) -> Result<String> {
         let key = self.key_of_id(id)?;
-        let allowed = self.strategy.candidate_keys(&self.prefix, name, None)?;
+        let allowed = self.candidates(name, None)?;
         self.check_key(name, &key, id, &allowed)?;
         Ok(key)
     }
@@ -249,7 +252,7 @@ impl Inner {
     /// name's partition), and one of `allowed`, the partitions of `name` this
     /// instance may read and write (else `Forbidden`).
     fn check_key(&self, name: &str, key: &str, id: &str, allowed: &Candidates) -> Result<()> {
-        if !self.strategy.could_hold(&self.prefix, name, key) {
+        if !self.could_hold(name, key) {
             return Err(Error::InvalidId(
                 id.to_string(),
                 format!("it names partition {key:?}, which the key strategy never gives a {name}"),
@@ -269,30 +272,40 @@ impl Inner {
     pub(crate) fn may_read_partition(&self, key: &str, names: &[&str]) -> bool {
         names.is_empty()
             || names.iter().any(|name| {
-                self.strategy.could_hold(&self.prefix, name, key)
-                    && self
-                        .strategy
-                        .candidate_keys(&self.prefix, name, None)
-                        .is_ok_and(|c| c.covers(key))
+                self.could_hold(name, key)
+                    && self.candidates(name, None).is_ok_and(|c| c.covers(key))
             })
     }
 
     pub(crate) fn candidate_keys(&self, name: &str, query: &QueryOptions) -> Result<Candidates> {
-        self.strategy
-            .candidate_keys(&self.prefix, name, query.filter.as_ref())
+        self.candidates(name, query.filter.as_ref())
     }
 
     pub(crate) fn resolve_keys(&self, candidates: &Candidates) -> Result<Vec<String>> {
         match candidates {
             Candidates::Keys(keys) => Ok(keys.clone()),
-            Candidates::Prefix(prefix) => {
-                let mut keys: BTreeSet<String> = self.store.held_keys(prefix).into_iter().collect();
-                if let Some(local) = &self.local {
-                    keys.extend(local.recorded_keys_with_prefix(prefix));
+            Candidates::Prefix(prefix) => Ok(self.known_keys(prefix).into_iter().collect()),
+            Candidates::Split { keys, separator } => {
+                let mut out = Vec::with_capacity(keys.len());
+                for key in keys {
+                    out.push(key.clone());
+                    let mut subs = self.known_keys(&split::sub_prefix(key, *separator));
+                    subs.retain(|k| split::split_key(k, *separator).is_some_and(|(b, _)| b == key));
+                    out.extend(subs);
                 }
-                Ok(keys.into_iter().collect())
+                Ok(out)
             }
         }
+    }
+
+    /// The partition keys starting with `prefix` that the store holds or the local
+    /// tier records.
+    fn known_keys(&self, prefix: &str) -> BTreeSet<String> {
+        let mut keys: BTreeSet<String> = self.store.held_keys(prefix).into_iter().collect();
+        if let Some(local) = &self.local {
+            keys.extend(local.recorded_keys_with_prefix(prefix));
+        }
+        keys
     }
 
     pub(crate) fn query(&self, name: &str, query: &QueryOptions) -> Result<Vec<Entity>> {

@@ -42,6 +42,22 @@ pub fn generate(logical_key: &str, separator: char, len: usize) -> String {
     id
 }
 
+/// A new random identifier of `len` characters.
+pub fn identifier(len: usize) -> String {
+    let mut out = String::with_capacity(len);
+    push_identifier(&mut out, len);
+    out
+}
+
+/// The id `<logical_key><separator><identifier>`.
+pub fn join(logical_key: &str, separator: char, identifier: &str) -> String {
+    let mut id = String::with_capacity(logical_key.len() + 1 + identifier.len());
+    id.push_str(logical_key);
+    id.push(separator);
+    id.push_str(identifier);
+    id
+}
+
 /// Splits an id into its logical key and identifier, refusing ids that do not parse.
 pub fn parse(id: &str, separator: char) -> Result<(&str, &str)> {
     let refuse = |why: &str| Err(Error::InvalidId(id.to_string(), why.to_string()));

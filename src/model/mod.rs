@@ -8,5 +8,6 @@ pub mod id;
 pub mod meta;
 pub mod partition;
 pub mod query;
+pub mod split;
 pub mod strategy;
 pub mod summary;

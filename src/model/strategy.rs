@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 use crate::clock::{civil_date, parse_millis, Millis};
 use crate::error::{Error, Result};
 use crate::id::ALPHABET;
+use crate::split;
 
 /// The partitions a query or collection observer covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +15,9 @@ pub enum Candidates {
     Keys(Vec<String>),
     /// Every known partition key that starts with this text.
     Prefix(String),
+    /// Exactly these partition keys and their sub-partitions (bounded partitions,
+    /// [`crate::split`]); the instance reads a splitting strategy's `Keys` so.
+    Split { keys: Vec<String>, separator: char },
 }
 
 impl Candidates {
@@ -22,6 +26,9 @@ impl Candidates {
         match self {
             Candidates::Keys(keys) => keys.iter().any(|k| k == key),
             Candidates::Prefix(prefix) => key.starts_with(prefix.as_str()),
+            Candidates::Split { keys, separator } => {
+                keys.iter().any(|k| split::within(key, k, *separator))
+            }
         }
     }
 }
@@ -40,6 +47,15 @@ pub trait KeyStrategy: Send + Sync {
     /// Length of the random identifier in new ids.
     fn id_length(&self) -> usize {
         16
+    }
+
+    /// Whether the instance may split this strategy's partitions into bounded
+    /// sub-partitions ([`crate::split`], `Config::partition_bound`). The built-in
+    /// strategies do; a custom one opts in by returning `true`, and must then accept
+    /// that an instance reads its `Candidates::Keys` with their sub-partitions and that
+    /// the keys it gives never end like a label (`<sep>~` and binary digits).
+    fn splits(&self) -> bool {
+        false
     }
 
     /// Checks the strategy's own settings (called when an instance opens); the
@@ -119,6 +135,10 @@ pub fn validate_strategy(strategy: &dyn KeyStrategy) -> Result<()> {
 pub struct GlobalStrategy;
 
 impl KeyStrategy for GlobalStrategy {
+    fn splits(&self) -> bool {
+        true
+    }
+
     fn reads_created_at(&self) -> bool {
         false
     }
@@ -209,6 +229,10 @@ fn instant_field(filter: &Value, field: &str) -> Result<Option<Millis>> {
 }
 
 impl KeyStrategy for DateStrategy {
+    fn splits(&self) -> bool {
+        true
+    }
+
     fn logical_key(&self, entity_name: &str, entity: &Map<String, Value>) -> Result<String> {
         let created = entity
             .get("createdAt")
@@ -307,6 +331,10 @@ fn field_text(value: &Value) -> Option<String> {
 }
 
 impl KeyStrategy for FieldStrategy {
+    fn splits(&self) -> bool {
+        true
+    }
+
     fn reads_created_at(&self) -> bool {
         self.field == "createdAt"
     }

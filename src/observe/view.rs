@@ -48,8 +48,9 @@ pub(super) struct View {
     query: QueryOptions,
     candidates: Candidates,
     wanted: Option<HashSet<String>>,
-    /// For `Candidates::Keys`: each key's rank in the order the query reads them.
-    ranks: Option<HashMap<String, usize>>,
+    /// For `Candidates::Keys` and `Split`: each key's rank in the order the query
+    /// reads them.
+    ranks: Option<Ranks>,
     /// Partitions whose entities are in the view.
     loaded: HashSet<String>,
     parts: HashMap<String, Arc<str>>,
@@ -69,13 +70,8 @@ impl View {
         candidates: &Candidates,
     ) -> Result<View> {
         let ranks = match candidates {
-            Candidates::Keys(keys) => Some(
-                keys.iter()
-                    .enumerate()
-                    .rev()
-                    .map(|(i, k)| (k.clone(), i))
-                    .collect(),
-            ),
+            Candidates::Keys(keys) => Some(Ranks::of(keys, None)),
+            Candidates::Split { keys, separator } => Some(Ranks::of(keys, Some(*separator))),
             Candidates::Prefix(_) => None,
         };
         let mut view = View {
@@ -180,7 +176,7 @@ impl View {
         source: &dyn Source,
         read: &mut HashMap<String, (String, Option<Entity>)>,
     ) {
-        if self.ranks.is_some() {
+        if matches!(self.candidates, Candidates::Keys(_)) {
             return;
         }
         let keys = match source.partition_keys(&self.candidates) {
@@ -475,12 +471,35 @@ impl View {
 }
 
 /// The query's order over row keys.
-fn compare(
-    ranks: &Option<HashMap<String, usize>>,
-    query: &QueryOptions,
-    a: &RowKey,
-    b: &RowKey,
-) -> Ordering {
+/// The rank of each partition a `Keys` or `Split` query reads, in its order; a
+/// sub-partition ranks with its base.
+pub(super) struct Ranks {
+    of: HashMap<String, usize>,
+    separator: Option<char>,
+}
+
+impl Ranks {
+    fn of(keys: &[String], separator: Option<char>) -> Ranks {
+        Ranks {
+            of: keys
+                .iter()
+                .enumerate()
+                .rev()
+                .map(|(i, k)| (k.clone(), i))
+                .collect(),
+            separator,
+        }
+    }
+
+    fn rank(&self, part: &str) -> Option<usize> {
+        self.of.get(part).copied().or_else(|| {
+            self.separator
+                .and_then(|sep| self.of.get(crate::split::base_of(part, sep)).copied())
+        })
+    }
+}
+
+fn compare(ranks: &Option<Ranks>, query: &QueryOptions, a: &RowKey, b: &RowKey) -> Ordering {
     for (i, key) in query.sort.iter().enumerate() {
         let o = compare_values(Some(&a.fields[i]), Some(&b.fields[i]));
         let o = if key.order == Order::Desc {
@@ -497,8 +516,8 @@ fn compare(
     } else {
         match ranks {
             Some(ranks) => ranks
-                .get(&*a.part)
-                .cmp(&ranks.get(&*b.part))
+                .rank(&a.part)
+                .cmp(&ranks.rank(&b.part))
                 .then_with(|| a.part.cmp(&b.part)),
             None => a.part.cmp(&b.part),
         }

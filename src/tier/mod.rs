@@ -398,6 +398,20 @@ impl Tier {
             .collect()
     }
 
+    /// The entities of `name` the tier's recorded entries count in partition `base`
+    /// and its sub-partitions ([`crate::split`]).
+    pub fn recorded_count_within(&self, base: &str, name: &str, separator: char) -> u64 {
+        let state = self.state.lock();
+        state
+            .meta
+            .entries
+            .range::<str, _>((std::ops::Bound::Included(base), std::ops::Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(base))
+            .filter(|(k, _)| crate::split::within(k, base, separator))
+            .map(|(_, e)| e.entities.get(name).map_or(0, |c| c.count))
+            .sum()
+    }
+
     /// Reads one partition. Bytes whose hash equals `expected_hash` are known
     /// canonical and are not re-serialised.
     pub fn load_partition(&self, key: &str, expected_hash: Option<&str>) -> Result<Option<Loaded>> {

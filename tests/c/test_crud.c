@@ -156,6 +156,41 @@ static void test_builtin_strategies(void) {
     datasync_instance_free(ds);
 }
 
+/* Bounded partitions: with a bound of 10, 100 new users spread over sub-partitions
+ * ("User.~..." ids) that a query reads as one; with 0, one partition. */
+static void test_partition_bound(void) {
+    char batch[4096];
+    size_t at = 0;
+    at += (size_t)snprintf(batch + at, sizeof batch - at, "[");
+    for (int i = 0; i < 100; i++) {
+        at += (size_t)snprintf(batch + at, sizeof batch - at, "%s{\"n\":%d}", i ? "," : "", i);
+    }
+    snprintf(batch + at, sizeof batch - at, "]");
+    for (int bound = 0; bound <= 10; bound += 10) {
+        datasync_config *cfg = NULL;
+        datasync_instance *ds = NULL;
+        CHECK_OK(datasync_config_new("app", &cfg));
+        CHECK_OK(datasync_config_set_partition_bound(cfg, (uint64_t)bound));
+        CHECK_OK(datasync_config_set_memory(cfg, DATASYNC_TIER_LOCAL, NULL));
+        CHECK_OK(datasync_instance_open(cfg, &ds));
+        char *ids = NULL;
+        CHECK_OK(datasync_entity_save_many(ds, "User", batch, &ids));
+        CHECK(bound == 0 ? !contains(ids, "User.~") : contains(ids, "User.~"));
+        datasync_string_free(ids);
+        CHECK_OK(datasync_instance_flush(ds));
+        char *keys = NULL;
+        CHECK_OK(datasync_instance_tier_keys(ds, DATASYNC_TIER_LOCAL, &keys));
+        CHECK(bound == 0 ? strcmp(keys, "[\"app.User\"]") == 0 : contains(keys, "app.User.~"));
+        datasync_string_free(keys);
+        char *json = NULL;
+        CHECK_OK(datasync_entity_query(ds, "User", "{\"sort\":[{\"field\":\"n\",\"order\":\"desc\"}],\"limit\":2}", &json));
+        CHECK(json != NULL && strstr(json, "\"n\":99") != NULL && strstr(json, "\"n\":98") != NULL);
+        CHECK(strstr(json, "\"n\":99") < strstr(json, "\"n\":98"));
+        datasync_string_free(json);
+        datasync_instance_free(ds);
+    }
+}
+
 /* A host strategy: partition `<Name>/<first letter of "title">`, separator '/'. */
 typedef struct {
     atomic_int logical_calls;
@@ -335,6 +370,7 @@ int main(void) {
     CHECK(datasync_version() != NULL && strlen(datasync_version()) > 0);
     test_crud_on_host_store();
     test_builtin_strategies();
+    test_partition_bound();
     test_host_strategy();
     test_logger();
     test_directory_tier();

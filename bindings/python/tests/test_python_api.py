@@ -206,15 +206,30 @@ def test_star_import_keeps_the_builtin_open():
 
 def test_defaults_come_from_the_library():
     defaults = datasync.default_options()
-    assert set(defaults) == {"store_sync_delay", "cloud_sync_interval", "retry_base", "retry_max", "max_clock_skew", "sync_on_open", "format"}
+    assert set(defaults) == {"store_sync_delay", "cloud_sync_interval", "retry_base", "retry_max", "max_clock_skew", "sync_on_open", "format", "partition_bound"}
     assert all(v > 0 for k, v in defaults.items() if k != "sync_on_open")
     assert defaults["format"] == 2
+    assert defaults["partition_bound"] == 1000
     assert defaults["retry_base"] <= defaults["retry_max"]
     # Every default is a valid option as it is.
     with datasync.open("app", **defaults) as instance:
         assert instance.repo("User").all() == []
     with pytest.raises(datasync.InvalidConfig):
         datasync.open("app", retry_base=-1)
+
+
+def test_partitions_are_bounded_unless_told_otherwise():
+    with datasync.open("app", partition_bound=10) as bounded, datasync.open("app", partition_bound=0) as whole:
+        for instance in (bounded, whole):
+            instance.repo("User").save_many([{"n": i} for i in range(100)])
+        split = [u["id"] for u in bounded.repo("User").all()]
+        assert len(split) == 100 and any(".~" in i for i in split)
+        assert sorted(u["n"] for u in bounded.repo("User").query(sort=["n"])) == list(range(100))
+        assert [u["n"] for u in bounded.repo("User").query(sort=["n"])] == [u["n"] for u in whole.repo("User").query(sort=["n"])]
+        assert not any(".~" in u["id"] for u in whole.repo("User").all())
+        assert bounded.repo("User").get(split[-1])["id"] == split[-1]
+    with pytest.raises(datasync.InvalidConfig):
+        datasync.open("app", partition_bound=-1)
 
 
 def test_custom_strategy_without_separator_or_length_gets_the_library_defaults(ds):

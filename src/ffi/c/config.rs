@@ -354,6 +354,23 @@ pub unsafe extern "C" fn datasync_config_set_store_sync_delay(
     })
 }
 
+/// Bounded partitions: new entities go to sub-partitions of about `entities` each
+/// (the default is 1,000); 0 keeps every partition the strategy gives whole
+/// (README, "Bounded partitions").
+///
+/// Ownership: `config` is borrowed.
+/// Threads: one thread at a time per configuration.
+#[no_mangle]
+pub unsafe extern "C" fn datasync_config_set_partition_bound(
+    config: *mut datasync_config,
+    entities: u64,
+) -> datasync_code {
+    boundary(|| {
+        config_mut(config)?.partition_bound = (entities > 0).then_some(entities);
+        Ok(())
+    })
+}
+
 /// Sets how often local and cloud are synced, in milliseconds (> 0).
 ///
 /// Ownership: `config` is borrowed.

@@ -162,6 +162,11 @@ pub struct OpenOptions {
     /// read format 2 yet (README, "Format 2").
     #[uniffi(default = None)]
     pub format: Option<u32>,
+    /// Bounded partitions: new entities go to sub-partitions of about this many
+    /// entities each (1,000 by default); 0 keeps every partition the strategy gives
+    /// whole (README, "Bounded partitions").
+    #[uniffi(default = None)]
+    pub partition_bound: Option<u64>,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -186,6 +191,7 @@ pub fn default_options(prefix: String) -> OpenOptions {
         max_clock_skew_ms: Some(millis(core.max_clock_skew)),
         sync_on_open: Some(core.sync_on_open),
         format: Some(core.format),
+        partition_bound: Some(core.partition_bound.unwrap_or(0)),
     }
 }
 
@@ -213,6 +219,9 @@ impl OpenOptions {
         }
         if let Some(format) = self.format {
             config.format = format;
+        }
+        if let Some(bound) = self.partition_bound {
+            config.partition_bound = (bound > 0).then_some(bound);
         }
         config.local = self.local.map(TierSpec::into_persistence).transpose()?;
         config.cloud = self.cloud.map(TierSpec::into_persistence).transpose()?;

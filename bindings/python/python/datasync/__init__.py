@@ -487,8 +487,9 @@ def _timeout_ms(seconds: Any) -> int:
 
 
 def default_options() -> Dict[str, Any]:
-    """The library's defaults for :func:`open`'s timings (seconds) and
-    ``sync_on_open``, as keyword arguments, read from the library itself."""
+    """The library's defaults for :func:`open`'s timings (seconds),
+    ``sync_on_open``, ``format`` and ``partition_bound``, as keyword arguments, read
+    from the library itself."""
     native = _native.default_options("app")
     return {
         "store_sync_delay": native.store_sync_delay_ms / 1000,
@@ -498,6 +499,7 @@ def default_options() -> Dict[str, Any]:
         "max_clock_skew": native.max_clock_skew_ms / 1000,
         "sync_on_open": native.sync_on_open,
         "format": native.format,
+        "partition_bound": native.partition_bound,
     }
 
 
@@ -1310,6 +1312,14 @@ def _format(format: Optional[int]) -> Optional[int]:
     return format
 
 
+def _partition_bound(bound: Optional[int]) -> Optional[int]:
+    if bound is None:
+        return None
+    if isinstance(bound, bool) or not isinstance(bound, int) or bound < 0:
+        raise InvalidConfig(f"invalid configuration: partition_bound must be a number of entities, 0 or more, not {bound!r}", reason=f"partition_bound is {bound!r}")
+    return bound
+
+
 @_translated
 def open(
     prefix: str,
@@ -1325,6 +1335,7 @@ def open(
     max_clock_skew: Optional[float] = None,
     sync_on_open: Optional[bool] = None,
     format: Optional[int] = None,
+    partition_bound: Optional[int] = None,
 ) -> DataSync:
     """Opens an instance. ``local`` and ``cloud`` are optional tiers (a
     :class:`MemoryTier`, a :class:`DirectoryTier`, an :class:`HttpTier` or a
@@ -1332,7 +1343,9 @@ def open(
     library's default (:func:`default_options` lists them). ``format`` is how the
     blob tiers keep partitions: 2 (the default), write-once pieces; 1, one
     document per partition, for a cloud shared with devices that do not read
-    format 2 yet."""
+    format 2 yet. ``partition_bound`` is about how many entities a partition
+    holds before new ones go to sub-partitions (1,000 by default; 0 keeps every
+    partition whole)."""
 
     def ms(seconds: Optional[float], what: str) -> Optional[int]:
         if seconds is None:
@@ -1354,6 +1367,7 @@ def open(
         max_clock_skew_ms=ms(max_clock_skew, "max_clock_skew"),
         sync_on_open=None if sync_on_open is None else bool(sync_on_open),
         format=_format(format),
+        partition_bound=_partition_bound(partition_bound),
     )
     return DataSync(_native.DataSync.open(options), prefix)
 

@@ -4267,6 +4267,12 @@ public struct OpenOptions {
      * read format 2 yet (README, "Format 2").
      */
     public var format: UInt32?
+    /**
+     * Bounded partitions: new entities go to sub-partitions of about this many
+     * entities each (1,000 by default); 0 keeps every partition the strategy gives
+     * whole (README, "Bounded partitions").
+     */
+    public var partitionBound: UInt64?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -4307,7 +4313,12 @@ public struct OpenOptions {
          * How the blob tiers keep partitions: 2 (the default), write-once pieces; 1,
          * one document per partition, for a cloud shared with devices that do not
          * read format 2 yet (README, "Format 2").
-         */format: UInt32? = nil) {
+         */format: UInt32? = nil, 
+        /**
+         * Bounded partitions: new entities go to sub-partitions of about this many
+         * entities each (1,000 by default); 0 keeps every partition the strategy gives
+         * whole (README, "Bounded partitions").
+         */partitionBound: UInt64? = nil) {
         self.prefix = prefix
         self.local = local
         self.cloud = cloud
@@ -4320,6 +4331,7 @@ public struct OpenOptions {
         self.maxClockSkewMs = maxClockSkewMs
         self.syncOnOpen = syncOnOpen
         self.format = format
+        self.partitionBound = partitionBound
     }
 
     
@@ -4349,7 +4361,8 @@ public struct FfiConverterTypeOpenOptions: FfiConverterRustBuffer {
                 retryMaxMs: FfiConverterOptionUInt64.read(from: &buf), 
                 maxClockSkewMs: FfiConverterOptionUInt64.read(from: &buf), 
                 syncOnOpen: FfiConverterOptionBool.read(from: &buf), 
-                format: FfiConverterOptionUInt32.read(from: &buf)
+                format: FfiConverterOptionUInt32.read(from: &buf), 
+                partitionBound: FfiConverterOptionUInt64.read(from: &buf)
         )
     }
 
@@ -4366,6 +4379,7 @@ public struct FfiConverterTypeOpenOptions: FfiConverterRustBuffer {
         FfiConverterOptionUInt64.write(value.maxClockSkewMs, into: &buf)
         FfiConverterOptionBool.write(value.syncOnOpen, into: &buf)
         FfiConverterOptionUInt32.write(value.format, into: &buf)
+        FfiConverterOptionUInt64.write(value.partitionBound, into: &buf)
     }
 }
 

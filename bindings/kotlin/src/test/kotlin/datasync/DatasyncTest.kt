@@ -511,6 +511,29 @@ class KotlinLayerTest {
     }
 
     @Test
+    fun partitionsAreBoundedUnlessToldOtherwise() {
+        assertEquals(1000uL, defaultOptions("app").partitionBound)
+        val users = (0 until 100).map { i -> buildJsonObject { put("n", i) } }
+        val open = { bound: ULong -> Datasync.open("app", local = Tier.memory()) { partitionBound = bound; syncOnOpen = false } }
+        open(10uL).use { split ->
+            open(0uL).use { whole ->
+                val ids = split.repo("User").saveMany(users)
+                whole.repo("User").saveMany(users)
+                assertTrue(ids.any { it.startsWith("User.~") })
+                split.flush()
+                whole.flush()
+                assertTrue(split.tierKeys(TierKind.LOCAL).size > 1)
+                assertEquals(listOf("app.User"), whole.tierKeys(TierKind.LOCAL))
+                val byN = listOf(Sort("n", descending = true))
+                val n = { list: List<JsonObject> -> list.map { it["n"]!!.jsonPrimitive.int } }
+                assertEquals((99 downTo 0).toList(), n(split.repo("User").query(sort = byN)))
+                assertEquals(n(whole.repo("User").query(sort = byN)), n(split.repo("User").query(sort = byN)))
+                assertEquals(ids.last(), split.repo("User").get(ids.last())!!["id"]!!.jsonPrimitive.content)
+            }
+        }
+    }
+
+    @Test
     fun defaultsComeFromTheLibrary() {
         val defaults = defaultOptions("app")
         assertTrue(defaults.retryBaseMs!! <= defaults.retryMaxMs!!)

@@ -7694,6 +7694,13 @@ data class OpenOptions (
      * read format 2 yet (README, "Format 2").
      */
     var `format`: kotlin.UInt? = null 
+    , 
+    /**
+     * Bounded partitions: new entities go to sub-partitions of about this many
+     * entities each (1,000 by default); 0 keeps every partition the strategy gives
+     * whole (README, "Bounded partitions").
+     */
+    var `partitionBound`: kotlin.ULong? = null 
     
 ): Disposable{
     
@@ -7716,7 +7723,8 @@ data class OpenOptions (
         this.`retryMaxMs`,
         this.`maxClockSkewMs`,
         this.`syncOnOpen`,
-        this.`format`
+        this.`format`,
+        this.`partitionBound`
     )
     }
     
@@ -7741,6 +7749,7 @@ public object FfiConverterTypeOpenOptions: FfiConverterRustBuffer<OpenOptions> {
             FfiConverterOptionalULong.read(buf),
             FfiConverterOptionalBoolean.read(buf),
             FfiConverterOptionalUInt.read(buf),
+            FfiConverterOptionalULong.read(buf),
         )
     }
 
@@ -7756,7 +7765,8 @@ public object FfiConverterTypeOpenOptions: FfiConverterRustBuffer<OpenOptions> {
             FfiConverterOptionalULong.allocationSize(value.`retryMaxMs`) +
             FfiConverterOptionalULong.allocationSize(value.`maxClockSkewMs`) +
             FfiConverterOptionalBoolean.allocationSize(value.`syncOnOpen`) +
-            FfiConverterOptionalUInt.allocationSize(value.`format`)
+            FfiConverterOptionalUInt.allocationSize(value.`format`) +
+            FfiConverterOptionalULong.allocationSize(value.`partitionBound`)
     )
 
     override fun write(value: OpenOptions, buf: ByteBuffer) {
@@ -7772,6 +7782,7 @@ public object FfiConverterTypeOpenOptions: FfiConverterRustBuffer<OpenOptions> {
             FfiConverterOptionalULong.write(value.`maxClockSkewMs`, buf)
             FfiConverterOptionalBoolean.write(value.`syncOnOpen`, buf)
             FfiConverterOptionalUInt.write(value.`format`, buf)
+            FfiConverterOptionalULong.write(value.`partitionBound`, buf)
     }
 }
 
