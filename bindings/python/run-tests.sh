@@ -19,7 +19,7 @@ if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --upgrade pip
-"$venv/bin/python" -m pip install --quiet "pytest>=7"
+"$venv/bin/python" -m pip install --quiet "pytest>=7" "orjson>=3.9"
 
 profile=(--debug)
 [ "${DATASYNC_WHEEL_RELEASE:-0}" = 1 ] && profile=()

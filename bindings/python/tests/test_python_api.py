@@ -3,6 +3,8 @@
 import json
 import math
 import os
+import subprocess
+import sys
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -97,6 +99,25 @@ def test_naive_datetimes_are_refused(ds):
         notes.save({"createdAt": datetime(2025, 1, 1)})
     assert "time zone" in str(info.value) and "createdAt" in str(info.value)
     assert notes.all() == []
+
+
+def test_the_json_in_use_is_orjson_unless_it_is_missing():
+    without = bool(os.environ.get("DATASYNC_TEST_NO_ORJSON"))
+    assert (datasync._orjson is None) == without
+
+
+def test_the_package_works_alike_without_orjson():
+    """Without orjson the package falls back to the json module: every other test of
+    the suite, run again in a process where orjson cannot be imported."""
+    if os.environ.get("DATASYNC_TEST_NO_ORJSON"):
+        pytest.skip("this run is the one without orjson")
+    code = "import sys; sys.modules['orjson'] = None; import pytest; sys.exit(pytest.main(sys.argv[1:]))"
+    env = dict(os.environ, DATASYNC_TEST_NO_ORJSON="1")
+    run = subprocess.run(
+        [sys.executable, "-c", code, "-q", "-p", "no:cacheprovider", os.path.dirname(os.path.abspath(__file__))],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
 
 
 def test_integers_past_64_bits_are_refused_never_rounded(ds):
