@@ -334,3 +334,38 @@ fn a_strategy_value_that_reads_as_a_label_is_refused_and_labelled_ids_are_accept
     let err = repo.save(&json!({"id": "Users.~1.abcdefgh"})).unwrap_err();
     assert_eq!(err.kind(), datasync::ErrorKind::InvalidId, "{err}");
 }
+
+#[test]
+fn a_tier_written_without_bounds_keeps_its_ids_and_grows_sub_partitions() {
+    let local = MemoryPersistence::new();
+    let ds = DataSync::open(manual("app").unbounded_partitions().local(local.clone())).unwrap();
+    let old = ds
+        .repo("User")
+        .unwrap()
+        .save_many(&users(0..3_000))
+        .unwrap();
+    ds.close().unwrap();
+    assert!(old.iter().all(|id| !id.contains(".~")));
+
+    let ds = DataSync::open(manual("app").local(local.clone())).unwrap();
+    let repo = ds.repo("User").unwrap();
+    for (i, id) in old.iter().enumerate().step_by(101) {
+        assert_eq!(repo.get(id).unwrap().unwrap().value()["n"], json!(i));
+    }
+    // 3,000 known under the base: new users go two levels down.
+    let new = repo.save(&user(3_000)).unwrap();
+    let (logical, _) = new.rsplit_once('.').unwrap();
+    assert_eq!(
+        split_key(logical, '.').map(|(_, bits)| bits.len()),
+        Some(2),
+        "{new}"
+    );
+    let all = repo
+        .query(&QueryOptions::default().sort_by(SortKey::asc("n")))
+        .unwrap();
+    assert_eq!(all.len(), 3_001);
+    assert_eq!(all[3_000].id(), new);
+    ds.flush().unwrap();
+    assert_eq!(entries(&ds, TierId::Local).len(), 2);
+    assert!(ds.audit().unwrap().is_empty());
+}
