@@ -470,7 +470,6 @@ impl View {
     }
 }
 
-/// The query's order over row keys.
 /// The rank of each partition a `Keys` or `Split` query reads, in its order; a
 /// sub-partition ranks with its base.
 pub(super) struct Ranks {
@@ -499,6 +498,7 @@ impl Ranks {
     }
 }
 
+/// The query's order over row keys.
 fn compare(ranks: &Option<Ranks>, query: &QueryOptions, a: &RowKey, b: &RowKey) -> Ordering {
     for (i, key) in query.sort.iter().enumerate() {
         let o = compare_values(Some(&a.fields[i]), Some(&b.fields[i]));
