@@ -789,3 +789,54 @@ fn assert_counts(ds: &DataSync, users: u64) {
     }
     assert!(ds.audit().unwrap().is_empty(), "{:?}", ds.audit().unwrap());
 }
+
+/// A resolver may be host code that calls back into its instance. When another
+/// device's edits come down into the store, it runs with no lock of the store held,
+/// so such a call is answered, not refused with `WouldDeadlock`.
+#[test]
+fn a_resolver_that_calls_back_while_edits_come_down_is_answered() {
+    #[derive(Clone, Default)]
+    struct CallsBack {
+        ds: Arc<std::sync::OnceLock<Arc<DataSync>>>,
+        answers: Arc<std::sync::Mutex<Vec<Option<ErrorKind>>>>,
+    }
+    impl datasync::ConflictResolver for CallsBack {
+        fn resolve(&self, name: &str, a: &datasync::Slot, b: &datasync::Slot) -> datasync::Slot {
+            if let Some(ds) = self.ds.get() {
+                let answer = ds.pending_writes().err().map(|e| e.kind());
+                self.answers.lock().unwrap().push(answer);
+            }
+            datasync::LastWriterWins.resolve(name, a, b)
+        }
+    }
+    let (local_a, local_b, cloud) = (Meter::default(), Meter::default(), Meter::default());
+    let resolver = CallsBack::default();
+    let a = Arc::new(
+        DataSync::open(
+            manual("app")
+                .format(2)
+                .resolver(resolver.clone())
+                .local(local_a.clone())
+                .cloud(cloud.clone()),
+        )
+        .unwrap(),
+    );
+    assert!(resolver.ds.set(a.clone()).is_ok());
+    let b = device(&local_b, &cloud);
+    let ua = a.repo("User").unwrap();
+    ua.save_many(&users(10)).unwrap();
+    a.sync_now().unwrap();
+    b.sync_now().unwrap();
+    // A's store holds the partition the edit comes down into.
+    let id = "User.0000000000000003";
+    assert!(ua.get(id).unwrap().is_some());
+    let edit = json!({"id": id, "name": "from b", "n": -3});
+    b.repo("User").unwrap().save(&edit).unwrap();
+    b.sync_now().unwrap();
+    a.sync_now().unwrap();
+    assert_eq!(ua.get(id).unwrap().unwrap().value()["name"], "from b");
+    let answers = resolver.answers.lock().unwrap().clone();
+    assert!(!answers.is_empty(), "the resolver was never called");
+    assert!(answers.iter().all(Option::is_none), "{answers:?}");
+    a.close().unwrap();
+}

@@ -450,11 +450,15 @@ impl Tier {
     }
 
     /// Store tier: applies slots another tier brought (`pulled`), each through the
-    /// resolver against the store's slot, under one hold of the store adapter; returns
-    /// the slots that changed. `None`, and nothing applied, when one of the pulled ids
-    /// was written since the key's last sync (then a whole merge decides). Other ids
-    /// written since keep their slots and what they held before: the tier below
-    /// still holds that for them, and the next flush appends them.
+    /// resolver against the store's slot; returns the slots that changed. `None`, and
+    /// nothing applied, when one of the pulled ids was written since the key's last
+    /// sync (then a whole merge decides). Other ids written since keep their slots and
+    /// what they held before: the tier below still holds that for them, and the next
+    /// flush appends them.
+    ///
+    /// The resolver may be host code, so it runs with no lock held: the store's slots
+    /// are read under one hold of its adapter, resolved, and applied under a second
+    /// hold, provided the slots read are still the store's (else `None`).
     pub fn apply_pulled(
         &self,
         key: &str,
@@ -462,22 +466,60 @@ impl Tier {
         resolver: &dyn crate::sync::ConflictResolver,
     ) -> Result<Option<Vec<crate::sync::merge::SlotChange>>> {
         use crate::partition::Slot;
-        let mut adapter = self.lock_adapter();
-        if self.wrote_any_of(key, &pulled) {
+        use std::collections::BTreeMap;
+        let err = |e| crate::Error::from_adapter(self.label, key, e);
+        // The store's slot of every id pulled (an id may come more than once).
+        type Held = BTreeMap<(String, String), Option<Slot>>;
+        let read = |adapter: &mut Adapter| -> Result<Option<(u64, Held)>> {
+            if self.wrote_any_of(key, &pulled) {
+                return Ok(None);
+            }
+            let Adapter::Store(store) = adapter else {
+                return Ok(None);
+            };
+            let mut held = Held::new();
+            for (name, id, _) in &pulled {
+                if let std::collections::btree_map::Entry::Vacant(at) =
+                    held.entry((name.clone(), id.clone()))
+                {
+                    at.insert(store.get(key, name, id).map_err(err)?);
+                }
+            }
+            Ok(Some((self.generation(key), held)))
+        };
+        let Some((generation, held)) = read(&mut self.lock_adapter())? else {
             return Ok(None);
+        };
+        // Each pulled slot in turn against what the id holds by then.
+        let mut winners = held.clone();
+        for (name, id, slot) in &pulled {
+            let at = winners.entry((name.clone(), id.clone())).or_default();
+            let winner = match at.as_ref() {
+                None => slot.clone(),
+                Some(current) => resolver.resolve(name, current, slot),
+            };
+            *at = Some(winner);
+        }
+        let mut adapter = self.lock_adapter();
+        if self.generation(key) != generation {
+            // Written meanwhile: apply only if the slots resolved against are still
+            // the store's.
+            match read(&mut adapter)? {
+                Some((_, now)) if now == held => {}
+                _ => return Ok(None),
+            }
         }
         let Adapter::Store(store) = &mut *adapter else {
             return Ok(None);
         };
-        let err = |e| crate::Error::from_adapter(self.label, key, e);
         let mut changes = Vec::new();
-        for (name, id, slot) in pulled {
-            let current = store.get(key, &name, &id).map_err(err)?;
-            let winner = match &current {
-                None => slot,
-                Some(current) => resolver.resolve(&name, current, &slot),
-            };
-            if current.as_ref() == Some(&winner) {
+        for ((name, id), winner) in winners {
+            let Some(winner) = winner else { continue };
+            if held
+                .get(&(name.clone(), id.clone()))
+                .and_then(Option::as_ref)
+                == Some(&winner)
+            {
                 continue;
             }
             match &winner {
