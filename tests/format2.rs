@@ -840,3 +840,54 @@ fn a_resolver_that_calls_back_while_edits_come_down_is_answered() {
     assert!(answers.iter().all(Option::is_none), "{answers:?}");
     a.close().unwrap();
 }
+
+/// Reading a partition merges its pieces through the resolver (here two devices'
+/// versions of one user). The resolver runs after the tier's adapter is let go, so
+/// a resolver that calls back into its instance is answered.
+#[test]
+fn a_resolver_that_calls_back_while_a_partition_is_read_is_answered() {
+    #[derive(Clone, Default)]
+    struct CallsBack {
+        ds: Arc<std::sync::OnceLock<Arc<DataSync>>>,
+        answers: Arc<std::sync::Mutex<Vec<Option<ErrorKind>>>>,
+    }
+    impl datasync::ConflictResolver for CallsBack {
+        fn resolve(&self, name: &str, a: &datasync::Slot, b: &datasync::Slot) -> datasync::Slot {
+            if let Some(ds) = self.ds.get() {
+                let answer = ds.pending_writes().err().map(|e| e.kind());
+                self.answers.lock().unwrap().push(answer);
+            }
+            datasync::LastWriterWins.resolve(name, a, b)
+        }
+    }
+    let cloud = Meter::default();
+    let id = "User.0000000000000003";
+    for (n, name) in [(1, "from a"), (2, "from b")] {
+        let d = device(&Meter::default(), &cloud);
+        d.repo("User")
+            .unwrap()
+            .save(&json!({"id": id, "name": name, "n": n}))
+            .unwrap();
+        d.sync_now().unwrap();
+        d.close().unwrap();
+    }
+    let resolver = CallsBack::default();
+    let c = Arc::new(
+        DataSync::open(
+            manual("app")
+                .format(2)
+                .resolver(resolver.clone())
+                .local(Meter::default())
+                .cloud(cloud.clone()),
+        )
+        .unwrap(),
+    );
+    assert!(resolver.ds.set(c.clone()).is_ok());
+    c.sync_now().unwrap();
+    let got = c.repo("User").unwrap().get(id).unwrap().unwrap();
+    assert_eq!(got.value()["name"], "from b");
+    let answers = resolver.answers.lock().unwrap().clone();
+    assert!(!answers.is_empty(), "the resolver was never called");
+    assert!(answers.iter().all(Option::is_none), "{answers:?}");
+    c.close().unwrap();
+}

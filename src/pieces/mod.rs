@@ -28,7 +28,7 @@ pub const WRITER_KEY: &str = "!datasync.writer";
 pub use index::{Entry, Index};
 pub use ops::{
     index_key, partition_of_index, partitions_listed, piece_key, sync_partition, Compacted,
-    Compaction, IndexRead, PieceRead, PieceSide, PieceSync, PieceTier, DEVICES_KEY,
+    Compaction, IndexRead, PieceRead, PieceSide, PieceSync, PieceTier, RawRead, DEVICES_KEY,
 };
 pub use piece::{content, fold, winners, Piece, TombstoneRule, Winners, Write, FORMAT};
 pub use span::{short_hash, span_covers, span_holds, Run, Span, Vector};

@@ -125,6 +125,67 @@ pub struct Compacted {
     pub bytes: u64,
 }
 
+/// A partition's index and its pieces' bytes as [`PieceTier::read_raw`] loaded them:
+/// [`RawRead::finish`] parses, checks and merges them without the adapter, so that a
+/// tier's adapter is held only while the bytes are read (and a resolver, which may
+/// be host code, runs with no lock of the tier held).
+pub struct RawRead {
+    label: String,
+    partition: String,
+    index: Index,
+    /// Each listed piece's bytes, in the index's order, checked against its name.
+    pieces: Vec<Vec<u8>>,
+}
+
+impl RawRead {
+    /// The partition: every piece parsed and checked against its index entry, the
+    /// writers' chains checked, the slots merged.
+    pub fn finish(self, resolver: &dyn ConflictResolver) -> Result<PieceRead> {
+        let RawRead {
+            label,
+            partition: key,
+            index,
+            pieces: raw,
+        } = self;
+        let vector = index.vector();
+        let mut pieces = Vec::with_capacity(raw.len());
+        for (entry, bytes) in index.entries.iter().zip(raw) {
+            let name = piece_key(&key, &entry.name);
+            let piece = Piece::parse(&bytes).map_err(|why| Error::corrupt(&label, &name, why))?;
+            if piece.span != entry.span {
+                return Err(Error::corrupt(
+                    &label,
+                    &name,
+                    "the piece holds other writes than its index entry says",
+                ));
+            }
+            pieces.push((entry.name.clone(), piece));
+        }
+        check_chains(&index, &pieces)
+            .map_err(|why| Error::corrupt(&label, &index_key(&key), why))?;
+        let count = pieces.len();
+        // One piece (a partition just converted, or folded in full): a fold files each
+        // id once, under the write it came from, so its slots are the partition with
+        // nothing to merge.
+        if count == 1 {
+            if let Some(partition) = disjoint_union(&mut pieces[0].1) {
+                return Ok(PieceRead {
+                    partition,
+                    vector,
+                    pieces: count,
+                });
+            }
+        }
+        let refs: Vec<(&str, &Piece)> = pieces.iter().map(|(n, p)| (n.as_str(), p)).collect();
+        let partition = content(&super::piece::winners(&refs, resolver));
+        Ok(PieceRead {
+            partition,
+            vector,
+            pieces: count,
+        })
+    }
+}
+
 /// A partition read from its pieces.
 #[derive(Debug, Clone)]
 pub struct PieceRead {
@@ -369,6 +430,14 @@ impl<'a> PieceTier<'a> {
         partition: &str,
         resolver: &dyn ConflictResolver,
     ) -> Result<Option<PieceRead>> {
+        self.read_raw(partition)?
+            .map(|raw| raw.finish(resolver))
+            .transpose()
+    }
+
+    /// The adapter's part of [`PieceTier::read`]: the index and the bytes of every
+    /// piece it lists, each checked against its name, not parsed. `None`: no index.
+    pub fn read_raw(&mut self, partition: &str) -> Result<Option<RawRead>> {
         let read = self.read_index(partition)?;
         if read.held.is_none() {
             return Ok(None);
@@ -384,36 +453,13 @@ impl<'a> PieceTier<'a> {
         }
         let mut pieces = Vec::with_capacity(read.index.entries.len());
         for entry in &read.index.entries {
-            let piece = self.load_piece(partition, &entry.name)?;
-            if piece.span != entry.span {
-                return Err(Error::corrupt(
-                    self.label,
-                    &piece_key(partition, &entry.name),
-                    "the piece holds other writes than its index entry says",
-                ));
-            }
-            pieces.push((entry.name.clone(), piece));
+            pieces.push(self.load_checked(partition, &entry.name)?);
         }
-        check_chains(&read.index, &pieces).map_err(|why| Error::corrupt(self.label, &key, why))?;
-        let count = pieces.len();
-        // One piece (a partition just converted, or folded in full): a fold files each
-        // id once, under the write it came from, so its slots are the partition with
-        // nothing to merge.
-        if count == 1 {
-            if let Some(partition) = disjoint_union(&mut pieces[0].1) {
-                return Ok(Some(PieceRead {
-                    partition,
-                    vector,
-                    pieces: count,
-                }));
-            }
-        }
-        let refs: Vec<(&str, &Piece)> = pieces.iter().map(|(n, p)| (n.as_str(), p)).collect();
-        let partition = content(&super::piece::winners(&refs, resolver));
-        Ok(Some(PieceRead {
-            partition,
-            vector,
-            pieces: count,
+        Ok(Some(RawRead {
+            label: self.label.to_string(),
+            partition: partition.to_string(),
+            index: read.index,
+            pieces,
         }))
     }
 

@@ -176,9 +176,13 @@ impl Tier {
     }
 
     /// Reads a partition from its pieces, every piece checked (`None`: no index).
+    /// The adapter is held while the bytes are read; parsing, checking and merging
+    /// them (the resolver may be host code) come after.
     pub(super) fn read_pieces(&self, key: &str) -> Result<Option<PieceRead>> {
         let resolver = self.mode()?.resolver.clone();
-        self.with_pieces(|p| p.read(key, resolver.as_ref()))
+        self.with_pieces(|p| p.read_raw(key))?
+            .map(|raw| raw.finish(resolver.as_ref()))
+            .transpose()
     }
 
     /// The id this device writes under. A tier no one else writes keeps it (so that
