@@ -790,38 +790,57 @@ fn assert_counts(ds: &DataSync, users: u64) {
     assert!(ds.audit().unwrap().is_empty(), "{:?}", ds.audit().unwrap());
 }
 
+/// Last writer wins, asking its instance for its pending writes on every call (as a
+/// host resolver that calls back in would) and keeping each answer's error, if any.
+#[derive(Clone, Default)]
+struct CallsBack {
+    ds: Arc<std::sync::OnceLock<Arc<DataSync>>>,
+    answers: Arc<std::sync::Mutex<Vec<Option<ErrorKind>>>>,
+}
+
+impl datasync::ConflictResolver for CallsBack {
+    fn resolve(&self, name: &str, a: &datasync::Slot, b: &datasync::Slot) -> datasync::Slot {
+        if let Some(ds) = self.ds.get() {
+            let answer = ds.pending_writes().err().map(|e| e.kind());
+            self.answers.lock().unwrap().push(answer);
+        }
+        datasync::LastWriterWins.resolve(name, a, b)
+    }
+}
+
+impl CallsBack {
+    /// An instance in format 2 resolving with this resolver, which it is given.
+    fn device(&self, local: &Meter, cloud: &Meter) -> Arc<DataSync> {
+        let ds = Arc::new(
+            DataSync::open(
+                manual("app")
+                    .format(2)
+                    .resolver(self.clone())
+                    .local(local.clone())
+                    .cloud(cloud.clone()),
+            )
+            .unwrap(),
+        );
+        assert!(self.ds.set(ds.clone()).is_ok());
+        ds
+    }
+
+    /// Every call was answered, and there was at least one.
+    fn assert_answered(&self) {
+        let answers = self.answers.lock().unwrap().clone();
+        assert!(!answers.is_empty(), "the resolver was never called");
+        assert!(answers.iter().all(Option::is_none), "{answers:?}");
+    }
+}
+
 /// A resolver may be host code that calls back into its instance. When another
 /// device's edits come down into the store, it runs with no lock of the store held,
 /// so such a call is answered, not refused with `WouldDeadlock`.
 #[test]
 fn a_resolver_that_calls_back_while_edits_come_down_is_answered() {
-    #[derive(Clone, Default)]
-    struct CallsBack {
-        ds: Arc<std::sync::OnceLock<Arc<DataSync>>>,
-        answers: Arc<std::sync::Mutex<Vec<Option<ErrorKind>>>>,
-    }
-    impl datasync::ConflictResolver for CallsBack {
-        fn resolve(&self, name: &str, a: &datasync::Slot, b: &datasync::Slot) -> datasync::Slot {
-            if let Some(ds) = self.ds.get() {
-                let answer = ds.pending_writes().err().map(|e| e.kind());
-                self.answers.lock().unwrap().push(answer);
-            }
-            datasync::LastWriterWins.resolve(name, a, b)
-        }
-    }
     let (local_a, local_b, cloud) = (Meter::default(), Meter::default(), Meter::default());
     let resolver = CallsBack::default();
-    let a = Arc::new(
-        DataSync::open(
-            manual("app")
-                .format(2)
-                .resolver(resolver.clone())
-                .local(local_a.clone())
-                .cloud(cloud.clone()),
-        )
-        .unwrap(),
-    );
-    assert!(resolver.ds.set(a.clone()).is_ok());
+    let a = resolver.device(&local_a, &cloud);
     let b = device(&local_b, &cloud);
     let ua = a.repo("User").unwrap();
     ua.save_many(&users(10)).unwrap();
@@ -835,9 +854,7 @@ fn a_resolver_that_calls_back_while_edits_come_down_is_answered() {
     b.sync_now().unwrap();
     a.sync_now().unwrap();
     assert_eq!(ua.get(id).unwrap().unwrap().value()["name"], "from b");
-    let answers = resolver.answers.lock().unwrap().clone();
-    assert!(!answers.is_empty(), "the resolver was never called");
-    assert!(answers.iter().all(Option::is_none), "{answers:?}");
+    resolver.assert_answered();
     a.close().unwrap();
 }
 
@@ -846,20 +863,6 @@ fn a_resolver_that_calls_back_while_edits_come_down_is_answered() {
 /// a resolver that calls back into its instance is answered.
 #[test]
 fn a_resolver_that_calls_back_while_a_partition_is_read_is_answered() {
-    #[derive(Clone, Default)]
-    struct CallsBack {
-        ds: Arc<std::sync::OnceLock<Arc<DataSync>>>,
-        answers: Arc<std::sync::Mutex<Vec<Option<ErrorKind>>>>,
-    }
-    impl datasync::ConflictResolver for CallsBack {
-        fn resolve(&self, name: &str, a: &datasync::Slot, b: &datasync::Slot) -> datasync::Slot {
-            if let Some(ds) = self.ds.get() {
-                let answer = ds.pending_writes().err().map(|e| e.kind());
-                self.answers.lock().unwrap().push(answer);
-            }
-            datasync::LastWriterWins.resolve(name, a, b)
-        }
-    }
     let cloud = Meter::default();
     let id = "User.0000000000000003";
     for (n, name) in [(1, "from a"), (2, "from b")] {
@@ -872,22 +875,10 @@ fn a_resolver_that_calls_back_while_a_partition_is_read_is_answered() {
         d.close().unwrap();
     }
     let resolver = CallsBack::default();
-    let c = Arc::new(
-        DataSync::open(
-            manual("app")
-                .format(2)
-                .resolver(resolver.clone())
-                .local(Meter::default())
-                .cloud(cloud.clone()),
-        )
-        .unwrap(),
-    );
-    assert!(resolver.ds.set(c.clone()).is_ok());
+    let c = resolver.device(&Meter::default(), &cloud);
     c.sync_now().unwrap();
     let got = c.repo("User").unwrap().get(id).unwrap().unwrap();
     assert_eq!(got.value()["name"], "from b");
-    let answers = resolver.answers.lock().unwrap().clone();
-    assert!(!answers.is_empty(), "the resolver was never called");
-    assert!(answers.iter().all(Option::is_none), "{answers:?}");
+    resolver.assert_answered();
     c.close().unwrap();
 }
